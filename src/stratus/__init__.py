@@ -1,0 +1,54 @@
+"""stratus: a stateful serverless platform for Python.
+
+>>> import stratus
+>>> app = stratus.connect()          # an embedded cluster on this machine
+>>> @app.function
+... def square(ctx, x):
+...     return x * x
+>>> square.remote(4).result()
+16
+"""
+
+from stratus._exceptions import (
+    ClusterClosed,
+    ConfigurationError,
+    ConnectionFailed,
+    ExecutorLost,
+    FunctionNotFound,
+    InvocationError,
+    InvocationTimeout,
+    NoCapacity,
+    PayloadTooLarge,
+    ProtocolError,
+    RemoteError,
+    SerializationError,
+    StratusError,
+)
+from stratus.client.app import App, connect
+from stratus.client.future import Future
+from stratus.client.handles import Dag, Function
+from stratus.server.context import Context
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "ClusterClosed",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "Context",
+    "Dag",
+    "ExecutorLost",
+    "Function",
+    "FunctionNotFound",
+    "Future",
+    "InvocationError",
+    "InvocationTimeout",
+    "NoCapacity",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "RemoteError",
+    "SerializationError",
+    "StratusError",
+    "connect",
+]

@@ -1,0 +1,108 @@
+"""The one exception hierarchy of stratus.
+
+::
+
+    StratusError
+    ├── ConfigurationError        bad options given to connect(), a function or a DAG
+    ├── ConnectionFailed          the cluster cannot be reached or refused our key
+    ├── ClusterClosed             the client was closed, or its embedded cluster died
+    ├── ProtocolError             a peer sent a frame we could not accept
+    ├── FunctionNotFound          no function or DAG of that name is registered
+    ├── SerializationError        arguments or results that cannot be pickled or unpickled
+    ├── PayloadTooLarge           a pickled value above the cluster's size limit
+    ├── NoCapacity                no executor offers what the function requests
+    └── InvocationError           an invocation failed (carries invocation id and function)
+        ├── RemoteError           the function raised; carries the remote type and traceback
+        ├── InvocationTimeout     the function ran past its timeout and was killed
+        └── ExecutorLost          its executor died and the retries were spent
+
+Local failures (the first group) and remote ones (``InvocationError``) are different
+types, so a caller can tell "my call was malformed" from "the function failed".
+"""
+
+from __future__ import annotations
+
+
+class StratusError(Exception):
+    """Root of every error stratus raises."""
+
+
+class ConfigurationError(StratusError, ValueError):
+    """Options given to stratus are invalid (bad address, unknown consistency level...)."""
+
+
+class ConnectionFailed(StratusError, ConnectionError):
+    """The cluster could not be reached, or it did not accept our cluster key."""
+
+
+class ClusterClosed(StratusError):
+    """The client has been closed, or the cluster it talked to has gone away."""
+
+
+class ProtocolError(StratusError):
+    """A peer sent a frame that is unsigned, badly signed, malformed or too large."""
+
+
+class FunctionNotFound(StratusError, LookupError):
+    """No function or DAG with this name is registered in the cluster."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no function or DAG named {name!r} is registered")
+        self.name = name
+
+
+class SerializationError(StratusError):
+    """A value could not be pickled, or could not be unpickled on the other side."""
+
+
+class PayloadTooLarge(StratusError):
+    """A pickled value is larger than the cluster's ``max_payload`` (default 64 MiB)."""
+
+    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class NoCapacity(StratusError):
+    """No executor of the cluster offers the resources the function requests."""
+
+
+class InvocationError(StratusError):
+    """An invocation failed. ``invocation_id`` and ``function`` say which one."""
+
+    def __init__(self, message: str, *, invocation_id: str = "", function: str = "") -> None:
+        super().__init__(message)
+        self.invocation_id = invocation_id
+        self.function = function
+
+
+class RemoteError(InvocationError):
+    """The function raised. ``remote_type``, ``remote_traceback`` and, when it could be
+    pickled, the original ``exception`` describe what happened on the executor."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote_type: str,
+        remote_traceback: str,
+        exception: BaseException | None = None,
+        invocation_id: str = "",
+        function: str = "",
+    ) -> None:
+        super().__init__(message, invocation_id=invocation_id, function=function)
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+        self.exception = exception
+
+    def __str__(self) -> str:
+        return f"{self.remote_type}: {self.args[0]}\n\nRemote traceback:\n{self.remote_traceback}"
+
+
+class InvocationTimeout(InvocationError, TimeoutError):
+    """The function ran past its ``timeout``; its executor was killed and replaced."""
+
+
+class ExecutorLost(InvocationError):
+    """The executor running the call died and the function's ``retries`` were spent."""

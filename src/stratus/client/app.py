@@ -1,0 +1,192 @@
+"""``connect()`` and ``App``: the user's entry point to a cluster."""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import os
+import sys
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, overload
+
+from stratus import _exceptions as exc
+from stratus import config as cfg
+from stratus.client.client import Client
+from stratus.client.embedded import EmbeddedCluster
+from stratus.client.handles import Composable, Dag, Function, Graph
+from stratus.protocol.messages import Consistency, FunctionOptions, Resources, StatusReply
+from stratus.protocol.serialization import DEFAULT_MAX_PAYLOAD
+
+_CONSISTENCY = ("eventual", "causal", "serializable")
+_open_apps: weakref.WeakSet[App] = weakref.WeakSet()
+
+
+class App:
+    """A connection to a cluster, and the cluster itself when it is embedded.
+
+    >>> with stratus.connect() as app:
+    ...     @app.function
+    ...     def square(ctx, x):
+    ...         return x * x
+    ...     square.remote(3).result()
+    9
+    """
+
+    def __init__(self, client: Client, cluster: EmbeddedCluster | None = None) -> None:
+        self._client = client
+        self._cluster = cluster
+        client.on_lost = self._on_lost
+        _open_apps.add(self)
+
+    @property
+    def address(self) -> str:
+        return self._client.address
+
+    @property
+    def cluster_id(self) -> str:
+        return self._client.cluster_id
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "embedded" if self._cluster else "remote"
+        return f"<stratus.App {kind} {self.cluster_id} at {self.address}>"
+
+    @overload
+    def function(self, fn: Callable[..., Any], /) -> Function: ...
+    @overload
+    def function(
+        self, fn: None = None, /, **options: Any
+    ) -> Callable[[Callable[..., Any]], Function]: ...
+
+    def function(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        timeout: float | None = 300.0,
+        retries: int = 2,
+        memory_mb: int = 512,
+        cpu: float = 1.0,
+        gpus: int = 0,
+        consistency: Consistency = "eventual",
+        init_args: tuple[Any, ...] = (),
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        """Register a function (or a class) so the cluster can run it.
+
+        Use bare (``@app.function``) or with options. A function's first parameter is
+        its ``Context``. A class is built once per warm executor with ``init_args`` and
+        ``init_kwargs`` (load a model there); its ``__call__(self, ctx, ...)`` serves calls.
+        Registering a name again makes a new version; calls in flight finish on the old.
+        """
+        if consistency not in _CONSISTENCY:
+            raise exc.ConfigurationError(f"consistency must be one of {_CONSISTENCY}")
+        if retries < 0 or (timeout is not None and timeout <= 0):
+            raise exc.ConfigurationError("retries must be >= 0 and timeout > 0")
+
+        def register(target: Callable[..., Any]) -> Function:
+            is_class = inspect.isclass(target)
+            if is_class and not callable(getattr(target, "__call__", None)):
+                raise exc.ConfigurationError(f"class {target!r} must define __call__")
+            options = FunctionOptions(
+                timeout=timeout,
+                retries=retries,
+                resources=Resources(cpu=cpu, memory_mb=memory_mb, gpus=gpus),
+                consistency=consistency,
+                is_class=is_class,
+            )
+            fn_name = name or getattr(target, "__name__", None)
+            if not fn_name:
+                raise exc.ConfigurationError(f"{target!r} has no __name__: pass name=")
+            code = (target, tuple(init_args), dict(init_kwargs or {}))
+            version = self._client.register(fn_name, code, options)
+            return Function(self._client, fn_name, version, options)
+
+        return register if fn is None else register(fn)
+
+    def dag(self, name: str, graph: Composable) -> Dag:
+        """Register a DAG built with ``>>`` (chains, fan-out with lists, fan-in)."""
+        nodes = Graph.of(graph).nodes()
+        self._client.register_dag(name, nodes)
+        return Dag(self._client, name, nodes)
+
+    def lookup(self, name: str) -> Function | Dag:
+        """A handle for a function or DAG registered by anyone, by name."""
+        infos = self._client._resolve(name)
+        nodes = self._client._dags.get(name)
+        if nodes is not None:
+            return Dag(self._client, name, nodes)
+        return Function(self._client, name, infos[0].version, infos[0].options)
+
+    def status(self) -> StatusReply:
+        """Executors, functions and DAGs of the cluster."""
+        return self._client.status()
+
+    def close(self) -> None:
+        """Disconnect; an embedded cluster is shut down with its executors."""
+        self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        _open_apps.discard(self)
+
+    def _on_lost(self, reason: str) -> None:
+        pass
+
+
+def connect(
+    address: str | None = None,
+    *,
+    key: bytes | str | None = None,
+    data_dir: str | os.PathLike[str] = ".stratus",
+    executors: int = 0,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    preload: tuple[str, ...] = (),
+    log_level: str = "WARNING",
+    timeout: float = 30.0,
+) -> App:
+    """Connect to a cluster; with no ``address``, start an embedded one.
+
+    An embedded cluster runs a coordinator and ``executors`` processes (default: one per
+    core) in the background, keeps its data under ``data_dir`` and stops on
+    ``close()``, at the end of a ``with`` block, at interpreter exit, or when this
+    process dies. A server started by ``stratus up`` is reached at ``tcp://host:port``;
+    its key comes from ``key``, ``$STRATUS_KEY`` (hex), ``$STRATUS_KEY_FILE`` or
+    ``<data_dir>/key``.
+    """
+    if address is None:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        config = cfg.ClusterConfig(
+            cluster_id=cfg.new_cluster_id(),
+            key=cfg.new_key(),
+            data_dir=str(Path(data_dir).resolve()),
+            executors=executors,
+            max_payload=max_payload,
+            preload=list(preload),
+            sys_path=[p for p in sys.path if p],
+            log_level=log_level,
+        )
+        cluster = EmbeddedCluster(config, timeout=timeout)
+        try:
+            client = Client(cluster.address, cluster.key, max_payload=max_payload)
+        except BaseException:
+            cluster.close()
+            raise
+        return App(client, cluster)
+    return App(Client(address, cfg.load_key(key, data_dir), max_payload=max_payload))
+
+
+@atexit.register
+def _close_all() -> None:
+    for app in list(_open_apps):
+        try:
+            app.close()
+        except Exception:
+            pass

@@ -1,0 +1,575 @@
+"""The client core: talks to the coordinator for names and placements, and straight to
+executors for calls.
+
+Theory of operation: the client keeps a cache of what the coordinator said (each
+function's latest version and options, where it may run) and one connection per
+executor. A call is one frame to an executor chosen locally (least in flight among the
+placement) and one frame back. The coordinator is asked only on a cache miss; it pushes
+``ExecutorsChanged`` when executors come and go.
+
+Threads: ``_lock`` guards all state and is held only briefly. Exactly one thread at a time
+polls the sockets (``_poll_lock``): a thread waiting in ``Future.result()`` does so itself,
+so the common synchronous call involves no other thread. Watched futures (callbacks,
+``await``, ``concurrent.futures.wait``) and waiters that could not take the poll lock are
+served by a background pump thread, started the first time it is needed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from typing import Any, Literal
+
+from stratus import _exceptions as exc
+from stratus.client import invocation as inv
+from stratus.client.future import Future
+from stratus.protocol import messages as m
+from stratus.protocol import serialization
+from stratus.protocol.framing import FRAME_OVERHEAD, Codec
+from stratus.transport import addresses
+from stratus.transport.reactor import Connection, Reactor
+
+log = logging.getLogger("stratus.client")
+
+_HANDSHAKE_TIMEOUT = 10.0
+
+
+@dataclass
+class _Pending:
+    """An invocation in flight: its future, its state machine and how to send it again."""
+
+    future: Future[Any]
+    invocation: inv.Invocation
+    send: Callable[[int, frozenset[str]], None]  # (attempt, executors to avoid)
+
+
+class Client:
+    """A connection to one stratus cluster. Most users get one from ``stratus.connect()``."""
+
+    def __init__(
+        self,
+        address: str,
+        key: bytes,
+        *,
+        max_payload: int = serialization.DEFAULT_MAX_PAYLOAD,
+        reactor: Reactor | None = None,
+        client_id: str | None = None,
+        role: Literal["client", "executor"] = "client",
+    ) -> None:
+        self.address = address
+        self.client_id = client_id or f"c{os.getpid()}-{secrets.token_hex(4)}"
+        self.max_payload = max_payload
+        self._codec = Codec(key, m.ToClient, max_frame=max_payload + FRAME_OVERHEAD)
+        self._reactor = reactor or Reactor()
+        self._own_reactor = reactor is None
+        self._lock = threading.RLock()
+        # Re-entrant: an executor's function waiting on a nested call polls again
+        # from inside the dispatch of the loop that runs it.
+        self._poll_lock = threading.RLock()
+        self._rids = itertools.count(1)
+        self._closed = False
+        self._close_reason = "the client is closed"
+        self._prefer_unix = addresses.is_local(address)
+        self._pending: dict[int, _Pending] = {}
+        self._requests: dict[int, cf.Future[Any]] = {}
+        self._functions: dict[str, m.FunctionInfo] = {}
+        self._dags: dict[str, list[m.DagNode]] = {}
+        self._executors: dict[str, m.ExecutorAddress] = {}
+        self._placements: dict[str, list[str]] = {}  # function -> executor ids
+        self._conns: dict[str, Connection] = {}
+        self._inflight: dict[str, int] = {}
+        self._parked: list[tuple[int, int, frozenset[str]]] = []
+        self._watched: set[Future[Any]] = set()
+        self._blocked_waiters = 0
+        # Own lock, not ``_lock``: futures signal it while holding their own condition.
+        self._pump_wanted = threading.Condition()
+        self._pump_thread: threading.Thread | None = None
+        self.on_lost: Callable[[str], None] | None = None  # called when the cluster is gone
+        self._coordinator, welcome = self._reactor.connect_and_wait(
+            address, self._codec, m.Hello(self.client_id, role), timeout=_HANDSHAKE_TIMEOUT
+        )
+        if not isinstance(welcome, m.Welcome):
+            raise exc.ConnectionFailed(f"{address} answered {type(welcome).__name__}, not Welcome")
+        self.cluster_id = welcome.node_id
+        self._coordinator.peer_id = welcome.node_id
+        self._coordinator.on_message = self._on_message
+        self._coordinator.on_close = self._on_close
+
+    # ------------------------------------------------------------------ public surface
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def register(self, name: str, fn: Any, options: m.FunctionOptions) -> int:
+        """Register ``fn`` under ``name``; return its new version."""
+        code = serialization.dumps_code(fn, limit=self.max_payload)
+        reply = self.request(lambda rid: m.Register(rid, name, code, options))
+        assert isinstance(reply, m.Registered)
+        with self._lock:
+            self._functions[name] = m.FunctionInfo(name, reply.version, options)
+        return reply.version
+
+    def register_dag(self, name: str, nodes: list[m.DagNode]) -> None:
+        self.request(lambda rid: m.RegisterDag(rid, name, nodes))
+        with self._lock:
+            self._dags[name] = nodes
+
+    def status(self) -> m.StatusReply:
+        reply = self.request(lambda rid: m.StatusRequest(rid))
+        assert isinstance(reply, m.StatusReply)
+        return reply
+
+    def shutdown_cluster(self) -> None:
+        self.request(lambda rid: m.ShutdownCluster(rid))
+
+    def invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        """Invoke a function or a DAG by name."""
+        if name not in self._placements:
+            self._resolve(name)
+        if name in self._dags:
+            return self.call_dag(name, args, kwargs)
+        return self.call(name, args, kwargs)
+
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        """Invoke function ``name``; returns at once with a Future."""
+        blob = serialization.dumps((args, kwargs), limit=self.max_payload, what="arguments")
+        if name not in self._placements:
+            self._resolve(name)
+        with self._lock:
+            self._check_open()
+            info = self._functions[name]
+            rid = next(self._rids)
+            future: Future[Any] = Future(self, f"{self.client_id}.{rid}", name)
+            options = info.options
+            invocation = inv.Invocation(
+                future.invocation_id, name, options.timeout, options.retries
+            )
+
+            def send(attempt: int, avoid: frozenset[str]) -> None:
+                target = self._choose(name, avoid)
+                if target is None:
+                    self._parked.append((rid, attempt, avoid))
+                    return
+                conn = self._connection(target)
+                message = m.Call(
+                    rid, future.invocation_id, name, info.version, blob, attempt,
+                    options.timeout, self.client_id,
+                )
+                invocation.sent(attempt, frozenset((target.executor_id,)), time.monotonic())
+                self._inflight[target.executor_id] = self._inflight.get(target.executor_id, 0) + 1
+                conn.send(message)
+
+            self._pending[rid] = _Pending(future, invocation, send)
+            self._send(rid, 1, frozenset())
+        return future
+
+    def call_dag(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        """Invoke DAG ``name``: every source gets ``args``; the sink's result comes back."""
+        blob = serialization.dumps((args, kwargs), limit=self.max_payload, what="arguments")
+        if name not in self._placements:
+            self._resolve(name)
+        with self._lock:
+            self._check_open()
+            nodes = self._dags[name]
+            infos = [self._functions[n.function] for n in nodes]
+            timeouts = [i.options.timeout for i in infos]
+            budget = None if None in timeouts else sum(t for t in timeouts if t is not None)
+            rid = next(self._rids)
+            future: Future[Any] = Future(self, f"{self.client_id}.{rid}", name)
+            invocation = inv.Invocation(
+                future.invocation_id, name, budget, min(i.options.retries for i in infos)
+            )
+            downstream: list[list[int]] = [[] for _ in nodes]
+            for i, node in enumerate(nodes):
+                for u in node.upstream:
+                    downstream[u].append(i)
+            sink = next(i for i, d in enumerate(downstream) if not d)
+
+            def send(attempt: int, avoid: frozenset[str]) -> None:
+                targets = [self._choose(n.function, avoid) for n in nodes]
+                if any(t is None for t in targets):
+                    self._parked.append((rid, attempt, avoid))
+                    return
+                plan_nodes = []
+                for i, (node, info, target) in enumerate(zip(nodes, infos, targets, strict=True)):
+                    assert target is not None
+                    self._connection(target)  # the sink answers on our own connection
+                    plan_nodes.append(
+                        m.PlanNode(
+                            info.name, info.version, target, info.options.timeout,
+                            node.upstream, downstream[i],
+                        )
+                    )
+                plan = m.DagPlan(name, plan_nodes, sink)
+                ids = frozenset(t.executor_id for t in targets if t is not None)
+                invocation.sent(attempt, ids, time.monotonic())
+                for i, node in enumerate(plan_nodes):
+                    if not node.upstream:
+                        message = m.Call(
+                            rid, future.invocation_id, node.function, node.version, blob,
+                            attempt, node.timeout, self.client_id, plan, i,
+                        )
+                        self._conns[node.executor.executor_id].send(message)
+
+            self._pending[rid] = _Pending(future, invocation, send)
+            self._send(rid, 1, frozenset())
+        return future
+
+    def send_control(self, message: Any) -> None:
+        """Send a one-way message to the coordinator."""
+        with self._lock:
+            self._coordinator.send(message)
+
+    def connection_to(self, target: m.ExecutorAddress) -> Connection:
+        """This client's connection to an executor, opened on first use."""
+        with self._lock:
+            return self._connection(target)
+
+    def polling(self) -> AbstractContextManager[Any]:
+        """Hold the right to poll, for a server that drives the loop itself."""
+        return self._poll_lock
+
+    def pump(self, timeout: float | None) -> None:
+        """One round of I/O; call inside ``polling()``."""
+        self._pump_once(timeout)
+
+    def request(self, build: Callable[[int], Any], timeout: float = 30.0) -> Any:
+        """Send a request to the coordinator and wait for its reply."""
+        with self._lock:
+            self._check_open()
+            rid = next(self._rids)
+            waiter: cf.Future[Any] = cf.Future()
+            self._requests[rid] = waiter
+            self._coordinator.send(build(rid))
+        self._wait(waiter, timeout)
+        return waiter.result(timeout=0)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._fail_all(exc.ClusterClosed("the client was closed"))
+            self._closed = True
+            for conn in list(self._conns.values()) + [self._coordinator]:
+                conn.on_close = lambda c: None
+                conn.close()
+            if self._own_reactor:
+                self._reactor.wake()
+        with self._pump_wanted:
+            self._pump_wanted.notify_all()
+        if self._own_reactor:
+            with self._poll_lock:
+                self._reactor.close()
+
+    # ------------------------------------------------------------------ placement
+
+    def _resolve(self, name: str) -> list[m.FunctionInfo]:
+        reply = self.request(lambda rid: m.Resolve(rid, name))
+        assert isinstance(reply, m.Resolved)
+        with self._lock:
+            for info in reply.functions:
+                self._functions[info.name] = info
+                self._placements[info.name] = [e.executor_id for e in reply.executors]
+            for e in reply.executors:
+                self._executors[e.executor_id] = e
+            if reply.dag is not None:
+                self._dags[name] = reply.dag
+                self._placements[name] = []
+        return reply.functions
+
+    def _choose(self, function: str, avoid: frozenset[str]) -> m.ExecutorAddress | None:
+        """The least loaded live executor of the function's placement, avoiding ``avoid``."""
+        ids = [e for e in self._placements.get(function, ()) if e in self._executors]
+        candidates = [e for e in ids if e not in avoid] or ids
+        if not candidates:
+            return None
+        best = min(candidates, key=lambda e: self._inflight.get(e, 0))
+        return self._executors[best]
+
+    def _send(self, rid: int, attempt: int, avoid: frozenset[str]) -> None:
+        pending = self._pending.get(rid)
+        if pending is None:
+            return
+        try:
+            pending.send(attempt, avoid)
+        except exc.StratusError as e:
+            self._finish(rid, error=e)
+
+    # ------------------------------------------------------------------ connections
+
+    def _connection(self, target: m.ExecutorAddress) -> Connection:
+        conn = self._conns.get(target.executor_id)
+        if conn is None or conn.closed:
+            address = target.unix if self._prefer_unix or not target.tcp else target.tcp
+            try:
+                # No wait for Welcome: the stream is ordered, and every reply is signed.
+                conn = self._reactor.connect(
+                    address, self._codec, m.Hello(self.client_id, "client"), timeout=5.0
+                )
+            except exc.ConnectionFailed:
+                self._executor_gone(target.executor_id)
+                raise exc.ExecutorLost(f"cannot reach executor {target.executor_id}") from None
+            conn.peer_id = target.executor_id
+            conn.on_message = self._on_message
+            conn.on_close = self._on_close
+            self._conns[target.executor_id] = conn
+        return conn
+
+    def _on_close(self, conn: Connection) -> None:
+        if conn is self._coordinator:
+            self._close_reason = "the cluster's coordinator went away"
+            self._fail_all(exc.ClusterClosed(self._close_reason))
+            self._closed = True
+            if self.on_lost is not None:
+                self.on_lost(self._close_reason)
+            return
+        for executor_id, c in list(self._conns.items()):
+            if c is conn:
+                del self._conns[executor_id]
+                self._executor_gone(executor_id)
+
+    def _executor_gone(self, executor_id: str) -> None:
+        self._executors.pop(executor_id, None)
+        self._inflight.pop(executor_id, None)
+        now = time.monotonic()
+        for rid, pending in list(self._pending.items()):
+            self._apply(rid, pending.invocation.handle(inv.ExecutorDied(executor_id), now))
+
+    # ------------------------------------------------------------------ incoming messages
+
+    def _on_message(self, conn: Connection, message: Any) -> None:
+        match message:
+            case m.Welcome():
+                pass
+            case m.Result(rid, attempt, value):
+                self._settle(conn, rid, inv.Replied(attempt, value))
+            case m.Failure(rid, attempt, error):
+                self._settle(conn, rid, inv.Failed(attempt, error))
+            case m.ExecutorsChanged(executors):
+                self._executors_changed(executors)
+            case m.RequestFailed(rid, error):
+                waiter = self._requests.pop(rid, None)
+                if waiter is not None:
+                    waiter.set_exception(error_from_info(error, "", ""))
+            case (
+                m.Registered(rid)
+                | m.Resolved(rid)
+                | m.StatusReply(rid)
+                | m.ShutdownStarted(rid)
+                | m.FunctionCode(rid)
+            ):
+                waiter = self._requests.pop(rid, None)
+                if waiter is not None:
+                    waiter.set_result(message)
+            case _:
+                self.on_other_message(conn, message)
+
+    def on_other_message(self, conn: Connection, message: Any) -> None:
+        """Messages for an embedding server (an executor's coordinator link)."""
+        log.warning("unexpected %s from %r", type(message).__name__, conn)
+
+    def _settle(self, conn: Connection, rid: int, event: inv.Event) -> None:
+        if conn.peer_id in self._inflight and self._inflight[conn.peer_id] > 0:
+            self._inflight[conn.peer_id] -= 1
+        pending = self._pending.get(rid)
+        if pending is not None:
+            self._apply(rid, pending.invocation.handle(event, time.monotonic()))
+
+    def _executors_changed(self, executors: list[m.ExecutorAddress]) -> None:
+        known = {e.executor_id: e for e in executors}
+        for executor_id in set(self._executors) - set(known):
+            self._executor_gone(executor_id)
+        if set(known) - set(self._executors):
+            self._placements.clear()  # newcomers: ask again where functions may run
+            for name in list(self._functions):
+                self._placements[name] = list(known)
+            for name in self._dags:
+                self._placements[name] = []
+        self._executors = known
+        parked, self._parked = self._parked, []
+        for rid, attempt, avoid in parked:
+            self._send(rid, attempt, avoid)
+
+    def _apply(self, rid: int, instructions: list[inv.Instruction]) -> None:
+        for instruction in instructions:
+            match instruction:
+                case inv.Complete(value):
+                    try:
+                        result = serialization.loads(value, what="result")
+                    except exc.SerializationError as e:
+                        self._finish(rid, error=e)
+                    else:
+                        self._finish(rid, value=result)
+                case inv.Reject(error):
+                    pending = self._pending[rid]
+                    self._finish(
+                        rid,
+                        error=error_from_info(
+                            error, pending.future.invocation_id, pending.invocation.function
+                        ),
+                    )
+                case inv.Resend(attempt, avoid):
+                    self._send(rid, attempt, avoid)
+                case inv.Kill(executor_id):
+                    invocation_id = self._pending[rid].future.invocation_id
+                    self._coordinator.send(m.KillInvocation(executor_id, invocation_id))
+
+    def _finish(self, rid: int, *, value: Any = None, error: BaseException | None = None) -> None:
+        pending = self._pending.pop(rid, None)
+        if pending is None:
+            return
+        self._watched.discard(pending.future)
+        if error is not None:
+            pending.future.set_exception(error)
+        else:
+            pending.future.set_result(value)
+
+    def _fail_all(self, error: exc.StratusError) -> None:
+        for rid in list(self._pending):
+            self._finish(rid, error=error)
+        requests, self._requests = self._requests, {}
+        for waiter in requests.values():
+            waiter.set_exception(error)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise exc.ClusterClosed(self._close_reason)
+
+    def _check_deadlines(self) -> float | None:
+        """Feed ``Tick`` to invocations past their deadline; return the next deadline."""
+        now = time.monotonic()
+        soonest: float | None = None
+        for rid, pending in list(self._pending.items()):
+            deadline = pending.invocation.deadline
+            if deadline is None:
+                continue
+            if deadline <= now:
+                self._apply(rid, pending.invocation.handle(inv.Tick(), now))
+                deadline = pending.invocation.deadline
+                if rid not in self._pending or deadline is None:
+                    continue
+            soonest = deadline if soonest is None else min(soonest, deadline)
+        return soonest
+
+    # ------------------------------------------------------------------ driving the I/O
+
+    def _pump_once(self, timeout: float | None) -> None:
+        """One round of I/O; the caller holds ``_poll_lock`` but not ``_lock``."""
+        with self._lock:
+            if self._closed and self._own_reactor:
+                return
+            soonest = self._check_deadlines()
+            if soonest is not None:
+                wait = max(0.0, soonest - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
+        self._reactor.run_once(timeout, lock=self._lock)
+
+    def _wait(self, future: cf.Future[Any], timeout: float | None) -> None:
+        """Drive I/O until ``future`` is done or ``timeout`` passes. Never called with
+        ``_lock`` held, so the thread that polls can always take it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not future.done():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            if self._poll_lock.acquire(blocking=False):
+                try:
+                    while not future.done() and not self._closed:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            return
+                        self._pump_once(remaining)
+                    return
+                finally:
+                    self._poll_lock.release()
+                    self._hand_over()
+            # Another thread polls; the background pump takes over if it leaves first.
+            with self._pump_wanted:
+                self._blocked_waiters += 1
+            self._start_pump()
+            try:
+                cf.wait([future], timeout=remaining)
+            finally:
+                with self._pump_wanted:
+                    self._blocked_waiters -= 1
+
+    def _poll_nowait(self) -> None:
+        if self._poll_lock.acquire(blocking=False):
+            try:
+                self._pump_once(0)
+            finally:
+                self._poll_lock.release()
+                self._hand_over()
+
+    def _watch(self, future: Future[Any]) -> None:
+        if not future.done():
+            self._watched.add(future)
+            self._start_pump()
+
+    def _hand_over(self) -> None:
+        if self._watched or self._blocked_waiters:
+            with self._pump_wanted:
+                self._pump_wanted.notify()
+
+    def _start_pump(self) -> None:
+        with self._pump_wanted:
+            if self._pump_thread is None:
+                self._pump_thread = threading.Thread(
+                    target=self._pump_forever, name=f"stratus-pump-{self.client_id}", daemon=True
+                )
+                self._pump_thread.start()
+            self._pump_wanted.notify()
+        self._reactor.wake()
+
+    def _pump_forever(self) -> None:
+        while True:
+            with self._pump_wanted:
+                while not self._closed and not (self._watched or self._blocked_waiters):
+                    self._pump_wanted.wait()
+            if self._closed:
+                return
+            with self._poll_lock:
+                self._pump_once(0.05)
+
+
+def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> exc.StratusError:
+    """Turn an ``ErrorInfo`` from the wire into the matching stratus exception."""
+    kind = error.kind
+    if kind == "RemoteError":
+        original = None
+        if error.exception:
+            try:
+                original = serialization.loads(error.exception)
+            except exc.SerializationError:
+                original = None
+        return exc.RemoteError(
+            error.message,
+            remote_type=error.remote_type,
+            remote_traceback=error.traceback,
+            exception=original,
+            invocation_id=invocation_id,
+            function=function,
+        )
+    if kind in ("InvocationTimeout", "ExecutorLost"):
+        cls = exc.InvocationTimeout if kind == "InvocationTimeout" else exc.ExecutorLost
+        return cls(error.message, invocation_id=invocation_id, function=function)
+    if kind == "FunctionNotFound":
+        return exc.FunctionNotFound(error.message)
+    simple: dict[str, type[exc.StratusError]] = {
+        "SerializationError": exc.SerializationError,
+        "PayloadTooLarge": exc.PayloadTooLarge,
+        "NoCapacity": exc.NoCapacity,
+        "ConfigurationError": exc.ConfigurationError,
+        "ClusterClosed": exc.ClusterClosed,
+    }
+    return simple.get(kind, exc.StratusError)(error.message)
+

@@ -1,0 +1,73 @@
+"""The Future an invocation returns: a ``concurrent.futures.Future`` that is awaitable.
+
+Waiting drives the connection: ``result()`` reads replies in the calling thread, so a
+synchronous call costs no hand-off between threads. Ways of waiting that do not call
+``result()`` (callbacks, ``await``, ``concurrent.futures.wait``/``as_completed``) register
+the future as *watched*, and the client's background pump then reads for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from stratus.client.client import Client
+
+T = TypeVar("T")
+
+
+class _WatchedList(list[Any]):
+    """``Future._waiters``: ``concurrent.futures.wait`` appends here, which starts the pump."""
+
+    def __init__(self, future: Future[Any]) -> None:
+        super().__init__()
+        self._future = future
+
+    def append(self, waiter: Any) -> None:
+        super().append(waiter)
+        self._future._client._watch(self._future)
+
+
+class Future(concurrent.futures.Future[T], Generic[T]):
+    """The pending result of an invocation.
+
+    >>> fut = square.remote(3)
+    >>> fut.result(timeout=5)
+    9
+    """
+
+    def __init__(self, client: Client, invocation_id: str, function: str) -> None:
+        super().__init__()
+        self._client = client
+        self._waiters = _WatchedList(self)
+        self.invocation_id = invocation_id
+        self.function = function
+        self.set_running_or_notify_cancel()  # a call on the wire cannot be cancelled
+
+    def __repr__(self) -> str:
+        return f"<stratus.Future {self.function} {self.invocation_id} {self._state.lower()}>"
+
+    def result(self, timeout: float | None = None) -> T:
+        """Wait up to ``timeout`` seconds; raise ``TimeoutError`` if still pending."""
+        self._client._wait(self, timeout)
+        return super().result(timeout=0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._client._wait(self, timeout)
+        return super().exception(timeout=0)
+
+    def done(self) -> bool:
+        if not super().done():
+            self._client._poll_nowait()
+        return super().done()
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+        super().add_done_callback(fn)
+        if not super().done():
+            self._client._watch(self)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return asyncio.wrap_future(self).__await__()

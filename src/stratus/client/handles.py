@@ -1,0 +1,119 @@
+"""Handles a user holds: ``Function`` and ``Dag``, and the ``>>`` graph builder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Union
+
+from stratus._exceptions import ConfigurationError
+from stratus.protocol.messages import DagNode, FunctionOptions
+
+if TYPE_CHECKING:
+    from stratus.client.client import Client
+    from stratus.client.future import Future
+
+Composable = Union["Function", "Graph", list[Any]]
+
+
+class _Invocable:
+    name: str
+    _client: Client
+
+    def remote(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Invoke on the cluster; returns at once with a Future."""
+        return self._client.invoke(self.name, args, kwargs)
+
+    def map(self, *iterables: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
+        """Like ``Executor.map``: every call is sent first, results come back in order."""
+        futures = [self.remote(*args) for args in zip(*iterables, strict=False)]
+        return (f.result(timeout=timeout) for f in futures)
+
+
+class Function(_Invocable):
+    """A registered function: ``fn.remote(*args)`` invokes it, ``a >> b`` composes."""
+
+    def __init__(self, client: Client, name: str, version: int, options: FunctionOptions) -> None:
+        self._client = client
+        self.name = name
+        self.version = version
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"<stratus.Function {self.name} v{self.version}>"
+
+    def __rshift__(self, other: Composable) -> Graph:
+        return Graph.of(self) >> other
+
+    def __rrshift__(self, other: Composable) -> Graph:
+        return Graph.of(other) >> self
+
+
+class Dag(_Invocable):
+    """A registered DAG: its sources get the call's arguments, its sink's result returns."""
+
+    def __init__(self, client: Client, name: str, nodes: list[DagNode]) -> None:
+        self._client = client
+        self.name = name
+        self.nodes = nodes
+
+    def __repr__(self) -> str:
+        return f"<stratus.Dag {self.name}: {' '.join(n.function for n in self.nodes)}>"
+
+
+class Graph:
+    """Functions wired by ``>>``: chains ``a >> b``, fan-out ``a >> [b, c]`` and fan-in
+    ``[b, c] >> d``. A node's result is the argument of each node after it; a node with
+    several upstream nodes gets their results as arguments, in the order written."""
+
+    def __init__(self, upstream: dict[str, list[str]], tails: list[str]) -> None:
+        self.upstream = upstream  # node -> its upstream nodes, insertion-ordered
+        self.tails = tails  # nodes the next ``>>`` connects from
+
+    @staticmethod
+    def of(item: Composable) -> Graph:
+        if isinstance(item, Graph):
+            return item
+        if isinstance(item, Function):
+            return Graph({item.name: []}, [item.name])
+        if isinstance(item, list | tuple) and item:
+            merged = Graph({}, [])
+            for part in item:
+                graph = Graph.of(part)
+                merged.upstream = _merge(merged.upstream, graph.upstream)
+                merged.tails += graph.tails
+            return merged
+        raise ConfigurationError(f"cannot put {item!r} in a DAG: use functions, >> and lists")
+
+    def __rshift__(self, other: Composable) -> Graph:
+        right = Graph.of(other)
+        upstream = _merge(self.upstream, {})
+        for node, ups in right.upstream.items():
+            extra = list(self.tails) if not ups else []
+            upstream[node] = [*upstream.get(node, []), *ups, *extra]
+        return Graph(upstream, right.tails)
+
+    def __rrshift__(self, other: Composable) -> Graph:
+        return Graph.of(other) >> self
+
+    def nodes(self) -> list[DagNode]:
+        """The nodes in topological order, upstream given as indexes."""
+        order: list[str] = []
+        placed: set[str] = set()
+        pending = dict(self.upstream)
+        while pending:
+            ready = [n for n, ups in pending.items() if all(u in placed for u in ups)]
+            if not ready:
+                raise ConfigurationError("the DAG has a cycle")
+            for n in ready:
+                order.append(n)
+                placed.add(n)
+                del pending[n]
+        index = {n: i for i, n in enumerate(order)}
+        return [DagNode(n, [index[u] for u in self.upstream[n]]) for n in order]
+
+
+def _merge(a: dict[str, list[str]], b: dict[str, list[str]]) -> dict[str, list[str]]:
+    merged = {k: list(v) for k, v in a.items()}
+    for k, v in b.items():
+        merged[k] = [*merged.get(k, []), *(u for u in v if u not in merged.get(k, []))]
+    return merged

@@ -1,0 +1,154 @@
+"""The life of one invocation as seen by its caller: a state machine without I/O.
+
+Theory of operation: an invocation is sent (attempt 1) to the executors of its plan (one
+for a function, one per step for a DAG) and waits. It ends when a reply for the *current*
+attempt arrives. When an executor of the plan dies, or the caller's deadline (the
+function's timeout plus a grace period for the executor to report it itself) passes, the
+attempt is abandoned: the invocation is re-sent elsewhere while ``retries`` allow, else it
+fails. Replies of abandoned attempts are ignored, which is safe because an attempt's
+effects only become visible when it returns successfully.
+
+    state     event                              next      instructions
+    -------   --------------------------------   -------   ------------------------------
+    running   Replied(current attempt)           done      Complete
+    running   Failed(current, retryable)         running   Resend (if retries left)
+    running   Failed(current, retryable)         failed    Reject (retries spent)
+    running   Failed(current, not retryable)     failed    Reject
+    running   ExecutorDied(in plan)              running   Resend / Reject(ExecutorLost)
+    running   Tick(now >= deadline)              running   Kill, Resend / Reject(Timeout)
+    running   anything of an older attempt       running   (nothing)
+    done/failed  anything                        same      (nothing)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from stratus.protocol.messages import ErrorInfo
+
+#: Time an executor gets, past the function's timeout, to report the timeout itself
+#: before the caller gives up on it and has it killed.
+DEADLINE_GRACE = 2.0
+
+#: Error kinds after which an invocation is re-sent: the attempt died or was stopped
+#: by the platform, so its effects were discarded and it may run again.
+RETRYABLE = frozenset({"ExecutorLost", "InvocationTimeout"})
+
+
+class State(Enum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+# --- events
+
+
+@dataclass(frozen=True)
+class Replied:
+    attempt: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Failed:
+    attempt: int
+    error: ErrorInfo
+
+
+@dataclass(frozen=True)
+class ExecutorDied:
+    executor_id: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    pass
+
+
+Event = Replied | Failed | ExecutorDied | Tick
+
+
+# --- instructions
+
+
+@dataclass(frozen=True)
+class Complete:
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Reject:
+    error: ErrorInfo
+
+
+@dataclass(frozen=True)
+class Resend:
+    attempt: int
+    avoid: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Kill:
+    executor_id: str
+
+
+Instruction = Complete | Reject | Resend | Kill
+
+
+@dataclass
+class Invocation:
+    """One call (of a function or a DAG) from the caller's side."""
+
+    invocation_id: str
+    function: str
+    timeout: float | None  # the whole plan's time budget; None: no limit
+    retries: int
+    attempt: int = 0
+    state: State = State.RUNNING
+    executors: frozenset[str] = frozenset()  # of the current attempt's plan
+    deadline: float | None = None
+    avoid: set[str] = field(default_factory=set)  # executors that failed this invocation
+    log: list[str] = field(default_factory=list)  # why each attempt ended
+
+    def sent(self, attempt: int, executors: frozenset[str], now: float) -> None:
+        """Record that ``attempt`` went out to ``executors``."""
+        self.attempt = attempt
+        self.executors = executors
+        self.deadline = None if self.timeout is None else now + self.timeout + DEADLINE_GRACE
+
+    def handle(self, event: Event, now: float) -> list[Instruction]:
+        if self.state is not State.RUNNING:
+            return []
+        match event:
+            case Replied(attempt, value) if attempt == self.attempt:
+                self.state = State.DONE
+                return [Complete(value)]
+            case Failed(attempt, error) if attempt == self.attempt:
+                if error.kind in RETRYABLE:
+                    self.avoid |= self.executors
+                    return self._retry_or_fail(error)
+                self.state = State.FAILED
+                return [Reject(error)]
+            case ExecutorDied(executor_id) if executor_id in self.executors:
+                self.avoid.add(executor_id)
+                lost = ErrorInfo(
+                    "ExecutorLost", f"executor {executor_id} died during attempt {self.attempt}"
+                )
+                return self._retry_or_fail(lost)
+            case Tick() if self.deadline is not None and now >= self.deadline:
+                kills: list[Instruction] = [Kill(e) for e in sorted(self.executors)]
+                self.avoid |= self.executors
+                timeout = ErrorInfo(
+                    "InvocationTimeout", f"no reply within the timeout of {self.timeout} s"
+                )
+                return kills + self._retry_or_fail(timeout)
+        return []
+
+    def _retry_or_fail(self, error: ErrorInfo) -> list[Instruction]:
+        self.log.append(f"attempt {self.attempt}: {error.kind}: {error.message}")
+        if self.attempt <= self.retries:
+            return [Resend(self.attempt + 1, frozenset(self.avoid))]
+        self.state = State.FAILED
+        return [Reject(error)]

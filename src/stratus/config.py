@@ -1,0 +1,92 @@
+"""The one frozen configuration a cluster is built from, and the names it derives."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import msgspec
+
+from stratus._exceptions import ConfigurationError
+from stratus.protocol.messages import Resources
+from stratus.protocol.serialization import DEFAULT_MAX_PAYLOAD
+
+
+class ClusterConfig(msgspec.Struct, frozen=True):
+    """Everything the coordinator, the fork server and the executors need to start."""
+
+    cluster_id: str
+    key: bytes
+    data_dir: str = ".stratus"
+    listen: str = ""  # tcp://host:port for a server; empty for an embedded cluster
+    executors: int = 0  # 0: one per core
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    preload: list[str] = []  # modules the fork server imports so executors start warm
+    sys_path: list[str] = []  # extra import paths of the user's program
+    log_level: str = "WARNING"
+
+    @property
+    def coordinator_unix(self) -> str:
+        return f"unix:@stratus-{self.cluster_id}-coordinator"
+
+    def executor_unix(self, executor_id: str) -> str:
+        return f"unix:@stratus-{self.cluster_id}-{executor_id}"
+
+    @property
+    def pool_size(self) -> int:
+        return self.executors or os.cpu_count() or 1
+
+    @property
+    def executor_offer(self) -> Resources:
+        """What each executor offers: one core and an equal share of the memory."""
+        try:
+            total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+        except (ValueError, OSError):
+            total_mb = 4096
+        return Resources(cpu=1.0, memory_mb=max(256, total_mb // self.pool_size), gpus=0)
+
+
+def new_cluster_id() -> str:
+    return secrets.token_hex(4)
+
+
+def new_key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def encode(config: ClusterConfig) -> bytes:
+    return msgspec.json.encode(config)
+
+
+def decode(data: bytes) -> ClusterConfig:
+    return msgspec.json.decode(data, type=ClusterConfig)
+
+
+def load_key(key: bytes | str | None, data_dir: str | os.PathLike[str]) -> bytes:
+    """The key of a server: given, from ``$STRATUS_KEY`` (hex), ``$STRATUS_KEY_FILE``,
+    or ``<data_dir>/key``."""
+    if isinstance(key, bytes):
+        return key
+    text = key or os.environ.get("STRATUS_KEY")
+    if not text:
+        path = os.environ.get("STRATUS_KEY_FILE") or os.path.join(data_dir, "key")
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError as e:
+            raise ConfigurationError(
+                f"no cluster key: pass key=, set STRATUS_KEY or STRATUS_KEY_FILE ({e})"
+            ) from None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise ConfigurationError("a cluster key is written in hexadecimal") from None
+
+
+def write_key(key: bytes, data_dir: str | os.PathLike[str]) -> str:
+    """Write a server's key to ``<data_dir>/key``, readable by its owner only."""
+    path = os.path.join(data_dir, "key")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    return path

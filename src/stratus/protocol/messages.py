@@ -1,0 +1,332 @@
+"""Typed wire messages: one tagged union per receiving role.
+
+Every frame on every connection carries exactly one message. Which messages a peer
+accepts depends on its role, so there is one union (and one strict decoder) per role:
+``ToExecutor``, ``ToCoordinator`` and ``ToClient``. A frame whose body does not decode
+into the receiver's union is a protocol error: it is dropped, logged and never unpickled.
+
+Pickled payloads (arguments, results, function code) travel as opaque ``bytes`` fields
+and are only unpickled after the frame's signature has been verified.
+
+Requests carry ``rid``, a number chosen by the sender and echoed by the reply.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Consistency = Literal["eventual", "causal", "serializable"]
+
+
+class _Msg(msgspec.Struct, array_like=True, frozen=True, tag=True, omit_defaults=False):
+    """Base of all messages: encoded as a msgpack array whose first item is the tag."""
+
+
+# --------------------------------------------------------------------------- shared parts
+
+
+class Resources(msgspec.Struct, frozen=True):
+    """What a function requests, or what an executor offers."""
+
+    cpu: float = 1.0
+    memory_mb: int = 512
+    gpus: int = 0
+
+
+class FunctionOptions(msgspec.Struct, frozen=True):
+    """Options of a registered function; ``resources`` are matched against executors."""
+
+    timeout: float | None = 300.0
+    retries: int = 2
+    resources: Resources = Resources()
+    consistency: Consistency = "eventual"
+    is_class: bool = False
+
+
+class ExecutorAddress(msgspec.Struct, frozen=True):
+    """Where an executor listens: an abstract Unix socket, and TCP in server mode."""
+
+    executor_id: str
+    unix: str
+    tcp: str = ""
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """A failure sent back to a caller. ``kind`` names the stratus exception class."""
+
+    kind: str
+    message: str
+    remote_type: str = ""
+    traceback: str = ""
+    exception: bytes = b""  # the pickled original exception, when it could be pickled
+
+
+class PlanNode(msgspec.Struct, frozen=True):
+    """One step of a DAG invocation: which function runs where, and where results go."""
+
+    function: str
+    version: int
+    executor: ExecutorAddress
+    timeout: float | None
+    upstream: list[int]
+    downstream: list[int]
+
+
+class DagPlan(msgspec.Struct, frozen=True):
+    """The placement of a whole DAG invocation, chosen by the client, carried by each hop."""
+
+    dag: str
+    nodes: list[PlanNode]
+    sink: int
+
+
+class DagNode(msgspec.Struct, frozen=True):
+    """A registered DAG's node: a function name and the indexes of its upstream nodes."""
+
+    function: str
+    upstream: list[int]
+
+
+class FunctionInfo(msgspec.Struct, frozen=True):
+    name: str
+    version: int
+    options: FunctionOptions
+
+
+class ExecutorStatus(msgspec.Struct, frozen=True):
+    executor_id: str
+    pid: int
+    state: str
+    inflight: int
+    served: int
+    loaded: list[str]
+
+
+# --------------------------------------------------------------------------- handshake
+
+
+class Hello(_Msg, tag="hello"):
+    """First frame on every connection: who is talking. ``peer_id`` names a client or node."""
+
+    peer_id: str
+    role: Literal["client", "executor", "coordinator"]
+
+
+class Welcome(_Msg, tag="welcome"):
+    """Reply to ``Hello``: the receiver proves it holds the cluster key too."""
+
+    node_id: str
+
+
+# --------------------------------------------------------------------------- to executors
+
+
+class Call(_Msg, tag="call"):
+    """Run one function, or the source step of a DAG (``plan`` and ``node`` set)."""
+
+    rid: int
+    invocation_id: str
+    function: str
+    version: int
+    args: bytes
+    attempt: int
+    timeout: float | None
+    reply_to: str
+    plan: DagPlan | None = None
+    node: int = -1
+
+
+class DagInput(_Msg, tag="dag_input"):
+    """An upstream step's result travelling executor to executor to the next step."""
+
+    rid: int
+    invocation_id: str
+    attempt: int
+    reply_to: str
+    plan: DagPlan
+    node: int
+    source: int
+    value: bytes
+
+
+class ShutdownExecutor(_Msg, tag="shutdown_executor"):
+    """The coordinator asks an executor to finish and exit."""
+
+
+class FunctionCode(_Msg, tag="function_code"):
+    """The coordinator's reply to ``FetchFunction``: pickled code and options."""
+
+    rid: int
+    name: str
+    version: int
+    code: bytes
+    options: FunctionOptions
+
+
+class RequestFailed(_Msg, tag="request_failed"):
+    """A request (``rid``) could not be served; ``error`` says why."""
+
+    rid: int
+    error: ErrorInfo
+
+
+# --------------------------------------------------------------------------- to coordinator
+
+
+class ExecutorHello(_Msg, tag="executor_hello"):
+    """An executor announces itself after it started listening."""
+
+    address: ExecutorAddress
+    pid: int
+    resources: Resources
+
+
+class ExecutorLoad(_Msg, tag="executor_load"):
+    """Periodic report of an executor's work, for status and scheduling."""
+
+    inflight: int
+    served: int
+    loaded: list[str]
+
+
+class Register(_Msg, tag="register"):
+    rid: int
+    name: str
+    code: bytes
+    options: FunctionOptions
+
+
+class RegisterDag(_Msg, tag="register_dag"):
+    rid: int
+    name: str
+    nodes: list[DagNode]
+
+
+class Resolve(_Msg, tag="resolve"):
+    """Ask where a function (or every function of a DAG) may run, and its latest version."""
+
+    rid: int
+    name: str
+
+
+class FetchFunction(_Msg, tag="fetch_function"):
+    rid: int
+    name: str
+    version: int
+
+
+class KillInvocation(_Msg, tag="kill_invocation"):
+    """A caller gave up on a runaway invocation: kill its executor and start another."""
+
+    executor_id: str
+    invocation_id: str
+
+
+class StatusRequest(_Msg, tag="status_request"):
+    rid: int
+
+
+class ShutdownCluster(_Msg, tag="shutdown_cluster"):
+    rid: int
+
+
+# --------------------------------------------------------------------------- to clients
+
+
+class Result(_Msg, tag="result"):
+    rid: int
+    attempt: int
+    value: bytes
+
+
+class Failure(_Msg, tag="failure"):
+    rid: int
+    attempt: int
+    error: ErrorInfo
+
+
+class Registered(_Msg, tag="registered"):
+    rid: int
+    name: str
+    version: int
+
+
+class Resolved(_Msg, tag="resolved"):
+    """Where ``name`` may run: for a DAG, ``functions`` lists every node's function."""
+
+    rid: int
+    name: str
+    functions: list[FunctionInfo]
+    dag: list[DagNode] | None
+    executors: list[ExecutorAddress]
+
+
+class StatusReply(_Msg, tag="status_reply"):
+    rid: int
+    cluster_id: str
+    executors: list[ExecutorStatus]
+    functions: list[FunctionInfo]
+    dags: list[str]
+
+
+class ShutdownStarted(_Msg, tag="shutdown_started"):
+    rid: int
+
+
+class ExecutorsChanged(_Msg, tag="executors_changed"):
+    """Pushed to clients when executors join or leave, so placements stay current."""
+
+    executors: list[ExecutorAddress]
+
+
+# --------------------------------------------------------------------------- fork server
+
+
+class SpawnExecutor(_Msg, tag="spawn_executor"):
+    executor_id: str
+
+
+class ExecutorSpawned(_Msg, tag="executor_spawned"):
+    executor_id: str
+    pid: int
+
+
+class ExecutorExited(_Msg, tag="executor_exited"):
+    executor_id: str
+    pid: int
+    status: int
+
+
+# What a listener accepts from the peers that connected to it:
+ToExecutor = Hello | Call | DagInput
+ToCoordinator = (
+    Hello
+    | ExecutorHello
+    | ExecutorLoad
+    | Register
+    | RegisterDag
+    | Resolve
+    | FetchFunction
+    | KillInvocation
+    | StatusRequest
+    | ShutdownCluster
+)
+# What comes back on a connection we opened (clients, and executors acting as clients):
+ToClient = (
+    Welcome
+    | Result
+    | Failure
+    | Registered
+    | Resolved
+    | StatusReply
+    | ShutdownStarted
+    | ExecutorsChanged
+    | RequestFailed
+    | FunctionCode
+    | ShutdownExecutor
+)
+# Between the coordinator and its fork server (a private socket pair):
+ToForkServer = SpawnExecutor
+FromForkServer = ExecutorSpawned | ExecutorExited

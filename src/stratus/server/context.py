@@ -1,0 +1,46 @@
+"""``Context``: the first argument of every function, its handle on the platform."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stratus.client.client import Client
+    from stratus.client.future import Future
+
+
+class Context:
+    """What a running invocation knows and can do.
+
+    >>> @app.function
+    ... def outer(ctx, x):
+    ...     ctx.logger.info("called with %s", x)
+    ...     return ctx.call("inner", x).result() + 1
+    """
+
+    __slots__ = ("_client", "attempt", "executor_id", "function", "invocation_id", "logger")
+
+    def __init__(
+        self, client: Client, *, invocation_id: str, function: str, executor_id: str, attempt: int
+    ) -> None:
+        self._client = client
+        self.invocation_id = invocation_id
+        self.function = function
+        self.executor_id = executor_id
+        self.attempt = attempt
+        self.logger = logging.LoggerAdapter(
+            logging.getLogger(f"stratus.fn.{function}"), {"invocation_id": invocation_id}
+        )
+
+    def __repr__(self) -> str:
+        return f"<Context {self.function} {self.invocation_id} on {self.executor_id}>"
+
+    def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Invoke a function or DAG (a handle or a name) from inside a function.
+
+        Waiting on the result keeps this executor serving other calls, so nested calls
+        do not deadlock even when every executor is busy.
+        """
+        name = fn if isinstance(fn, str) else fn.name
+        return self._client.invoke(name, args, kwargs)

@@ -1,0 +1,226 @@
+"""The coordinator: names, placements and the executor pool, off the hot path.
+
+Theory of operation: clients and executors connect and say ``Hello``. Clients register
+functions and DAGs and ask where a name may run (``Resolve``); after that they call
+executors directly and come back only when the executor set changes, which the
+coordinator pushes to every client. Executors say ``ExecutorHello`` when they listen,
+report load every second and fetch code by (name, version). The pool itself is the
+``Scheduler`` state machine; this shell carries out its instructions with the fork
+server (spawn) and signals (kill).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from stratus import _exceptions as exc
+from stratus.protocol import messages as m
+from stratus.protocol.framing import FRAME_OVERHEAD, Codec
+from stratus.server import forkserver
+from stratus.server import scheduler as sched
+from stratus.config import ClusterConfig
+from stratus.server.registry import Registry
+from stratus.transport.reactor import Connection, Reactor
+
+log = logging.getLogger("stratus.coordinator")
+
+_TICK = 0.5
+
+
+class Coordinator:
+    """A cluster's control plane. Build it, then ``run()`` until shutdown."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        # Fork the fork server first, while this process has a single thread.
+        self._forkserver_pid, forkserver_sock = forkserver.start(config)
+        self.reactor = Reactor()
+        max_frame = config.max_payload + FRAME_OVERHEAD
+        self.codec = Codec(config.key, m.ToCoordinator, max_frame=max_frame)
+        fork_codec = Codec(config.key, m.FromForkServer, max_frame=1 << 16)
+        self._forkserver = self.reactor.add_connection(forkserver_sock, fork_codec, name="fork")
+        self._forkserver.peer_id = "forkserver"
+        self._forkserver.on_message = self._on_forkserver
+        self._forkserver.on_close = lambda conn: self.stop("the fork server died")
+        self.addresses = [self.reactor.listen(config.coordinator_unix, self._accept)]
+        if config.listen:
+            self.addresses.append(self.reactor.listen(config.listen, self._accept))
+        self.registry = Registry()
+        self.scheduler = sched.Scheduler(config.pool_size, offer=config.executor_offer)
+        self._clients: dict[Connection, str] = {}
+        self._executor_conns: dict[str, Connection] = {}
+        self._pids: dict[str, int] = {}
+        self._on_ready: list[Any] = []
+        self.running = True
+        self.stop_reason = ""
+
+    # ------------------------------------------------------------------ life cycle
+
+    def when_ready(self, callback: Any) -> None:
+        """Call ``callback()`` once the first full pool of executors has said hello."""
+        self._on_ready.append(callback)
+
+    def watch_lifeline(self, fd: int) -> None:
+        """Stop when ``fd`` (a pipe from the parent that nobody writes) reaches EOF."""
+        self.reactor.watch_fd(fd, lambda: self.stop("the parent process exited"))
+
+    def run(self) -> None:
+        self._apply(self.scheduler.handle(sched.Start(), time.monotonic()))
+        self.reactor.call_later(_TICK, self._tick)
+        while self.running:
+            self.reactor.run_once(None)
+        self._shutdown()
+
+    def stop(self, reason: str) -> None:
+        if self.running:
+            log.info("coordinator stopping: %s", reason)
+            self.running, self.stop_reason = False, reason
+
+    def _shutdown(self) -> None:
+        self._apply(self.scheduler.handle(sched.Stop(), time.monotonic()))
+        self.reactor.flush()
+        # Give executors a moment to exit; the fork server's death takes the rest.
+        deadline = time.monotonic() + 2.0
+        while self._pids and time.monotonic() < deadline and not self._forkserver.closed:
+            self.reactor.run_once(0.05)
+        for pid in list(self._pids.values()) + [self._forkserver_pid]:
+            _kill(pid)
+        try:
+            os.waitpid(self._forkserver_pid, 0)
+        except ChildProcessError:
+            pass
+        self.reactor.close()
+
+    def _tick(self) -> None:
+        self._apply(self.scheduler.handle(sched.Tick(), time.monotonic()))
+        self.reactor.call_later(_TICK, self._tick)
+
+    # ------------------------------------------------------------------ instructions
+
+    def _apply(self, instructions: list[sched.Instruction]) -> None:
+        for instruction in instructions:
+            match instruction:
+                case sched.Spawn(executor_id):
+                    self._forkserver.send(m.SpawnExecutor(executor_id))
+                case sched.Kill(executor_id, reason):
+                    log.info("killing executor %s: %s", executor_id, reason)
+                    conn = self._executor_conns.get(executor_id)
+                    if reason == "cluster shutting down" and conn is not None:
+                        conn.send(m.ShutdownExecutor())
+                    elif executor_id in self._pids:
+                        _kill(self._pids[executor_id])
+                case sched.ExecutorsChanged(executors):
+                    push = m.ExecutorsChanged(list(executors))
+                    for conn in self._clients:
+                        conn.send(push, flush=False)
+                    if self._on_ready and len(executors) >= self.config.pool_size:
+                        for callback in self._on_ready:
+                            callback()
+                        self._on_ready.clear()
+
+    def _on_forkserver(self, conn: Connection, message: Any) -> None:
+        now = time.monotonic()
+        match message:
+            case m.ExecutorSpawned(executor_id, pid):
+                self._pids[executor_id] = pid
+            case m.ExecutorExited(executor_id, pid, status):
+                log.info("executor %s (pid %d) exited with %d", executor_id, pid, status)
+                self._pids.pop(executor_id, None)
+                self._executor_conns.pop(executor_id, None)
+                self._apply(self.scheduler.handle(sched.Exited(executor_id), now))
+
+    # ------------------------------------------------------------------ connections
+
+    def _accept(self, sock: Any) -> None:
+        conn = self.reactor.add_connection(sock, self.codec, name="peer")
+        conn.on_message = self._on_message
+        conn.on_close = self._on_close
+
+    def _on_close(self, conn: Connection) -> None:
+        self._clients.pop(conn, None)
+        for executor_id, c in list(self._executor_conns.items()):
+            if c is conn:  # its process exit, reported by the fork server, follows
+                del self._executor_conns[executor_id]
+
+    def _on_message(self, conn: Connection, message: Any) -> None:
+        if not conn.peer_id and not isinstance(message, m.Hello):
+            log.warning("%s before Hello: closing", type(message).__name__)
+            conn.close()
+            return
+        try:
+            self._handle(conn, message)
+        except exc.StratusError as e:
+            rid = getattr(message, "rid", 0)
+            kind = type(e).__name__
+            text = e.name if isinstance(e, exc.FunctionNotFound) else str(e)
+            conn.send(m.RequestFailed(rid, m.ErrorInfo(kind, text)))
+
+    def _handle(self, conn: Connection, message: Any) -> None:
+        now = time.monotonic()
+        match message:
+            case m.Hello(peer_id, role):
+                conn.peer_id = peer_id
+                if role == "client":
+                    self._clients[conn] = peer_id
+                conn.send(m.Welcome(self.config.cluster_id))
+            case m.ExecutorHello(address, pid, resources):
+                self._executor_conns[address.executor_id] = conn
+                self._clients[conn] = address.executor_id  # executors call functions too
+                self._apply(self.scheduler.handle(sched.Ready(address, pid, resources), now))
+            case m.ExecutorLoad(inflight, served, loaded):
+                event = sched.LoadReported(conn.peer_id, inflight, served, frozenset(loaded))
+                self._apply(self.scheduler.handle(event, now))
+            case m.Register(rid, name, code, options):
+                entry = self.registry.register(name, code, options)
+                conn.send(m.Registered(rid, name, entry.version))
+            case m.RegisterDag(rid, name, nodes):
+                self.registry.register_dag(name, nodes)
+                conn.send(m.Registered(rid, name, 1))
+            case m.Resolve(rid, name):
+                conn.send(self._resolve(rid, name))
+            case m.FetchFunction(rid, name, version):
+                entry = self.registry.get(name, version)
+                conn.send(m.FunctionCode(rid, name, version, entry.code, entry.options))
+            case m.KillInvocation(executor_id, invocation_id):
+                reason = f"invocation {invocation_id} ran past its deadline"
+                self._apply(self.scheduler.handle(sched.KillRequested(executor_id, reason), now))
+            case m.StatusRequest(rid):
+                conn.send(self._status(rid))
+            case m.ShutdownCluster(rid):
+                conn.send(m.ShutdownStarted(rid))
+                self.stop(f"asked by {conn.peer_id}")
+
+    def _resolve(self, rid: int, name: str) -> m.Resolved:
+        dag = self.registry.dags.get(name)
+        names = [node.function for node in dag] if dag is not None else [name]
+        infos = [self.registry.latest(n).info() for n in names]
+        for info in infos:
+            if not self.scheduler.can_ever_host(info.options.resources):
+                raise exc.NoCapacity(
+                    f"no executor can host {info.name}: it requests {info.options.resources}, "
+                    f"executors offer {self.scheduler.offer}"
+                )
+        executors = self.scheduler.place(infos[0].options.resources, names[0])
+        return m.Resolved(rid, name, infos, dag, executors)
+
+    def _status(self, rid: int) -> m.StatusReply:
+        executors = [
+            m.ExecutorStatus(
+                r.executor_id, r.pid or self._pids.get(r.executor_id, 0), r.state.value,
+                r.inflight, r.served, sorted(r.loaded),
+            )
+            for r in sorted(self.scheduler.executors.values(), key=lambda r: r.executor_id)
+        ]
+        functions = [v[-1].info() for v in self.registry.functions.values()]
+        return m.StatusReply(rid, self.config.cluster_id, executors, functions, list(self.registry.dags))
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

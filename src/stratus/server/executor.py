@@ -1,0 +1,341 @@
+"""The executor: a process that runs invocations, one at a time, on warm code.
+
+Theory of operation: an executor listens on its own socket, says hello to the
+coordinator, then serves ``Call`` and ``DagInput`` frames in arrival order. Code is
+fetched from the coordinator once per (function, version) and kept, with class
+instances built once. A DAG step sends its result to the next step's executor, or, at
+the sink, to the caller. A function that waits for a nested call re-enters the loop, so
+the executor keeps serving while it waits.
+
+A function past its ``timeout`` is stopped by SIGALRM: its caller is told
+``InvocationTimeout`` and the executor exits, to be replaced by a clean one. The
+executor exits too when its coordinator connection closes or its parent dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from stratus import _exceptions as exc
+from stratus.client.client import Client
+from stratus.protocol import messages as m
+from stratus.protocol import serialization
+from stratus.protocol.framing import FRAME_OVERHEAD, Codec
+from stratus.config import ClusterConfig
+from stratus.server.context import Context
+from stratus.transport.reactor import Connection, Reactor
+
+log = logging.getLogger("stratus.executor")
+
+_LOAD_REPORT_INTERVAL = 1.0
+_STALE_AFTER = 300.0
+# Replies of functions that usually run quicker than this are batched into one write
+# with the replies of the calls read in the same round; slower ones flush first.
+_BATCH_BELOW = 0.0002  # partial DAG inputs and undeliverable replies are dropped after this
+
+
+@dataclass
+class _Running:
+    """An invocation on this executor's stack, for the timeout handler."""
+
+    invocation_id: str
+    deadline: float | None
+    reply: Any  # the Failure to send if it times out
+    conn: Connection | None
+
+
+@dataclass
+class _FanIn:
+    created: float
+    values: dict[int, bytes] = field(default_factory=dict)
+
+
+class Executor:
+    def __init__(self, config: ClusterConfig, executor_id: str) -> None:
+        self.config = config
+        self.executor_id = executor_id
+        self.reactor = Reactor()
+        self.codec = Codec(config.key, m.ToExecutor, max_frame=config.max_payload + FRAME_OVERHEAD)
+        self.unix = self.reactor.listen(config.executor_unix(executor_id), self._accept)
+        self.tcp = ""
+        if config.listen:
+            host = config.listen.rpartition(":")[0]
+            self.tcp = self.reactor.listen(f"{host}:0", self._accept)
+        self.client = Client(
+            config.coordinator_unix,
+            config.key,
+            max_payload=config.max_payload,
+            reactor=self.reactor,
+            client_id=executor_id,
+            role="executor",
+        )
+        self.client.on_other_message = self._on_control
+        self.client.on_lost = self._on_coordinator_lost
+        self._code: dict[tuple[str, int], Any] = {}
+        self._callers: dict[str, Connection] = {}  # client id -> its connection to us
+        self._undelivered: dict[str, list[tuple[float, Any]]] = {}
+        self._fanin: dict[tuple[str, int, int], _FanIn] = {}
+        self._stack: list[_Running] = []
+        # While code is being fetched, calls that arrive wait here instead of re-entering.
+        self._deferred: deque[tuple[Connection, Any]] | None = None
+        self._cost: dict[tuple[str, int], float] = {}  # moving average of run time, seconds
+        self.served = 0
+        self.running = True
+
+    # ------------------------------------------------------------------ life cycle
+
+    def run(self) -> None:
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        address = m.ExecutorAddress(self.executor_id, self.unix, self.tcp)
+        self.client.send_control(
+            m.ExecutorHello(address, os.getpid(), self.config.executor_offer)
+        )
+        self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
+        with self.client.polling():
+            while self.running:
+                self.client.pump(None)
+        self.reactor.flush()
+
+    def _on_control(self, conn: Connection, message: Any) -> None:
+        if isinstance(message, m.ShutdownExecutor):
+            self.running = False
+        else:
+            log.warning("executor %s: unexpected %s", self.executor_id, type(message).__name__)
+
+    def _on_coordinator_lost(self, reason: str) -> None:
+        log.info("executor %s exits: %s", self.executor_id, reason)
+        os._exit(0)
+
+    def _report_load(self) -> None:
+        loaded = sorted({name for name, _ in self._code})
+        self.client.send_control(m.ExecutorLoad(len(self._stack), self.served, loaded))
+        self._drop_stale(time.monotonic())
+        self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
+
+    def _drop_stale(self, now: float) -> None:
+        for key, fanin in list(self._fanin.items()):
+            if now - fanin.created > _STALE_AFTER:
+                del self._fanin[key]
+        for caller, queued in list(self._undelivered.items()):
+            queued[:] = [(t, msg) for t, msg in queued if now - t <= _STALE_AFTER]
+            if not queued:
+                del self._undelivered[caller]
+
+    # ------------------------------------------------------------------ incoming frames
+
+    def _accept(self, sock: Any) -> None:
+        conn = self.reactor.add_connection(sock, self.codec, name="caller")
+        conn.on_message = self._on_message
+        conn.on_close = self._on_caller_closed
+
+    def _on_caller_closed(self, conn: Connection) -> None:
+        if self._callers.get(conn.peer_id) is conn:
+            del self._callers[conn.peer_id]
+
+    def _on_message(self, conn: Connection, message: Any) -> None:
+        if self._deferred is not None and isinstance(message, m.Call | m.DagInput):
+            self._deferred.append((conn, message))  # wait for the code being fetched
+            return
+        match message:
+            case m.Call() if conn.peer_id:
+                self._run_call(conn, message)
+            case m.DagInput() if conn.peer_id:
+                self._on_dag_input(message)
+            case m.Hello(peer_id):
+                conn.peer_id = peer_id
+                self._callers[peer_id] = conn
+                conn.send(m.Welcome(self.executor_id), flush=False)
+                for _, queued in self._undelivered.pop(peer_id, []):
+                    conn.send(queued, flush=False)
+            case _:
+                log.warning("executor %s: %s before Hello, closing", self.executor_id, message)
+                conn.close()
+
+    def _on_dag_input(self, message: m.DagInput) -> None:
+        key = (message.invocation_id, message.attempt, message.node)
+        fanin = self._fanin.setdefault(key, _FanIn(time.monotonic()))
+        fanin.values[message.source] = message.value
+        node = message.plan.nodes[message.node]
+        if len(fanin.values) < len(node.upstream):
+            return
+        del self._fanin[key]
+        try:
+            args = tuple(serialization.loads(fanin.values[u]) for u in node.upstream)
+        except exc.SerializationError as e:
+            self._reply_dag(message.rid, message.attempt, message.reply_to, _error_info(e))
+            return
+        call = m.Call(
+            message.rid, message.invocation_id, node.function, node.version, b"",
+            message.attempt, node.timeout, message.reply_to, message.plan, message.node,
+        )
+        self._run(None, call, args, {})
+
+    # ------------------------------------------------------------------ running code
+
+    def _run_call(self, conn: Connection, call: m.Call) -> None:
+        try:
+            args, kwargs = serialization.loads(call.args, what="arguments")
+        except exc.SerializationError as e:
+            self._reply(conn, call, _error_info(e))
+            return
+        self._run(conn, call, args, kwargs)
+
+    def _run(self, conn: Connection | None, call: m.Call, args: Any, kwargs: Any) -> None:
+        """Run one invocation (or DAG step) and send its result where it must go."""
+        try:
+            target = self._load(call.function, call.version)
+        except exc.StratusError as e:
+            self._reply(conn, call, _error_info(e))
+            return
+        except _InitFailed as e:
+            self._reply(conn, call, _remote_error(e, self.config.max_payload))
+            return
+        key = (call.function, call.version)
+        if self._cost.get(key, 1.0) > _BATCH_BELOW:
+            self.reactor.flush()  # this may run long: don't hold earlier replies back
+        started = time.perf_counter()
+        ctx = Context(
+            self.client,
+            invocation_id=call.invocation_id,
+            function=call.function,
+            executor_id=self.executor_id,
+            attempt=call.attempt,
+        )
+        deadline = None if call.timeout is None else time.monotonic() + call.timeout
+        timeout_reply = m.Failure(
+            call.rid,
+            call.attempt,
+            m.ErrorInfo("InvocationTimeout", f"{call.function} ran past its {call.timeout} s"),
+        )
+        caller = conn if call.plan is None else self._callers.get(call.reply_to)
+        self._stack.append(_Running(call.invocation_id, deadline, timeout_reply, caller))
+        self._arm_alarm()
+        try:
+            value = target(ctx, *args, **kwargs)
+        except Exception as e:
+            outcome: bytes | m.ErrorInfo = _remote_error(e, self.config.max_payload)
+        else:
+            try:
+                outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
+            except exc.StratusError as e:
+                outcome = _error_info(e)
+        finally:
+            self._stack.pop()
+            self._arm_alarm()
+        self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (time.perf_counter() - started)
+        self.served += 1
+        if isinstance(outcome, bytes) and call.plan is not None and call.node != call.plan.sink:
+            self._forward(call, outcome)
+        else:
+            self._reply(conn, call, outcome)
+
+    def _load(self, name: str, version: int) -> Any:
+        target = self._code.get((name, version))
+        if target is None:
+            outer, self._deferred = self._deferred, deque()
+            try:
+                reply = self.client.request(lambda rid: m.FetchFunction(rid, name, version))
+            finally:
+                deferred, self._deferred = self._deferred, outer
+                self.reactor.ready.extendleft(reversed(deferred))
+            assert isinstance(reply, m.FunctionCode)
+            fn, init_args, init_kwargs = serialization.loads(reply.code, what="function code")
+            if reply.options.is_class:
+                try:
+                    fn = fn(*init_args, **init_kwargs)
+                except Exception as e:
+                    raise _InitFailed(e) from e
+            target = self._code[(name, version)] = fn
+        return target
+
+    def _forward(self, call: m.Call, value: bytes) -> None:
+        assert call.plan is not None
+        step = call.plan.nodes[call.node]
+        for d in step.downstream:
+            message = m.DagInput(
+                call.rid, call.invocation_id, call.attempt, call.reply_to, call.plan, d,
+                call.node, value,
+            )
+            if call.plan.nodes[d].executor.executor_id == self.executor_id:
+                self._on_dag_input(message)  # next step is ours: no socket needed
+                continue
+            try:
+                self.client.connection_to(call.plan.nodes[d].executor).send(message)
+            except exc.StratusError as e:
+                lost = m.ErrorInfo("ExecutorLost", f"next DAG step unreachable: {e}")
+                self._reply_dag(call.rid, call.attempt, call.reply_to, lost)
+
+    def _reply(self, conn: Connection | None, call: m.Call, outcome: bytes | m.ErrorInfo) -> None:
+        if call.plan is not None:
+            self._reply_dag(call.rid, call.attempt, call.reply_to, outcome)
+        elif conn is not None:
+            conn.send(_reply_message(call.rid, call.attempt, outcome), flush=False)
+
+    def _reply_dag(self, rid: int, attempt: int, caller: str, outcome: bytes | m.ErrorInfo) -> None:
+        message = _reply_message(rid, attempt, outcome)
+        conn = self._callers.get(caller)
+        if conn is not None:
+            conn.send(message, flush=False)
+        else:  # the caller's Hello is still on its way
+            self._undelivered.setdefault(caller, []).append((time.monotonic(), message))
+
+    # ------------------------------------------------------------------ timeouts
+
+    def _arm_alarm(self) -> None:
+        deadlines = [r.deadline for r in self._stack if r.deadline is not None]
+        if deadlines:
+            delay = max(min(deadlines) - time.monotonic(), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, delay)
+        else:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        for running in self._stack:
+            if running.deadline is not None and running.deadline <= now and running.conn:
+                try:
+                    running.conn.sock.setblocking(True)
+                    running.conn.sock.sendall(running.conn.codec.encode(running.reply))
+                except OSError:
+                    pass
+        # Whatever the function was doing is abandoned; a fresh executor replaces us.
+        os._exit(3)
+
+
+class _InitFailed(Exception):
+    """A class's constructor raised while warming it up."""
+
+
+def _reply_message(rid: int, attempt: int, outcome: bytes | m.ErrorInfo) -> Any:
+    if isinstance(outcome, bytes):
+        return m.Result(rid, attempt, outcome)
+    return m.Failure(rid, attempt, outcome)
+
+
+def _error_info(error: exc.StratusError) -> m.ErrorInfo:
+    if isinstance(error, exc.FunctionNotFound):
+        return m.ErrorInfo("FunctionNotFound", error.name)
+    return m.ErrorInfo(type(error).__name__, str(error))
+
+
+def _remote_error(error: Exception, limit: int) -> m.ErrorInfo:
+    if isinstance(error, _InitFailed):
+        error = error.__cause__ if isinstance(error.__cause__, Exception) else error
+    try:
+        pickled = serialization.dumps(error, limit=limit, what="exception")
+    except exc.StratusError:
+        pickled = b""
+    return m.ErrorInfo(
+        "RemoteError",
+        str(error),
+        remote_type=f"{type(error).__module__}.{type(error).__qualname__}",
+        traceback="".join(traceback.format_exception(error)),
+        exception=pickled,
+    )

@@ -1,0 +1,351 @@
+"""A small poll(2) loop shared by clients, executors and the coordinator.
+
+Theory of operation: the reactor owns sockets (listeners and framed connections) and
+timers. ``run_once(timeout)`` waits for readiness, turns bytes into verified messages
+queued on ``ready``, dispatches them to each connection's handler, runs due timers and
+flushes what handlers wrote. Dispatch pops one message at a time, so a handler may call
+``run_once`` again (an executor waiting for a nested call keeps serving), and the nested
+loop continues where the outer one stopped.
+
+The reactor has no thread of its own: whoever waits drives it, so a reply is read by the
+thread that wants it, without a hand-off between threads. ``wake()`` is the only method
+safe to call from another thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import os
+import select
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from stratus._exceptions import ConnectionFailed, ProtocolError
+from stratus.protocol.framing import Codec, FrameReader
+from stratus.transport import addresses
+
+log = logging.getLogger("stratus.transport")
+
+_READ = select.POLLIN | select.POLLPRI
+_ERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
+_RECV = 1 << 18
+
+MessageHandler = Callable[["Connection", Any], None]
+CloseHandler = Callable[["Connection"], None]
+
+
+class Connection:
+    """One framed, signed, non-blocking stream to a peer."""
+
+    def __init__(self, reactor: Reactor, sock: socket.socket, codec: Codec, *, name: str) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.codec = codec
+        self.name = name
+        self.peer_id = ""  # set by the handshake
+        self.closed = False
+        self.rejected = 0  # frames dropped for a bad signature or schema
+        self.on_message: MessageHandler = _ignore
+        self.on_close: CloseHandler = _ignore_close
+        self._reader = FrameReader(codec.max_frame)
+        self._out = bytearray()
+        self._want_write = False
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.name} peer={self.peer_id or '?'}>"
+
+    def send(self, message: Any, *, flush: bool = True) -> None:
+        """Queue a message; with ``flush`` write it now if the socket takes it."""
+        if self.closed:
+            return
+        self._out += self.codec.encode(message)
+        if flush:
+            self.flush()
+        else:
+            self.reactor._dirty.add(self)
+
+    @property
+    def backlog(self) -> int:
+        """Bytes queued but not yet accepted by the kernel."""
+        return len(self._out)
+
+    def flush(self) -> None:
+        out = self._out
+        while out and not self.closed:
+            try:
+                sent = self.sock.send(out)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.close()
+                return
+            del out[:sent]
+        want = bool(out) and not self.closed
+        if want != self._want_write:
+            self._want_write = want
+            self.reactor._modify(self)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.reactor._forget(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.on_close(self)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        try:
+            frames = self._reader.feed(data)
+        except ProtocolError as e:
+            log.warning("closing %r: %s", self, e)
+            self.close()
+            return
+        for frame in frames:
+            try:
+                message = self.codec.decode(frame)
+            except ProtocolError as e:
+                self.rejected += 1
+                log.warning("dropped a frame from %r: %s", self, e)
+                if not self.peer_id:  # nothing verified from this peer yet: hang up
+                    self.close()
+                    return
+                continue
+            self.reactor.ready.append((self, message))
+
+    def feed(self, data: bytes) -> None:
+        """Bytes that arrived before the reactor took over the socket."""
+        for frame in self._reader.feed(data):
+            self.reactor.ready.append((self, self.codec.decode(frame)))
+
+
+class Reactor:
+    """poll(2) over listeners and connections, a timer heap and a wake-up pipe."""
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._conns: dict[int, Connection] = {}
+        self._listeners: dict[int, tuple[socket.socket, Callable[[socket.socket], None]]] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._dirty: set[Connection] = set()
+        self.ready: deque[tuple[Connection, Any]] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poll.register(self._wake_r, _READ)
+        self._polling = False
+        self._watched_fds: dict[int, Callable[[], None]] = {}
+
+    # --- sockets
+
+    def add_connection(self, sock: socket.socket, codec: Codec, *, name: str) -> Connection:
+        conn = Connection(self, sock, codec, name=name)
+        self._conns[conn.fd] = conn
+        self._poll.register(conn.fd, _READ)
+        return conn
+
+    def connect(self, address: str, codec: Codec, hello: Any, *, timeout: float) -> Connection:
+        """Connect and send ``hello``; the reply arrives through the loop like any other."""
+        conn = self.add_connection(addresses.connect(address, timeout), codec, name=address)
+        conn.send(hello)
+        return conn
+
+    def connect_and_wait(
+        self, address: str, codec: Codec, hello: Any, *, timeout: float
+    ) -> tuple[Connection, Any]:
+        """Connect, send ``hello`` and block for the peer's first reply, outside the loop:
+        a wrong key or a dead peer is reported here rather than as a later hang."""
+        sock = addresses.connect(address, timeout)
+        reader = FrameReader(codec.max_frame)
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(codec.encode(hello))
+            frames: list[memoryview] = []
+            while not frames:
+                data = sock.recv(_RECV)
+                if not data:
+                    raise ConnectionFailed(f"{address} hung up: does it have our cluster key?")
+                frames = reader.feed(data)
+            reply = codec.decode(frames[0])
+        except (OSError, ProtocolError) as e:
+            sock.close()
+            raise ConnectionFailed(f"no handshake with {address}: {e}") from e
+        addresses.tune(sock)
+        conn = self.add_connection(sock, codec, name=address)
+        for frame in frames[1:]:
+            self.ready.append((conn, codec.decode(frame)))
+        return conn, reply
+
+    def listen(self, address: str, on_accept: Callable[[socket.socket], None]) -> str:
+        """Listen on ``address``; ``on_accept`` gets each new (tuned) socket."""
+        sock, bound = addresses.listen(address)
+        self._listeners[sock.fileno()] = (sock, on_accept)
+        self._poll.register(sock.fileno(), _READ)
+        return bound
+
+    def watch_fd(self, fd: int, on_eof: Callable[[], None]) -> None:
+        """Call ``on_eof`` when ``fd`` (a pipe nobody writes to) reaches end of file."""
+        self._watched_fds[fd] = on_eof
+        self._poll.register(fd, _READ)
+
+    def connections(self) -> list[Connection]:
+        return list(self._conns.values())
+
+    def _modify(self, conn: Connection) -> None:
+        if conn.fd in self._conns:
+            mask = _READ | (select.POLLOUT if conn._want_write else 0)
+            self._poll.modify(conn.fd, mask)
+            if self._polling:  # another thread is in poll(): make it see the new mask
+                self.wake()
+
+    def _forget(self, conn: Connection) -> None:
+        if self._conns.pop(conn.fd, None) is not None:
+            self._poll.unregister(conn.fd)
+        self._dirty.discard(conn)
+
+    # --- timers and wake-ups
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), callback))
+
+    def wake(self) -> None:
+        """Interrupt a ``run_once`` blocked in poll. Safe from any thread."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    # --- the loop
+
+    def run_once(
+        self, timeout: float | None, lock: AbstractContextManager[Any] | None = None
+    ) -> None:
+        """Wait up to ``timeout`` seconds (None: no limit) for I/O, then handle it.
+
+        With ``lock``, everything but the wait in poll(2) happens while holding it, so
+        other threads may send while this one waits.
+        """
+        guard = lock if lock is not None else nullcontext()
+        with guard:
+            self.flush()
+            if self.ready:
+                timeout = 0.0
+            if self._timers:
+                delay = max(0.0, self._timers[0][0] - time.monotonic())
+                timeout = delay if timeout is None else min(timeout, delay)
+            self._polling = True
+        ms = -1 if timeout is None else int(timeout * 1000 + 0.999)
+        try:
+            events = self._poll.poll(ms)
+        except InterruptedError:
+            events = []
+        finally:
+            self._polling = False
+        with guard:
+            for fd, mask in events:
+                conn = self._conns.get(fd)
+                if conn is not None:
+                    if mask & select.POLLOUT:
+                        conn.flush()
+                    if mask & (_READ | _ERR) and not conn.closed:
+                        conn._on_readable()
+                elif fd == self._wake_r:
+                    self._drain_wake()
+                elif fd in self._listeners:
+                    self._accept(fd)
+                elif fd in self._watched_fds:
+                    self._check_eof(fd)
+            self.dispatch()
+            self._run_timers()
+            self.flush()
+
+    def dispatch(self) -> None:
+        ready = self.ready
+        while ready:
+            conn, message = ready.popleft()
+            if not conn.closed:
+                conn.on_message(conn, message)
+
+    def flush(self) -> None:
+        while self._dirty:
+            self._dirty.pop().flush()
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, callback = heapq.heappop(self._timers)
+            callback()
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _check_eof(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._poll.unregister(fd)
+            self._watched_fds.pop(fd)()
+
+    def _accept(self, fd: int) -> None:
+        sock, on_accept = self._listeners[fd]
+        while True:
+            try:
+                new, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    log.error("cannot accept a connection: %s", e)
+                return
+            addresses.tune(new)
+            on_accept(new)
+
+    def close(self) -> None:
+        if self._wake_r < 0:
+            return
+        for conn in list(self._conns.values()):
+            conn.on_close = _ignore_close
+            conn.close()
+        for fd, (sock, _) in list(self._listeners.items()):
+            self._poll.unregister(fd)
+            sock.close()
+        self._listeners.clear()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+
+def _ignore(conn: Connection, message: Any) -> None:
+    log.debug("no handler for %r from %r", message, conn)
+
+
+def _ignore_close(conn: Connection) -> None:
+    pass
