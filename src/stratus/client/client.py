@@ -40,6 +40,7 @@ from stratus.transport.reactor import Connection, Reactor
 log = logging.getLogger("stratus.client")
 
 _HANDSHAKE_TIMEOUT = 10.0
+SPIN = 0.0002  # busy-poll this long for a reply before sleeping (see Reactor)
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Client:
         self.client_id = client_id or f"c{os.getpid()}-{secrets.token_hex(4)}"
         self.max_payload = max_payload
         self._codec = Codec(key, m.ToClient, max_frame=max_payload + FRAME_OVERHEAD)
-        self._reactor = reactor or Reactor()
+        self._reactor = reactor or Reactor(spin=SPIN)
         self._own_reactor = reactor is None
         self._lock = threading.RLock()
         # Re-entrant: an executor's function waiting on a nested call polls again
@@ -476,14 +477,15 @@ class Client:
     def _wait(self, future: cf.Future[Any], timeout: float | None) -> None:
         """Drive I/O until ``future`` is done or ``timeout`` passes. Never called with
         ``_lock`` held, so the thread that polls can always take it."""
+        done = cf.Future.done  # not Future.done, which polls
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not future.done():
+        while not done(future):
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
             if self._poll_lock.acquire(blocking=False):
                 try:
-                    while not future.done() and not self._closed:
+                    while not done(future) and not self._closed:
                         remaining = None if deadline is None else deadline - time.monotonic()
                         if remaining is not None and remaining <= 0:
                             return

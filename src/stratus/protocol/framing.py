@@ -63,7 +63,7 @@ class FrameReader:
         self._buf = bytearray()
         self._max = max_frame
 
-    def feed(self, data: bytes) -> list[memoryview]:
+    def feed(self, data: bytes | memoryview) -> list[memoryview]:
         buf = self._buf
         buf += data
         bounds: list[tuple[int, int]] = []

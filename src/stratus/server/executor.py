@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stratus import _exceptions as exc
-from stratus.client.client import Client
+from stratus.client.client import SPIN, Client
 from stratus.protocol import messages as m
 from stratus.protocol import serialization
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
@@ -61,7 +61,7 @@ class Executor:
     def __init__(self, config: ClusterConfig, executor_id: str) -> None:
         self.config = config
         self.executor_id = executor_id
-        self.reactor = Reactor()
+        self.reactor = Reactor(spin=SPIN)
         self.codec = Codec(config.key, m.ToExecutor, max_frame=config.max_payload + FRAME_OVERHEAD)
         self.unix = self.reactor.listen(config.executor_unix(executor_id), self._accept)
         self.tcp = ""
