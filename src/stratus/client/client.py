@@ -156,11 +156,11 @@ class Client:
             )
 
             def send(attempt: int, avoid: frozenset[str]) -> None:
-                target = self._choose(name, avoid)
-                if target is None:
+                picked = self._pick(name, avoid)
+                if picked is None:
                     self._parked.append((rid, attempt, avoid))
                     return
-                conn = self._connection(target)
+                target, conn = picked
                 message = m.Call(
                     rid, future.invocation_id, name, info.version, blob, attempt,
                     options.timeout, self.client_id,
@@ -196,14 +196,14 @@ class Client:
             sink = next(i for i, d in enumerate(downstream) if not d)
 
             def send(attempt: int, avoid: frozenset[str]) -> None:
-                targets = [self._choose(n.function, avoid) for n in nodes]
-                if any(t is None for t in targets):
+                # Every step's executor gets our connection: the sink answers on it.
+                picks = [self._pick(n.function, avoid) for n in nodes]
+                if any(p is None or p[1].closed for p in picks):
                     self._parked.append((rid, attempt, avoid))
                     return
+                targets = [p[0] for p in picks if p is not None]
                 plan_nodes = []
                 for i, (node, info, target) in enumerate(zip(nodes, infos, targets, strict=True)):
-                    assert target is not None
-                    self._connection(target)  # the sink answers on our own connection
                     plan_nodes.append(
                         m.PlanNode(
                             info.name, info.version, target, info.options.timeout,
@@ -211,7 +211,7 @@ class Client:
                         )
                     )
                 plan = m.DagPlan(name, plan_nodes, sink)
-                ids = frozenset(t.executor_id for t in targets if t is not None)
+                ids = frozenset(t.executor_id for t in targets)
                 invocation.sent(attempt, ids, time.monotonic())
                 for i, node in enumerate(plan_nodes):
                     if not node.upstream:
@@ -287,14 +287,21 @@ class Client:
                 self._placements[name] = []
         return reply.functions
 
-    def _choose(self, function: str, avoid: frozenset[str]) -> m.ExecutorAddress | None:
-        """The least loaded live executor of the function's placement, avoiding ``avoid``."""
-        ids = [e for e in self._placements.get(function, ()) if e in self._executors]
-        candidates = [e for e in ids if e not in avoid] or ids
-        if not candidates:
-            return None
-        best = min(candidates, key=lambda e: self._inflight.get(e, 0))
-        return self._executors[best]
+    def _pick(
+        self, function: str, avoid: frozenset[str]
+    ) -> tuple[m.ExecutorAddress, Connection] | None:
+        """The least loaded reachable executor of the function's placement, avoiding
+        ``avoid`` when there is a choice; None when no executor is known to be alive."""
+        while True:
+            ids = [e for e in self._placements.get(function, ()) if e in self._executors]
+            candidates = [e for e in ids if e not in avoid] or ids
+            if not candidates:
+                return None
+            best = self._executors[min(candidates, key=lambda e: self._inflight.get(e, 0))]
+            try:
+                return best, self._connection(best)
+            except exc.ExecutorLost:
+                continue  # _connection forgot it; nothing was sent, so no attempt is spent
 
     def _send(self, rid: int, attempt: int, avoid: frozenset[str]) -> None:
         pending = self._pending.get(rid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Union
 
-from stratus._exceptions import ConfigurationError
+from stratus._exceptions import ClusterClosed, ConfigurationError
 from stratus.protocol.messages import DagNode, FunctionOptions
 
 if TYPE_CHECKING:
@@ -17,10 +17,13 @@ Composable = Union["Function", "Graph", list[Any]]
 
 class _Invocable:
     name: str
-    _client: Client
+    _client: Client | None
 
     def remote(self, *args: Any, **kwargs: Any) -> Future[Any]:
         """Invoke on the cluster; returns at once with a Future."""
+        if self._client is None:
+            raise ClusterClosed(f"{self.name}: a pickled handle has no connection; "
+                                "inside a function use ctx.call(handle, ...)")
         return self._client.invoke(self.name, args, kwargs)
 
     def map(self, *iterables: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
@@ -32,7 +35,9 @@ class _Invocable:
 class Function(_Invocable):
     """A registered function: ``fn.remote(*args)`` invokes it, ``a >> b`` composes."""
 
-    def __init__(self, client: Client, name: str, version: int, options: FunctionOptions) -> None:
+    def __init__(
+        self, client: Client | None, name: str, version: int, options: FunctionOptions
+    ) -> None:
         self._client = client
         self.name = name
         self.version = version
@@ -40,6 +45,11 @@ class Function(_Invocable):
 
     def __repr__(self) -> str:
         return f"<stratus.Function {self.name} v{self.version}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (as an argument, or captured by a function) without its connection;
+        # inside a function, use it with ``ctx.call(handle, ...)``.
+        return (Function, (None, self.name, self.version, self.options))
 
     def __rshift__(self, other: Composable) -> Graph:
         return Graph.of(self) >> other
@@ -51,13 +61,16 @@ class Function(_Invocable):
 class Dag(_Invocable):
     """A registered DAG: its sources get the call's arguments, its sink's result returns."""
 
-    def __init__(self, client: Client, name: str, nodes: list[DagNode]) -> None:
+    def __init__(self, client: Client | None, name: str, nodes: list[DagNode]) -> None:
         self._client = client
         self.name = name
         self.nodes = nodes
 
     def __repr__(self) -> str:
         return f"<stratus.Dag {self.name}: {' '.join(n.function for n in self.nodes)}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Dag, (None, self.name, self.nodes))
 
 
 class Graph:

@@ -149,6 +149,7 @@ class Invocation:
     def _retry_or_fail(self, error: ErrorInfo) -> list[Instruction]:
         self.log.append(f"attempt {self.attempt}: {error.kind}: {error.message}")
         if self.attempt <= self.retries:
+            self.executors = frozenset()  # until the next attempt is sent
             return [Resend(self.attempt + 1, frozenset(self.avoid))]
         self.state = State.FAILED
         return [Reject(error)]

@@ -1,0 +1,24 @@
+"""Fixtures shared by the integration and system tests: real clusters, real processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import stratus
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stratus.App]:
+    """One embedded cluster (two executors) shared by the tests of a module."""
+    with stratus.connect(data_dir=tmp_path_factory.mktemp("stratus"), executors=2) as app:
+        yield app
+
+
+@pytest.fixture
+def fresh_app(tmp_path: Path) -> Iterator[stratus.App]:
+    """A cluster of its own, for tests that kill or break things."""
+    with stratus.connect(data_dir=tmp_path / "stratus", executors=2) as app:
+        yield app
