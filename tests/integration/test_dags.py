@@ -53,7 +53,9 @@ def test_fan_in_of_several_sources(app: stratus.App, fns: dict[str, stratus.Func
     assert dag.remote(5).result(timeout=10) == 25 - 5
 
 
-def test_dag_by_name_and_from_a_function(app: stratus.App, fns: dict[str, stratus.Function]) -> None:
+def test_dag_by_name_and_from_a_function(
+    app: stratus.App, fns: dict[str, stratus.Function]
+) -> None:
     app.dag("named", fns["incr"] >> fns["square"])
     assert app.lookup("named").remote(1).result(timeout=10) == 4
 

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
 
 import stratus
+from helpers import wait_until
 
 
 def test_remote_error_carries_type_message_traceback_and_exception(app: stratus.App) -> None:

@@ -143,6 +143,7 @@ def test_nested_calls_do_not_deadlock_when_every_executor_is_busy(app: stratus.A
         if n < 2:
             return n
         return int(ctx.call("fib", n - 1).result()) + int(ctx.call("fib", n - 2).result())
+
     # Far more nested waits than executors: each waiting executor keeps serving.
     futures = [fib.remote(10) for _ in range(4)]
     assert [f.result(timeout=60) for f in futures] == [55] * 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import struct
@@ -189,15 +190,16 @@ def decode_stream(chunks: list[bytes], inbound: object) -> None:
 @settings(max_examples=300, deadline=None)
 @given(chunks=st.lists(st.binary(max_size=200), max_size=10))
 def test_arbitrary_bytes_raise_only_protocol_errors(chunks: list[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProtocolError):
         decode_stream(chunks, m.ToClient)
-    except ProtocolError:
-        pass
 
 
 TAGS = ["result", "failure", "call", "dag_input", "hello", "resolved", "executor_hello", "nope"]
+MSGPACK_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(), st.binary()
+)
 MSGPACK_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+    MSGPACK_SCALARS,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
 )
@@ -217,7 +219,5 @@ MESSAGE_LIKE = st.builds(
 def test_arbitrary_signed_bodies_raise_only_protocol_errors(body: bytes, inbound: object) -> None:
     mac = hmac.new(KEY, body, hashlib.sha256).digest()
     frame = struct.pack("!I", len(mac) + len(body)) + mac + body
-    try:
+    with contextlib.suppress(ProtocolError):
         decode_stream([frame], inbound)
-    except ProtocolError:
-        pass

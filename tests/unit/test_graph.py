@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
-from stratus._exceptions import ConfigurationError
+from stratus._exceptions import ClusterClosed, ConfigurationError
 from stratus.client.handles import Function, Graph
 from stratus.protocol.messages import DagNode, FunctionOptions
 
 
 def fn(name: str) -> Function:
-    return Function(client=None, name=name, version=1, options=FunctionOptions())  # type: ignore[arg-type]
+    return Function(client=None, name=name, version=1, options=FunctionOptions())
 
 
 a, b, c, d, e = (fn(n) for n in "abcde")
@@ -93,11 +95,15 @@ def test_composing_leaves_the_original_graph_unchanged() -> None:
     assert shape(graph) == [("a", []), ("b", [0])]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Graph.of(list) concatenates tails without removing duplicates, so a node that "
-    "ends two branches is connected twice to the next node (upstream [2, 2])",
-)
 def test_fan_in_after_branches_sharing_their_last_node_connects_it_once() -> None:
     graph = [a >> c, b >> c] >> d
     assert shape(graph) == [("a", []), ("b", []), ("c", [0, 1]), ("d", [2])]
+
+
+def test_pickled_function_keeps_its_identity_but_not_its_client() -> None:
+    options = FunctionOptions(retries=5)
+    handle = Function(object(), "f", 3, options)  # type: ignore[arg-type]
+    copy = pickle.loads(pickle.dumps(handle))
+    assert (copy.name, copy.version, copy.options) == ("f", 3, options)
+    with pytest.raises(ClusterClosed):
+        copy.remote(1)

@@ -205,6 +205,23 @@ def test_death_of_an_executor_of_an_older_attempt_is_ignored(clock: FakeClock) -
     assert inv.handle(ExecutorDied("x1"), clock()) == []
 
 
+def test_death_between_a_resend_and_the_next_send_is_ignored(clock: FakeClock) -> None:
+    inv = started(clock)
+    inv.handle(Failed(1, LOST), clock())  # Resend(2), not sent yet
+    assert inv.handle(ExecutorDied("x1"), clock()) == []
+
+
+def test_tick_between_a_resend_and_the_next_send_does_not_resend_again(
+    clock: FakeClock,
+) -> None:
+    inv = started(clock, timeout=10.0)
+    clock.advance(60)
+    inv.handle(Tick(), clock())  # Kill x1, Resend(2), not sent yet
+    clock.advance(1)
+    assert inv.handle(Tick(), clock()) == []
+    assert len(inv.log) == 1
+
+
 FINAL_EVENTS = [Replied(1, b"v"), Failed(1, LOST), Failed(1, RAISED), ExecutorDied("x1"), Tick()]
 
 

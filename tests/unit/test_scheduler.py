@@ -216,7 +216,10 @@ def test_stop_kills_every_executor(clock: FakeClock) -> None:
 def test_stop_does_not_kill_an_executor_twice(clock: FakeClock) -> None:
     scheduler = all_ready(clock)
     scheduler.handle(KillRequested("x1", "runaway"), clock())
-    assert scheduler.handle(Stop(), clock()) == [Kill("x2", "cluster shutting down")]
+    assert scheduler.handle(Stop(), clock()) == [
+        Kill("x2", "cluster shutting down"),
+        ExecutorsChanged(()),
+    ]
 
 
 def test_no_respawn_after_stop(clock: FakeClock) -> None:
@@ -290,7 +293,5 @@ def test_load_report_of_an_unknown_executor_is_ignored(clock: FakeClock) -> None
         (Resources(gpus=1), False),
     ],
 )
-def test_can_ever_host_compares_with_the_pool_offer(
-    request_: Resources, expected: bool
-) -> None:
+def test_can_ever_host_compares_with_the_pool_offer(request_: Resources, expected: bool) -> None:
     assert Scheduler(1, offer=OFFER).can_ever_host(request_) is expected

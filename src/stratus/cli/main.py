@@ -27,13 +27,19 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--listen", default=f"tcp://127.0.0.1:{7070}", show_default=True,
-              help="Address clients connect to.")
+@click.option(
+    "--listen",
+    default=f"tcp://127.0.0.1:{7070}",
+    show_default=True,
+    help="Address clients connect to.",
+)
 @click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
 @click.option("--executors", default=0, help="Executor processes (default: one per core).")
 @click.option("--preload", multiple=True, help="Module the executors import before starting.")
 @click.option("--log-level", default="INFO", show_default=True)
-def up(listen: str, data_dir: str, executors: int, preload: tuple[str, ...], log_level: str) -> None:
+def up(
+    listen: str, data_dir: str, executors: int, preload: tuple[str, ...], log_level: str
+) -> None:
     """Run a cluster in the foreground as a long-lived server."""
     from stratus.server.coordinator import Coordinator
 
@@ -43,8 +49,13 @@ def up(listen: str, data_dir: str, executors: int, preload: tuple[str, ...], log
     key = cfg.new_key()
     key_file = cfg.write_key(key, path)
     config = cfg.ClusterConfig(
-        cluster_id=cfg.new_cluster_id(), key=key, data_dir=str(path.resolve()), listen=listen,
-        executors=executors, preload=list(preload), log_level=log_level,
+        cluster_id=cfg.new_cluster_id(),
+        key=key,
+        data_dir=str(path.resolve()),
+        listen=listen,
+        executors=executors,
+        preload=list(preload),
+        log_level=log_level,
     )
     try:
         coordinator = Coordinator(config)
@@ -84,14 +95,21 @@ def status(address: str | None, data_dir: str, as_json: bool) -> None:
     console.print(f"cluster [bold]{reply.cluster_id}[/bold]")
     table = Table("executor", "pid", "state", "in flight", "served", "loaded")
     for e in reply.executors:
-        table.add_row(e.executor_id, str(e.pid), e.state, str(e.inflight), str(e.served),
-                      ", ".join(e.loaded))
+        table.add_row(
+            e.executor_id, str(e.pid), e.state, str(e.inflight), str(e.served), ", ".join(e.loaded)
+        )
     console.print(table)
     functions = Table("function", "version", "timeout", "retries", "memory MB", "consistency")
     for f in reply.functions:
         o = f.options
-        functions.add_row(f.name, str(f.version), str(o.timeout), str(o.retries),
-                          str(o.resources.memory_mb), o.consistency)
+        functions.add_row(
+            f.name,
+            str(f.version),
+            str(o.timeout),
+            str(o.retries),
+            str(o.resources.memory_mb),
+            o.consistency,
+        )
     console.print(functions)
     if reply.dags:
         console.print("DAGs: " + ", ".join(reply.dags))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import atexit
-import inspect
+import contextlib
 import os
 import sys
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from stratus import _exceptions as exc
 from stratus import config as cfg
@@ -58,13 +58,6 @@ class App:
         kind = "embedded" if self._cluster else "remote"
         return f"<stratus.App {kind} {self.cluster_id} at {self.address}>"
 
-    @overload
-    def function(self, fn: Callable[..., Any], /) -> Function: ...
-    @overload
-    def function(
-        self, fn: None = None, /, **options: Any
-    ) -> Callable[[Callable[..., Any]], Function]: ...
-
     def function(
         self,
         fn: Callable[..., Any] | None = None,
@@ -93,8 +86,8 @@ class App:
             raise exc.ConfigurationError("retries must be >= 0 and timeout > 0")
 
         def register(target: Callable[..., Any]) -> Function:
-            is_class = inspect.isclass(target)
-            if is_class and not callable(getattr(target, "__call__", None)):
+            is_class = isinstance(target, type)
+            if isinstance(target, type) and not any("__call__" in vars(k) for k in target.__mro__):
                 raise exc.ConfigurationError(f"class {target!r} must define __call__")
             options = FunctionOptions(
                 timeout=timeout,
@@ -186,7 +179,5 @@ def connect(
 @atexit.register
 def _close_all() -> None:
     for app in list(_open_apps):
-        try:
+        with contextlib.suppress(Exception):
             app.close()
-        except Exception:
-            pass

@@ -24,8 +24,8 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from stratus import _exceptions as exc
@@ -94,6 +94,8 @@ class Client:
         self._pump_wanted = threading.Condition()
         self._pump_thread: threading.Thread | None = None
         self.on_lost: Callable[[str], None] | None = None  # called when the cluster is gone
+        # Messages for an embedding server (an executor's coordinator link).
+        self.on_other_message: Callable[[Connection, Any], None] | None = None
         self._coordinator, welcome = self._reactor.connect_and_wait(
             address, self._codec, m.Hello(self.client_id, role), timeout=_HANDSHAKE_TIMEOUT
         )
@@ -162,8 +164,14 @@ class Client:
                     return
                 target, conn = picked
                 message = m.Call(
-                    rid, future.invocation_id, name, info.version, blob, attempt,
-                    options.timeout, self.client_id,
+                    rid,
+                    future.invocation_id,
+                    name,
+                    info.version,
+                    blob,
+                    attempt,
+                    options.timeout,
+                    self.client_id,
                 )
                 invocation.sent(attempt, frozenset((target.executor_id,)), time.monotonic())
                 self._inflight[target.executor_id] = self._inflight.get(target.executor_id, 0) + 1
@@ -206,20 +214,32 @@ class Client:
                 for i, (node, info, target) in enumerate(zip(nodes, infos, targets, strict=True)):
                     plan_nodes.append(
                         m.PlanNode(
-                            info.name, info.version, target, info.options.timeout,
-                            node.upstream, downstream[i],
+                            info.name,
+                            info.version,
+                            target,
+                            info.options.timeout,
+                            node.upstream,
+                            downstream[i],
                         )
                     )
                 plan = m.DagPlan(name, plan_nodes, sink)
                 ids = frozenset(t.executor_id for t in targets)
                 invocation.sent(attempt, ids, time.monotonic())
-                for i, node in enumerate(plan_nodes):
-                    if not node.upstream:
+                for i, step in enumerate(plan_nodes):
+                    if not step.upstream:
                         message = m.Call(
-                            rid, future.invocation_id, node.function, node.version, blob,
-                            attempt, node.timeout, self.client_id, plan, i,
+                            rid,
+                            future.invocation_id,
+                            step.function,
+                            step.version,
+                            blob,
+                            attempt,
+                            step.timeout,
+                            self.client_id,
+                            plan,
+                            i,
                         )
-                        self._conns[node.executor.executor_id].send(message)
+                        self._conns[step.executor.executor_id].send(message)
 
             self._pending[rid] = _Pending(future, invocation, send)
             self._send(rid, 1, frozenset())
@@ -260,7 +280,7 @@ class Client:
                 return
             self._fail_all(exc.ClusterClosed("the client was closed"))
             self._closed = True
-            for conn in list(self._conns.values()) + [self._coordinator]:
+            for conn in [*list(self._conns.values()), self._coordinator]:
                 conn.on_close = lambda c: None
                 conn.close()
             if self._own_reactor:
@@ -378,12 +398,10 @@ class Client:
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:
                     waiter.set_result(message)
-            case _:
+            case _ if self.on_other_message is not None:
                 self.on_other_message(conn, message)
-
-    def on_other_message(self, conn: Connection, message: Any) -> None:
-        """Messages for an embedding server (an executor's coordinator link)."""
-        log.warning("unexpected %s from %r", type(message).__name__, conn)
+            case _:
+                log.warning("unexpected %s from %r", type(message).__name__, conn)
 
     def _settle(self, conn: Connection, rid: int, event: inv.Event) -> None:
         if conn.peer_id in self._inflight and self._inflight[conn.peer_id] > 0:
@@ -581,4 +599,3 @@ def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> ex
         "ClusterClosed": exc.ClusterClosed,
     }
     return simple.get(kind, exc.StratusError)(error.message)
-

@@ -8,6 +8,7 @@ kernel closes it and the whole cluster shuts down.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -68,10 +69,8 @@ class EmbeddedCluster:
     def close(self, timeout: float = 5.0) -> None:
         """Stop the cluster: close the lifeline, wait, then kill what is left."""
         if not self._lifeline.closed:
-            try:
+            with contextlib.suppress(OSError):
                 self._lifeline.close()
-            except OSError:
-                pass
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

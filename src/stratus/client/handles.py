@@ -22,8 +22,10 @@ class _Invocable:
     def remote(self, *args: Any, **kwargs: Any) -> Future[Any]:
         """Invoke on the cluster; returns at once with a Future."""
         if self._client is None:
-            raise ClusterClosed(f"{self.name}: a pickled handle has no connection; "
-                                "inside a function use ctx.call(handle, ...)")
+            raise ClusterClosed(
+                f"{self.name}: a pickled handle has no connection; "
+                "inside a function use ctx.call(handle, ...)"
+            )
         return self._client.invoke(self.name, args, kwargs)
 
     def map(self, *iterables: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
@@ -93,7 +95,7 @@ class Graph:
             for part in item:
                 graph = Graph.of(part)
                 merged.upstream = _merge(merged.upstream, graph.upstream)
-                merged.tails += graph.tails
+                merged.tails += [t for t in graph.tails if t not in merged.tails]
             return merged
         raise ConfigurationError(f"cannot put {item!r} in a DAG: use functions, >> and lists")
 

@@ -150,6 +150,7 @@ class Invocation:
         self.log.append(f"attempt {self.attempt}: {error.kind}: {error.message}")
         if self.attempt <= self.retries:
             self.executors = frozenset()  # until the next attempt is sent
+            self.deadline = None
             return [Resend(self.attempt + 1, frozenset(self.avoid))]
         self.state = State.FAILED
         return [Reject(error)]

@@ -23,6 +23,10 @@ _MAC_SIZE = hashlib.sha256().digest_size
 FRAME_OVERHEAD = _HEADER.size + _MAC_SIZE + 4096  # header, MAC and message fields around a payload
 
 
+class BadSignature(ProtocolError):
+    """The frame was not signed with the cluster key: its sender is not one of us."""
+
+
 class Codec:
     """Encodes and signs outgoing messages; verifies and decodes incoming frames.
 
@@ -46,7 +50,7 @@ class Codec:
         """Verify and decode one frame (without its length header)."""
         mac, body = frame[:_MAC_SIZE], frame[_MAC_SIZE:]
         if not hmac.compare_digest(hmac.digest(self._key, body, "sha256"), mac):
-            raise ProtocolError("bad frame signature")
+            raise BadSignature("bad frame signature")
         try:
             return self._decoder.decode(body)
         except msgspec.MsgspecError as e:

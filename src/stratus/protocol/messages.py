@@ -107,14 +107,14 @@ class ExecutorStatus(msgspec.Struct, frozen=True):
 # --------------------------------------------------------------------------- handshake
 
 
-class Hello(_Msg, tag="hello"):
+class Hello(_Msg, tag="hello", frozen=True):
     """First frame on every connection: who is talking. ``peer_id`` names a client or node."""
 
     peer_id: str
     role: Literal["client", "executor", "coordinator"]
 
 
-class Welcome(_Msg, tag="welcome"):
+class Welcome(_Msg, tag="welcome", frozen=True):
     """Reply to ``Hello``: the receiver proves it holds the cluster key too."""
 
     node_id: str
@@ -123,7 +123,7 @@ class Welcome(_Msg, tag="welcome"):
 # --------------------------------------------------------------------------- to executors
 
 
-class Call(_Msg, tag="call"):
+class Call(_Msg, tag="call", frozen=True):
     """Run one function, or the source step of a DAG (``plan`` and ``node`` set)."""
 
     rid: int
@@ -138,7 +138,7 @@ class Call(_Msg, tag="call"):
     node: int = -1
 
 
-class DagInput(_Msg, tag="dag_input"):
+class DagInput(_Msg, tag="dag_input", frozen=True):
     """An upstream step's result travelling executor to executor to the next step."""
 
     rid: int
@@ -151,11 +151,11 @@ class DagInput(_Msg, tag="dag_input"):
     value: bytes
 
 
-class ShutdownExecutor(_Msg, tag="shutdown_executor"):
+class ShutdownExecutor(_Msg, tag="shutdown_executor", frozen=True):
     """The coordinator asks an executor to finish and exit."""
 
 
-class FunctionCode(_Msg, tag="function_code"):
+class FunctionCode(_Msg, tag="function_code", frozen=True):
     """The coordinator's reply to ``FetchFunction``: pickled code and options."""
 
     rid: int
@@ -165,7 +165,7 @@ class FunctionCode(_Msg, tag="function_code"):
     options: FunctionOptions
 
 
-class RequestFailed(_Msg, tag="request_failed"):
+class RequestFailed(_Msg, tag="request_failed", frozen=True):
     """A request (``rid``) could not be served; ``error`` says why."""
 
     rid: int
@@ -175,7 +175,7 @@ class RequestFailed(_Msg, tag="request_failed"):
 # --------------------------------------------------------------------------- to coordinator
 
 
-class ExecutorHello(_Msg, tag="executor_hello"):
+class ExecutorHello(_Msg, tag="executor_hello", frozen=True):
     """An executor announces itself after it started listening."""
 
     address: ExecutorAddress
@@ -183,7 +183,7 @@ class ExecutorHello(_Msg, tag="executor_hello"):
     resources: Resources
 
 
-class ExecutorLoad(_Msg, tag="executor_load"):
+class ExecutorLoad(_Msg, tag="executor_load", frozen=True):
     """Periodic report of an executor's work, for status and scheduling."""
 
     inflight: int
@@ -191,69 +191,69 @@ class ExecutorLoad(_Msg, tag="executor_load"):
     loaded: list[str]
 
 
-class Register(_Msg, tag="register"):
+class Register(_Msg, tag="register", frozen=True):
     rid: int
     name: str
     code: bytes
     options: FunctionOptions
 
 
-class RegisterDag(_Msg, tag="register_dag"):
+class RegisterDag(_Msg, tag="register_dag", frozen=True):
     rid: int
     name: str
     nodes: list[DagNode]
 
 
-class Resolve(_Msg, tag="resolve"):
+class Resolve(_Msg, tag="resolve", frozen=True):
     """Ask where a function (or every function of a DAG) may run, and its latest version."""
 
     rid: int
     name: str
 
 
-class FetchFunction(_Msg, tag="fetch_function"):
+class FetchFunction(_Msg, tag="fetch_function", frozen=True):
     rid: int
     name: str
     version: int
 
 
-class KillInvocation(_Msg, tag="kill_invocation"):
+class KillInvocation(_Msg, tag="kill_invocation", frozen=True):
     """A caller gave up on a runaway invocation: kill its executor and start another."""
 
     executor_id: str
     invocation_id: str
 
 
-class StatusRequest(_Msg, tag="status_request"):
+class StatusRequest(_Msg, tag="status_request", frozen=True):
     rid: int
 
 
-class ShutdownCluster(_Msg, tag="shutdown_cluster"):
+class ShutdownCluster(_Msg, tag="shutdown_cluster", frozen=True):
     rid: int
 
 
 # --------------------------------------------------------------------------- to clients
 
 
-class Result(_Msg, tag="result"):
+class Result(_Msg, tag="result", frozen=True):
     rid: int
     attempt: int
     value: bytes
 
 
-class Failure(_Msg, tag="failure"):
+class Failure(_Msg, tag="failure", frozen=True):
     rid: int
     attempt: int
     error: ErrorInfo
 
 
-class Registered(_Msg, tag="registered"):
+class Registered(_Msg, tag="registered", frozen=True):
     rid: int
     name: str
     version: int
 
 
-class Resolved(_Msg, tag="resolved"):
+class Resolved(_Msg, tag="resolved", frozen=True):
     """Where ``name`` may run: for a DAG, ``functions`` lists every node's function."""
 
     rid: int
@@ -263,7 +263,7 @@ class Resolved(_Msg, tag="resolved"):
     executors: list[ExecutorAddress]
 
 
-class StatusReply(_Msg, tag="status_reply"):
+class StatusReply(_Msg, tag="status_reply", frozen=True):
     rid: int
     cluster_id: str
     executors: list[ExecutorStatus]
@@ -271,11 +271,11 @@ class StatusReply(_Msg, tag="status_reply"):
     dags: list[str]
 
 
-class ShutdownStarted(_Msg, tag="shutdown_started"):
+class ShutdownStarted(_Msg, tag="shutdown_started", frozen=True):
     rid: int
 
 
-class ExecutorsChanged(_Msg, tag="executors_changed"):
+class ExecutorsChanged(_Msg, tag="executors_changed", frozen=True):
     """Pushed to clients when executors join or leave, so placements stay current."""
 
     executors: list[ExecutorAddress]
@@ -284,16 +284,16 @@ class ExecutorsChanged(_Msg, tag="executors_changed"):
 # --------------------------------------------------------------------------- fork server
 
 
-class SpawnExecutor(_Msg, tag="spawn_executor"):
+class SpawnExecutor(_Msg, tag="spawn_executor", frozen=True):
     executor_id: str
 
 
-class ExecutorSpawned(_Msg, tag="executor_spawned"):
+class ExecutorSpawned(_Msg, tag="executor_spawned", frozen=True):
     executor_id: str
     pid: int
 
 
-class ExecutorExited(_Msg, tag="executor_exited"):
+class ExecutorExited(_Msg, tag="executor_exited", frozen=True):
     executor_id: str
     pid: int
     status: int

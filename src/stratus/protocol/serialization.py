@@ -69,16 +69,16 @@ def loads(data: bytes, *, what: str = "value") -> Any:
         raise SerializationError(f"cannot unpickle {what}: {type(e).__name__}: {e}") from e
 
 
-_INSTALLED = tuple(
-    p for p in {sysconfig.get_path("stdlib"), sysconfig.get_path("purelib")} if p
-)
+_INSTALLED = tuple(p for p in {sysconfig.get_path("stdlib"), sysconfig.get_path("purelib")} if p)
 
 
 def _user_module(obj: Any) -> Any:
     """The module defining ``obj`` if it is the user's own code (not stdlib, not installed)."""
     name = getattr(obj, "__module__", None)
-    module = sys.modules.get(name) if isinstance(name, str) else None
-    if module is None or name == "__main__" or name.partition(".")[0] == "stratus":
+    if not isinstance(name, str) or name == "__main__" or name.partition(".")[0] == "stratus":
+        return None
+    module = sys.modules.get(name)
+    if module is None:
         return None
     path = getattr(module, "__file__", None) or ""
     if not path or path.startswith(_INSTALLED):

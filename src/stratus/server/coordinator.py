@@ -11,6 +11,7 @@ server (spawn) and signals (kill).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -18,11 +19,11 @@ import time
 from typing import Any
 
 from stratus import _exceptions as exc
+from stratus.config import ClusterConfig
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.server import forkserver
 from stratus.server import scheduler as sched
-from stratus.config import ClusterConfig
 from stratus.server.registry import Registry
 from stratus.transport.reactor import Connection, Reactor
 
@@ -87,12 +88,10 @@ class Coordinator:
         deadline = time.monotonic() + 2.0
         while self._pids and time.monotonic() < deadline and not self._forkserver.closed:
             self.reactor.run_once(0.05)
-        for pid in list(self._pids.values()) + [self._forkserver_pid]:
+        for pid in [*list(self._pids.values()), self._forkserver_pid]:
             _kill(pid)
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(self._forkserver_pid, 0)
-        except ChildProcessError:
-            pass
         self.reactor.close()
 
     def _tick(self) -> None:
@@ -210,17 +209,21 @@ class Coordinator:
     def _status(self, rid: int) -> m.StatusReply:
         executors = [
             m.ExecutorStatus(
-                r.executor_id, r.pid or self._pids.get(r.executor_id, 0), r.state.value,
-                r.inflight, r.served, sorted(r.loaded),
+                r.executor_id,
+                r.pid or self._pids.get(r.executor_id, 0),
+                r.state.value,
+                r.inflight,
+                r.served,
+                sorted(r.loaded),
             )
             for r in sorted(self.scheduler.executors.values(), key=lambda r: r.executor_id)
         ]
         functions = [v[-1].info() for v in self.registry.functions.values()]
-        return m.StatusReply(rid, self.config.cluster_id, executors, functions, list(self.registry.dags))
+        return m.StatusReply(
+            rid, self.config.cluster_id, executors, functions, list(self.registry.dags)
+        )
 
 
 def _kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -25,10 +25,10 @@ from typing import Any
 
 from stratus import _exceptions as exc
 from stratus.client.client import SPIN, Client
+from stratus.config import ClusterConfig
 from stratus.protocol import messages as m
 from stratus.protocol import serialization
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
-from stratus.config import ClusterConfig
 from stratus.server.context import Context
 from stratus.transport.reactor import Connection, Reactor
 
@@ -94,9 +94,7 @@ class Executor:
     def run(self) -> None:
         signal.signal(signal.SIGALRM, self._on_alarm)
         address = m.ExecutorAddress(self.executor_id, self.unix, self.tcp)
-        self.client.send_control(
-            m.ExecutorHello(address, os.getpid(), self.config.executor_offer)
-        )
+        self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
         with self.client.polling():
             while self.running:
@@ -172,8 +170,16 @@ class Executor:
             self._reply_dag(message.rid, message.attempt, message.reply_to, _error_info(e))
             return
         call = m.Call(
-            message.rid, message.invocation_id, node.function, node.version, b"",
-            message.attempt, node.timeout, message.reply_to, message.plan, message.node,
+            message.rid,
+            message.invocation_id,
+            node.function,
+            node.version,
+            b"",
+            message.attempt,
+            node.timeout,
+            message.reply_to,
+            message.plan,
+            message.node,
         )
         self._run(None, call, args, {})
 
@@ -260,8 +266,14 @@ class Executor:
         step = call.plan.nodes[call.node]
         for d in step.downstream:
             message = m.DagInput(
-                call.rid, call.invocation_id, call.attempt, call.reply_to, call.plan, d,
-                call.node, value,
+                call.rid,
+                call.invocation_id,
+                call.attempt,
+                call.reply_to,
+                call.plan,
+                d,
+                call.node,
+                value,
             )
             if call.plan.nodes[d].executor.executor_id == self.executor_id:
                 self._on_dag_input(message)  # next step is ours: no socket needed

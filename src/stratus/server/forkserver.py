@@ -16,10 +16,10 @@ import signal
 import socket
 import sys
 
+from stratus.config import ClusterConfig
 from stratus.protocol import messages as m
 from stratus.protocol.framing import Codec, FrameReader
 from stratus.server import lifeline
-from stratus.config import ClusterConfig
 
 log = logging.getLogger("stratus.forkserver")
 
@@ -112,7 +112,7 @@ def _fork_executor(config: ClusterConfig, executor_id: str, close: list[int]) ->
 
 
 def _reap() -> list[tuple[int, int]]:
-    exited = []
+    exited: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)

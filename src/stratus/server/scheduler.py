@@ -155,7 +155,8 @@ class Scheduler:
                 if rec.state is ExecutorState.READY:
                     out.append(self._changed())
                 if not self.stopping:
-                    self._deaths.append(now)
+                    if rec.state is not ExecutorState.STOPPING:  # not killed on purpose
+                        self._deaths.append(now)
                     out += self._fill(now)
             case KillRequested(executor_id, reason):
                 rec = self.executors.get(executor_id)
@@ -176,10 +177,13 @@ class Scheduler:
                 out += self._fill(now)
             case Stop():
                 self.stopping = True
+                announce = bool(self.ready())
                 for rec in self.executors.values():
                     if rec.state is not ExecutorState.STOPPING:
                         rec.state = ExecutorState.STOPPING
                         out.append(Kill(rec.executor_id, "cluster shutting down"))
+                if announce:
+                    out.append(self._changed())
         return out
 
     def place(self, request: Resources, function: str) -> list[ExecutorAddress]:
@@ -187,7 +191,9 @@ class Scheduler:
         fits = [
             rec
             for rec in self.executors.values()
-            if rec.state is ExecutorState.READY and rec.address is not None and _fits(request, rec.resources)
+            if rec.state is ExecutorState.READY
+            and rec.address is not None
+            and _fits(request, rec.resources)
         ]
         fits.sort(key=lambda r: (function not in r.loaded, r.inflight, r.executor_id))
         return [r.address for r in fits if r.address is not None]
@@ -226,7 +232,7 @@ class Scheduler:
         return out
 
     def _changed(self) -> ExecutorsChanged:
-        ready = sorted(self.ready(), key=lambda r: r.executor_id)
+        ready = sorted(self.ready(), key=lambda r: (len(r.executor_id), r.executor_id))
         return ExecutorsChanged(tuple(r.address for r in ready if r.address is not None))
 
     def _note(self, line: str) -> None:

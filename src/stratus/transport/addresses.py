@@ -18,18 +18,18 @@ def parse(address: str) -> tuple[int, str | tuple[str, int]]:
     """``(family, sockaddr)`` for an address string; ``ConfigurationError`` if malformed."""
     if address.startswith("unix:"):
         path = address[5:]
-        if not path:
+        if path in ("", "@"):
             raise ConfigurationError(f"empty unix address {address!r}")
         return socket.AF_UNIX, "\0" + path[1:] if path.startswith("@") else path
     if address.startswith("tcp://"):
-        host, sep, port = address[6:].rpartition(":")
-        if not sep:
-            host, port = address[6:], str(DEFAULT_PORT)
+        rest = address[6:]
+        host, sep, port = rest.rpartition(":")
+        if not sep or (host.count(":") and not host.endswith("]")):  # no port, or bare IPv6
+            host, port = rest, str(DEFAULT_PORT)
         host = host.strip("[]")
-        try:
-            number = int(port)
-        except ValueError:
-            raise ConfigurationError(f"bad port in address {address!r}") from None
+        if not port.isdigit():
+            raise ConfigurationError(f"bad port in address {address!r}")
+        number = int(port)
         if not host or not 0 <= number < 65536:
             raise ConfigurationError(f"bad address {address!r}")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

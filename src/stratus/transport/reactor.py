@@ -24,11 +24,11 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any
 
 from stratus._exceptions import ConnectionFailed, ProtocolError
-from stratus.protocol.framing import Codec, FrameReader
+from stratus.protocol.framing import BadSignature, Codec, FrameReader
 from stratus.transport import addresses
 
 log = logging.getLogger("stratus.transport")
@@ -54,6 +54,7 @@ class Connection:
         self.peer_id = ""  # set by the handshake
         self.closed = False
         self.rejected = 0  # frames dropped for a bad signature or schema
+        self.verified = False  # a frame signed with the cluster key has arrived
         self.on_message: MessageHandler = _ignore
         self.on_close: CloseHandler = _ignore_close
         self._reader = FrameReader(codec.max_frame)
@@ -100,10 +101,8 @@ class Connection:
             return
         self.closed = True
         self.reactor._forget(self)
-        try:
+        with suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
         self.on_close(self)
 
     def _on_readable(self) -> None:
@@ -125,13 +124,19 @@ class Connection:
         for frame in frames:
             try:
                 message = self.codec.decode(frame)
-            except ProtocolError as e:
+            except BadSignature as e:
                 self.rejected += 1
                 log.warning("dropped a frame from %r: %s", self, e)
-                if not self.peer_id:  # nothing verified from this peer yet: hang up
+                if not self.verified:  # a stranger: hang up
                     self.close()
                     return
                 continue
+            except ProtocolError as e:  # signed by a peer, but not a message we take
+                self.verified = True
+                self.rejected += 1
+                log.warning("dropped a frame from %r: %s", self, e)
+                continue
+            self.verified = True
             self.reactor.ready.append((self, message))
 
     def feed(self, data: bytes) -> None:
@@ -245,10 +250,8 @@ class Reactor:
 
     def wake(self) -> None:
         """Interrupt a ``run_once`` blocked in poll. Safe from any thread."""
-        try:
+        with suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass
 
     # --- the loop
 
