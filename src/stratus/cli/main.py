@@ -90,7 +90,9 @@ def status(address: str | None, data_dir: str, as_json: bool) -> None:
 
     reply = _with_client(address, data_dir, lambda client: client.status())
     if as_json:
-        click.echo(msgspec.json.encode(reply).decode())
+        fields = msgspec.structs.asdict(reply)
+        del fields["rid"]
+        click.echo(msgspec.json.encode(fields).decode())
         return
     console.print(f"cluster [bold]{reply.cluster_id}[/bold]")
     table = Table("executor", "pid", "state", "in flight", "served", "loaded")
