@@ -69,12 +69,12 @@ TARGETS = {  # name: (key into the stratus results, comparison, bound)
 class Settings:
     floor_calls: int = 100_000
     warmup_calls: int = 200
-    rounds: int = 6  # latency rounds, alternating which system goes first
-    stratus_sync_per_round: int = 2_000
-    stratus_dag_per_round: int = 1_000
-    ray_task_per_round: int = 250
-    ray_actor_per_round: int = 250
-    ray_chain_per_round: int = 150
+    rounds: int = 10  # latency rounds, alternating which system goes first
+    stratus_sync_per_round: int = 1_000
+    stratus_dag_per_round: int = 500
+    ray_task_per_round: int = 150
+    ray_actor_per_round: int = 150
+    ray_chain_per_round: int = 80
     throughput_runs: int = 3
     stratus_throughput_calls: int = 20_000
     ray_throughput_calls: int = 5_000
@@ -329,6 +329,27 @@ def ray_processes(table: dict[int, Proc], exclude: set[int], since: float) -> tu
     return sorted(ours | named), len(named - ours)
 
 
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_busy_pct(interval: float) -> float | None:
+    """How busy all cores were over the next ``interval`` seconds, from /proc/stat."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]  # user .. steal
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except OSError:
+        return None
+    return round(100 * (1 - (idle1 - idle0) / max(1, total1 - total0)), 1)
+
+
 def our_children() -> list[int]:
     return [p.pid for p in process_table().values() if p.ppid == os.getpid()]
 
@@ -362,8 +383,9 @@ class StratusSide:
         futures = [self.incr.remote(i) for i in range(n)]
         return [f.result(timeout=RESULT_TIMEOUT) for f in futures]
 
-    def executor_pids(self) -> set[int]:
-        return {e.pid for e in self.app.status().executors}
+    def executors(self) -> list[dict[str, Any]]:
+        """pid and calls served of each executor (as last reported, once a second)."""
+        return [{"pid": e.pid, "served": e.served} for e in self.app.status().executors]
 
 
 class RaySide:
@@ -443,7 +465,11 @@ def run(settings: Settings, with_ray: bool) -> dict[str, Any]:
         "versions": {"stratus": stratus.__version__, "ray": None},
         "settings": asdict(settings),
         "process_info": "psutil" if psutil is not None else "/proc",
+        "load": {"loadavg_start": loadavg(), "cpu_busy_pct_before": cpu_busy_pct(0.5)},
     }
+    busy = doc["load"]["cpu_busy_pct_before"]
+    if busy is not None and busy > 10:
+        print(f"core.py: the machine is {busy:.0f}% busy already; expect noise", file=sys.stderr)
     doc["python_call"] = measure_floor(settings.floor_calls)
 
     ray_module, ray_reason = None, "skipped with --no-ray"
@@ -506,7 +532,8 @@ def run(settings: Settings, with_ray: bool) -> dict[str, Any]:
         # Idle memory of both clusters, at the same moment.
         time.sleep(settings.idle_s)
         table = process_table()
-        coordinator, stratus_pids = stratus_cluster(table, s.executor_pids())
+        executors = s.executors()
+        coordinator, stratus_pids = stratus_cluster(table, {e["pid"] for e in executors})
         stratus_rss = {"coordinator_pid": coordinator, **memory_report(table, stratus_pids)}
 
         doc["stratus"] = {
@@ -515,6 +542,7 @@ def run(settings: Settings, with_ray: bool) -> dict[str, Any]:
             "throughput": throughput_summary(runs["stratus"], settings.stratus_throughput_calls),
             "connect": connect,
             "idle_rss": stratus_rss,
+            "executors": executors,
         }
         if r is None:
             doc["ray"] = None
@@ -532,6 +560,7 @@ def run(settings: Settings, with_ray: bool) -> dict[str, Any]:
             }
     # The ExitStack has shut Ray down and closed the cluster; nothing of ours may be left.
     doc["leftover_processes"] = wait_for_no_children(timeout=15.0)
+    doc["load"]["loadavg_end"] = loadavg()
     doc["ratios_ray_over_stratus"] = ratios(doc["stratus"], doc["ray"])
     doc["targets"] = targets(doc["stratus"])
     doc["duration_s"] = round((time.perf_counter_ns() - clock_start) / 1e9, 1)

@@ -92,7 +92,7 @@ def test_each_ended_attempt_is_logged(clock: FakeClock) -> None:
     inv = started(clock, retries=1)
     fail_attempt(inv, clock, "x2")
     fail_attempt(inv, clock, "x3")
-    assert inv.log == ["attempt 1: ExecutorLost: gone", "attempt 2: ExecutorLost: gone"]
+    assert inv.log == ("attempt 1: ExecutorLost: gone", "attempt 2: ExecutorLost: gone")
 
 
 def test_avoid_accumulates_every_failed_executor(clock: FakeClock) -> None:

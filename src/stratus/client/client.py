@@ -17,6 +17,7 @@ served by a background pump thread, started the first time it is needed.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import heapq
 import itertools
 import logging
 import os
@@ -43,13 +44,50 @@ _HANDSHAKE_TIMEOUT = 10.0
 SPIN = 0.0002  # busy-poll this long for a reply before sleeping (see Reactor)
 
 
-@dataclass
 class _Pending:
-    """An invocation in flight: its future, its state machine and how to send it again."""
+    """An invocation in flight: its future, its state machine and what to send again."""
 
-    future: Future[Any]
-    invocation: inv.Invocation
-    send: Callable[[int, frozenset[str]], None]  # (attempt, executors to avoid)
+    __slots__ = ("blob", "dag", "future", "info", "invocation")
+
+    def __init__(
+        self,
+        future: Future[Any],
+        invocation: inv.Invocation,
+        blob: bytes,
+        info: m.FunctionInfo | None = None,
+        dag: _DagShape | None = None,
+    ) -> None:
+        self.future = future
+        self.invocation = invocation
+        self.blob = blob  # the pickled arguments
+        self.info = info  # for a function call
+        self.dag = dag  # for a DAG call
+
+
+@dataclass(frozen=True)
+class _DagShape:
+    """A DAG as the client sends it, derived once per resolution."""
+
+    name: str
+    nodes: list[m.DagNode]
+    infos: list[m.FunctionInfo]
+    downstream: list[list[int]]
+    sink: int
+    budget: float | None  # total timeout of the steps
+    retries: int
+
+    @staticmethod
+    def of(name: str, nodes: list[m.DagNode], infos: list[m.FunctionInfo]) -> _DagShape:
+        downstream: list[list[int]] = [[] for _ in nodes]
+        for i, node in enumerate(nodes):
+            for u in node.upstream:
+                downstream[u].append(i)
+        timeouts = [i.options.timeout for i in infos]
+        budget = None if None in timeouts else sum(t for t in timeouts if t is not None)
+        sink = next(i for i, d in enumerate(downstream) if not d)
+        return _DagShape(
+            name, nodes, infos, downstream, sink, budget, min(i.options.retries for i in infos)
+        )
 
 
 class Client:
@@ -72,6 +110,7 @@ class Client:
         self._reactor = reactor or Reactor(spin=SPIN)
         self._own_reactor = reactor is None
         self._lock = threading.RLock()
+        self._future_condition = threading.Condition()  # shared by all our futures
         # Re-entrant: an executor's function waiting on a nested call polls again
         # from inside the dispatch of the loop that runs it.
         self._poll_lock = threading.RLock()
@@ -80,11 +119,13 @@ class Client:
         self._close_reason = "the client is closed"
         self._prefer_unix = addresses.is_local(address)
         self._pending: dict[int, _Pending] = {}
+        self._deadlines: list[tuple[float, int]] = []  # heap, see _check_deadlines
         self._requests: dict[int, cf.Future[Any]] = {}
         self._functions: dict[str, m.FunctionInfo] = {}
         self._dags: dict[str, list[m.DagNode]] = {}
         self._executors: dict[str, m.ExecutorAddress] = {}
         self._placements: dict[str, list[str]] = {}  # function -> executor ids
+        self._dag_shapes: dict[str, _DagShape] = {}
         self._conns: dict[str, Connection] = {}
         self._inflight: dict[str, int] = {}
         self._parked: list[tuple[int, int, frozenset[str]]] = []
@@ -156,28 +197,7 @@ class Client:
             invocation = inv.Invocation(
                 future.invocation_id, name, options.timeout, options.retries
             )
-
-            def send(attempt: int, avoid: frozenset[str]) -> None:
-                picked = self._pick(name, avoid)
-                if picked is None:
-                    self._parked.append((rid, attempt, avoid))
-                    return
-                target, conn = picked
-                message = m.Call(
-                    rid,
-                    future.invocation_id,
-                    name,
-                    info.version,
-                    blob,
-                    attempt,
-                    options.timeout,
-                    self.client_id,
-                )
-                invocation.sent(attempt, frozenset((target.executor_id,)), time.monotonic())
-                self._inflight[target.executor_id] = self._inflight.get(target.executor_id, 0) + 1
-                conn.send(message)
-
-            self._pending[rid] = _Pending(future, invocation, send)
+            self._pending[rid] = _Pending(future, invocation, blob, info=info)
             self._send(rid, 1, frozenset())
         return future
 
@@ -188,62 +208,79 @@ class Client:
             self._resolve(name)
         with self._lock:
             self._check_open()
-            nodes = self._dags[name]
-            infos = [self._functions[n.function] for n in nodes]
-            timeouts = [i.options.timeout for i in infos]
-            budget = None if None in timeouts else sum(t for t in timeouts if t is not None)
+            shape = self._dag_shapes.get(name)
+            if shape is None:
+                nodes = self._dags[name]
+                infos = [self._functions[n.function] for n in nodes]
+                shape = self._dag_shapes[name] = _DagShape.of(name, nodes, infos)
             rid = next(self._rids)
             future: Future[Any] = Future(self, f"{self.client_id}.{rid}", name)
-            invocation = inv.Invocation(
-                future.invocation_id, name, budget, min(i.options.retries for i in infos)
-            )
-            downstream: list[list[int]] = [[] for _ in nodes]
-            for i, node in enumerate(nodes):
-                for u in node.upstream:
-                    downstream[u].append(i)
-            sink = next(i for i, d in enumerate(downstream) if not d)
-
-            def send(attempt: int, avoid: frozenset[str]) -> None:
-                # Every step's executor gets our connection: the sink answers on it.
-                picks = [self._pick(n.function, avoid) for n in nodes]
-                if any(p is None or p[1].closed for p in picks):
-                    self._parked.append((rid, attempt, avoid))
-                    return
-                targets = [p[0] for p in picks if p is not None]
-                plan_nodes = []
-                for i, (node, info, target) in enumerate(zip(nodes, infos, targets, strict=True)):
-                    plan_nodes.append(
-                        m.PlanNode(
-                            info.name,
-                            info.version,
-                            target,
-                            info.options.timeout,
-                            node.upstream,
-                            downstream[i],
-                        )
-                    )
-                plan = m.DagPlan(name, plan_nodes, sink)
-                ids = frozenset(t.executor_id for t in targets)
-                invocation.sent(attempt, ids, time.monotonic())
-                for i, step in enumerate(plan_nodes):
-                    if not step.upstream:
-                        message = m.Call(
-                            rid,
-                            future.invocation_id,
-                            step.function,
-                            step.version,
-                            blob,
-                            attempt,
-                            step.timeout,
-                            self.client_id,
-                            plan,
-                            i,
-                        )
-                        self._conns[step.executor.executor_id].send(message)
-
-            self._pending[rid] = _Pending(future, invocation, send)
+            invocation = inv.Invocation(future.invocation_id, name, shape.budget, shape.retries)
+            self._pending[rid] = _Pending(future, invocation, blob, dag=shape)
             self._send(rid, 1, frozenset())
         return future
+
+    def _send_call(self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str]) -> None:
+        info = pending.info
+        assert info is not None
+        picked = self._pick(info.name, avoid)
+        if picked is None:
+            self._parked.append((rid, attempt, avoid))
+            return
+        target, conn = picked
+        invocation = pending.invocation
+        message = m.Call(
+            rid,
+            invocation.invocation_id,
+            info.name,
+            info.version,
+            pending.blob,
+            attempt,
+            info.options.timeout,
+            self.client_id,
+        )
+        invocation.sent(attempt, frozenset((target.executor_id,)), time.monotonic())
+        self._inflight[target.executor_id] = self._inflight.get(target.executor_id, 0) + 1
+        conn.send(message)
+
+    def _send_dag(self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str]) -> None:
+        shape = pending.dag
+        assert shape is not None
+        # Every step's executor gets our connection: the sink answers on it.
+        picks = [self._pick(n.function, avoid) for n in shape.nodes]
+        if any(p is None or p[1].closed for p in picks):
+            self._parked.append((rid, attempt, avoid))
+            return
+        targets = [p[0] for p in picks if p is not None]
+        plan = m.DagPlan(
+            shape.name,
+            [
+                m.PlanNode(
+                    info.name, info.version, target, info.options.timeout, node.upstream, down
+                )
+                for node, info, target, down in zip(
+                    shape.nodes, shape.infos, targets, shape.downstream, strict=True
+                )
+            ],
+            shape.sink,
+        )
+        invocation = pending.invocation
+        invocation.sent(attempt, frozenset(t.executor_id for t in targets), time.monotonic())
+        for i, step in enumerate(plan.nodes):
+            if not step.upstream:
+                message = m.Call(
+                    rid,
+                    invocation.invocation_id,
+                    step.function,
+                    step.version,
+                    pending.blob,
+                    attempt,
+                    step.timeout,
+                    self.client_id,
+                    plan,
+                    i,
+                )
+                self._conns[step.executor.executor_id].send(message)
 
     def send_control(self, message: Any) -> None:
         """Send a one-way message to the coordinator."""
@@ -304,6 +341,7 @@ class Client:
                 self._executors[e.executor_id] = e
             if reply.dag is not None:
                 self._dags[name] = reply.dag
+                self._dag_shapes.pop(name, None)
                 self._placements[name] = []
         return reply.functions
 
@@ -328,7 +366,13 @@ class Client:
         if pending is None:
             return
         try:
-            pending.send(attempt, avoid)
+            if pending.dag is None:
+                self._send_call(rid, pending, attempt, avoid)
+            else:
+                self._send_dag(rid, pending, attempt, avoid)
+            deadline = pending.invocation.deadline
+            if deadline is not None and pending.invocation.attempt == attempt:
+                heapq.heappush(self._deadlines, (deadline, rid))
         except exc.StratusError as e:
             self._finish(rid, error=e)
 
@@ -471,20 +515,25 @@ class Client:
             raise exc.ClusterClosed(self._close_reason)
 
     def _check_deadlines(self) -> float | None:
-        """Feed ``Tick`` to invocations past their deadline; return the next deadline."""
-        now = time.monotonic()
-        soonest: float | None = None
-        for rid, pending in list(self._pending.items()):
-            deadline = pending.invocation.deadline
-            if deadline is None:
-                continue
-            if deadline <= now:
+        """Feed ``Tick`` to invocations past their deadline; return the next deadline.
+
+        ``_deadlines`` is a heap of (deadline, rid) with stale entries left in place
+        (finished calls, re-sent attempts); it is rebuilt when stale ones dominate.
+        """
+        heap, now = self._deadlines, time.monotonic()
+        while heap and heap[0][0] <= now:
+            deadline, rid = heapq.heappop(heap)
+            pending = self._pending.get(rid)
+            if pending is not None and pending.invocation.deadline == deadline:
                 self._apply(rid, pending.invocation.handle(inv.Tick(), now))
-                deadline = pending.invocation.deadline
-                if rid not in self._pending or deadline is None:
-                    continue
-            soonest = deadline if soonest is None else min(soonest, deadline)
-        return soonest
+        if len(heap) > 64 and len(heap) > 2 * len(self._pending):
+            heap[:] = [
+                (p.invocation.deadline, rid)
+                for rid, p in self._pending.items()
+                if p.invocation.deadline is not None
+            ]
+            heapq.heapify(heap)
+        return heap[0][0] if heap else None
 
     # ------------------------------------------------------------------ driving the I/O
 

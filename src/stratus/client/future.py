@@ -31,6 +31,9 @@ class _WatchedList(list[Any]):
         self._future._client._watch(self._future)
 
 
+_NO_CALLBACKS: list[Any] = []  # shared and never appended to; see add_done_callback
+
+
 class Future(concurrent.futures.Future[T], Generic[T]):
     """The pending result of an invocation.
 
@@ -40,12 +43,19 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     """
 
     def __init__(self, client: Client, invocation_id: str, function: str) -> None:
-        super().__init__()
-        self._client = client
+        # Not ``super().__init__()``: it builds a Condition per future, eight objects the
+        # garbage collector tracks; with tens of thousands of calls in flight the
+        # collections they trigger cost more than the calls. All futures of a client
+        # share one condition instead, which is safe because no method here waits on it.
+        self._condition = client._future_condition
+        self._state = "RUNNING"  # a call on the wire cannot be cancelled
+        self._result = None
+        self._exception = None
         self._waiters = _WatchedList(self)
+        self._done_callbacks = _NO_CALLBACKS
+        self._client = client
         self.invocation_id = invocation_id
         self.function = function
-        self.set_running_or_notify_cancel()  # a call on the wire cannot be cancelled
 
     def __repr__(self) -> str:
         return f"<stratus.Future {self.function} {self.invocation_id} {self._state.lower()}>"
@@ -65,6 +75,9 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         return super().done()
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+        with self._condition:
+            if self._done_callbacks is _NO_CALLBACKS:
+                self._done_callbacks = []
         super().add_done_callback(fn)
         if not super().done():
             self._client._watch(self)

@@ -22,7 +22,7 @@ effects only become visible when it returns successfully.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from stratus.protocol.messages import ErrorInfo
@@ -97,7 +97,7 @@ class Kill:
 Instruction = Complete | Reject | Resend | Kill
 
 
-@dataclass
+@dataclass(slots=True)
 class Invocation:
     """One call (of a function or a DAG) from the caller's side."""
 
@@ -109,8 +109,9 @@ class Invocation:
     state: State = State.RUNNING
     executors: frozenset[str] = frozenset()  # of the current attempt's plan
     deadline: float | None = None
-    avoid: set[str] = field(default_factory=set)  # executors that failed this invocation
-    log: list[str] = field(default_factory=list)  # why each attempt ended
+    # Immutable defaults: one invocation per call, so no per-call containers until needed.
+    avoid: frozenset[str] = frozenset()  # executors that failed this invocation
+    log: tuple[str, ...] = ()  # why each attempt ended
 
     def sent(self, attempt: int, executors: frozenset[str], now: float) -> None:
         """Record that ``attempt`` went out to ``executors``."""
@@ -132,7 +133,7 @@ class Invocation:
                 self.state = State.FAILED
                 return [Reject(error)]
             case ExecutorDied(executor_id) if executor_id in self.executors:
-                self.avoid.add(executor_id)
+                self.avoid |= {executor_id}
                 lost = ErrorInfo(
                     "ExecutorLost", f"executor {executor_id} died during attempt {self.attempt}"
                 )
@@ -147,10 +148,10 @@ class Invocation:
         return []
 
     def _retry_or_fail(self, error: ErrorInfo) -> list[Instruction]:
-        self.log.append(f"attempt {self.attempt}: {error.kind}: {error.message}")
+        self.log += (f"attempt {self.attempt}: {error.kind}: {error.message}",)
         if self.attempt <= self.retries:
             self.executors = frozenset()  # until the next attempt is sent
             self.deadline = None
-            return [Resend(self.attempt + 1, frozenset(self.avoid))]
+            return [Resend(self.attempt + 1, self.avoid)]
         self.state = State.FAILED
         return [Reject(error)]

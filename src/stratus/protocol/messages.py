@@ -20,14 +20,18 @@ import msgspec
 Consistency = Literal["eventual", "causal", "serializable"]
 
 
-class _Msg(msgspec.Struct, array_like=True, frozen=True, tag=True, omit_defaults=False):
-    """Base of all messages: encoded as a msgpack array whose first item is the tag."""
+class _Msg(msgspec.Struct, array_like=True, frozen=True, tag=True, gc=False):
+    """Base of all messages: encoded as a msgpack array whose first item is the tag.
+
+    ``gc=False``: messages hold only scalars, bytes and other messages, so they cannot
+    form cycles, and untracked objects keep bursts of calls from triggering collections.
+    """
 
 
 # --------------------------------------------------------------------------- shared parts
 
 
-class Resources(msgspec.Struct, frozen=True):
+class Resources(msgspec.Struct, frozen=True, gc=False):
     """What a function requests, or what an executor offers."""
 
     cpu: float = 1.0
@@ -35,7 +39,7 @@ class Resources(msgspec.Struct, frozen=True):
     gpus: int = 0
 
 
-class FunctionOptions(msgspec.Struct, frozen=True):
+class FunctionOptions(msgspec.Struct, frozen=True, gc=False):
     """Options of a registered function; ``resources`` are matched against executors."""
 
     timeout: float | None = 300.0
@@ -45,7 +49,7 @@ class FunctionOptions(msgspec.Struct, frozen=True):
     is_class: bool = False
 
 
-class ExecutorAddress(msgspec.Struct, frozen=True):
+class ExecutorAddress(msgspec.Struct, frozen=True, gc=False):
     """Where an executor listens: an abstract Unix socket, and TCP in server mode."""
 
     executor_id: str
@@ -53,7 +57,7 @@ class ExecutorAddress(msgspec.Struct, frozen=True):
     tcp: str = ""
 
 
-class ErrorInfo(msgspec.Struct, frozen=True):
+class ErrorInfo(msgspec.Struct, frozen=True, gc=False):
     """A failure sent back to a caller. ``kind`` names the stratus exception class."""
 
     kind: str
@@ -63,7 +67,7 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     exception: bytes = b""  # the pickled original exception, when it could be pickled
 
 
-class PlanNode(msgspec.Struct, frozen=True):
+class PlanNode(msgspec.Struct, frozen=True, gc=False):
     """One step of a DAG invocation: which function runs where, and where results go."""
 
     function: str
@@ -74,7 +78,7 @@ class PlanNode(msgspec.Struct, frozen=True):
     downstream: list[int]
 
 
-class DagPlan(msgspec.Struct, frozen=True):
+class DagPlan(msgspec.Struct, frozen=True, gc=False):
     """The placement of a whole DAG invocation, chosen by the client, carried by each hop."""
 
     dag: str
@@ -82,20 +86,20 @@ class DagPlan(msgspec.Struct, frozen=True):
     sink: int
 
 
-class DagNode(msgspec.Struct, frozen=True):
+class DagNode(msgspec.Struct, frozen=True, gc=False):
     """A registered DAG's node: a function name and the indexes of its upstream nodes."""
 
     function: str
     upstream: list[int]
 
 
-class FunctionInfo(msgspec.Struct, frozen=True):
+class FunctionInfo(msgspec.Struct, frozen=True, gc=False):
     name: str
     version: int
     options: FunctionOptions
 
 
-class ExecutorStatus(msgspec.Struct, frozen=True):
+class ExecutorStatus(msgspec.Struct, frozen=True, gc=False):
     executor_id: str
     pid: int
     state: str

@@ -8,6 +8,7 @@ pid, and each exit (from SIGCHLD), back to the coordinator.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -53,6 +54,10 @@ def _serve(config: ClusterConfig, sock: socket.socket) -> None:
         except Exception:
             log.exception("cannot preload %s", name)
     import stratus.server.executor  # noqa: F401  (warm: every executor needs it)
+
+    # What is loaded now is shared by every executor: keep the collector away from it,
+    # so collections stay cheap and do not copy shared pages on write.
+    gc.freeze()
 
     codec = Codec(config.key, m.ToForkServer, max_frame=1 << 16)
     reader = FrameReader(codec.max_frame)
