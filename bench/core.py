@@ -35,6 +35,7 @@ import datetime as dt
 import gc
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,7 +70,8 @@ TARGETS = {  # name: (key into the stratus results, comparison, bound)
 class Settings:
     floor_calls: int = 100_000
     warmup_calls: int = 200
-    rounds: int = 10  # latency rounds, alternating which system goes first
+    solo_rounds: int = 2  # stratus alone, before Ray starts
+    rounds: int = 10  # latency rounds with both systems up, alternating which goes first
     stratus_sync_per_round: int = 1_000
     stratus_dag_per_round: int = 500
     ray_task_per_round: int = 150
@@ -79,12 +81,14 @@ class Settings:
     stratus_throughput_calls: int = 20_000
     ray_throughput_calls: int = 5_000
     connects: int = 5
+    settle_s: float = 0.3  # pause before each timed block
     idle_s: float = 1.0
 
 
 QUICK = Settings(
     floor_calls=20_000,
     warmup_calls=100,
+    solo_rounds=1,
     rounds=2,
     stratus_sync_per_round=500,
     stratus_dag_per_round=250,
@@ -121,9 +125,18 @@ class RayCounter:
         return x + 1
 
 
+def plus_one(i: int) -> int:  # the result expected of incr(i)
+    return i + 1
+
+
+def plus_one_squared(i: int) -> int:  # ... and of square(incr(i))
+    return (i + 1) ** 2
+
+
 # Timing.
 
 Call = Callable[[int], Any]
+Block = tuple[str, Call, Callable[[int], Any], int]  # kind, call(i), its result, calls a round
 
 
 def time_calls(call: Call, expect: Callable[[int], Any], n: int) -> list[int]:
@@ -164,13 +177,46 @@ def measure_floor(n: int) -> dict[str, Any]:
 
 def throughput(batch: Callable[[int], Sequence[Any]], n: int) -> float:
     """Calls per second of ``batch(n)``, which issues n calls of incr(i) and waits for all."""
-    gc.collect()
     start = time.perf_counter_ns()
     results = batch(n)
     elapsed = time.perf_counter_ns() - start
     if list(results) != list(range(1, n + 1)):
         raise AssertionError("a throughput batch returned wrong results")
     return n / (elapsed / 1e9)
+
+
+def settle(seconds: float) -> None:
+    """Let the previous block's after-effects (Ray's background work, say) die down."""
+    time.sleep(seconds)
+    gc.collect()
+
+
+def latency_rounds(
+    blocks: dict[str, list[Block]], rounds: int, settle_s: float
+) -> dict[str, list[int]]:
+    """Samples per ``system.kind``, from rounds in which the systems take turns (A B, B A)."""
+    samples: dict[str, list[int]] = defaultdict(list)
+    systems = list(blocks)
+    for round_ in range(rounds):
+        for system in systems if round_ % 2 == 0 else systems[::-1]:
+            for kind, call, expect, n in blocks[system]:
+                settle(settle_s)
+                samples[f"{system}.{kind}"] += time_calls(call, expect, n)
+    return samples
+
+
+def throughput_runs(
+    batches: dict[str, Callable[[int], Sequence[Any]]], settings: Settings
+) -> dict[str, list[float]]:
+    """Calls per second of each system's batch, the systems taking turns."""
+    calls = {"stratus": settings.stratus_throughput_calls, "ray": settings.ray_throughput_calls}
+    runs: dict[str, list[float]] = defaultdict(list)
+    systems = list(batches)
+    for run_ in range(settings.throughput_runs):
+        for system in systems if run_ % 2 == 0 else systems[::-1]:
+            settle(settings.settle_s)
+            runs[system].append(throughput(batches[system], calls[system]))
+    return runs
 
 
 def throughput_summary(runs: Sequence[float], calls: int) -> dict[str, Any]:
@@ -367,11 +413,15 @@ def wait_for_no_children(timeout: float) -> list[int]:
 class StratusSide:
     """An embedded stratus cluster with ``incr``, ``square`` and the DAG registered."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, settings: Settings) -> None:
         self.app = stratus.connect(data_dir=data_dir)
         self.incr = self.app.function(incr)
         self.square = self.app.function(square)
         self.dag = self.app.dag("pipeline", self.incr >> self.square)
+        self.blocks: list[Block] = [
+            ("sync_call", self.sync_call, plus_one, settings.stratus_sync_per_round),
+            ("dag", self.dag_call, plus_one_squared, settings.stratus_dag_per_round),
+        ]
 
     def sync_call(self, i: int) -> int:
         return self.incr.remote(i).result(timeout=RESULT_TIMEOUT)
@@ -383,6 +433,11 @@ class StratusSide:
         futures = [self.incr.remote(i) for i in range(n)]
         return [f.result(timeout=RESULT_TIMEOUT) for f in futures]
 
+    def warm_up(self, calls: int) -> None:
+        for _kind, call, expect, _n in self.blocks:
+            time_calls(call, expect, calls)
+        self.batch(1_000)
+
     def executors(self) -> list[dict[str, Any]]:
         """pid and calls served of each executor (as last reported, once a second)."""
         return [{"pid": e.pid, "served": e.served} for e in self.app.status().executors]
@@ -391,7 +446,7 @@ class StratusSide:
 class RaySide:
     """A local Ray cluster with the same functions as tasks, and an actor."""
 
-    def __init__(self, ray: ModuleType) -> None:
+    def __init__(self, ray: ModuleType, settings: Settings) -> None:
         self.ray = ray
         start = time.perf_counter_ns()
         ray.init(num_cpus=2, include_dashboard=False)
@@ -399,6 +454,11 @@ class RaySide:
         self.incr = ray.remote(ray_incr)
         self.square = ray.remote(ray_square)
         self.actor = ray.remote(RayCounter).remote()
+        self.blocks: list[Block] = [
+            ("task_call", self.task_call, plus_one, settings.ray_task_per_round),
+            ("actor_call", self.actor_call, plus_one, settings.ray_actor_per_round),
+            ("chain", self.chain_call, plus_one_squared, settings.ray_chain_per_round),
+        ]
 
     def task_call(self, i: int) -> int:
         return self.ray.get(self.incr.remote(i), timeout=RESULT_TIMEOUT)
@@ -411,6 +471,11 @@ class RaySide:
 
     def batch(self, n: int) -> list[int]:
         return self.ray.get([self.incr.remote(i) for i in range(n)], timeout=RESULT_TIMEOUT)
+
+    def warm_up(self, calls: int) -> None:
+        for _kind, call, expect, _n in self.blocks:
+            time_calls(call, expect, calls)
+        self.batch(1_000)
 
 
 def measure_connects(count: int, base: Path) -> dict[str, Any]:
@@ -438,6 +503,27 @@ def measure_connects(count: int, base: Path) -> dict[str, Any]:
     }
 
 
+def git_revision() -> dict[str, Any] | None:
+    """The commit of the checkout under test, and whether src/ differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "src_modified": bool(changes.strip())}
+
+
 def import_ray() -> tuple[ModuleType | None, str | None, float]:
     start = time.perf_counter_ns()
     try:
@@ -462,7 +548,7 @@ def run(settings: Settings, with_ray: bool) -> dict[str, Any]:
             "platform": platform.platform(),
             "python": f"{platform.python_implementation()} {platform.python_version()}",
         },
-        "versions": {"stratus": stratus.__version__, "ray": None},
+        "versions": {"stratus": stratus.__version__, "ray": None, "git": git_revision()},
         "settings": asdict(settings),
         "process_info": "psutil" if psutil is not None else "/proc",
         "load": {"loadavg_start": loadavg(), "cpu_busy_pct_before": cpu_busy_pct(0.5)},
@@ -472,8 +558,7 @@ def run(settings: Settings, with_ray: bool) -> dict[str, Any]:
         print(f"core.py: the machine is {busy:.0f}% busy already; expect noise", file=sys.stderr)
     doc["python_call"] = measure_floor(settings.floor_calls)
 
-    ray_module, ray_reason = None, "skipped with --no-ray"
-    ray_import_s = 0.0
+    ray_module, ray_reason, ray_import_s = None, "skipped with --no-ray", 0.0
     if with_ray:
         ray_module, ray_reason, ray_import_s = import_ray()
         if ray_module is not None:
@@ -483,66 +568,47 @@ def run(settings: Settings, with_ray: bool) -> dict[str, Any]:
 
     with contextlib.ExitStack() as stack:
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stratus-bench-")))
-        connect = measure_connects(settings.connects, base)  # before Ray starts
+        connect = measure_connects(settings.connects, base)
 
-        s = StratusSide(base / "main")
+        s = StratusSide(base / "main", settings)
         stack.callback(s.app.close)
-        time_calls(s.sync_call, lambda i: i + 1, settings.warmup_calls)
-        time_calls(s.dag_call, lambda i: (i + 1) ** 2, settings.warmup_calls)
-        s.batch(1_000)
+        s.warm_up(settings.warmup_calls)
+        # A baseline while stratus has the machine to itself, before Ray starts.
+        solo = latency_rounds({"stratus": s.blocks}, settings.solo_rounds, settings.settle_s)
+        solo_runs = throughput_runs({"stratus": s.batch}, settings)
 
         r: RaySide | None = None
         if ray_module is not None:
-            r = RaySide(ray_module)
+            r = RaySide(ray_module, settings)
             stack.callback(ray_module.shutdown)
-            time_calls(r.task_call, lambda i: i + 1, settings.warmup_calls)
-            time_calls(r.actor_call, lambda i: i + 1, settings.warmup_calls)
-            time_calls(r.chain_call, lambda i: (i + 1) ** 2, settings.warmup_calls // 2)
-            r.batch(1_000)
+            r.warm_up(settings.warmup_calls)
 
-        # Latency: rounds alternating which system goes first; samples pooled per kind.
-        blocks: dict[str, list[tuple[str, Call, Callable[[int], int], int]]] = {
-            "stratus": [
-                ("sync_call", s.sync_call, lambda i: i + 1, settings.stratus_sync_per_round),
-                ("dag", s.dag_call, lambda i: (i + 1) ** 2, settings.stratus_dag_per_round),
-            ],
-            "ray": []
-            if r is None
-            else [
-                ("task_call", r.task_call, lambda i: i + 1, settings.ray_task_per_round),
-                ("actor_call", r.actor_call, lambda i: i + 1, settings.ray_actor_per_round),
-                ("chain", r.chain_call, lambda i: (i + 1) ** 2, settings.ray_chain_per_round),
-            ],
-        }
-        samples: dict[str, list[int]] = defaultdict(list)
-        for round_ in range(settings.rounds):
-            order = ["stratus", "ray"] if round_ % 2 == 0 else ["ray", "stratus"]
-            for system in order:
-                for kind, call, expect, n in blocks[system]:
-                    gc.collect()
-                    samples[f"{system}.{kind}"] += time_calls(call, expect, n)
-
-        # Throughput, alternating too.
-        runs: dict[str, list[float]] = defaultdict(list)
-        for _ in range(settings.throughput_runs):
-            runs["stratus"].append(throughput(s.batch, settings.stratus_throughput_calls))
-            if r is not None:
-                runs["ray"].append(throughput(r.batch, settings.ray_throughput_calls))
+        # Both clusters up; the systems take turns, and the samples are pooled per kind.
+        blocks = {"stratus": s.blocks, **({"ray": r.blocks} if r else {})}
+        samples = latency_rounds(blocks, settings.rounds, settings.settle_s)
+        runs = throughput_runs({"stratus": s.batch, **({"ray": r.batch} if r else {})}, settings)
 
         # Idle memory of both clusters, at the same moment.
         time.sleep(settings.idle_s)
         table = process_table()
         executors = s.executors()
         coordinator, stratus_pids = stratus_cluster(table, {e["pid"] for e in executors})
-        stratus_rss = {"coordinator_pid": coordinator, **memory_report(table, stratus_pids)}
 
         doc["stratus"] = {
             "sync_call": latency_summary(samples["stratus.sync_call"]),
             "dag": latency_summary(samples["stratus.dag"]),
             "throughput": throughput_summary(runs["stratus"], settings.stratus_throughput_calls),
             "connect": connect,
-            "idle_rss": stratus_rss,
+            "idle_rss": {"coordinator_pid": coordinator, **memory_report(table, stratus_pids)},
             "executors": executors,
+            "solo": {
+                "note": "measured before Ray started, with stratus alone on the machine",
+                "sync_call": latency_summary(solo["stratus.sync_call"]),
+                "dag": latency_summary(solo["stratus.dag"]),
+                "throughput": throughput_summary(
+                    solo_runs["stratus"], settings.stratus_throughput_calls
+                ),
+            },
         }
         if r is None:
             doc["ray"] = None
@@ -587,13 +653,21 @@ def ratios(s: dict[str, Any], r: dict[str, Any] | None) -> dict[str, Any] | None
 
 
 def targets(s: dict[str, Any]) -> dict[str, Any]:
+    """Each target against the main (interleaved) figure, and the solo one where there is."""
     report: dict[str, Any] = {}
     for name, (key, comparison, bound) in TARGETS.items():
         section, field = key.split(".")
+
+        def check(value: float, bound: float = bound, comparison: str = comparison) -> bool:
+            return value <= bound if comparison == "<=" else value >= bound
+
         value = s[section][field]
-        met = value <= bound if comparison == "<=" else value >= bound
-        report[name] = {"target": f"{comparison} {bound:g}", "value": value, "met": met}
+        report[name] = {"target": f"{comparison} {bound:g}", "value": value, "met": check(value)}
+        if section in s["solo"]:
+            solo = s["solo"][section][field]
+            report[name] |= {"value_solo": solo, "met_solo": check(solo)}
     report["all_met"] = all(t["met"] for t in report.values())
+    report["all_met_solo"] = all(t.get("met_solo", t["met"]) for t in report.values())
     return report
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,31 @@ def test_remote_error_carries_type_message_traceback_and_exception(app: stratus.
     assert isinstance(error.exception, KeyError)
     assert error.function == "fail" and error.invocation_id
     assert isinstance(error, stratus.InvocationError)
+
+
+def test_sys_exit_in_a_function_is_a_remote_error(app: stratus.App) -> None:
+    @app.function
+    def leave(ctx: stratus.Context) -> None:
+        sys.exit(3)
+
+    with pytest.raises(stratus.RemoteError) as info:
+        leave.remote().result(timeout=10)
+    assert info.value.remote_type == "builtins.SystemExit"
+
+
+def test_class_whose_init_fails_reports_the_init_error(app: stratus.App) -> None:
+    @app.function
+    class Broken:
+        def __init__(self) -> None:
+            raise RuntimeError("no model file")
+
+        def __call__(self, ctx: stratus.Context) -> int:
+            return 1
+
+    with pytest.raises(stratus.RemoteError) as info:
+        Broken.remote().result(timeout=10)
+    assert info.value.remote_type == "builtins.RuntimeError"
+    assert "no model file" in str(info.value)
 
 
 def test_unpicklable_exception_still_reports(app: stratus.App) -> None:

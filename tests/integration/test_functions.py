@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import importlib
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +200,19 @@ def test_function_no_executor_can_host_is_no_capacity(app: stratus.App) -> None:
 
     with pytest.raises(stratus.NoCapacity):
         needs_gpu.remote().result(timeout=10)
+
+
+def test_code_from_a_user_module_ships_by_value_and_edits_make_new_versions(
+    app: stratus.App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "user_module_for_stratus.py"
+    module.write_text("def answer(ctx):\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # not on the executors' path
+    import user_module_for_stratus as user
+
+    first = app.function(user.answer)
+    module.write_text("def answer(ctx):\n    return 2\n")
+    importlib.reload(user)
+    second = app.function(user.answer)
+    assert (first.version, second.version) == (1, 2)
+    assert second.remote().result(timeout=10) == 2

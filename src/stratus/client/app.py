@@ -99,8 +99,8 @@ class App:
             fn_name = name or getattr(target, "__name__", None)
             if not fn_name:
                 raise exc.ConfigurationError(f"{target!r} has no __name__: pass name=")
-            code = (target, tuple(init_args), dict(init_kwargs or {}))
-            version = self._client.register(fn_name, code, options)
+            init = (tuple(init_args), dict(init_kwargs or {}))
+            version = self._client.register(fn_name, target, options, init)
             return Function(self._client, fn_name, version, options)
 
         return register if fn is None else register(fn)

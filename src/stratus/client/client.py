@@ -153,9 +153,16 @@ class Client:
     def closed(self) -> bool:
         return self._closed
 
-    def register(self, name: str, fn: Any, options: m.FunctionOptions) -> int:
-        """Register ``fn`` under ``name``; return its new version."""
-        code = serialization.dumps_code(fn, limit=self.max_payload)
+    def register(
+        self,
+        name: str,
+        target: Any,
+        options: m.FunctionOptions,
+        init: tuple[tuple[Any, ...], dict[str, Any]] = ((), {}),
+    ) -> int:
+        """Register a function or class under ``name`` (a class is built with ``init``);
+        return its new version."""
+        code = serialization.dumps_code((target, *init), limit=self.max_payload, defined_by=target)
         reply = self.request(lambda rid: m.Register(rid, name, code, options))
         assert isinstance(reply, m.Registered)
         with self._lock:

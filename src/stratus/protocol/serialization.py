@@ -30,19 +30,13 @@ def dumps(obj: Any, *, limit: int, what: str = "value") -> bytes:
             data = cloudpickle.dumps(obj, protocol=5)
         except Exception as e:
             raise SerializationError(f"cannot pickle {what}: {type(e).__name__}: {e}") from e
-    if len(data) > limit:
-        raise PayloadTooLarge(
-            f"{what} of {len(data)} bytes exceeds the limit of {limit} bytes",
-            size=len(data),
-            limit=limit,
-        )
-    return data
+    return _within(data, limit, what)
 
 
-def dumps_code(obj: Any, *, limit: int) -> bytes:
-    """Pickle a function or class with its own module by value: executors need not import
-    it, and re-registering after an edit ships the edited code, not a cached import."""
-    module = _user_module(obj)
+def dumps_code(obj: Any, *, limit: int, defined_by: Any = None) -> bytes:
+    """Pickle code with the module of ``defined_by`` (default: ``obj``) by value: executors
+    need not import it, and re-registering after an edit ships the edited code."""
+    module = _user_module(obj if defined_by is None else defined_by)
     try:
         if module is not None:
             cloudpickle.register_pickle_by_value(module)
@@ -52,9 +46,13 @@ def dumps_code(obj: Any, *, limit: int) -> bytes:
     finally:
         if module is not None:
             cloudpickle.unregister_pickle_by_value(module)
+    return _within(data, limit, "function code")
+
+
+def _within(data: bytes, limit: int, what: str) -> bytes:
     if len(data) > limit:
         raise PayloadTooLarge(
-            f"function code of {len(data)} bytes exceeds the limit of {limit} bytes",
+            f"{what} of {len(data)} bytes exceeds the limit of {limit} bytes",
             size=len(data),
             limit=limit,
         )

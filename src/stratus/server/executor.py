@@ -225,7 +225,7 @@ class Executor:
         self._arm_alarm()
         try:
             value = target(ctx, *args, **kwargs)
-        except Exception as e:
+        except BaseException as e:  # SystemExit too: the function failed, not the executor
             outcome: bytes | m.ErrorInfo = _remote_error(e, self.config.max_payload)
         else:
             try:
@@ -337,9 +337,9 @@ def _error_info(error: exc.StratusError) -> m.ErrorInfo:
     return m.ErrorInfo(type(error).__name__, str(error))
 
 
-def _remote_error(error: Exception, limit: int) -> m.ErrorInfo:
-    if isinstance(error, _InitFailed):
-        error = error.__cause__ if isinstance(error.__cause__, Exception) else error
+def _remote_error(error: BaseException, limit: int) -> m.ErrorInfo:
+    if isinstance(error, _InitFailed) and error.__cause__ is not None:
+        error = error.__cause__
     try:
         pickled = serialization.dumps(error, limit=limit, what="exception")
     except exc.StratusError:
