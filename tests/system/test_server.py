@@ -120,3 +120,14 @@ def test_cli_reports_a_missing_server_clearly(tmp_path: Path) -> None:
     (tmp_path / "d" / "key").write_text("00" * 32)
     result = _cli("status", "--address", f"tcp://127.0.0.1:{free_port()}", data_dir=tmp_path / "d")
     assert result.returncode != 0 and "cannot reach a server" in result.stderr
+
+
+def test_up_on_a_busy_port_fails_clearly(server: tuple[str, Path], tmp_path: Path) -> None:
+    address, _ = server
+    result = subprocess.run(
+        [*_STRATUS, "up", "--listen", address, "--data-dir", str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and "cannot listen" in result.stderr

@@ -101,6 +101,8 @@ def status(address: str | None, data_dir: str, as_json: bool) -> None:
             e.executor_id, str(e.pid), e.state, str(e.inflight), str(e.served), ", ".join(e.loaded)
         )
     console.print(table)
+    inflight = sum(e.inflight for e in reply.executors)
+    console.print(f"{len(reply.executors)} executors, {inflight} calls in flight")
     functions = Table("function", "version", "timeout", "retries", "memory MB", "consistency")
     for f in reply.functions:
         o = f.options

@@ -47,9 +47,15 @@ class Coordinator:
         self._forkserver.peer_id = "forkserver"
         self._forkserver.on_message = self._on_forkserver
         self._forkserver.on_close = lambda conn: self.stop("the fork server died")
-        self.addresses = [self.reactor.listen(config.coordinator_unix, self._accept)]
-        if config.listen:
-            self.addresses.append(self.reactor.listen(config.listen, self._accept))
+        try:
+            self.addresses = [self.reactor.listen(config.coordinator_unix, self._accept)]
+            if config.listen:
+                self.addresses.append(self.reactor.listen(config.listen, self._accept))
+        except exc.StratusError:
+            _kill(self._forkserver_pid)
+            os.waitpid(self._forkserver_pid, 0)
+            self.reactor.close()
+            raise
         self.registry = Registry()
         self.scheduler = sched.Scheduler(config.pool_size, offer=config.executor_offer)
         self._clients: dict[Connection, str] = {}
