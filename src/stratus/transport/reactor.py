@@ -75,11 +75,6 @@ class Connection:
         else:
             self.reactor._dirty.add(self)
 
-    @property
-    def backlog(self) -> int:
-        """Bytes queued but not yet accepted by the kernel."""
-        return len(self._out)
-
     def flush(self) -> None:
         out = self._out
         while out and not self.closed:
@@ -138,11 +133,6 @@ class Connection:
                 continue
             self.verified = True
             self.reactor.ready.append((self, message))
-
-    def feed(self, data: bytes) -> None:
-        """Bytes that arrived before the reactor took over the socket."""
-        for frame in self._reader.feed(data):
-            self.reactor.ready.append((self, self.codec.decode(frame)))
 
 
 class Reactor:
@@ -206,14 +196,14 @@ class Reactor:
                 if not data:
                     raise ConnectionFailed(f"{address} hung up: does it have our cluster key?")
                 frames = reader.feed(data)
-            reply = codec.decode(frames[0])
+            reply, *rest = (codec.decode(frame) for frame in frames)
         except (OSError, ProtocolError) as e:
             sock.close()
             raise ConnectionFailed(f"no handshake with {address}: {e}") from e
         addresses.tune(sock)
         conn = self.add_connection(sock, codec, name=address)
-        for frame in frames[1:]:
-            self.ready.append((conn, codec.decode(frame)))
+        conn.verified = True
+        self.ready.extend((conn, message) for message in rest)
         return conn, reply
 
     def listen(self, address: str, on_accept: Callable[[socket.socket], None]) -> str:
@@ -227,9 +217,6 @@ class Reactor:
         """Call ``on_eof`` when ``fd`` (a pipe nobody writes to) reaches end of file."""
         self._watched_fds[fd] = on_eof
         self._poll.register(fd, _READ)
-
-    def connections(self) -> list[Connection]:
-        return list(self._conns.values())
 
     def _modify(self, conn: Connection) -> None:
         if conn.fd in self._conns:
