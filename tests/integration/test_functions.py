@@ -190,7 +190,13 @@ def test_options_are_stored_and_validated(app: stratus.App) -> None:
     )
     assert (options.timeout, options.retries) == (5, 1)
     with pytest.raises(stratus.ConfigurationError):
-        app.function(consistency="strong")  # type: ignore[call-overload]
+        app.function(consistency="strong")
+    with pytest.raises(stratus.ConfigurationError):
+        app.function(name="not-callable")(42)
+    with pytest.raises(stratus.ConfigurationError):
+        app.function(name="")(lambda ctx: 1)
+    with pytest.raises(stratus.ConfigurationError):
+        app.function(timeout=0)
 
 
 def test_function_no_executor_can_host_is_no_capacity(app: stratus.App) -> None:

@@ -96,9 +96,11 @@ class App:
                 consistency=consistency,
                 is_class=is_class,
             )
-            fn_name = name or getattr(target, "__name__", None)
-            if not fn_name:
-                raise exc.ConfigurationError(f"{target!r} has no __name__: pass name=")
+            if not callable(target):
+                raise exc.ConfigurationError(f"{target!r} is not a function or a class")
+            fn_name = name if name is not None else getattr(target, "__name__", None)
+            if not fn_name or not isinstance(fn_name, str) or len(fn_name) > 256:
+                raise exc.ConfigurationError(f"bad function name {fn_name!r}: 1-256 characters")
             init = (tuple(init_args), dict(init_kwargs or {}))
             version = self._client.register(fn_name, target, options, init)
             return Function(self._client, fn_name, version, options)
