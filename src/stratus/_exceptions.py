@@ -11,6 +11,10 @@
     ├── SerializationError        arguments or results that cannot be pickled or unpickled
     ├── PayloadTooLarge           a pickled value above the cluster's size limit
     ├── NoCapacity                no executor offers what the function requests
+    ├── LatticeError              (stratus.lattice) a lattice value misused
+    │   ├── LatticeTypeError      merging lattices of different types
+    │   ├── LatticeValueError     a value a lattice cannot hold
+    │   └── LatticeDecodeError    stored bytes that are not a lattice (also a SerializationError)
     └── InvocationError           an invocation failed (carries invocation id and function)
         ├── RemoteError           the function raised; carries the remote type and traceback
         ├── InvocationTimeout     the function ran past its timeout and was killed
