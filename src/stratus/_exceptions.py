@@ -6,6 +6,7 @@
     ├── ConfigurationError        bad options given to connect(), a function or a DAG
     ├── ConnectionFailed          the cluster cannot be reached or refused our key
     ├── ClusterClosed             the client was closed, or its embedded cluster died
+    │   └── StoreClosed           (stratus.store) a store used after close or fork
     ├── ProtocolError             a peer sent a frame we could not accept
     ├── FunctionNotFound          no function or DAG of that name is registered
     ├── SerializationError        arguments or results that cannot be pickled or unpickled
