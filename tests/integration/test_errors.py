@@ -159,21 +159,21 @@ def test_executor_killed_mid_call_without_retries_is_executor_lost(
     assert ok.remote().result(timeout=10) == "ok"
 
 
-def test_executor_killed_from_outside_during_a_call(fresh_app: stratus.App) -> None:
-    @fresh_app.function(retries=3)
-    def slow_pid(ctx: stratus.Context, seconds: float) -> tuple[int, int]:
-        time.sleep(seconds)
+def test_executor_killed_from_outside_during_a_call(fresh_app: stratus.App, tmp_path: Path) -> None:
+    @fresh_app.function(retries=2)
+    def slow_pid(ctx: stratus.Context, marker: str) -> tuple[int, int]:
+        if ctx.attempt == 1:
+            Path(marker).write_text(str(os.getpid()))
+            time.sleep(30)
         return os.getpid(), ctx.attempt
 
-    victim = fresh_app.function(name="whoami")(lambda ctx: os.getpid())
-    busy = slow_pid.remote(2.0)
-    time.sleep(0.3)  # let it start; whichever executor runs it is killed
-    for pid in _ready_pids(fresh_app) - {victim.remote().result(timeout=10)}:
-        os.kill(pid, signal.SIGKILL)
-    for pid in list(_ready_pids(fresh_app)):
-        os.kill(pid, signal.SIGKILL)
+    marker = tmp_path / "running-on"
+    busy = slow_pid.remote(str(marker))
+    assert wait_until(lambda: marker.exists() and marker.read_text() != "")
+    victim = int(marker.read_text())
+    os.kill(victim, signal.SIGKILL)
     pid, attempt = busy.result(timeout=30)
-    assert attempt >= 2
+    assert attempt == 2 and pid != victim
 
 
 def test_dag_step_killed_is_retried(fresh_app: stratus.App) -> None:
