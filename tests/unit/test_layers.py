@@ -40,14 +40,27 @@ def violations(layer: str, forbidden: tuple[str, ...]) -> list[str]:
     ]
 
 
+UPPER = ("stratus.client", "stratus.server", "stratus.cli")
+
+
 def test_the_layers_have_modules() -> None:
-    for layer in ("protocol", "transport", "client", "server"):
+    for layer in ("protocol", "transport", "client", "server", "lattice", "store", "kv"):
         assert modules(layer), layer
 
 
 @pytest.mark.parametrize("layer", ["protocol", "transport"])
 def test_protocol_and_transport_import_no_upper_layer(layer: str) -> None:
-    assert violations(layer, ("stratus.client", "stratus.server", "stratus.cli")) == []
+    assert violations(layer, UPPER) == []
+
+
+def test_lattice_and_store_stand_alone() -> None:
+    below = ("stratus.protocol", "stratus.transport", "stratus.kv")
+    assert violations("lattice", (*UPPER, *below, "stratus.store")) == []
+    assert violations("store", (*UPPER, *below, "stratus.lattice")) == []
+
+
+def test_kv_sits_on_lattice_and_store_only() -> None:
+    assert violations("kv", (*UPPER, "stratus.protocol", "stratus.transport")) == []
 
 
 def test_client_never_imports_the_server() -> None:

@@ -1,0 +1,80 @@
+"""An executor's cache of kv entries: a hit costs no round trip and no decoding.
+
+Theory of operation: entries are kept decoded, with their store version. Freshness comes
+from the store's change feed: ``refresh()`` reads the keys written since the last cursor
+and drops them from the cache, so the next read fetches the new version. The executor
+refreshes before an invocation when the last refresh is older than ``max_staleness`` and
+on a timer while idle, which bounds how stale an ``eventual`` read can be. Stale reads
+are never wrong for ``serializable`` invocations: their commit validates every version
+read, and a conflict invalidates those keys before the retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from stratus.lattice import Lattice, decode
+from stratus.store.base import Store
+
+
+class KVCache:
+    """Decoded entries by key, invalidated by the store's change feed. Implements
+    ``Reader`` for ``KVTransaction``."""
+
+    def __init__(self, store: Store, *, capacity: int = 100_000, max_staleness: float = 0.02):
+        self.store = store
+        self.capacity = capacity
+        self.max_staleness = max_staleness
+        self._entries: OrderedDict[str, tuple[int, Lattice | None]] = OrderedDict()
+        self._cursor = store.last_version()
+        self._refreshed = time.monotonic()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def read(self, key: str) -> tuple[int, Lattice | None]:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self.hits += 1
+            return entry
+        self.misses += 1
+        stored = self.store.get(key)
+        entry = (stored.version, None if stored.value is None else decode(stored.value))
+        self._entries[key] = entry
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+        return entry
+
+    def keys(self, prefix: str) -> list[str]:
+        return self.store.keys(prefix)
+
+    def prefix_version(self, prefix: str) -> int:
+        return self.store.prefix_version(prefix)
+
+    def invalidate(self, keys: list[str]) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
+
+    def refresh_if_stale(self) -> None:
+        if time.monotonic() - self._refreshed >= self.max_staleness:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Drop every entry written since the last refresh."""
+        while True:
+            page = self.store.changes(self._cursor, 1000)
+            if self._entries:
+                for key, _ in page.keys:
+                    self._entries.pop(key, None)
+            if page.last < self._cursor:  # a different store under us: forget everything
+                self._entries.clear()
+            self._cursor = page.last
+            if len(page.keys) < 1000:
+                break
+        self._refreshed = time.monotonic()

@@ -1,0 +1,153 @@
+"""One invocation's view of the kv store: reads recorded, writes buffered.
+
+Theory of operation: an invocation reads through a ``Reader`` (the executor's cache) and
+records the version of every key it read, and the prefix version of every listing. Its
+writes stay in a buffer, one final operation per key, and its reads see them. When it
+returns, ``transaction()`` turns the buffer into one store ``Transaction``: committed
+atomically, so other invocations see all of its writes or none; with ``validate`` (the
+serializable level) it carries the read versions, and a concurrent change to anything
+read makes the commit fail instead. An invocation that raises or dies is never committed,
+so it leaves nothing behind and may be run again.
+
+    earlier op on key   then                  buffered op
+    ----------------    -------------------   -------------------------
+    (none)              put(l) / merge(l)     Put(l) / Merge(l)
+    Put(a)              merge(b)              Put(a.merge(b))
+    Merge(a)            merge(b)              Merge(a.merge(b))
+    Delete              merge(b)              Put(b)
+    any                 put(l) / delete       Put(l) / Delete
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from stratus.kv.values import as_lattice
+from stratus.lattice import HybridClock, Lattice, encode
+from stratus.store.base import Delete, Merge, Put, Transaction, Write
+
+
+class Reader(Protocol):
+    """Where a transaction reads committed state from (a cache, or the store itself)."""
+
+    def read(self, key: str) -> tuple[int, Lattice | None]:
+        """``(version, value)`` of ``key``; ``(0, None)`` if it never existed."""
+        ...
+
+    def keys(self, prefix: str) -> list[str]:
+        """Live keys under ``prefix``, sorted."""
+        ...
+
+    def prefix_version(self, prefix: str) -> int:
+        """The highest version under ``prefix``, tombstones included."""
+        ...
+
+
+_PUT, _MERGE, _DELETE = "put", "merge", "delete"
+
+
+class KVTransaction:
+    """The ``ctx.kv`` of one invocation.
+
+    >>> ctx.kv.put("greeting", "hello")           # a plain value: an LWW register
+    >>> ctx.kv.merge("visits", Counter.delta(w, 1))
+    >>> ctx.kv.get("greeting")
+    'hello'
+    """
+
+    def __init__(self, reader: Reader, clock: HybridClock) -> None:
+        self._reader = reader
+        self._clock = clock
+        self.reads: dict[str, int] = {}
+        self.prefix_reads: dict[str, int] = {}
+        self._writes: dict[str, tuple[str, Lattice | None]] = {}
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value a reader sees (``LWWRegister`` values unwrapped), or ``default``."""
+        lattice = self.get_lattice(key)
+        return default if lattice is None else lattice.value
+
+    def get_lattice(self, key: str) -> Lattice | None:
+        """The lattice stored at ``key`` (with this invocation's writes), or None."""
+        op = self._writes.get(key)
+        if op is None or op[0] == _MERGE:
+            base = self._read(key)
+            if op is None:
+                return base
+            assert op[1] is not None
+            return op[1] if base is None else base.merge(op[1])
+        return op[1]
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Live keys under ``prefix``, this invocation's writes included."""
+        if prefix not in self.prefix_reads:
+            self.prefix_reads[prefix] = self._reader.prefix_version(prefix)
+        live = set(self._reader.keys(prefix))
+        for key, (kind, _) in self._writes.items():
+            if key.startswith(prefix):
+                if kind == _DELETE:
+                    live.discard(key)
+                else:
+                    live.add(key)
+        return sorted(live)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get_lattice(key) is not None
+
+    def _read(self, key: str) -> Lattice | None:
+        version, value = self._reader.read(key)
+        self.reads.setdefault(key, version)
+        return value
+
+    # ------------------------------------------------------------------ writing
+
+    def put(self, key: str, value: Any) -> None:
+        """Set ``key``. A plain value becomes an ``LWWRegister`` stamped now, merged with
+        what is stored so the latest write wins; a lattice replaces what is stored."""
+        if isinstance(value, Lattice):
+            self._writes[key] = (_PUT, value)
+        else:
+            self.merge(key, as_lattice(value, self._clock))
+
+    def merge(self, key: str, value: Lattice) -> None:
+        """Merge a lattice into ``key`` (the store merges it with concurrent writes)."""
+        if not isinstance(value, Lattice):
+            value = as_lattice(value, self._clock)
+        op = self._writes.get(key)
+        if op is None:
+            self._writes[key] = (_MERGE, value)
+        elif op[0] == _DELETE:
+            self._writes[key] = (_PUT, value)
+        else:
+            assert op[1] is not None
+            self._writes[key] = (op[0], op[1].merge(value))
+
+    def delete(self, key: str) -> None:
+        """Delete ``key`` (a tombstone in the store)."""
+        self._writes[key] = (_DELETE, None)
+
+    # ------------------------------------------------------------------ committing
+
+    @property
+    def written(self) -> Iterable[str]:
+        return self._writes.keys()
+
+    def writes(self) -> list[Write]:
+        """The buffered writes as store operations, in the order keys were first written."""
+        ops: list[Write] = []
+        for key, (kind, value) in self._writes.items():
+            if kind == _DELETE:
+                ops.append(Delete(key))
+            else:
+                assert value is not None
+                ops.append((Put if kind == _PUT else Merge)(key, encode(value)))
+        return ops
+
+    def transaction(self, *, validate: bool) -> Transaction:
+        """The store transaction to commit; with ``validate``, reads must still hold."""
+        if not validate:
+            return Transaction(reads={}, writes=self.writes())
+        return Transaction(reads=self.reads, writes=self.writes(), prefix_reads=self.prefix_reads)
