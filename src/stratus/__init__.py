@@ -12,6 +12,7 @@
 from stratus._exceptions import (
     ClusterClosed,
     ConfigurationError,
+    ConflictError,
     ConnectionFailed,
     ExecutorLost,
     FunctionNotFound,
@@ -35,6 +36,7 @@ __all__ = [
     "App",
     "ClusterClosed",
     "ConfigurationError",
+    "ConflictError",
     "ConnectionFailed",
     "Context",
     "Dag",

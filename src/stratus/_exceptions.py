@@ -19,6 +19,7 @@
     └── InvocationError           an invocation failed (carries invocation id and function)
         ├── RemoteError           the function raised; carries the remote type and traceback
         ├── InvocationTimeout     the function ran past its timeout and was killed
+        ├── ConflictError         a serializable invocation kept conflicting and gave up
         └── ExecutorLost          its executor died and the retries were spent
 
 Local failures (the first group) and remote ones (``InvocationError``) are different
@@ -107,6 +108,11 @@ class RemoteError(InvocationError):
 
 class InvocationTimeout(InvocationError, TimeoutError):
     """The function ran past its ``timeout``; its executor was killed and replaced."""
+
+
+class ConflictError(InvocationError):
+    """A ``serializable`` invocation's reads kept changing under it: it was re-run up to
+    its bound and every commit conflicted. Nothing it wrote is visible."""
 
 
 class ExecutorLost(InvocationError):

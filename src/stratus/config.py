@@ -19,6 +19,7 @@ class ClusterConfig(msgspec.Struct, frozen=True):
     key: bytes
     data_dir: str = ".stratus"
     listen: str = ""  # tcp://host:port for a server; empty for an embedded cluster
+    store: str = ""  # where state lives; empty: sqlite:<data_dir>/state.db
     executors: int = 0  # 0: one per core
     max_payload: int = DEFAULT_MAX_PAYLOAD
     preload: list[str] = []  # modules the fork server imports so executors start warm
@@ -31,6 +32,10 @@ class ClusterConfig(msgspec.Struct, frozen=True):
 
     def executor_unix(self, executor_id: str) -> str:
         return f"unix:@stratus-{self.cluster_id}-{executor_id}"
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:{os.path.join(self.data_dir, 'state.db')}"
 
     @property
     def pool_size(self) -> int:

@@ -16,6 +16,7 @@ from stratus import config as cfg
 from stratus.client.client import Client
 from stratus.client.embedded import EmbeddedCluster
 from stratus.client.handles import Composable, Dag, Function, Graph
+from stratus.client.kv import KV
 from stratus.protocol.messages import Consistency, FunctionOptions, Resources, StatusReply
 from stratus.protocol.serialization import DEFAULT_MAX_PAYLOAD
 
@@ -43,6 +44,11 @@ class App:
     @property
     def address(self) -> str:
         return self._client.address
+
+    @property
+    def kv(self) -> KV:
+        """The cluster's kv store: ``get``, ``put``, ``merge``, ``delete``, ``keys``."""
+        return KV(self._client)
 
     @property
     def cluster_id(self) -> str:

@@ -445,6 +445,9 @@ class Client:
                 | m.StatusReply(rid)
                 | m.ShutdownStarted(rid)
                 | m.FunctionCode(rid)
+                | m.KvValue(rid)
+                | m.KvWritten(rid)
+                | m.KvKeys(rid)
             ):
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:
@@ -642,9 +645,15 @@ def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> ex
             invocation_id=invocation_id,
             function=function,
         )
-    if kind in ("InvocationTimeout", "ExecutorLost"):
-        cls = exc.InvocationTimeout if kind == "InvocationTimeout" else exc.ExecutorLost
-        return cls(error.message, invocation_id=invocation_id, function=function)
+    invocation_errors: dict[str, type[exc.InvocationError]] = {
+        "InvocationTimeout": exc.InvocationTimeout,
+        "ExecutorLost": exc.ExecutorLost,
+        "ConflictError": exc.ConflictError,
+    }
+    if kind in invocation_errors:
+        return invocation_errors[kind](
+            error.message, invocation_id=invocation_id, function=function
+        )
     if kind == "FunctionNotFound":
         return exc.FunctionNotFound(error.message)
     simple: dict[str, type[exc.StratusError]] = {

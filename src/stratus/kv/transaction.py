@@ -20,11 +20,14 @@ so it leaves nothing behind and may be run again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+import msgspec
+
 from stratus.kv.values import as_lattice
-from stratus.lattice import HybridClock, Lattice, encode
+from stratus.lattice import HybridClock, Lattice, LWWRegister, decode, encode
 from stratus.store.base import Delete, Merge, Put, Transaction, Write
 
 
@@ -100,6 +103,9 @@ class KVTransaction:
     def _read(self, key: str) -> Lattice | None:
         version, value = self._reader.read(key)
         self.reads.setdefault(key, version)
+        if isinstance(value, LWWRegister):
+            # Our writes must win over what we read, whatever the other writer's clock.
+            self._clock.observe(value.timestamp, time.time_ns() // 1_000_000)
         return value
 
     # ------------------------------------------------------------------ writing
@@ -146,8 +152,41 @@ class KVTransaction:
                 ops.append((Put if kind == _PUT else Merge)(key, encode(value)))
         return ops
 
+    def export(self) -> bytes:
+        """Reads and buffered writes, to continue in the next step of a DAG."""
+        writes = [
+            (kind, key, b"" if value is None else encode(value))
+            for key, (kind, value) in self._writes.items()
+        ]
+        return _ENCODER.encode(_Carried(self.reads, self.prefix_reads, writes))
+
+    def absorb(self, exported: bytes) -> None:
+        """Continue what an upstream step exported (fan-in: each upstream in turn)."""
+        carried = _DECODER.decode(exported)
+        for key, version in carried.reads.items():
+            self.reads.setdefault(key, version)
+        for prefix, version in carried.prefix_reads.items():
+            self.prefix_reads.setdefault(prefix, version)
+        for kind, key, value in carried.writes:
+            if kind == _DELETE:
+                self.delete(key)
+            elif kind == _PUT:
+                self._writes[key] = (_PUT, decode(value))
+            else:
+                self.merge(key, decode(value))
+
     def transaction(self, *, validate: bool) -> Transaction:
         """The store transaction to commit; with ``validate``, reads must still hold."""
         if not validate:
             return Transaction(reads={}, writes=self.writes())
         return Transaction(reads=self.reads, writes=self.writes(), prefix_reads=self.prefix_reads)
+
+
+class _Carried(msgspec.Struct, array_like=True, frozen=True):
+    reads: dict[str, int]
+    prefix_reads: dict[str, int]
+    writes: list[tuple[str, str, bytes]]  # (kind, key, encoded lattice)
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(_Carried)

@@ -153,6 +153,7 @@ class DagInput(_Msg, tag="dag_input", frozen=True):
     node: int
     source: int
     value: bytes
+    kv: bytes = b""  # the upstream steps' kv reads and writes, committed at the sink
 
 
 class ShutdownExecutor(_Msg, tag="shutdown_executor", frozen=True):
@@ -236,6 +237,28 @@ class ShutdownCluster(_Msg, tag="shutdown_cluster", frozen=True):
     rid: int
 
 
+class KvRead(_Msg, tag="kv_read", frozen=True):
+    """Read ``key`` from outside any function; ``lattice``: the lattice, not its value."""
+
+    rid: int
+    key: str
+    lattice: bool = False
+
+
+class KvWrite(_Msg, tag="kv_write", frozen=True):
+    """``op`` is put, merge or delete; ``value`` is the pickled value or lattice."""
+
+    rid: int
+    op: Literal["put", "merge", "delete"]
+    key: str
+    value: bytes = b""
+
+
+class KvList(_Msg, tag="kv_list", frozen=True):
+    rid: int
+    prefix: str
+
+
 # --------------------------------------------------------------------------- to clients
 
 
@@ -279,6 +302,24 @@ class ShutdownStarted(_Msg, tag="shutdown_started", frozen=True):
     rid: int
 
 
+class KvValue(_Msg, tag="kv_value", frozen=True):
+    """The pickled value (None when absent) and its store version (0 when absent)."""
+
+    rid: int
+    value: bytes
+    version: int
+
+
+class KvWritten(_Msg, tag="kv_written", frozen=True):
+    rid: int
+    version: int
+
+
+class KvKeys(_Msg, tag="kv_keys", frozen=True):
+    rid: int
+    keys: list[str]
+
+
 class ExecutorsChanged(_Msg, tag="executors_changed", frozen=True):
     """Pushed to clients when executors join or leave, so placements stay current."""
 
@@ -316,6 +357,9 @@ ToCoordinator = (
     | KillInvocation
     | StatusRequest
     | ShutdownCluster
+    | KvRead
+    | KvWrite
+    | KvList
 )
 # What comes back on a connection we opened (clients, and executors acting as clients):
 ToClient = (
@@ -330,6 +374,9 @@ ToClient = (
     | RequestFailed
     | FunctionCode
     | ShutdownExecutor
+    | KvValue
+    | KvWritten
+    | KvKeys
 )
 # Between the coordinator and its fork server (a private socket pair):
 ToForkServer = SpawnExecutor

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stratus.client.client import Client
     from stratus.client.future import Future
+    from stratus.kv import KVTransaction
 
 
 class Context:
@@ -19,12 +20,28 @@ class Context:
     ...     return ctx.call("inner", x).result() + 1
     """
 
-    __slots__ = ("_client", "attempt", "executor_id", "function", "invocation_id", "logger")
+    __slots__ = (
+        "_client",
+        "attempt",
+        "executor_id",
+        "function",
+        "invocation_id",
+        "kv",
+        "logger",
+    )
 
     def __init__(
-        self, client: Client, *, invocation_id: str, function: str, executor_id: str, attempt: int
+        self,
+        client: Client,
+        kv: KVTransaction,
+        *,
+        invocation_id: str,
+        function: str,
+        executor_id: str,
+        attempt: int,
     ) -> None:
         self._client = client
+        self.kv = kv  # this invocation's reads and buffered writes; committed on return
         self.invocation_id = invocation_id
         self.function = function
         self.executor_id = executor_id

@@ -24,6 +24,7 @@ from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.server import forkserver
 from stratus.server import scheduler as sched
+from stratus.server.clientkv import ClientKV
 from stratus.server.registry import Registry
 from stratus.transport.reactor import Connection, Reactor
 
@@ -57,6 +58,7 @@ class Coordinator:
             self.reactor.close()
             raise
         self.registry = Registry()
+        self.kv = ClientKV(config.store_url)
         self.scheduler = sched.Scheduler(config.pool_size, offer=config.executor_offer)
         self._clients: dict[Connection, str] = {}
         self._executor_conns: dict[str, Connection] = {}
@@ -98,6 +100,7 @@ class Coordinator:
             _kill(pid)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self._forkserver_pid, 0)
+        self.kv.close()
         self.reactor.close()
 
     def _tick(self) -> None:
@@ -198,6 +201,8 @@ class Coordinator:
             case m.ShutdownCluster(rid):
                 conn.send(m.ShutdownStarted(rid))
                 self.stop(f"asked by {conn.peer_id}")
+            case m.KvRead() | m.KvWrite() | m.KvList():
+                conn.send(self.kv.handle(message))
 
     def _resolve(self, rid: int, name: str) -> m.Resolved:
         dag = self.registry.dags.get(name)

@@ -26,6 +26,9 @@ from typing import Any
 from stratus import _exceptions as exc
 from stratus.client.client import SPIN, Client
 from stratus.config import ClusterConfig
+from stratus.kv import KVCache, KVTransaction
+from stratus.kv.open import open_store
+from stratus.lattice import HybridClock
 from stratus.protocol import messages as m
 from stratus.protocol import serialization
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
@@ -35,10 +38,12 @@ from stratus.transport.reactor import Connection, Reactor
 log = logging.getLogger("stratus.executor")
 
 _LOAD_REPORT_INTERVAL = 1.0
-_STALE_AFTER = 300.0
+_CACHE_REFRESH_INTERVAL = 0.05  # while idle: bounds how stale a cached entry can be
+SERIALIZABLE_ATTEMPTS = 5  # runs of a serializable invocation before ConflictError
+_STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
 # Replies of functions that usually run quicker than this are batched into one write
 # with the replies of the calls read in the same round; slower ones flush first.
-_BATCH_BELOW = 0.0002  # partial DAG inputs and undeliverable replies are dropped after this
+_BATCH_BELOW = 0.0002
 
 
 @dataclass
@@ -55,6 +60,7 @@ class _Running:
 class _FanIn:
     created: float
     values: dict[int, bytes] = field(default_factory=dict)
+    kv: dict[int, bytes] = field(default_factory=dict)  # upstream kv state, by step
 
 
 class Executor:
@@ -78,7 +84,10 @@ class Executor:
         )
         self.client.on_other_message = self._on_control
         self.client.on_lost = self._on_coordinator_lost
-        self._code: dict[tuple[str, int], Any] = {}
+        self.store = open_store(config.store_url)
+        self.kv_cache = KVCache(self.store)
+        self.clock = HybridClock(executor_id)
+        self._code: dict[tuple[str, int], tuple[Any, m.FunctionOptions]] = {}
         self._callers: dict[str, Connection] = {}  # client id -> its connection to us
         self._undelivered: dict[str, list[tuple[float, Any]]] = {}
         self._fanin: dict[tuple[str, int, int], _FanIn] = {}
@@ -96,10 +105,12 @@ class Executor:
         address = m.ExecutorAddress(self.executor_id, self.unix, self.tcp)
         self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
+        self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
         with self.client.polling():
             while self.running:
                 self.client.pump(None)
         self.reactor.flush()
+        self.store.close()
 
     def _on_control(self, conn: Connection, message: Any) -> None:
         if isinstance(message, m.ShutdownExecutor):
@@ -116,6 +127,11 @@ class Executor:
         self.client.send_control(m.ExecutorLoad(len(self._stack), self.served, loaded))
         self._drop_stale(time.monotonic())
         self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
+
+    def _refresh_cache(self) -> None:
+        if len(self.kv_cache):
+            self.kv_cache.refresh()
+        self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
 
     def _drop_stale(self, now: float) -> None:
         for key, fanin in list(self._fanin.items()):
@@ -160,6 +176,8 @@ class Executor:
         key = (message.invocation_id, message.attempt, message.node)
         fanin = self._fanin.setdefault(key, _FanIn(time.monotonic()))
         fanin.values[message.source] = message.value
+        if message.kv:
+            fanin.kv[message.source] = message.kv
         node = message.plan.nodes[message.node]
         if len(fanin.values) < len(node.upstream):
             return
@@ -181,7 +199,7 @@ class Executor:
             message.plan,
             message.node,
         )
-        self._run(None, call, args, {})
+        self._run(None, call, args, {}, [fanin.kv[u] for u in node.upstream if u in fanin.kv])
 
     # ------------------------------------------------------------------ running code
 
@@ -193,10 +211,17 @@ class Executor:
             return
         self._run(conn, call, args, kwargs)
 
-    def _run(self, conn: Connection | None, call: m.Call, args: Any, kwargs: Any) -> None:
+    def _run(
+        self,
+        conn: Connection | None,
+        call: m.Call,
+        args: Any,
+        kwargs: Any,
+        upstream_kv: list[bytes] | None = None,
+    ) -> None:
         """Run one invocation (or DAG step) and send its result where it must go."""
         try:
-            target = self._load(call.function, call.version)
+            target, options = self._load(call.function, call.version)
         except exc.StratusError as e:
             self._reply(conn, call, _error_info(e))
             return
@@ -207,13 +232,6 @@ class Executor:
         if self._cost.get(key, 1.0) > _BATCH_BELOW:
             self.reactor.flush()  # this may run long: don't hold earlier replies back
         started = time.perf_counter()
-        ctx = Context(
-            self.client,
-            invocation_id=call.invocation_id,
-            function=call.function,
-            executor_id=self.executor_id,
-            attempt=call.attempt,
-        )
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
         timeout_reply = m.Failure(
             call.rid,
@@ -224,27 +242,68 @@ class Executor:
         self._stack.append(_Running(call.invocation_id, deadline, timeout_reply, caller))
         self._arm_alarm()
         try:
-            value = target(ctx, *args, **kwargs)
-        except BaseException as e:  # SystemExit too: the function failed, not the executor
-            outcome: bytes | m.ErrorInfo = _remote_error(e, self.config.max_payload)
-        else:
-            try:
-                outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
-            except exc.StratusError as e:
-                outcome = _error_info(e)
+            outcome, kv = self._invoke(target, options, call, args, kwargs, upstream_kv or [])
         finally:
             self._stack.pop()
             self._arm_alarm()
         self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (time.perf_counter() - started)
         self.served += 1
         if isinstance(outcome, bytes) and call.plan is not None and call.node != call.plan.sink:
-            self._forward(call, outcome)
+            self._forward(call, outcome, kv.export())
         else:
             self._reply(conn, call, outcome)
 
-    def _load(self, name: str, version: int) -> Any:
-        target = self._code.get((name, version))
-        if target is None:
+    def _invoke(
+        self,
+        target: Any,
+        options: m.FunctionOptions,
+        call: m.Call,
+        args: Any,
+        kwargs: Any,
+        upstream_kv: list[bytes],
+    ) -> tuple[bytes | m.ErrorInfo, KVTransaction]:
+        """Run the function and commit its kv writes, re-running a serializable one whose
+        commit conflicts. Only the last step of a DAG commits; earlier ones pass theirs on."""
+        validate = options.consistency == "serializable"
+        commits = call.plan is None or call.node == call.plan.sink
+        runs = SERIALIZABLE_ATTEMPTS if validate else 1
+        for _ in range(runs):
+            self.kv_cache.refresh_if_stale()
+            kv = KVTransaction(self.kv_cache, self.clock)
+            for exported in upstream_kv:
+                kv.absorb(exported)
+            ctx = Context(
+                self.client,
+                kv,
+                invocation_id=call.invocation_id,
+                function=call.function,
+                executor_id=self.executor_id,
+                attempt=call.attempt,
+            )
+            try:
+                value = target(ctx, *args, **kwargs)
+                outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
+                if not commits:
+                    return outcome, kv
+                result = self.store.commit(kv.transaction(validate=validate))
+            except exc.SerializationError as e:
+                return _error_info(e), kv
+            except exc.PayloadTooLarge as e:
+                return _error_info(e), kv
+            except BaseException as e:  # SystemExit too: the function failed, not the executor
+                return _remote_error(e, self.config.max_payload), kv
+            if result.ok:
+                self.kv_cache.invalidate(list(kv.written))
+                return outcome, kv
+            self.kv_cache.invalidate(result.conflicts)
+        conflict = m.ErrorInfo(
+            "ConflictError", f"{call.function}: its reads changed in each of {runs} runs"
+        )
+        return conflict, kv
+
+    def _load(self, name: str, version: int) -> tuple[Any, m.FunctionOptions]:
+        loaded = self._code.get((name, version))
+        if loaded is None:
             outer, self._deferred = self._deferred, deque()
             try:
                 reply = self.client.request(lambda rid: m.FetchFunction(rid, name, version))
@@ -258,10 +317,10 @@ class Executor:
                     fn = fn(*init_args, **init_kwargs)
                 except Exception as e:
                     raise _InitFailed(e) from e
-            target = self._code[(name, version)] = fn
-        return target
+            loaded = self._code[(name, version)] = (fn, reply.options)
+        return loaded
 
-    def _forward(self, call: m.Call, value: bytes) -> None:
+    def _forward(self, call: m.Call, value: bytes, kv: bytes) -> None:
         assert call.plan is not None
         step = call.plan.nodes[call.node]
         for d in step.downstream:
@@ -274,6 +333,7 @@ class Executor:
                 d,
                 call.node,
                 value,
+                kv,
             )
             if call.plan.nodes[d].executor.executor_id == self.executor_id:
                 self._on_dag_input(message)  # next step is ours: no socket needed

@@ -129,3 +129,17 @@ def test_cache_capacity_evicts_oldest(store: MemoryStore) -> None:
     for key in ("a", "b", "c"):
         cache.read(key)
     assert "a" not in cache and len(cache) == 2
+
+
+def test_a_write_after_reading_wins_over_the_value_read_even_from_a_faster_clock(
+    store: MemoryStore,
+) -> None:
+    from stratus.lattice import LWWRegister, Timestamp
+
+    future = Timestamp(2**40, 7, "zz")  # a writer whose clock runs far ahead
+    store.put("k", encode(LWWRegister(future, "theirs")))
+    t = txn(store, "a")
+    assert t.get("k") == "theirs"
+    t.put("k", "ours")
+    assert commit(t, store)
+    assert txn(store).get("k") == "ours"

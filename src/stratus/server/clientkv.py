@@ -1,0 +1,63 @@
+"""``app.kv`` served by the coordinator: single reads and writes from outside functions.
+
+Each request is its own atomic operation on the store (a function's ``ctx.kv`` is where
+multi-key transactions live). The store is opened on the first request, so a cluster that
+never uses the kv store from its clients never opens it here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stratus import _exceptions as exc
+from stratus.kv import as_lattice
+from stratus.kv.open import open_store
+from stratus.lattice import HybridClock, Lattice, decode, encode
+from stratus.protocol import messages as m
+from stratus.protocol import serialization
+from stratus.store.base import Store
+
+_LIMIT = serialization.DEFAULT_MAX_PAYLOAD
+
+
+class ClientKV:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._store: Store | None = None
+        self._clock = HybridClock("coordinator")
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self._url)
+        return self._store
+
+    def handle(self, request: m.KvRead | m.KvWrite | m.KvList) -> Any:
+        """The reply to one request; errors become ``RequestFailed``."""
+        try:
+            return self._handle(request)
+        except exc.StratusError as e:
+            return m.RequestFailed(request.rid, m.ErrorInfo(type(e).__name__, str(e)))
+
+    def _handle(self, request: m.KvRead | m.KvWrite | m.KvList) -> Any:
+        match request:
+            case m.KvRead(rid, key, lattice):
+                entry = self.store.get(key)
+                stored = None if entry.value is None else decode(entry.value)
+                value = stored if lattice or stored is None else stored.value
+                return m.KvValue(rid, serialization.dumps(value, limit=_LIMIT), entry.version)
+            case m.KvWrite(rid, "delete", key):
+                return m.KvWritten(rid, self.store.delete(key))
+            case m.KvWrite(rid, op, key, value):
+                given = serialization.loads(value, what="value")
+                if op == "put" and isinstance(given, Lattice):
+                    return m.KvWritten(rid, self.store.put(key, encode(given)))
+                merged = as_lattice(given, self._clock)
+                return m.KvWritten(rid, self.store.merge(key, encode(merged)))
+            case m.KvList(rid, prefix):
+                return m.KvKeys(rid, self.store.keys(prefix))
+        raise exc.ProtocolError(f"unexpected kv request {request!r}")
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
