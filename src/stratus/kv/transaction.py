@@ -141,6 +141,10 @@ class KVTransaction:
     def written(self) -> Iterable[str]:
         return self._writes.keys()
 
+    @property
+    def has_writes(self) -> bool:
+        return bool(self._writes)
+
     def writes(self) -> list[Write]:
         """The buffered writes as store operations, in the order keys were first written."""
         ops: list[Write] = []

@@ -283,7 +283,7 @@ class Executor:
             try:
                 value = target(ctx, *args, **kwargs)
                 outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
-                if not commits:
+                if not commits or not (validate or kv.has_writes):
                     return outcome, kv
                 result = self.store.commit(kv.transaction(validate=validate))
             except exc.SerializationError as e:
