@@ -28,6 +28,7 @@ from stratus._exceptions import (
 from stratus.client.app import App, connect
 from stratus.client.future import Future
 from stratus.client.handles import Dag, Function
+from stratus.kv.ref import Ref
 from stratus.server.context import Context
 
 __version__ = "0.1.0"
@@ -49,6 +50,7 @@ __all__ = [
     "NoCapacity",
     "PayloadTooLarge",
     "ProtocolError",
+    "Ref",
     "RemoteError",
     "SerializationError",
     "StratusError",

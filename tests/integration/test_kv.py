@@ -126,3 +126,20 @@ def test_dag_writes_commit_at_the_sink(app: stratus.App) -> None:
     with pytest.raises(stratus.RemoteError):
         dag.remote(500).result(timeout=10)
     assert (app.kv.get("dag/one"), app.kv.get("dag/two")) == (1, 2)
+
+
+def test_refs_are_resolved_by_the_executor_and_stick_to_it(app: stratus.App) -> None:
+    app.kv.put("arrays/1", list(range(10)))
+    app.kv.put("arrays/2", list(range(100)))
+    app.kv.put("scale", 2)
+
+    @app.function
+    def total(ctx: stratus.Context, *parts: list[int], scale: int = 1) -> tuple[int, int]:
+        return sum(sum(p) for p in parts) * scale, os.getpid()
+
+    refs = (stratus.Ref("arrays/1"), stratus.Ref("arrays/2"))
+    results = [total.remote(*refs, scale=stratus.Ref("scale")).result(timeout=10) for _ in range(5)]
+    assert {value for value, _ in results} == {(45 + 4950) * 2}
+    assert len({pid for _, pid in results}) == 1  # every call went where the keys are cached
+    with pytest.raises(TypeError):
+        stratus.Ref("")

@@ -27,11 +27,13 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from stratus import _exceptions as exc
 from stratus.client import invocation as inv
 from stratus.client.future import Future
+from stratus.kv.ref import Ref
 from stratus.protocol import messages as m
 from stratus.protocol import serialization
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
@@ -42,12 +44,14 @@ log = logging.getLogger("stratus.client")
 
 _HANDSHAKE_TIMEOUT = 10.0
 SPIN = 0.0002  # busy-poll this long for a reply before sleeping (see Reactor)
+_REF_HOMES = 10_000  # Ref keys whose executor we remember
+_LOCALITY_BONUS = 4  # calls in flight an executor holding the Refs may have beyond others
 
 
 class _Pending:
     """An invocation in flight: its future, its state machine and what to send again."""
 
-    __slots__ = ("blob", "dag", "future", "info", "invocation")
+    __slots__ = ("blob", "dag", "future", "info", "invocation", "refs")
 
     def __init__(
         self,
@@ -56,8 +60,10 @@ class _Pending:
         blob: bytes,
         info: m.FunctionInfo | None = None,
         dag: _DagShape | None = None,
+        refs: tuple[str, ...] = (),
     ) -> None:
         self.future = future
+        self.refs = refs  # keys of the Ref arguments: the call prefers where they are cached
         self.invocation = invocation
         self.blob = blob  # the pickled arguments
         self.info = info  # for a function call
@@ -126,6 +132,7 @@ class Client:
         self._executors: dict[str, m.ExecutorAddress] = {}
         self._placements: dict[str, list[str]] = {}  # function -> executor ids
         self._dag_shapes: dict[str, _DagShape] = {}
+        self._ref_homes: dict[str, str] = {}  # Ref key -> executor last sent it
         self._conns: dict[str, Connection] = {}
         self._inflight: dict[str, int] = {}
         self._parked: list[tuple[int, int, frozenset[str]]] = []
@@ -204,7 +211,8 @@ class Client:
             invocation = inv.Invocation(
                 future.invocation_id, name, options.timeout, options.retries
             )
-            self._pending[rid] = _Pending(future, invocation, blob, info=info)
+            refs = _ref_keys(args, kwargs)
+            self._pending[rid] = _Pending(future, invocation, blob, info=info, refs=refs)
             self._send(rid, 1, frozenset())
         return future
 
@@ -230,7 +238,7 @@ class Client:
     def _send_call(self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str]) -> None:
         info = pending.info
         assert info is not None
-        picked = self._pick(info.name, avoid)
+        picked = self._pick(info.name, avoid, pending.refs)
         if picked is None:
             self._parked.append((rid, attempt, avoid))
             return
@@ -245,7 +253,12 @@ class Client:
             attempt,
             info.options.timeout,
             self.client_id,
+            refs=bool(pending.refs),
         )
+        for key in pending.refs:
+            self._ref_homes[key] = target.executor_id
+            if len(self._ref_homes) > _REF_HOMES:
+                del self._ref_homes[next(iter(self._ref_homes))]
         invocation.sent(attempt, frozenset((target.executor_id,)), time.monotonic())
         self._inflight[target.executor_id] = self._inflight.get(target.executor_id, 0) + 1
         conn.send(message)
@@ -353,20 +366,28 @@ class Client:
         return reply.functions
 
     def _pick(
-        self, function: str, avoid: frozenset[str]
+        self, function: str, avoid: frozenset[str], refs: tuple[str, ...] = ()
     ) -> tuple[m.ExecutorAddress, Connection] | None:
         """The least loaded reachable executor of the function's placement, avoiding
-        ``avoid`` when there is a choice; None when no executor is known to be alive."""
+        ``avoid`` when there is a choice; None when no executor is known to be alive.
+        With ``refs``, an executor that was sent those keys before (and so caches them)
+        wins unless it is much busier."""
         while True:
             ids = [e for e in self._placements.get(function, ()) if e in self._executors]
             candidates = [e for e in ids if e not in avoid] or ids
             if not candidates:
                 return None
-            best = self._executors[min(candidates, key=lambda e: self._inflight.get(e, 0))]
+            homes = frozenset(self._ref_homes.get(key) for key in refs)
+            best = self._executors[min(candidates, key=partial(self._load_of, homes=homes))]
             try:
                 return best, self._connection(best)
             except exc.ExecutorLost:
                 continue  # _connection forgot it; nothing was sent, so no attempt is spent
+
+    def _load_of(self, executor_id: str, homes: frozenset[str | None]) -> int:
+        """Calls in flight on an executor, less a bonus where the call's Refs are cached."""
+        bonus = _LOCALITY_BONUS if executor_id in homes else 0
+        return self._inflight.get(executor_id, 0) - bonus
 
     def _send(self, rid: int, attempt: int, avoid: frozenset[str]) -> None:
         pending = self._pending.get(rid)
@@ -625,6 +646,12 @@ class Client:
                 return
             with self._poll_lock:
                 self._pump_once(0.05)
+
+
+def _ref_keys(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    keys = [a.key for a in args if isinstance(a, Ref)]
+    keys += [v.key for v in kwargs.values() if isinstance(v, Ref)]
+    return tuple(keys)
 
 
 def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> exc.StratusError:

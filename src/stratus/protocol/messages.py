@@ -140,6 +140,7 @@ class Call(_Msg, tag="call", frozen=True):
     reply_to: str
     plan: DagPlan | None = None
     node: int = -1
+    refs: bool = False  # some arguments are stratus.Ref: resolve them from the kv cache
 
 
 class DagInput(_Msg, tag="dag_input", frozen=True):

@@ -26,7 +26,7 @@ from typing import Any
 from stratus import _exceptions as exc
 from stratus.client.client import SPIN, Client
 from stratus.config import ClusterConfig
-from stratus.kv import KVCache, KVTransaction
+from stratus.kv import KVCache, KVTransaction, Ref
 from stratus.kv.open import open_store
 from stratus.lattice import HybridClock
 from stratus.protocol import messages as m
@@ -281,6 +281,8 @@ class Executor:
                 attempt=call.attempt,
             )
             try:
+                if call.refs:
+                    args, kwargs = _resolve_refs(kv, args, kwargs)
                 value = target(ctx, *args, **kwargs)
                 outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
                 if not commits or not (validate or kv.has_writes):
@@ -379,6 +381,13 @@ class Executor:
                     pass
         # Whatever the function was doing is abandoned; a fresh executor replaces us.
         os._exit(3)
+
+
+def _resolve_refs(kv: KVTransaction, args: Any, kwargs: Any) -> tuple[Any, Any]:
+    """Arguments with each top-level ``Ref`` replaced by the value it names."""
+    args = tuple(kv.get(a.key) if isinstance(a, Ref) else a for a in args)
+    kwargs = {k: kv.get(v.key) if isinstance(v, Ref) else v for k, v in kwargs.items()}
+    return args, kwargs
 
 
 class _InitFailed(Exception):
