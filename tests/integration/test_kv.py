@@ -143,3 +143,36 @@ def test_refs_are_resolved_by_the_executor_and_stick_to_it(app: stratus.App) -> 
     assert len({pid for _, pid in results}) == 1  # every call went where the keys are cached
     with pytest.raises(TypeError):
         stratus.Ref("")
+
+
+def test_invocations_exchange_messages(app: stratus.App) -> None:
+    @app.function(timeout=30)
+    def ping_pong(ctx: stratus.Context, rounds: int) -> list[str]:
+        partner = ctx.call("ponger", ctx.invocation_id, rounds)
+        partner_id = ctx.recv(timeout=10)  # the partner says who it is first
+        heard = []
+        for i in range(rounds):
+            ctx.send(partner_id, f"ping {i}")
+            heard.append(ctx.recv(timeout=10))
+        partner.result()
+        return heard
+
+    @app.function(timeout=30)
+    def ponger(ctx: stratus.Context, caller: str, rounds: int) -> None:
+        ctx.send(caller, ctx.invocation_id)
+        for _ in range(rounds):
+            ctx.send(caller, ctx.recv(timeout=10).replace("ping", "pong"))
+
+    assert ping_pong.remote(3).result(timeout=30) == ["pong 0", "pong 1", "pong 2"]
+
+
+def test_recv_times_out(app: stratus.App) -> None:
+    @app.function
+    def lonely(ctx: stratus.Context) -> str:
+        try:
+            ctx.recv(timeout=0.1)
+        except TimeoutError:
+            return "nobody wrote"
+        return "unexpected"
+
+    assert lonely.remote().result(timeout=10) == "nobody wrote"

@@ -307,6 +307,11 @@ class Client:
         with self._lock:
             self._coordinator.send(message)
 
+    def executors(self) -> list[m.ExecutorAddress]:
+        """The executors this client knows to be alive."""
+        with self._lock:
+            return list(self._executors.values())
+
     def connection_to(self, target: m.ExecutorAddress) -> Connection:
         """This client's connection to an executor, opened on first use."""
         with self._lock:
@@ -385,9 +390,12 @@ class Client:
                 continue  # _connection forgot it; nothing was sent, so no attempt is spent
 
     def _load_of(self, executor_id: str, homes: frozenset[str | None]) -> int:
-        """Calls in flight on an executor, less a bonus where the call's Refs are cached."""
+        """Calls in flight on an executor, less a bonus where the call's Refs are cached.
+        An executor calling a function counts itself busy: a call it runs nested inside
+        the waiting caller could not finish before the caller resumes."""
         bonus = _LOCALITY_BONUS if executor_id in homes else 0
-        return self._inflight.get(executor_id, 0) - bonus
+        busy = 1 if executor_id == self.client_id else 0
+        return self._inflight.get(executor_id, 0) + busy - bonus
 
     def _send(self, rid: int, attempt: int, avoid: frozenset[str]) -> None:
         pending = self._pending.get(rid)

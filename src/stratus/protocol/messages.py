@@ -157,6 +157,14 @@ class DagInput(_Msg, tag="dag_input", frozen=True):
     kv: bytes = b""  # the upstream steps' kv reads and writes, committed at the sink
 
 
+class Deliver(_Msg, tag="deliver", frozen=True):
+    """A message from one invocation to another (``ctx.send``), pickled."""
+
+    recipient: str
+    sender: str
+    payload: bytes
+
+
 class ShutdownExecutor(_Msg, tag="shutdown_executor", frozen=True):
     """The coordinator asks an executor to finish and exit."""
 
@@ -346,7 +354,7 @@ class ExecutorExited(_Msg, tag="executor_exited", frozen=True):
 
 
 # What a listener accepts from the peers that connected to it:
-ToExecutor = Hello | Call | DagInput
+ToExecutor = Hello | Call | DagInput | Deliver
 ToCoordinator = (
     Hello
     | ExecutorHello

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from stratus.client.client import Client
     from stratus.client.future import Future
     from stratus.kv import KVTransaction
+    from stratus.server.mail import Mailbox, PostOffice
 
 
 class Context:
@@ -22,6 +23,8 @@ class Context:
 
     __slots__ = (
         "_client",
+        "_mailbox",
+        "_post",
         "attempt",
         "executor_id",
         "function",
@@ -34,6 +37,7 @@ class Context:
         self,
         client: Client,
         kv: KVTransaction,
+        post: PostOffice,
         *,
         invocation_id: str,
         function: str,
@@ -41,6 +45,8 @@ class Context:
         attempt: int,
     ) -> None:
         self._client = client
+        self._post = post
+        self._mailbox: Mailbox | None = None
         self.kv = kv  # this invocation's reads and buffered writes; committed on return
         self.invocation_id = invocation_id
         self.function = function
@@ -61,3 +67,16 @@ class Context:
         """
         name = fn if isinstance(fn, str) else fn.name
         return self._client.invoke(name, args, kwargs)
+
+    def send(self, invocation_id: str, obj: Any) -> None:
+        """Send ``obj`` to the running invocation ``invocation_id`` (any function's)."""
+        self._post.send(self.invocation_id, invocation_id, obj)
+
+    def recv(self, timeout: float | None = None) -> Any:
+        """The next message sent to this invocation; ``TimeoutError`` after ``timeout`` s.
+
+        While it waits, this executor keeps serving other calls.
+        """
+        if self._mailbox is None:
+            self._mailbox = self._post.open(self.invocation_id)
+        return self._mailbox.get(timeout)

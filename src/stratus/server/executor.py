@@ -33,6 +33,7 @@ from stratus.protocol import messages as m
 from stratus.protocol import serialization
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.server.context import Context
+from stratus.server.mail import PostOffice
 from stratus.transport.reactor import Connection, Reactor
 
 log = logging.getLogger("stratus.executor")
@@ -87,6 +88,7 @@ class Executor:
         self.store = open_store(config.store_url)
         self.kv_cache = KVCache(self.store)
         self.clock = HybridClock(executor_id)
+        self.post = PostOffice(self.client, executor_id, config.max_payload)
         self._code: dict[tuple[str, int], tuple[Any, m.FunctionOptions]] = {}
         self._callers: dict[str, Connection] = {}  # client id -> its connection to us
         self._undelivered: dict[str, list[tuple[float, Any]]] = {}
@@ -126,6 +128,7 @@ class Executor:
         loaded = sorted({name for name, _ in self._code})
         self.client.send_control(m.ExecutorLoad(len(self._stack), self.served, loaded))
         self._drop_stale(time.monotonic())
+        self.post.drop_unclaimed(time.monotonic())
         self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
 
     def _refresh_cache(self) -> None:
@@ -162,6 +165,8 @@ class Executor:
                 self._run_call(conn, message)
             case m.DagInput() if conn.peer_id:
                 self._on_dag_input(message)
+            case m.Deliver() if conn.peer_id:
+                self.post.deliver(message)
             case m.Hello(peer_id):
                 conn.peer_id = peer_id
                 self._callers[peer_id] = conn
@@ -241,9 +246,11 @@ class Executor:
         caller = conn if call.plan is None else self._callers.get(call.reply_to)
         self._stack.append(_Running(call.invocation_id, deadline, timeout_reply, caller))
         self._arm_alarm()
+        self.post.open(call.invocation_id)  # mail that arrived before we started is kept
         try:
             outcome, kv = self._invoke(target, options, call, args, kwargs, upstream_kv or [])
         finally:
+            self.post.close(call.invocation_id)
             self._stack.pop()
             self._arm_alarm()
         self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (time.perf_counter() - started)
@@ -275,6 +282,7 @@ class Executor:
             ctx = Context(
                 self.client,
                 kv,
+                self.post,
                 invocation_id=call.invocation_id,
                 function=call.function,
                 executor_id=self.executor_id,

@@ -1,0 +1,93 @@
+"""Messages between running invocations: ``ctx.send(invocation_id, obj)`` and
+``ctx.recv(timeout=)``, delivered executor to executor.
+
+Theory of operation: a sender does not know where the recipient runs, so its executor
+sends the message to every executor it knows (a handful on one machine); the executor
+running the recipient puts it in that invocation's mailbox, the others keep it for a
+while in case the recipient starts there later (it may not have started yet, or may be
+re-run after a crash), then drop it. A message is delivered at least once to a running
+recipient; order is kept per sender.
+
+Waiting in ``recv`` re-enters the executor's loop, like waiting on a nested call, so the
+executor keeps serving (the sender may need this very executor to run).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stratus.protocol import messages as m
+from stratus.protocol import serialization
+
+if TYPE_CHECKING:
+    from stratus.client.client import Client
+
+KEEP_UNCLAIMED = 60.0  # seconds a message waits for a recipient that is not running here
+
+
+@dataclass
+class Mailbox:
+    """The messages of one running invocation."""
+
+    client: Client
+    queue: deque[tuple[str, bytes]] = field(default_factory=deque)
+
+    def get(self, timeout: float | None) -> Any:
+        """The next message's object; ``TimeoutError`` if none arrives in ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.client.polling():
+            while not self.queue:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"no message within {timeout} s")
+                self.client.pump(remaining)
+        _, payload = self.queue.popleft()
+        return serialization.loads(payload, what="message")
+
+
+class PostOffice:
+    """An executor's side of messaging: its invocations' mailboxes and unclaimed mail."""
+
+    def __init__(self, client: Client, executor_id: str, max_payload: int) -> None:
+        self._client = client
+        self._executor_id = executor_id
+        self._max_payload = max_payload
+        self._boxes: dict[str, Mailbox] = {}
+        self._unclaimed: dict[str, list[tuple[float, str, bytes]]] = {}
+
+    def open(self, invocation_id: str) -> Mailbox:
+        box = self._boxes.get(invocation_id)
+        if box is None:
+            box = self._boxes[invocation_id] = Mailbox(self._client)
+            for _, sender, payload in self._unclaimed.pop(invocation_id, []):
+                box.queue.append((sender, payload))
+        return box
+
+    def close(self, invocation_id: str) -> None:
+        self._boxes.pop(invocation_id, None)
+
+    def send(self, sender: str, recipient: str, obj: Any) -> None:
+        payload = serialization.dumps(obj, limit=self._max_payload, what="message")
+        message = m.Deliver(recipient, sender, payload)
+        for address in self._client.executors():
+            if address.executor_id == self._executor_id:
+                self.deliver(message)
+            else:
+                self._client.connection_to(address).send(message, flush=False)
+
+    def deliver(self, message: m.Deliver) -> None:
+        box = self._boxes.get(message.recipient)
+        if box is not None:
+            box.queue.append((message.sender, message.payload))
+        else:
+            waiting = self._unclaimed.setdefault(message.recipient, [])
+            waiting.append((time.monotonic(), message.sender, message.payload))
+
+    def drop_unclaimed(self, now: float) -> None:
+        for recipient, waiting in list(self._unclaimed.items()):
+            waiting[:] = [w for w in waiting if now - w[0] <= KEEP_UNCLAIMED]
+            if not waiting:
+                del self._unclaimed[recipient]
