@@ -51,6 +51,10 @@ class KVCache:
             self._entries.popitem(last=False)
         return entry
 
+    def read_fresh(self, key: str) -> tuple[int, Lattice | None]:
+        self._entries.pop(key, None)
+        return self.read(key)
+
     def keys(self, prefix: str) -> list[str]:
         return self.store.keys(prefix)
 

@@ -46,6 +46,10 @@ class Reader(Protocol):
         """The highest version under ``prefix``, tombstones included."""
         ...
 
+    def read_fresh(self, key: str) -> tuple[int, Lattice | None]:
+        """Like ``read``, but from the store itself, past any cache."""
+        ...
+
 
 _PUT, _MERGE, _DELETE = "put", "merge", "delete"
 
@@ -158,14 +162,24 @@ class KVTransaction:
 
     def export(self) -> bytes:
         """Reads and buffered writes, to continue in the next step of a DAG."""
+        return self._encode(self._carried())
+
+    def absorb(self, exported: bytes) -> None:
+        """Continue what an upstream step exported (fan-in: each upstream in turn)."""
+        self._absorb(exported)
+
+    def _carried(self) -> _Carried:
         writes = [
             (kind, key, b"" if value is None else encode(value))
             for key, (kind, value) in self._writes.items()
         ]
-        return _ENCODER.encode(_Carried(self.reads, self.prefix_reads, writes))
+        return _Carried(dict(self.reads), dict(self.prefix_reads), writes)
 
-    def absorb(self, exported: bytes) -> None:
-        """Continue what an upstream step exported (fan-in: each upstream in turn)."""
+    @staticmethod
+    def _encode(carried: _Carried) -> bytes:
+        return _ENCODER.encode(carried)
+
+    def _absorb(self, exported: bytes) -> _Carried:
         carried = _DECODER.decode(exported)
         for key, version in carried.reads.items():
             self.reads.setdefault(key, version)
@@ -173,11 +187,12 @@ class KVTransaction:
             self.prefix_reads.setdefault(prefix, version)
         for kind, key, value in carried.writes:
             if kind == _DELETE:
-                self.delete(key)
-            elif kind == _PUT:
-                self._writes[key] = (_PUT, decode(value))
+                self._writes[key] = (_DELETE, None)
+            elif kind == _PUT or key not in self._writes:
+                self._writes[key] = (kind, decode(value))
             else:
-                self.merge(key, decode(value))
+                KVTransaction.merge(self, key, decode(value))
+        return carried
 
     def transaction(self, *, validate: bool) -> Transaction:
         """The store transaction to commit; with ``validate``, reads must still hold."""
@@ -186,10 +201,14 @@ class KVTransaction:
         return Transaction(reads=self.reads, writes=self.writes(), prefix_reads=self.prefix_reads)
 
 
-class _Carried(msgspec.Struct, array_like=True, frozen=True):
+class _Carried(msgspec.Struct, array_like=True):
+    """A DAG step's kv state, handed to the next step."""
+
     reads: dict[str, int]
     prefix_reads: dict[str, int]
     writes: list[tuple[str, str, bytes]]  # (kind, key, encoded lattice)
+    seen: dict[str, bytes] = {}  # causal: encoded clocks of the versions returned
+    required: dict[str, bytes] = {}  # causal: encoded least clocks of later reads
 
 
 _ENCODER = msgspec.msgpack.Encoder()

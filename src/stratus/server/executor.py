@@ -27,8 +27,9 @@ from stratus import _exceptions as exc
 from stratus.client.client import SPIN, Client
 from stratus.config import ClusterConfig
 from stratus.kv import KVCache, KVTransaction, Ref
+from stratus.kv.causal import CausalRetry, CausalTransaction
 from stratus.kv.open import open_store
-from stratus.lattice import HybridClock
+from stratus.lattice import HybridClock, VectorClock
 from stratus.protocol import messages as m
 from stratus.protocol import serialization
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
@@ -272,11 +273,17 @@ class Executor:
         """Run the function and commit its kv writes, re-running a serializable one whose
         commit conflicts. Only the last step of a DAG commits; earlier ones pass theirs on."""
         validate = options.consistency == "serializable"
+        causal = options.consistency == "causal"
         commits = call.plan is None or call.node == call.plan.sink
-        runs = SERIALIZABLE_ATTEMPTS if validate else 1
+        runs = SERIALIZABLE_ATTEMPTS if validate or causal else 1
+        required: dict[str, VectorClock] = {}
         for _ in range(runs):
             self.kv_cache.refresh_if_stale()
-            kv = KVTransaction(self.kv_cache, self.clock)
+            kv = (
+                CausalTransaction(self.kv_cache, self.clock, self.executor_id, required)
+                if causal
+                else KVTransaction(self.kv_cache, self.clock)
+            )
             for exported in upstream_kv:
                 kv.absorb(exported)
             ctx = Context(
@@ -296,6 +303,9 @@ class Executor:
                 if not commits or not (validate or kv.has_writes):
                     return outcome, kv
                 result = self.store.commit(kv.transaction(validate=validate))
+            except CausalRetry as retry:
+                required = retry.required  # run again, reading at least these versions
+                continue
             except exc.SerializationError as e:
                 return _error_info(e), kv
             except exc.PayloadTooLarge as e:
@@ -308,7 +318,7 @@ class Executor:
             self.kv_cache.invalidate(result.conflicts)
         conflict = m.ErrorInfo(
             "ConflictError", f"{call.function}: its reads changed in each of {runs} runs"
-        )
+        )  # serializable: commits conflicted; causal: reads kept breaking the causal cut
         return conflict, kv
 
     def _load(self, name: str, version: int) -> tuple[Any, m.FunctionOptions]:

@@ -1,0 +1,116 @@
+"""The causal level over a memory store: writes carry their past, reads form a cut."""
+
+from __future__ import annotations
+
+import pytest
+
+from stratus.kv import KVCache, merge_encoded
+from stratus.kv.causal import CausalRetry, CausalTransaction
+from stratus.lattice import CausalValue, GSet, HybridClock
+from stratus.store import MemoryStore
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore(merge_encoded)
+
+
+def txn(cache: KVCache, node: str, **kw: object) -> CausalTransaction:
+    return CausalTransaction(cache, HybridClock(node), node, **kw)  # type: ignore[arg-type]
+
+
+def commit(t: CausalTransaction, store: MemoryStore) -> None:
+    assert store.commit(t.transaction(validate=False)).ok
+
+
+def test_a_write_depends_on_what_its_writer_read(store: MemoryStore) -> None:
+    cache = KVCache(store)
+    poster = txn(cache, "x1")
+    poster.put("post", "hello")
+    commit(poster, store)
+    replier = txn(KVCache(store), "x2")
+    assert replier.get("post") == "hello"
+    replier.put("reply", "hi back")
+    commit(replier, store)
+    stored = txn(KVCache(store), "x3").get_lattice("reply")
+    assert isinstance(stored, CausalValue)
+    assert set(stored.dependencies) == {"post"}
+
+
+def test_a_stale_cache_is_bypassed_for_a_dependency(store: MemoryStore) -> None:
+    reader_cache = KVCache(store, max_staleness=3600)
+    assert txn(reader_cache, "r").get("post") is None  # the reader caches "no post"
+    poster = txn(KVCache(store), "x1")
+    poster.put("post", "hello")
+    commit(poster, store)
+    replier = txn(KVCache(store), "x2")
+    replier.get("post")
+    replier.put("reply", "hi back")
+    commit(replier, store)
+    reader = txn(reader_cache, "r")
+    assert reader.get("reply") == "hi back"
+    assert reader.get("post") == "hello"  # eventual would return the cached None
+
+
+def test_reading_a_dependency_older_than_already_returned_asks_for_a_rerun(
+    store: MemoryStore,
+) -> None:
+    reader_cache = KVCache(store, max_staleness=3600)
+    first = txn(KVCache(store), "x1")
+    first.put("post", "v1")
+    commit(first, store)
+    reader = txn(reader_cache, "r")
+    assert reader.get("post") == "v1"
+    second = txn(KVCache(store), "x1")
+    second.get("post")
+    second.put("post", "v2")
+    commit(second, store)
+    replier = txn(KVCache(store), "x2")
+    assert replier.get("post") == "v2"
+    replier.put("reply", "on v2")
+    commit(replier, store)
+    with pytest.raises(CausalRetry) as retry:
+        reader.get("reply")  # depends on post v2, but this reader already returned v1
+    rerun = txn(reader_cache, "r", required=retry.value.required)
+    assert rerun.get("post") == "v2"
+    assert rerun.get("reply") == "on v2"
+
+
+def test_concurrent_writes_are_siblings_and_lattices_merge(store: MemoryStore) -> None:
+    a, b = txn(KVCache(store), "a"), txn(KVCache(store), "b")
+    a.put("k", "from a")
+    b.put("k", "from b")
+    commit(a, store)
+    commit(b, store)
+    assert sorted(txn(KVCache(store), "c").get("k")) == ["from a", "from b"]
+    a, b = txn(KVCache(store), "a"), txn(KVCache(store), "b")
+    a.merge("s", GSet(frozenset({1})))
+    b.merge("s", GSet(frozenset({2})))
+    commit(a, store)
+    commit(b, store)
+    assert txn(KVCache(store), "c").get("s") == frozenset({1, 2})
+
+
+def test_a_later_write_supersedes_the_siblings_it_read(store: MemoryStore) -> None:
+    a, b = txn(KVCache(store), "a"), txn(KVCache(store), "b")
+    a.put("k", 1)
+    b.put("k", 2)
+    commit(a, store)
+    commit(b, store)
+    c = txn(KVCache(store), "c")
+    c.get("k")
+    c.put("k", 3)
+    commit(c, store)
+    assert txn(KVCache(store), "d").get("k") == 3
+
+
+def test_causal_state_travels_between_dag_steps(store: MemoryStore) -> None:
+    first = txn(KVCache(store), "x1")
+    first.put("post", "hello")
+    commit(first, store)
+    step = txn(KVCache(store), "x2")
+    step.get("post")
+    step.put("draft", 1)
+    nxt = txn(KVCache(store), "x3")
+    nxt.absorb(step.export())
+    assert set(nxt.seen) == {"post"} and nxt.get("draft") == 1
