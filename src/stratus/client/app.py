@@ -119,6 +119,10 @@ class App:
         self._client.register_dag(name, nodes)
         return Dag(self._client, name, nodes)
 
+    def delete_dag(self, name: str) -> None:
+        """Remove a DAG (its functions stay registered); ``FunctionNotFound`` if unknown."""
+        self._client.delete_dag(name)
+
     def lookup(self, name: str) -> Function | Dag:
         """A handle for a function or DAG registered by anyone, by name."""
         infos = self._client._resolve(name)

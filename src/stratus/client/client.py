@@ -181,6 +181,13 @@ class Client:
         with self._lock:
             self._dags[name] = nodes
 
+    def delete_dag(self, name: str) -> None:
+        self.request(lambda rid: m.DeleteDag(rid, name))
+        with self._lock:
+            self._dags.pop(name, None)
+            self._dag_shapes.pop(name, None)
+            self._placements.pop(name, None)
+
     def status(self) -> m.StatusReply:
         reply = self.request(lambda rid: m.StatusRequest(rid))
         assert isinstance(reply, m.StatusReply)

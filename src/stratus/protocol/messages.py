@@ -218,6 +218,11 @@ class RegisterDag(_Msg, tag="register_dag", frozen=True):
     nodes: list[DagNode]
 
 
+class DeleteDag(_Msg, tag="delete_dag", frozen=True):
+    rid: int
+    name: str
+
+
 class Resolve(_Msg, tag="resolve", frozen=True):
     """Ask where a function (or every function of a DAG) may run, and its latest version."""
 
@@ -361,6 +366,7 @@ ToCoordinator = (
     | ExecutorLoad
     | Register
     | RegisterDag
+    | DeleteDag
     | Resolve
     | FetchFunction
     | KillInvocation

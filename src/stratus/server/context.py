@@ -77,6 +77,13 @@ class Context:
 
         While it waits, this executor keeps serving other calls.
         """
+        return self._box().get(timeout)
+
+    def recv_nowait(self) -> list[tuple[str, Any]]:
+        """Every message that has arrived, as ``(sender invocation id, object)``."""
+        return self._box().get_all_nowait()
+
+    def _box(self) -> Mailbox:
         if self._mailbox is None:
             self._mailbox = self._post.open(self.invocation_id)
-        return self._mailbox.get(timeout)
+        return self._mailbox

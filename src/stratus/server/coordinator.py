@@ -188,6 +188,9 @@ class Coordinator:
             case m.RegisterDag(rid, name, nodes):
                 self.registry.register_dag(name, nodes)
                 conn.send(m.Registered(rid, name, 1))
+            case m.DeleteDag(rid, name):
+                self.registry.delete_dag(name)
+                conn.send(m.Registered(rid, name, 0))
             case m.Resolve(rid, name):
                 conn.send(self._resolve(rid, name))
             case m.FetchFunction(rid, name, version):

@@ -47,6 +47,13 @@ class Mailbox:
         _, payload = self.queue.popleft()
         return serialization.loads(payload, what="message")
 
+    def get_all_nowait(self) -> list[tuple[str, Any]]:
+        """Every message already here, as ``(sender invocation id, object)``; no waiting."""
+        with self.client.polling():
+            self.client.pump(0)  # take in what has arrived
+        taken, self.queue = list(self.queue), deque()
+        return [(sender, serialization.loads(p, what="message")) for sender, p in taken]
+
 
 class PostOffice:
     """An executor's side of messaging: its invocations' mailboxes and unclaimed mail."""

@@ -44,6 +44,10 @@ class Registry:
             self.latest(node.function)
         self.dags[name] = nodes
 
+    def delete_dag(self, name: str) -> None:
+        if self.dags.pop(name, None) is None:
+            raise FunctionNotFound(name)
+
     def latest(self, name: str) -> FunctionVersion:
         versions = self.functions.get(name)
         if not versions:

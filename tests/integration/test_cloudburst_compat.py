@@ -1,0 +1,92 @@
+"""A program written for Cloudburst, run on stratus with only its imports changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from stratus.compat.cloudburst import (
+    MULTI,
+    NORMAL,
+    CloudburstConnection,
+    CloudburstReference,
+)
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[CloudburstConnection]:
+    connection = CloudburstConnection("127.0.0.1", "127.0.0.1", local=True)
+    yield connection
+    connection.close()
+
+
+def test_register_call_and_objects(cloud: CloudburstConnection) -> None:
+    square = cloud.register(lambda lib, x: x * x, "square")
+    assert square is not None and square(4).get() == 16
+    assert cloud.exec_func("square", [5]).get() == 25
+    assert cloud.put_object("greeting", "hello")
+    assert cloud.get_object("greeting") == "hello"
+
+    def shout(lib, key):  # type: ignore[no-untyped-def]
+        return lib.get(key).upper()
+
+    cloud.register(shout, "shout")
+    assert cloud.exec_func("shout", ["greeting"]).get() == "HELLO"
+    cloud.register(lambda lib, text: text + "!", "exclaim")
+    assert cloud.exec_func("exclaim", [CloudburstReference("greeting")]).get() == "hello!"
+    assert {"square", "shout", "exclaim"} <= set(cloud.list())
+    assert cloud.list("sq") == ["square"]
+
+
+def test_class_is_built_once_with_the_library(cloud: CloudburstConnection) -> None:
+    class Model:
+        def __init__(self, lib, offset):  # type: ignore[no-untyped-def]
+            self.offset = offset
+            self.built = lib.getid()
+
+        def run(self, lib, x):  # type: ignore[no-untyped-def]
+            return x + self.offset, self.built
+
+    model = cloud.register((Model, [100]), "model")
+    assert model is not None
+    results = [model(i).get() for i in range(6)]
+    assert [r[0] for r in results] == [100 + i for i in range(6)]
+    assert len({r[1] for r in results}) <= 2  # one build per warm executor
+
+
+def test_dag_argument_rules(cloud: CloudburstConnection) -> None:
+    cloud.register(lambda lib, a, b: (a + b, a * b), "both")  # a tuple result is spread
+    cloud.register(lambda lib, scale, s, p: scale * (s + p), "combine")
+    ok, error = cloud.register_dag("pipeline", ["both", "combine"], [("both", "combine")])
+    assert ok, error
+    # Each function's own arguments first, then upstream results.
+    future = cloud.call_dag("pipeline", {"both": [2, 3], "combine": [10]})
+    assert future.get() == 10 * (5 + 6)
+    assert cloud.call_dag(
+        "pipeline", {"both": [1, 1], "combine": [1]}, direct_response=True, consistency=MULTI
+    ) == 1 * (2 + 1)
+    cloud.call_dag(
+        "pipeline", {"both": [1, 2], "combine": [1]}, consistency=NORMAL, output_key="out"
+    )
+    assert cloud.get_object("out") == 5
+    assert cloud.delete_dag("pipeline") and not cloud.delete_dag("pipeline")
+    assert cloud.register_dag("bad", ["both", "nope"], [])[0] is False
+
+
+def test_send_and_recv_between_invocations(cloud: CloudburstConnection) -> None:
+    def listener(lib):  # type: ignore[no-untyped-def]
+        import time
+
+        for _ in range(1000):
+            got = lib.recv()
+            if got:
+                return got[0][1]
+            time.sleep(0.01)
+        return None
+
+    cloud.register(listener, "listener")
+    cloud.register(lambda lib, dest: lib.send(dest, b"hello there"), "talker")
+    heard = cloud.exec_func("listener", [])
+    cloud.exec_func("talker", [heard.invocation_id]).get(timeout=30)
+    assert heard.get(timeout=30) == b"hello there"
