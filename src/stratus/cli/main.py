@@ -35,6 +35,11 @@ def cli() -> None:
 )
 @click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
 @click.option("--executors", default=0, help="Executor processes (default: one per core).")
+@click.option(
+    "--store",
+    default="",
+    help="Where state lives: sqlite:PATH (default, in the data dir), lmdb:PATH or redis://HOST:PORT/DB.",
+)
 @click.option("--preload", multiple=True, help="Module the executors import before starting.")
 @click.option("--log-level", default="INFO", show_default=True)
 def up(
@@ -54,6 +59,7 @@ def up(
         data_dir=str(path.resolve()),
         listen=listen,
         executors=executors,
+        store=store,
         preload=list(preload),
         log_level=log_level,
     )

@@ -152,6 +152,7 @@ def connect(
     key: bytes | str | None = None,
     data_dir: str | os.PathLike[str] = ".stratus",
     executors: int = 0,
+    store: str = "",
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     preload: tuple[str, ...] = (),
     log_level: str = "WARNING",
@@ -162,9 +163,10 @@ def connect(
     An embedded cluster runs a coordinator and ``executors`` processes (default: one per
     core) in the background, keeps its data under ``data_dir`` and stops on
     ``close()``, at the end of a ``with`` block, at interpreter exit, or when this
-    process dies. A server started by ``stratus up`` is reached at ``tcp://host:port``;
-    its key comes from ``key``, ``$STRATUS_KEY`` (hex), ``$STRATUS_KEY_FILE`` or
-    ``<data_dir>/key``.
+    process dies. Its state lives in ``store`` (default ``sqlite:<data_dir>/state.db``;
+    also ``lmdb:PATH`` and ``redis://host:port/db``). A server started by ``stratus up``
+    is reached at ``tcp://host:port``; its key comes from ``key``, ``$STRATUS_KEY`` (hex),
+    ``$STRATUS_KEY_FILE`` or ``<data_dir>/key``.
     """
     if address is None:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -173,6 +175,7 @@ def connect(
             key=cfg.new_key(),
             data_dir=str(Path(data_dir).resolve()),
             executors=executors,
+            store=store,
             max_payload=max_payload,
             preload=list(preload),
             sys_path=[p for p in sys.path if p],
