@@ -38,12 +38,17 @@ def cli() -> None:
 @click.option(
     "--store",
     default="",
-    help="Where state lives: sqlite:PATH (default, in the data dir), lmdb:PATH or redis://HOST:PORT/DB.",
+    help="Where state lives: sqlite:PATH (default: in the data dir), lmdb:PATH, redis://HOST/DB.",
 )
 @click.option("--preload", multiple=True, help="Module the executors import before starting.")
 @click.option("--log-level", default="INFO", show_default=True)
 def up(
-    listen: str, data_dir: str, executors: int, preload: tuple[str, ...], log_level: str
+    listen: str,
+    data_dir: str,
+    executors: int,
+    store: str,
+    preload: tuple[str, ...],
+    log_level: str,
 ) -> None:
     """Run a cluster in the foreground as a long-lived server."""
     from stratus.server.coordinator import Coordinator
