@@ -28,6 +28,7 @@ class KVCache:
         self.max_staleness = max_staleness
         self._entries: OrderedDict[str, tuple[int, Lattice | None]] = OrderedDict()
         self._cursor = store.last_version()
+        self._own: dict[str, int] = {}  # key -> version this executor committed and cached
         self._refreshed = time.monotonic()
         self.hits = 0
         self.misses = 0
@@ -65,6 +66,13 @@ class KVCache:
         for key in keys:
             self._entries.pop(key, None)
 
+    def committed(self, key: str, version: int, value: Lattice | None) -> None:
+        """Cache what this executor just committed at ``key`` (``value``: the version it
+        read merged with its write), so reading its own write is a hit; the change feed
+        will list that version, and it is not taken for someone else's write."""
+        self._entries[key] = (version, value)
+        self._own[key] = version
+
     def refresh_if_stale(self) -> None:
         if time.monotonic() - self._refreshed >= self.max_staleness:
             self.refresh()
@@ -74,8 +82,9 @@ class KVCache:
         while True:
             page = self.store.changes(self._cursor, 1000)
             if self._entries:
-                for key, _ in page.keys:
-                    self._entries.pop(key, None)
+                for key, version in page.keys:
+                    if self._own.pop(key, None) != version:
+                        self._entries.pop(key, None)
             if page.last < self._cursor:  # a different store under us: forget everything
                 self._entries.clear()
             self._cursor = page.last

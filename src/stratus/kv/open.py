@@ -1,7 +1,9 @@
 """Opening the store a cluster keeps its state in, from its URL.
 
 ``sqlite:PATH`` (the default, under the data directory), ``sqlite:PATH?synchronous=FULL``,
-``lmdb:PATH`` and ``memory:`` (a process-local store, for tests of one process).
+``lmdb:PATH``, ``redis://HOST:PORT/DB`` (``rediss://`` for TLS; ``?namespace=NAME``, default
+``stratus``; other options are redis-py's) and ``memory:`` (a process-local store, for tests
+of one process).
 ``synchronous=NORMAL`` is the default for SQLite: a commit survives SIGKILL of every
 process; only a power loss may take the last commits (never corrupting the file), and a
 durable commit costs an fsync (~200 us on these VMs), more than a whole call.
@@ -9,7 +11,7 @@ durable commit costs an fsync (~200 us on these VMs), more than a whole call.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from stratus._exceptions import ConfigurationError
 from stratus.kv.values import merge_encoded
@@ -29,6 +31,14 @@ def open_store(url: str) -> Store:
         return SQLiteStore(path, merge_encoded, synchronous=synchronous)  # type: ignore[arg-type]
     if scheme == "lmdb" and path:
         return LMDBStore(path, merge_encoded, sync=options.get("sync", "1") != "0")
+    if scheme in ("redis", "rediss") and rest.startswith("//"):
+        from stratus.store.redis_store import RedisStore  # redis-py takes ~160 ms to import
+
+        namespace = options.pop("namespace", "stratus")
+        plain = f"{scheme}:{path}" + (f"?{urlencode(options)}" if options else "")
+        return RedisStore(plain, merge_encoded, namespace=namespace)
     if scheme == "memory":
         return MemoryStore(merge_encoded)
-    raise ConfigurationError(f"unknown store {url!r}: use sqlite:PATH, lmdb:PATH or memory:")
+    raise ConfigurationError(
+        f"unknown store {url!r}: use sqlite:PATH, lmdb:PATH, redis://HOST:PORT/DB or memory:"
+    )

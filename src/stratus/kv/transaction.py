@@ -21,14 +21,17 @@ so it leaves nothing behind and may be run again.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from stratus.kv.values import as_lattice
-from stratus.lattice import HybridClock, Lattice, LWWRegister, decode, encode
-from stratus.store.base import Delete, Merge, Put, Transaction, Write
+from stratus.lattice import HybridClock, Lattice, LWWRegister, Timestamp, decode, encode
+from stratus.store.base import CommitResult, Delete, Merge, Put, Store, Transaction, Write
+
+if TYPE_CHECKING:
+    from stratus.kv.cache import KVCache
 
 
 class Reader(Protocol):
@@ -69,6 +72,7 @@ class KVTransaction:
         self.reads: dict[str, int] = {}
         self.prefix_reads: dict[str, int] = {}
         self._writes: dict[str, tuple[str, Lattice | None]] = {}
+        self._newest_read: Timestamp | None = None  # of the LWW registers read
 
     # ------------------------------------------------------------------ reading
 
@@ -107,9 +111,10 @@ class KVTransaction:
     def _read(self, key: str) -> Lattice | None:
         version, value = self._reader.read(key)
         self.reads.setdefault(key, version)
-        if isinstance(value, LWWRegister):
-            # Our writes must win over what we read, whatever the other writer's clock.
-            self._clock.observe(value.timestamp, time.time_ns() // 1_000_000)
+        if isinstance(value, LWWRegister) and (
+            self._newest_read is None or value.timestamp > self._newest_read
+        ):
+            self._newest_read = value.timestamp  # our writes must come after it
         return value
 
     # ------------------------------------------------------------------ writing
@@ -119,8 +124,12 @@ class KVTransaction:
         what is stored so the latest write wins; a lattice replaces what is stored."""
         if isinstance(value, Lattice):
             self._writes[key] = (_PUT, value)
-        else:
-            self.merge(key, as_lattice(value, self._clock))
+            return
+        if self._newest_read is not None:
+            # Whatever the other writer's clock, our write must win over what we read.
+            self._clock.observe(self._newest_read, time.time_ns() // 1_000_000)
+            self._newest_read = None
+        self.merge(key, as_lattice(value, self._clock))
 
     def merge(self, key: str, value: Lattice) -> None:
         """Merge a lattice into ``key`` (the store merges it with concurrent writes)."""
@@ -193,6 +202,35 @@ class KVTransaction:
             else:
                 KVTransaction.merge(self, key, decode(value))
         return carried
+
+    def validate_reads(self, store: Store) -> CommitResult:
+        """For a read-only transaction: whether every version read is still current."""
+        current = store.get_many(self.reads)
+        conflicts = [k for k, v in self.reads.items() if current[k].version != v]
+        conflicts += [p for p, v in self.prefix_reads.items() if store.prefix_version(p) != v]
+        return CommitResult(ok=not conflicts, conflicts=conflicts)
+
+    def remember_commit(
+        self, cache: KVCache, versions: Mapping[str, int], *, validated: bool
+    ) -> None:
+        """After a successful commit: keep in the cache what is known to be stored.
+
+        A put replaced the value, so it is known exactly; so is a merge into a key whose
+        read was validated. Any other merge may have met writes this transaction never
+        saw (which the change feed would then list under our version), so it is dropped.
+        """
+        for key, (kind, value) in self._writes.items():
+            version = versions.get(key)
+            if version is None:
+                cache.invalidate([key])
+            elif kind in (_PUT, _DELETE):
+                cache.committed(key, version, value)
+            elif validated and key in self.reads:
+                base = cache.read(key)[1]
+                assert value is not None
+                cache.committed(key, version, value if base is None else base.merge(value))
+            else:
+                cache.invalidate([key])
 
     def transaction(self, *, validate: bool) -> Transaction:
         """The store transaction to commit; with ``validate``, reads must still hold."""

@@ -300,9 +300,12 @@ class Executor:
                     args, kwargs = _resolve_refs(kv, args, kwargs)
                 value = target(ctx, *args, **kwargs)
                 outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
-                if not commits or not (validate or kv.has_writes):
+                if not commits or not (kv.has_writes or (validate and kv.reads)):
                     return outcome, kv
-                result = self.store.commit(kv.transaction(validate=validate))
+                if kv.has_writes:
+                    result = self.store.commit(kv.transaction(validate=validate))
+                else:  # read-only: a check of the versions read, no write lock
+                    result = kv.validate_reads(self.store)
             except CausalRetry as retry:
                 required = retry.required  # run again, reading at least these versions
                 continue
@@ -313,7 +316,7 @@ class Executor:
             except BaseException as e:  # SystemExit too: the function failed, not the executor
                 return _remote_error(e, self.config.max_payload), kv
             if result.ok:
-                self.kv_cache.invalidate(list(kv.written))
+                kv.remember_commit(self.kv_cache, result.versions, validated=validate)
                 return outcome, kv
             self.kv_cache.invalidate(result.conflicts)
         conflict = m.ErrorInfo(
