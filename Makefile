@@ -2,12 +2,18 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The Redis store's tests start their own redis-server (Debian's package, never its service).
+REDIS  := /usr/bin/redis-server
 
 .PHONY: demo test lint typecheck unit bench-core clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+# Installed only when missing; CI runs as root on Debian.
+$(REDIS):
+	apt-get update && apt-get install -y --no-install-recommends redis-server
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -16,7 +22,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(REDIS) lint typecheck
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -1,8 +1,13 @@
-"""Store benchmark: SQLite (synchronous FULL, NORMAL) against LMDB (sync on, off), one run.
+"""Store benchmark: SQLite (synchronous FULL, NORMAL), LMDB (sync on, off), Redis, one run.
 
 Run it with ``.venv/bin/python bench/store.py`` (``--quick`` for a short run, ``--dir`` to
 put the files on another filesystem). It prints one JSON document on stdout and writes it
 to ``bench/results/store.json``.
+
+Redis runs as two private ``redis-server`` processes on loopback TCP, their files in the
+same directory as the others': ``redis_always`` (AOF, ``appendfsync always``: fsync before
+each reply) and ``redis_everysec`` (AOF, ``appendfsync everysec``: survives a killed
+server, a power loss takes up to ~1 s). No RDB snapshots.
 
 What is measured, per backend configuration (``memory`` is the floor: the shared logic
 with no engine under it), latencies per call with ``time.perf_counter_ns``:
@@ -12,18 +17,21 @@ with no engine under it), latencies per call with ``time.perf_counter_ns``:
 3. ``merge`` of a 100 B value (over 100 keys; ``merge_fn`` keeps the larger value).
 4. ``commit`` of a transaction that read 2 keys and writes 2 keys (the reads are done by
    ``get`` before the clock starts; the commit validates them and always succeeds).
-5. Two processes (spawned, each with its own store object on the same file) merging into
+5. Two processes (spawned, each with its own store object on the same file or Redis
+   namespace) merging into
    the same key as fast as they can, after meeting at a barrier: merges per second over
    both, and each merge's latency under that contention.
 
 And the floor of durability on this machine: ``os.fdatasync`` after a 4 KiB append, in
-the directory the stores use. Configurations are measured in rounds that alternate their
+the directory the stores use; and of a Redis call: a PING through redis-py (one loopback
+round trip). Configurations are measured in rounds that alternate their
 order (A B C D, D C B A, ...) and the samples of each are pooled, because the VM is noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import multiprocessing
@@ -40,12 +48,19 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import redis
 
 import stratus
 from _stats import latency_summary, median, write_json
 from stratus.store import LMDBStore, MemoryStore, Put, SQLiteStore, Store, Transaction
+from stratus.store.redis_store import RedisStore
 
 RESULTS = Path(__file__).parent / "results" / "store.json"
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+REDIS_OPTIONS = {
+    "redis_always": ("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
+    "redis_everysec": ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec"),
+}
 VALUE = b"v" * 100
 
 
@@ -67,11 +82,35 @@ def open_config(name: str, directory: Path) -> Store:
         return LMDBStore(directory / "env", keep_max, sync=True)
     if name == "lmdb_nosync":
         return LMDBStore(directory / "env", keep_max, sync=False)
+    if name in REDIS_OPTIONS:  # a namespace per directory, on the server of the config
+        return RedisStore(os.environ[redis_url_variable(name)], keep_max, namespace=directory.name)
     raise ValueError(name)
 
 
-CONFIGS = ["memory", "sqlite_full", "sqlite_normal", "lmdb_sync", "lmdb_nosync"]
-FILE_CONFIGS = CONFIGS[1:]
+CONFIGS = ["memory", "sqlite_full", "sqlite_normal", "lmdb_sync", "lmdb_nosync", *REDIS_OPTIONS]
+SHARED_CONFIGS = CONFIGS[1:]
+
+
+def redis_url_variable(name: str) -> str:
+    """The environment variable holding the URL of config ``name``'s server (spawned
+    workers inherit it)."""
+    return f"STRATUS_BENCH_{name.upper()}_URL"
+
+
+def start_redis_servers(base: Path, stack: contextlib.ExitStack) -> str:
+    """Start one private redis-server per Redis config (stopped by ``stack``); returns
+    the server's version."""
+    sys.path.insert(0, str(TESTS))
+    import redis_server  # the test suite's helper: a free loopback port, its own directory
+
+    for name, options in REDIS_OPTIONS.items():
+        directory = base / f"{name}-server"
+        directory.mkdir()
+        url = stack.enter_context(redis_server.serve(directory, options))
+        os.environ[redis_url_variable(name)] = url
+        stack.callback(os.environ.pop, redis_url_variable(name), None)
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    return out.split("v=")[1].split()[0] if "v=" in out else out.strip()
 
 
 def timed(operation: Callable[[int], object], n: int) -> list[int]:
@@ -115,6 +154,16 @@ def fsync_samples(directory: Path, n: int) -> list[int]:
         os.close(fd)
         path.unlink()
     return samples
+
+
+def ping_samples(url: str, n: int) -> list[int]:
+    """The latency of a PING through redis-py: the floor of any Redis store call."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()  # connect first
+        return timed(lambda i: client.ping(), n)
+    finally:
+        client.close()
 
 
 def one_round(store: Store, gets: int, writes: int) -> dict[str, list[int]]:
@@ -196,6 +245,14 @@ def git_revision() -> dict[str, Any] | None:
 
 
 def run(base: Path, quick: bool) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        redis_version = start_redis_servers(base, stack)
+        doc = run_all(base, quick)
+        doc["versions"]["redis-server"] = redis_version
+        return doc
+
+
+def run_all(base: Path, quick: bool) -> dict[str, Any]:
     rounds = 2 if quick else 5
     per_round = {"get": 2000 if quick else 5000, "write": 100 if quick else 300}
     process_merges = 300 if quick else 1500
@@ -217,6 +274,8 @@ def run(base: Path, quick: bool) -> dict[str, Any]:
             "sqlite": sqlite3.sqlite_version,
             "py-lmdb": lmdb.__version__,
             "lmdb": ".".join(map(str, lmdb.version())),
+            "redis-py": redis.__version__,
+            "hiredis": redis.utils.HIREDIS_AVAILABLE,
             "git": git_revision(),
         },
         "settings": {
@@ -231,6 +290,7 @@ def run(base: Path, quick: bool) -> dict[str, Any]:
     stores = {name: open_config(name, base / name) for name in CONFIGS}
     samples: dict[str, dict[str, list[int]]] = {name: {} for name in CONFIGS}
     fsync: list[int] = []
+    ping: list[int] = []
     try:
         for store in stores.values():
             store.put("hot", VALUE)
@@ -238,6 +298,7 @@ def run(base: Path, quick: bool) -> dict[str, Any]:
             store.put("c2", VALUE)
         for r in range(rounds):
             fsync += fsync_samples(base, 100)
+            ping += ping_samples(os.environ[redis_url_variable("redis_everysec")], 300)
             for name in CONFIGS if r % 2 == 0 else reversed(CONFIGS):
                 batches = one_round(stores[name], per_round["get"], per_round["write"])
                 for operation, batch in batches.items():
@@ -248,7 +309,7 @@ def run(base: Path, quick: bool) -> dict[str, Any]:
 
     two: dict[str, dict[str, Any]] = {}
     for run_index in range(process_runs):
-        order = FILE_CONFIGS if run_index % 2 == 0 else FILE_CONFIGS[::-1]
+        order = SHARED_CONFIGS if run_index % 2 == 0 else SHARED_CONFIGS[::-1]
         for name in order:
             directory = base / f"{name}-2p-{run_index}"
             rate, latencies = two_process_merges(name, directory, process_merges)
@@ -268,6 +329,7 @@ def run(base: Path, quick: bool) -> dict[str, Any]:
                 "latency": latency_summary(two[name]["latencies"]),
             }
     doc["fdatasync_4KiB"] = latency_summary(fsync)
+    doc["redis_py_ping"] = latency_summary(ping)
     doc["results"] = results
     doc["table_p50_p99_us"] = {
         name: {

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import redis_server
 import stratus
 
 
@@ -22,3 +23,10 @@ def fresh_app(tmp_path: Path) -> Iterator[stratus.App]:
     """A cluster of its own, for tests that kill or break things."""
     with stratus.connect(data_dir=tmp_path / "stratus", executors=2) as app:
         yield app
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for the session (loopback, no persistence): its URL."""
+    with redis_server.serve(tmp_path_factory.mktemp("redis")) as url:
+        yield url

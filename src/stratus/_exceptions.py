@@ -7,6 +7,7 @@
     ├── ConnectionFailed          the cluster cannot be reached or refused our key
     ├── ClusterClosed             the client was closed, or its embedded cluster died
     │   └── StoreClosed           (stratus.store) a store used after close or fork
+    ├── MergeContention           (stratus.store) a Redis merge that kept losing its race
     ├── ProtocolError             a peer sent a frame we could not accept
     ├── FunctionNotFound          no function or DAG of that name is registered
     ├── SerializationError        arguments or results that cannot be pickled or unpickled

@@ -1,13 +1,16 @@
 """The same tests against every store backend: the protocol's semantics, not one engine's.
 
-Each test takes the ``store`` fixture (memory, SQLite, LMDB; files under ``tmp_path``) or
-``opener`` when it must reopen a file. Multi-process tests start workers with the "spawn"
-context; they open their own store on the same path and meet at a barrier before racing.
-A Hypothesis state machine checks random operation sequences against a plain-dict model.
+Each test takes the ``store`` fixture (memory, SQLite, LMDB, Redis; files under
+``tmp_path``, Redis in a namespace named after it on the session's private server) or
+``opener`` when it must reopen a store. Multi-process tests start workers with the "spawn"
+context; they open their own store on the same path (or namespace) and meet at a barrier
+before racing. A Hypothesis state machine checks random operation sequences against a
+plain-dict model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import shutil
@@ -30,7 +33,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from stratus._exceptions import ConfigurationError, PayloadTooLarge
+import redis_server
+from stratus._exceptions import ConfigurationError, ConnectionFailed, PayloadTooLarge
+from stratus.kv.open import open_store
 from stratus.store import (
     Changes,
     CommitResult,
@@ -47,9 +52,10 @@ from stratus.store import (
     Transaction,
     Write,
 )
+from stratus.store.redis_store import MergeContention, RedisStore
 
-BACKENDS = ["memory", "sqlite", "lmdb"]
-FILE_BACKENDS = ["sqlite", "lmdb"]
+BACKENDS = ["memory", "sqlite", "lmdb", "redis"]
+SHARED_BACKENDS = ["sqlite", "lmdb", "redis"]  # outlive a store object; shared by processes
 LONG = "L" * 600  # longer than LMDB's 511-byte keys: exercises the hashed physical keys
 
 
@@ -76,7 +82,8 @@ def open_backend(
     durable: bool = True,
     max_value_bytes: int = 64 * 1024 * 1024,
 ) -> Store:
-    """A store of ``kind`` under ``path`` (a directory); ``durable=False`` skips fsync."""
+    """A store of ``kind`` under ``path`` (a directory); ``durable=False`` skips fsync.
+    Redis: the namespace named after ``path`` on the test server (its persistence is off)."""
     if kind == "sqlite":
         return SQLiteStore(
             path / "store.db",
@@ -86,20 +93,42 @@ def open_backend(
         )
     if kind == "lmdb":
         return LMDBStore(path / "env", merge_fn, sync=durable, max_value_bytes=max_value_bytes)
+    if kind == "redis":
+        return RedisStore(
+            redis_server.url(),
+            merge_fn,
+            namespace=namespace_of(path),
+            max_value_bytes=max_value_bytes,
+        )
     assert kind == "memory"
     return MemoryStore(merge_fn, max_value_bytes=max_value_bytes)
+
+
+def namespace_of(path: Path) -> str:
+    """A Redis namespace of its own for each path: every test gets a fresh store."""
+    return "test-" + hashlib.sha256(str(path).encode()).hexdigest()[:20]
 
 
 Opener = Callable[..., Store]
 
 
 @pytest.fixture(params=BACKENDS)
-def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+def kind(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn (``SHARED_BACKENDS`` with ``parametrize(..., indirect=True)``);
+    for Redis, the session's server is started first."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_url")
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def opener(kind: str, tmp_path: Path) -> Iterator[Opener]:
     """``opener(**options)`` opens the backend on this test's path; all closed at the end."""
     opened: list[Store] = []
 
     def open_(merge_fn: MergeFn = concat, **options: Any) -> Store:
-        store = open_backend(request.param, tmp_path, merge_fn, **options)
+        store = open_backend(kind, tmp_path, merge_fn, **options)
         opened.append(store)
         return store
 
@@ -243,6 +272,9 @@ def test_a_failing_merge_fn_writes_nothing(opener: Opener) -> None:
     assert store.get("a") == Entry(b"1", 1)
     assert store.get("b") == Entry(None, 0)
     assert store.last_version() == 1
+    # Validation comes first: a conflicting transaction reports it instead of raising.
+    txn = Transaction(reads={"a": 0}, writes=[Merge("a", b"boom")])
+    assert store.commit(txn) == CommitResult(ok=False, conflicts=["a"])
     assert store.put("c", b"") == 2  # the store is still usable
 
 
@@ -496,7 +528,7 @@ def test_a_forked_child_must_open_its_own_store(store: Store) -> None:
 # --------------------------------------------------------------------------- persistence
 
 
-@pytest.mark.parametrize("kind", FILE_BACKENDS)
+@pytest.mark.parametrize("kind", SHARED_BACKENDS, indirect=True)
 def test_reopening_keeps_the_data_and_the_sequence(kind: str, tmp_path: Path) -> None:
     with open_backend(kind, tmp_path) as store:
         store.put("a", b"1")
@@ -526,6 +558,56 @@ def test_two_sqlite_stores_in_one_process_share_the_file(tmp_path: Path) -> None
 def test_lmdb_allows_one_store_per_path_per_process(tmp_path: Path) -> None:
     with LMDBStore(tmp_path / "env", concat), pytest.raises(ConfigurationError):
         LMDBStore(tmp_path / "env", concat)
+
+
+def test_redis_namespaces_are_separate_stores(redis_url: str) -> None:
+    with (
+        RedisStore(redis_url, concat, namespace="ns-one") as one,
+        RedisStore(redis_url, concat, namespace="ns-one") as same,
+        RedisStore(redis_url, concat, namespace="ns-two") as two,
+    ):
+        one.put("a", b"1")
+        assert same.merge("a", b"2") == 2
+        assert two.get("a") == Entry(None, 0)
+        assert two.keys() == []
+        assert (one.get("a"), two.last_version()) == (Entry(b"12", 2), 0)
+
+
+def test_a_redis_merge_that_loses_its_race_is_computed_again(redis_url: str) -> None:
+    rival = RedisStore(redis_url, concat, namespace="race")
+    races = iter([b"r1", b"r2"])
+
+    def racing(old: bytes | None, value: bytes) -> bytes:
+        race = next(races, None)
+        if race is not None:  # the rival writes first: this merge's result is stale
+            rival.put("k", (old or b"") + race)
+        return concat(old, value)
+
+    with rival, RedisStore(redis_url, racing, namespace="race", merge_attempts=3) as store:
+        store.put("k", b"0")
+        assert store.merge("k", b"+") == 4  # computed 3 times, over b"0", b"0r1", b"0r1r2"
+        assert store.get("k") == Entry(b"0r1r2+", 4)
+        races = iter([b"r"] * 3)
+        with pytest.raises(MergeContention) as caught:
+            store.commit(Transaction(reads={}, writes=[Put("x", b""), Merge("k", b"!")]))
+        assert (caught.value.keys, caught.value.attempts) == (["k"], 3)
+        assert store.get_many(["k", "x"]) == {"k": Entry(b"0r1r2+rrr", 7), "x": Entry(None, 0)}
+
+
+def test_redis_urls_open_redis_stores(redis_url: str) -> None:
+    with open_store(redis_url + "?namespace=from-url") as store:
+        assert isinstance(store, RedisStore)
+        assert (store.namespace, store.put("a", b"")) == ("from-url", 1)
+    with open_store(redis_url) as store:
+        assert isinstance(store, RedisStore) and store.namespace == "stratus"
+    with pytest.raises(ConfigurationError):
+        RedisStore(redis_url, concat, namespace="a{b}")
+
+
+def test_an_unreachable_redis_is_connection_failed() -> None:
+    port = redis_server._free_port()
+    with pytest.raises(ConnectionFailed):
+        RedisStore(f"redis://127.0.0.1:{port}/0", concat)
 
 
 # --------------------------------------------------------------------------- processes
@@ -591,14 +673,14 @@ def _run_two(target: Callable[..., None], kind: str, path: Path, count: int) -> 
     return [detail for _, detail in outcomes]
 
 
-@pytest.mark.parametrize("kind", FILE_BACKENDS)
+@pytest.mark.parametrize("kind", SHARED_BACKENDS, indirect=True)
 def test_two_processes_can_create_a_store_at_once(kind: str, tmp_path: Path) -> None:
     assert sorted(_run_two(_race_open, kind, tmp_path, 5)) == [1, 2]
     with open_backend(kind, tmp_path, add_le) as store:
         assert store.get("n") == Entry(le(10), 2)
 
 
-@pytest.mark.parametrize("kind", FILE_BACKENDS)
+@pytest.mark.parametrize("kind", SHARED_BACKENDS, indirect=True)
 def test_merges_from_two_processes_lose_no_update(kind: str, tmp_path: Path) -> None:
     with open_backend(kind, tmp_path, add_le) as store:
         store.put("other", b"")  # version 1: the file exists before the workers start
@@ -611,7 +693,7 @@ def test_merges_from_two_processes_lose_no_update(kind: str, tmp_path: Path) -> 
     assert all(a < b for a, b in zip(versions[0], versions[0][1:], strict=False))
 
 
-@pytest.mark.parametrize("kind", FILE_BACKENDS)
+@pytest.mark.parametrize("kind", SHARED_BACKENDS, indirect=True)
 def test_optimistic_commits_from_two_processes_are_serializable(kind: str, tmp_path: Path) -> None:
     with open_backend(kind, tmp_path, add_le) as store:
         assert store.last_version() == 0
@@ -759,7 +841,6 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.last_version() == self.model.last
 
 
-@pytest.mark.parametrize("kind", BACKENDS)
 def test_random_operations_match_the_model(kind: str) -> None:
     machine = type(f"StoreMachine_{kind}", (StoreMachine,), {"kind": kind})
     run_state_machine_as_test(
