@@ -131,3 +131,36 @@ def test_up_on_a_busy_port_fails_clearly(server: tuple[str, Path], tmp_path: Pat
         timeout=60,
     )
     assert result.returncode != 0 and "cannot listen" in result.stderr
+
+
+@pytest.fixture
+def redis_store(redis_url: str) -> str:
+    return f"{redis_url.rstrip('/')}?namespace=up-{free_port()}"
+
+
+def test_a_server_keeps_its_state_in_redis(tmp_path: Path, redis_store: str) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen(
+        [*_STRATUS, "up", "--listen", address, "--data-dir", str(data_dir), "--store", redis_store],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: (data_dir / "server.json").exists(), timeout=20)
+        with stratus.connect(address, data_dir=data_dir) as app:
+
+            @app.function
+            def remember(ctx: stratus.Context, text: str) -> None:
+                ctx.kv.put("memo", text)
+
+            remember.remote("in redis").result(timeout=10)
+            assert app.kv.get("memo") == "in redis"
+        from stratus.kv.open import open_store
+
+        with open_store(redis_store) as store:  # straight from Redis, no stratus process
+            assert store.get("memo").version > 0
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
