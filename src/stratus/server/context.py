@@ -85,5 +85,5 @@ class Context:
 
     def _box(self) -> Mailbox:
         if self._mailbox is None:
-            self._mailbox = self._post.open(self.invocation_id)
+            self._mailbox = self._post.box(self.invocation_id)
         return self._mailbox

@@ -247,11 +247,11 @@ class Executor:
         caller = conn if call.plan is None else self._callers.get(call.reply_to)
         self._stack.append(_Running(call.invocation_id, deadline, timeout_reply, caller))
         self._arm_alarm()
-        self.post.open(call.invocation_id)  # mail that arrived before we started is kept
+        self.post.begin(call.invocation_id)  # mail that arrived before we started is kept
         try:
             outcome, kv = self._invoke(target, options, call, args, kwargs, upstream_kv or [])
         finally:
-            self.post.close(call.invocation_id)
+            self.post.end(call.invocation_id)
             self._stack.pop()
             self._arm_alarm()
         self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (time.perf_counter() - started)

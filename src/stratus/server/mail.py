@@ -62,19 +62,26 @@ class PostOffice:
         self._client = client
         self._executor_id = executor_id
         self._max_payload = max_payload
+        self._running: set[str] = set()
         self._boxes: dict[str, Mailbox] = {}
         self._unclaimed: dict[str, list[tuple[float, str, bytes]]] = {}
 
-    def open(self, invocation_id: str) -> Mailbox:
+    def begin(self, invocation_id: str) -> None:
+        """``invocation_id`` runs here now: its mail goes to its mailbox."""
+        self._running.add(invocation_id)
+
+    def end(self, invocation_id: str) -> None:
+        self._running.discard(invocation_id)
+        self._boxes.pop(invocation_id, None)
+
+    def box(self, invocation_id: str) -> Mailbox:
+        """The mailbox of a running invocation, made at its first message or ``recv``."""
         box = self._boxes.get(invocation_id)
         if box is None:
             box = self._boxes[invocation_id] = Mailbox(self._client)
             for _, sender, payload in self._unclaimed.pop(invocation_id, []):
                 box.queue.append((sender, payload))
         return box
-
-    def close(self, invocation_id: str) -> None:
-        self._boxes.pop(invocation_id, None)
 
     def send(self, sender: str, recipient: str, obj: Any) -> None:
         payload = serialization.dumps(obj, limit=self._max_payload, what="message")
@@ -86,9 +93,8 @@ class PostOffice:
                 self._client.connection_to(address).send(message, flush=False)
 
     def deliver(self, message: m.Deliver) -> None:
-        box = self._boxes.get(message.recipient)
-        if box is not None:
-            box.queue.append((message.sender, message.payload))
+        if message.recipient in self._running:
+            self.box(message.recipient).queue.append((message.sender, message.payload))
         else:
             waiting = self._unclaimed.setdefault(message.recipient, [])
             waiting.append((time.monotonic(), message.sender, message.payload))
