@@ -40,19 +40,18 @@ import datetime as dt
 import gc
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import stratus
-from _stats import latency_summary, median, ratio, write_json
+from _stats import git_revision, latency_summary, median, ratio, stdout_to_stderr, write_json
 
 try:
     import psutil
@@ -508,27 +507,6 @@ def measure_connects(count: int, base: Path) -> dict[str, Any]:
     }
 
 
-def git_revision() -> dict[str, Any] | None:
-    """The commit of the checkout under test, and whether src/ differs from it."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return {"commit": commit, "src_modified": bool(changes.strip())}
-
-
 def import_ray() -> tuple[ModuleType | None, str | None, float]:
     start = time.perf_counter_ns()
     try:
@@ -675,20 +653,6 @@ def targets(s: dict[str, Any]) -> dict[str, Any]:
     report["all_met"] = all(t["met"] for t in checks)
     report["all_met_solo"] = all(t.get("met_solo", t["met"]) for t in checks)
     return report
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Send whatever writes to fd 1 (this process and its children) to stderr meanwhile."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -72,7 +72,15 @@ import numpy as np
 import redis
 
 import stratus
-from _stats import latency_summary, median, percentile, ratio, write_json
+from _stats import (
+    git_revision,
+    latency_summary,
+    median,
+    percentile,
+    ratio,
+    stdout_to_stderr,
+    write_json,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "state.json"
 RESULT_TIMEOUT = 120.0  # seconds; a benchmark call that takes longer is a failure
@@ -718,27 +726,6 @@ def cpu_busy_pct(interval: float) -> float | None:
     return round(100 * (1 - (idle1 - idle0) / max(1, total1 - total0)), 1)
 
 
-def git_revision() -> dict[str, Any] | None:
-    """The commit of the checkout under test, and whether src/ differs from it."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return {"commit": commit, "src_modified": bool(changes.strip())}
-
-
 def module_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
@@ -860,20 +847,6 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
         report[name] = {"target": f"{comparison} {bound:g}", "value": value, "met": met}
     report["all_met"] = all(t["met"] for t in report.values())
     return report
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Send whatever writes to fd 1 (this process and its children) to stderr meanwhile."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -51,7 +51,7 @@ import lmdb
 import redis
 
 import stratus
-from _stats import latency_summary, median, write_json
+from _stats import git_revision, latency_summary, median, write_json
 from stratus.store import LMDBStore, MemoryStore, Put, SQLiteStore, Store, Transaction
 from stratus.store.redis_store import RedisStore
 
@@ -221,27 +221,6 @@ def filesystem_of(path: Path) -> str | None:
         return None
     best = max((m for m in mounts if str(path.resolve()).startswith(m[1])), key=lambda m: len(m[1]))
     return f"{best[0]} on {best[1]} type {best[2]} ({best[3]})"
-
-
-def git_revision() -> dict[str, Any] | None:
-    """The commit of the checkout under test, and whether src/ differs from it."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return {"commit": commit, "src_modified": bool(changes.strip())}
 
 
 def run(base: Path, quick: bool) -> dict[str, Any]:
