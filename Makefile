@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 # The Redis store's tests start their own redis-server (Debian's package, never its service).
 REDIS  := /usr/bin/redis-server
 
-.PHONY: demo test lint typecheck unit bench-core clean
+.PHONY: demo test lint typecheck bench-core bench-state bench-store bench-transport clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -38,6 +38,15 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench-core: $(VENV)/.bench-installed
 	$(PY) bench/core.py
+
+bench-state: $(VENV)/.bench-installed $(REDIS)
+	$(PY) bench/state.py
+
+bench-store: $(VENV)/.bench-installed $(REDIS)
+	$(PY) bench/store.py
+
+bench-transport: $(VENV)/.bench-installed
+	$(PY) bench/transport.py
 
 clean:
 	rm -rf $(VENV) .stratus .pytest_cache .mypy_cache .ruff_cache
