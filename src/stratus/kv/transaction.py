@@ -134,7 +134,8 @@ class KVTransaction:
     def merge(self, key: str, value: Lattice) -> None:
         """Merge a lattice into ``key`` (the store merges it with concurrent writes)."""
         if not isinstance(value, Lattice):
-            value = as_lattice(value, self._clock)
+            self.put(key, value)  # a plain value: an LWW register
+            return
         op = self._writes.get(key)
         if op is None:
             self._writes[key] = (_MERGE, value)
