@@ -13,7 +13,7 @@ $(VENV)/bin/python:
 
 # Installed only when missing; CI runs as root on Debian.
 $(REDIS):
-	apt-get update && apt-get install -y --no-install-recommends redis-server
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[dev]'
