@@ -114,3 +114,12 @@ def test_causal_state_travels_between_dag_steps(store: MemoryStore) -> None:
     nxt = txn(KVCache(store), "x3")
     nxt.absorb(step.export())
     assert set(nxt.seen) == {"post"} and nxt.get("draft") == 1
+
+
+def test_other_levels_read_a_causal_value_as_causal_readers_do(store: MemoryStore) -> None:
+    from stratus.kv import KVTransaction
+
+    writer = txn(KVCache(store), "x1")
+    writer.put("k", "written causally")
+    commit(writer, store)
+    assert KVTransaction(KVCache(store), HybridClock("e")).get("k") == "written causally"

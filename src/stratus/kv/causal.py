@@ -23,10 +23,10 @@ for concurrent plain values, the tuple of siblings (``get_lattice`` gives the
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from stratus.kv.transaction import KVTransaction, Reader
+from stratus.kv.values import resolve
 from stratus.lattice import CausalValue, HybridClock, Lattice, VectorClock, decode, encode
 
 
@@ -58,15 +58,9 @@ class CausalTransaction(KVTransaction):
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.get_lattice(key)
-        if not isinstance(value, CausalValue) or not value.versions:
-            return default if value is None else value.value
-        siblings = value.siblings
-        if len(siblings) == 1:
-            only = siblings[0]
-            return only.value if isinstance(only, Lattice) else only
-        if all(isinstance(s, Lattice) for s in siblings):
-            return functools.reduce(lambda a, b: a.merge(b), siblings).value
-        return siblings
+        if isinstance(value, CausalValue) and not value.versions:
+            return default
+        return default if value is None else resolve(value)
 
     def put(self, key: str, value: Any) -> None:
         current = self.get_lattice(key)

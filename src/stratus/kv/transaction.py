@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from stratus.kv.values import as_lattice
+from stratus.kv.values import as_lattice, resolve
 from stratus.lattice import HybridClock, Lattice, LWWRegister, Timestamp, decode, encode
 from stratus.store.base import CommitResult, Delete, Merge, Put, Store, Transaction, Write
 
@@ -77,9 +77,10 @@ class KVTransaction:
     # ------------------------------------------------------------------ reading
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The value a reader sees (``LWWRegister`` values unwrapped), or ``default``."""
+        """The value a reader sees (``LWWRegister`` values unwrapped, a causal value's
+        versions resolved as under ``causal``), or ``default``."""
         lattice = self.get_lattice(key)
-        return default if lattice is None else lattice.value
+        return default if lattice is None else resolve(lattice)
 
     def get_lattice(self, key: str) -> Lattice | None:
         """The lattice stored at ``key`` (with this invocation's writes), or None."""

@@ -7,10 +7,11 @@ writers of one key agree on the winner whatever order their commits reach the st
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
-from stratus.lattice import HybridClock, Lattice, LWWRegister, decode, encode
+from stratus.lattice import CausalValue, HybridClock, Lattice, LWWRegister, decode, encode
 
 
 def as_lattice(value: Any, clock: HybridClock) -> Lattice:
@@ -29,3 +30,17 @@ def merge_encoded(old: bytes | None, new: bytes) -> bytes:
     if old is None:
         return new
     return encode(decode(old).merge(decode(new)))
+
+
+def resolve(value: Lattice) -> Any:
+    """What a reader sees of a stored value: a causal value's single version; the merge of
+    concurrent versions that are lattices; else the tuple of its siblings."""
+    if not isinstance(value, CausalValue):
+        return value.value
+    siblings = value.siblings
+    if len(siblings) == 1:
+        only = siblings[0]
+        return only.value if isinstance(only, Lattice) else only
+    if siblings and all(isinstance(s, Lattice) for s in siblings):
+        return functools.reduce(lambda a, b: a.merge(b), siblings).value
+    return siblings
