@@ -7,11 +7,9 @@ executor. A call is one frame to an executor chosen locally (least in flight amo
 placement) and one frame back. The coordinator is asked only on a cache miss; it pushes
 ``ExecutorsChanged`` when executors come and go.
 
-Threads: ``_lock`` guards all state and is held only briefly. Exactly one thread at a time
-polls the sockets (``_poll_lock``): a thread waiting in ``Future.result()`` does so itself,
-so the common synchronous call involves no other thread. Watched futures (callbacks,
-``await``, ``concurrent.futures.wait``) and waiters that could not take the poll lock are
-served by a background pump thread, started the first time it is needed.
+Threads: ``_lock`` guards all state and is held only briefly; ``driver`` (``Driver``)
+decides which thread polls the sockets: the one waiting in ``Future.result()``, so a
+synchronous call involves no other thread, or a background pump.
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ from typing import Any, Literal
 
 from stratus import _exceptions as exc
 from stratus.client import invocation as inv
+from stratus.client.driver import Driver
 from stratus.client.future import Future
 from stratus.kv.ref import Ref
 from stratus.protocol import messages as m
@@ -116,10 +115,6 @@ class Client:
         self._reactor = reactor or Reactor(spin=SPIN)
         self._own_reactor = reactor is None
         self._lock = threading.RLock()
-        self._future_condition = threading.Condition()  # shared by all our futures
-        # Re-entrant: an executor's function waiting on a nested call polls again
-        # from inside the dispatch of the loop that runs it.
-        self._poll_lock = threading.RLock()
         self._rids = itertools.count(1)
         self._closed = False
         self._close_reason = "the client is closed"
@@ -136,11 +131,14 @@ class Client:
         self._conns: dict[str, Connection] = {}
         self._inflight: dict[str, int] = {}
         self._parked: list[tuple[int, int, frozenset[str]]] = []
-        self._watched: set[Future[Any]] = set()
-        self._blocked_waiters = 0
-        # Own lock, not ``_lock``: futures signal it while holding their own condition.
-        self._pump_wanted = threading.Condition()
-        self._pump_thread: threading.Thread | None = None
+        self.driver = Driver(
+            self._reactor,
+            self._lock,
+            tick=self._check_deadlines,
+            closed=lambda: self._closed,
+            owns_reactor=self._own_reactor,
+            name=self.client_id,
+        )
         self.on_lost: Callable[[str], None] | None = None  # called when the cluster is gone
         # Messages for an embedding server (an executor's coordinator link).
         self.on_other_message: Callable[[Connection, Any], None] | None = None
@@ -213,7 +211,7 @@ class Client:
             self._check_open()
             info = self._functions[name]
             rid = next(self._rids)
-            future: Future[Any] = Future(self, f"{self.client_id}.{rid}", name)
+            future: Future[Any] = Future(self.driver, f"{self.client_id}.{rid}", name)
             options = info.options
             invocation = inv.Invocation(
                 future.invocation_id, name, options.timeout, options.retries
@@ -236,7 +234,7 @@ class Client:
                 infos = [self._functions[n.function] for n in nodes]
                 shape = self._dag_shapes[name] = _DagShape.of(name, nodes, infos)
             rid = next(self._rids)
-            future: Future[Any] = Future(self, f"{self.client_id}.{rid}", name)
+            future: Future[Any] = Future(self.driver, f"{self.client_id}.{rid}", name)
             invocation = inv.Invocation(future.invocation_id, name, shape.budget, shape.retries)
             self._pending[rid] = _Pending(future, invocation, blob, dag=shape)
             self._send(rid, 1, frozenset())
@@ -326,11 +324,11 @@ class Client:
 
     def polling(self) -> AbstractContextManager[Any]:
         """Hold the right to poll, for a server that drives the loop itself."""
-        return self._poll_lock
+        return self.driver.polling()
 
     def pump(self, timeout: float | None) -> None:
         """One round of I/O; call inside ``polling()``."""
-        self._pump_once(timeout)
+        self.driver.pump_once(timeout)
 
     def request(self, build: Callable[[int], Any], timeout: float = 30.0) -> Any:
         """Send a request to the coordinator and wait for its reply."""
@@ -340,7 +338,7 @@ class Client:
             waiter: cf.Future[Any] = cf.Future()
             self._requests[rid] = waiter
             self._coordinator.send(build(rid))
-        self._wait(waiter, timeout)
+        self.driver.wait(waiter, timeout)
         return waiter.result(timeout=0)
 
     def close(self) -> None:
@@ -354,11 +352,7 @@ class Client:
                 conn.close()
             if self._own_reactor:
                 self._reactor.wake()
-        with self._pump_wanted:
-            self._pump_wanted.notify_all()
-        if self._own_reactor:
-            with self._poll_lock:
-                self._reactor.close()
+        self.driver.close()
 
     # ------------------------------------------------------------------ placement
 
@@ -543,7 +537,7 @@ class Client:
         pending = self._pending.pop(rid, None)
         if pending is None:
             return
-        self._watched.discard(pending.future)
+        self.driver.unwatch(pending.future)
         if error is not None:
             pending.future.set_exception(error)
         else:
@@ -580,87 +574,6 @@ class Client:
             ]
             heapq.heapify(heap)
         return heap[0][0] if heap else None
-
-    # ------------------------------------------------------------------ driving the I/O
-
-    def _pump_once(self, timeout: float | None) -> None:
-        """One round of I/O; the caller holds ``_poll_lock`` but not ``_lock``."""
-        with self._lock:
-            if self._closed and self._own_reactor:
-                return
-            soonest = self._check_deadlines()
-            if soonest is not None:
-                wait = max(0.0, soonest - time.monotonic())
-                timeout = wait if timeout is None else min(timeout, wait)
-        self._reactor.run_once(timeout, lock=self._lock)
-
-    def _wait(self, future: cf.Future[Any], timeout: float | None) -> None:
-        """Drive I/O until ``future`` is done or ``timeout`` passes. Never called with
-        ``_lock`` held, so the thread that polls can always take it."""
-        done = cf.Future.done  # not Future.done, which polls
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not done(future):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return
-            if self._poll_lock.acquire(blocking=False):
-                try:
-                    while not done(future) and not self._closed:
-                        remaining = None if deadline is None else deadline - time.monotonic()
-                        if remaining is not None and remaining <= 0:
-                            return
-                        self._pump_once(remaining)
-                    return
-                finally:
-                    self._poll_lock.release()
-                    self._hand_over()
-            # Another thread polls; the background pump takes over if it leaves first.
-            with self._pump_wanted:
-                self._blocked_waiters += 1
-            self._start_pump()
-            try:
-                cf.wait([future], timeout=remaining)
-            finally:
-                with self._pump_wanted:
-                    self._blocked_waiters -= 1
-
-    def _poll_nowait(self) -> None:
-        if self._poll_lock.acquire(blocking=False):
-            try:
-                self._pump_once(0)
-            finally:
-                self._poll_lock.release()
-                self._hand_over()
-
-    def _watch(self, future: Future[Any]) -> None:
-        if not future.done():
-            self._watched.add(future)
-            self._start_pump()
-
-    def _hand_over(self) -> None:
-        if self._watched or self._blocked_waiters:
-            with self._pump_wanted:
-                self._pump_wanted.notify()
-
-    def _start_pump(self) -> None:
-        with self._pump_wanted:
-            if self._pump_thread is None:
-                self._pump_thread = threading.Thread(
-                    target=self._pump_forever, name=f"stratus-pump-{self.client_id}", daemon=True
-                )
-                self._pump_thread.start()
-            self._pump_wanted.notify()
-        self._reactor.wake()
-
-    def _pump_forever(self) -> None:
-        while True:
-            with self._pump_wanted:
-                while not self._closed and not (self._watched or self._blocked_waiters):
-                    self._pump_wanted.wait()
-            if self._closed:
-                return
-            with self._poll_lock:
-                self._pump_once(0.05)
 
 
 def _ref_keys(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from stratus.client.client import Client
+    from stratus.client.driver import Driver
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ class _WatchedList(list[Any]):
 
     def append(self, waiter: Any) -> None:
         super().append(waiter)
-        self._future._client._watch(self._future)
+        self._future._driver.watch(self._future)
 
 
 _NO_CALLBACKS: list[Any] = []  # shared and never appended to; see add_done_callback
@@ -42,18 +42,18 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     9
     """
 
-    def __init__(self, client: Client, invocation_id: str, function: str) -> None:
+    def __init__(self, driver: Driver, invocation_id: str, function: str) -> None:
         # Not ``super().__init__()``: it builds a Condition per future, eight objects the
         # garbage collector tracks; with tens of thousands of calls in flight the
         # collections they trigger cost more than the calls. All futures of a client
         # share one condition instead, which is safe because no method here waits on it.
-        self._condition = client._future_condition
+        self._condition = driver.condition
         self._state = "RUNNING"  # a call on the wire cannot be cancelled
         self._result = None
         self._exception = None
         self._waiters = _WatchedList(self)
         self._done_callbacks = _NO_CALLBACKS
-        self._client = client
+        self._driver = driver
         self.invocation_id = invocation_id
         self.function = function
 
@@ -62,16 +62,16 @@ class Future(concurrent.futures.Future[T], Generic[T]):
 
     def result(self, timeout: float | None = None) -> T:
         """Wait up to ``timeout`` seconds; raise ``TimeoutError`` if still pending."""
-        self._client._wait(self, timeout)
+        self._driver.wait(self, timeout)
         return super().result(timeout=0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._client._wait(self, timeout)
+        self._driver.wait(self, timeout)
         return super().exception(timeout=0)
 
     def done(self) -> bool:
         if not super().done():
-            self._client._poll_nowait()
+            self._driver.poll_nowait()
         return super().done()
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
@@ -80,7 +80,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
                 self._done_callbacks = []
         super().add_done_callback(fn)
         if not super().done():
-            self._client._watch(self)
+            self._driver.watch(self)
 
     def __await__(self) -> Generator[Any, None, T]:
         return asyncio.wrap_future(self).__await__()
