@@ -87,3 +87,10 @@ def test_data_dir_is_created(tmp_path: Path) -> None:
     data_dir = tmp_path / "nested" / "data"
     with stratus.connect(data_dir=data_dir, executors=1):
         assert data_dir.is_dir()
+
+
+def test_a_bad_store_fails_connect_at_once_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(stratus.ConfigurationError):
+        stratus.connect(data_dir=tmp_path, store="bogus:")
+    with pytest.raises(stratus.ConnectionFailed, match="Redis store"):
+        stratus.connect(data_dir=tmp_path, store="redis://127.0.0.1:1/0")

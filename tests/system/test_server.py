@@ -164,3 +164,22 @@ def test_a_server_keeps_its_state_in_redis(tmp_path: Path, redis_store: str) -> 
     finally:
         process.terminate()
         process.communicate(timeout=20)
+
+
+def test_up_with_an_unreachable_store_fails_clearly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *_STRATUS,
+            "up",
+            "--listen",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--data-dir",
+            str(tmp_path),
+            "--store",
+            "redis://127.0.0.1:1/0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and "Redis store" in result.stderr

@@ -17,6 +17,7 @@ from stratus.client.client import Client
 from stratus.client.embedded import EmbeddedCluster
 from stratus.client.handles import Composable, Dag, Function, Graph
 from stratus.client.kv import KV
+from stratus.kv.open import check_url
 from stratus.protocol.messages import Consistency, FunctionOptions, Resources, StatusReply
 from stratus.protocol.serialization import DEFAULT_MAX_PAYLOAD
 
@@ -169,6 +170,8 @@ def connect(
     ``$STRATUS_KEY_FILE`` or ``<data_dir>/key``.
     """
     if address is None:
+        if store:
+            check_url(store)
         Path(data_dir).mkdir(parents=True, exist_ok=True)
         config = cfg.ClusterConfig(
             cluster_id=cfg.new_cluster_id(),

@@ -63,7 +63,10 @@ class EmbeddedCluster:
                 code = self.process.wait(timeout=5)
                 raise exc.ConnectionFailed(f"the embedded cluster exited with status {code}")
             data += chunk
-        address: str = json.loads(data)["address"]
+        reply = json.loads(data)
+        if "error" in reply:
+            raise exc.ConnectionFailed(f"the embedded cluster could not start: {reply['error']}")
+        address: str = reply["address"]
         return address
 
     def close(self, timeout: float = 5.0) -> None:

@@ -19,26 +19,45 @@ from stratus.store import LMDBStore, MemoryStore, SQLiteStore
 from stratus.store.base import Store
 
 
+def check_url(url: str) -> None:
+    """Raise ``ConfigurationError`` now for a store URL that ``open_store`` would refuse,
+    before any process is started with it."""
+    _parse(url)
+
+
 def open_store(url: str) -> Store:
     """The store named by ``url``, merging with lattice semantics."""
-    scheme, _, rest = url.partition(":")
-    path, _, query = rest.partition("?")
-    options = {k: v[-1] for k, v in parse_qs(query).items()}
-    if scheme == "sqlite" and path:
+    scheme, path, options = _parse(url)
+    if scheme == "sqlite":
         synchronous = options.get("synchronous", "NORMAL").upper()
-        if synchronous not in ("FULL", "NORMAL"):
-            raise ConfigurationError(f"synchronous must be FULL or NORMAL in {url!r}")
         return SQLiteStore(path, merge_encoded, synchronous=synchronous)  # type: ignore[arg-type]
-    if scheme == "lmdb" and path:
+    if scheme == "lmdb":
         return LMDBStore(path, merge_encoded, sync=options.get("sync", "1") != "0")
-    if scheme in ("redis", "rediss") and rest.startswith("//"):
+    if scheme in ("redis", "rediss"):
         from stratus.store.redis_store import RedisStore  # redis-py takes ~160 ms to import
 
         namespace = options.pop("namespace", "stratus")
         plain = f"{scheme}:{path}" + (f"?{urlencode(options)}" if options else "")
         return RedisStore(plain, merge_encoded, namespace=namespace)
-    if scheme == "memory":
-        return MemoryStore(merge_encoded)
-    raise ConfigurationError(
-        f"unknown store {url!r}: use sqlite:PATH, lmdb:PATH, redis://HOST:PORT/DB or memory:"
+    return MemoryStore(merge_encoded)
+
+
+def _parse(url: str) -> tuple[str, str, dict[str, str]]:
+    scheme, _, rest = url.partition(":")
+    path, _, query = rest.partition("?")
+    options = {k: v[-1] for k, v in parse_qs(query).items()}
+    valid = (
+        (scheme in ("sqlite", "lmdb") and path)
+        or (scheme in ("redis", "rediss") and path.startswith("//"))
+        or scheme == "memory"
     )
+    if not valid:
+        raise ConfigurationError(
+            f"unknown store {url!r}: use sqlite:PATH, lmdb:PATH, redis://HOST:PORT/DB or memory:"
+        )
+    if scheme == "sqlite" and options.get("synchronous", "NORMAL").upper() not in (
+        "FULL",
+        "NORMAL",
+    ):
+        raise ConfigurationError(f"synchronous must be FULL or NORMAL in {url!r}")
+    return scheme, path, options

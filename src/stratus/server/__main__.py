@@ -15,6 +15,7 @@ import signal
 import sys
 
 from stratus import config as cfg
+from stratus._exceptions import StratusError
 from stratus.server.coordinator import Coordinator
 
 
@@ -28,7 +29,11 @@ def main() -> None:
     )
     sys.path[:0] = [p for p in config.sys_path if p not in sys.path]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    coordinator = Coordinator(config)
+    try:
+        coordinator = Coordinator(config)
+    except StratusError as e:  # tell the parent why, rather than only dying
+        os.write(args.ready_fd, json.dumps({"error": str(e)}).encode() + b"\n")
+        sys.exit(1)
     signal.signal(signal.SIGTERM, lambda *_: coordinator.stop("SIGTERM"))
     coordinator.watch_lifeline(sys.stdin.fileno())
 

@@ -1,8 +1,7 @@
 """``app.kv`` served by the coordinator: single reads and writes from outside functions.
 
 Each request is its own atomic operation on the store (a function's ``ctx.kv`` is where
-multi-key transactions live). The store is opened on the first request, so a cluster that
-never uses the kv store from its clients never opens it here.
+multi-key transactions live).
 """
 
 from __future__ import annotations
@@ -15,22 +14,15 @@ from stratus.kv.open import open_store
 from stratus.lattice import HybridClock, Lattice, decode, encode
 from stratus.protocol import messages as m
 from stratus.protocol import serialization
-from stratus.store.base import Store
 
 _LIMIT = serialization.DEFAULT_MAX_PAYLOAD
 
 
 class ClientKV:
     def __init__(self, url: str) -> None:
-        self._url = url
-        self._store: Store | None = None
+        # Opened at once: a store that cannot be reached stops the cluster at its start.
+        self.store = open_store(url)
         self._clock = HybridClock("coordinator")
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = open_store(self._url)
-        return self._store
 
     def handle(self, request: m.KvRead | m.KvWrite | m.KvList) -> Any:
         """The reply to one request; errors become ``RequestFailed``."""
@@ -59,5 +51,4 @@ class ClientKV:
         raise exc.ProtocolError(f"unexpected kv request {request!r}")
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        self.store.close()

@@ -38,7 +38,8 @@ class Coordinator:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
-        # Fork the fork server first, while this process has a single thread.
+        self.kv = ClientKV(config.store_url)  # first: an unusable store stops us before forking
+        # Fork the fork server next, while this process has a single thread.
         self._forkserver_pid, forkserver_sock = forkserver.start(config)
         self.reactor = Reactor()
         max_frame = config.max_payload + FRAME_OVERHEAD
@@ -58,7 +59,6 @@ class Coordinator:
             self.reactor.close()
             raise
         self.registry = Registry()
-        self.kv = ClientKV(config.store_url)
         self.scheduler = sched.Scheduler(config.pool_size, offer=config.executor_offer)
         self._clients: dict[Connection, str] = {}
         self._executor_conns: dict[str, Connection] = {}
