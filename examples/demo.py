@@ -1,4 +1,4 @@
-"""The demo of ``make demo``: an embedded cluster, a few functions, a DAG, a class.
+"""The demo of ``make demo``: an embedded cluster, functions, DAGs, a class, shared state.
 
 Run with ``make demo`` (or ``.venv/bin/python examples/demo.py``).
 """
@@ -47,6 +47,13 @@ def main() -> None:
             def __call__(self, ctx: stratus.Context, x: int) -> int:
                 return x * self.factor
 
+        @app.function(consistency="serializable")
+        def visit(ctx: stratus.Context, page: str) -> int:
+            """Shared state: read and write the kv store; committed when it returns."""
+            count = int(ctx.kv.get(f"visits/{page}", 0)) + 1
+            ctx.kv.put(f"visits/{page}", count)
+            return count
+
         print("incr(41)              =", incr.remote(41).result())
         pipeline = app.dag("pipeline", incr >> square)
         print("square(incr(3))       =", pipeline.remote(3).result())
@@ -55,6 +62,10 @@ def main() -> None:
         print("fib(12) nested calls  =", fib.remote(12).result())
         print("map(square, 0..9)     =", list(square.map(range(10))))
 
+        for _ in range(5):
+            visit.remote("home").result()
+        visits = app.kv.get("visits/home")
+        print("visits/home           =", visits, "(kept in .stratus across runs)")
         try:
             app.function(name="broken")(lambda ctx: 1 / 0).remote().result()
         except stratus.RemoteError as e:
