@@ -51,7 +51,16 @@ from types import ModuleType
 from typing import Any
 
 import stratus
-from _stats import git_revision, latency_summary, median, ratio, stdout_to_stderr, write_json
+from _stats import (
+    cpu_busy_pct,
+    git_revision,
+    latency_summary,
+    loadavg,
+    median,
+    ratio,
+    stdout_to_stderr,
+    write_json,
+)
 
 try:
     import psutil
@@ -377,27 +386,6 @@ def ray_processes(table: dict[int, Proc], exclude: set[int], since: float) -> tu
         and any(a.startswith("ray::") or "/ray/" in a for a in p.cmdline[:3])
     }
     return sorted(ours | named), len(named - ours)
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_busy_pct(interval: float) -> float | None:
-    """How busy all cores were over the next ``interval`` seconds, from /proc/stat."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            ticks = [int(v) for v in stat.readline().split()[1:9]]  # user .. steal
-        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(interval)
-        total1, idle1 = sample()
-    except OSError:
-        return None
-    return round(100 * (1 - (idle1 - idle0) / max(1, total1 - total0)), 1)
 
 
 def our_children() -> list[int]:

@@ -73,8 +73,10 @@ import redis
 
 import stratus
 from _stats import (
+    cpu_busy_pct,
     git_revision,
     latency_summary,
+    loadavg,
     median,
     percentile,
     ratio,
@@ -703,27 +705,6 @@ def all_processes_gone(pids: Sequence[int], timeout: float) -> list[int]:
 
 
 # Context of the run.
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_busy_pct(interval: float) -> float | None:
-    """How busy all cores were over the next ``interval`` seconds, from /proc/stat."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            ticks = [int(v) for v in stat.readline().split()[1:9]]  # user .. steal
-        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(interval)
-        total1, idle1 = sample()
-    except OSError:
-        return None
-    return round(100 * (1 - (idle1 - idle0) / max(1, total1 - total0)), 1)
 
 
 def module_version(name: str) -> str | None:

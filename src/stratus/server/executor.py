@@ -52,10 +52,14 @@ _BATCH_BELOW = 0.0002
 class _Running:
     """An invocation on this executor's stack, for the timeout handler."""
 
-    invocation_id: str
+    call: m.Call
     deadline: float | None
-    reply: Any  # the Failure to send if it times out
-    conn: Connection | None
+    conn: Connection | None  # where a timeout is reported
+
+    def timeout_reply(self) -> m.Failure:
+        call = self.call
+        error = m.ErrorInfo("InvocationTimeout", f"{call.function} ran past its {call.timeout} s")
+        return m.Failure(call.rid, call.attempt, error)
 
 
 @dataclass
@@ -239,13 +243,8 @@ class Executor:
             self.reactor.flush()  # this may run long: don't hold earlier replies back
         started = time.perf_counter()
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
-        timeout_reply = m.Failure(
-            call.rid,
-            call.attempt,
-            m.ErrorInfo("InvocationTimeout", f"{call.function} ran past its {call.timeout} s"),
-        )
         caller = conn if call.plan is None else self._callers.get(call.reply_to)
-        self._stack.append(_Running(call.invocation_id, deadline, timeout_reply, caller))
+        self._stack.append(_Running(call, deadline, caller))
         self._arm_alarm()
         self.post.begin(call.invocation_id)  # mail that arrived before we started is kept
         try:
@@ -397,7 +396,7 @@ class Executor:
             if running.deadline is not None and running.deadline <= now and running.conn:
                 try:
                     running.conn.sock.setblocking(True)
-                    running.conn.sock.sendall(running.conn.codec.encode(running.reply))
+                    running.conn.sock.sendall(running.conn.codec.encode(running.timeout_reply()))
                 except OSError:
                     pass
         # Whatever the function was doing is abandoned; a fresh executor replaces us.
