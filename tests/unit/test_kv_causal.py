@@ -113,7 +113,7 @@ def test_causal_state_travels_between_dag_steps(store: MemoryStore) -> None:
     step.put("draft", 1)
     nxt = txn(KVCache(store), "x3")
     nxt.absorb(step.export())
-    assert set(nxt.seen) == {"post"} and nxt.get("draft") == 1
+    assert set(nxt.seen) == {"post", "draft"} and nxt.get("draft") == 1
 
 
 def test_other_levels_read_a_causal_value_as_causal_readers_do(store: MemoryStore) -> None:
@@ -123,3 +123,33 @@ def test_other_levels_read_a_causal_value_as_causal_readers_do(store: MemoryStor
     writer.put("k", "written causally")
     commit(writer, store)
     assert KVTransaction(KVCache(store), HybridClock("e")).get("k") == "written causally"
+
+
+def test_merges_under_causal_keep_what_was_merged_before(store: MemoryStore) -> None:
+    for n in (1, 2, 3):
+        merger = txn(KVCache(store), f"x{n}")
+        merger.merge("tags", GSet(frozenset({n})))
+        commit(merger, store)
+    assert txn(KVCache(store), "r").get("tags") == frozenset({1, 2, 3})
+
+
+def test_a_reader_sees_all_of_an_invocations_writes_or_none(store: MemoryStore) -> None:
+    reader_cache = KVCache(store, max_staleness=3600)
+    assert txn(reader_cache, "r").get("post/1") is None  # cached as absent, and stays so
+    writer = txn(KVCache(store), "x1")
+    writer.put("post/1", "hello")
+    writer.put("feed/1", "post/1")  # written together: neither without the other
+    commit(writer, store)
+    reader = txn(reader_cache, "r")
+    assert reader.get("feed/1") == "post/1"
+    assert reader.get("post/1") == "hello"  # the stale cached absence is bypassed
+    # Read in the other order, the stale "no post" comes first: the re-run sees both.
+    stale_cache = KVCache(store, max_staleness=3600)
+    stale_cache.invalidate(["post/1"])
+    stale_cache.committed("post/1", 0, None)  # a cache that missed the write
+    reader = txn(stale_cache, "r")
+    assert reader.get("post/1") is None
+    with pytest.raises(CausalRetry) as retry:
+        reader.get("feed/1")
+    rerun = txn(stale_cache, "r", required=retry.value.required)
+    assert (rerun.get("post/1"), rerun.get("feed/1")) == ("hello", "post/1")

@@ -14,7 +14,9 @@ committed before it (its writer read them there), so that read satisfies the bou
 Reading a version that depends on a newer version of a key already returned would break
 the cut: the invocation is re-run (``CausalRetry``) with the bound, so the re-run reads the
 newer version first. Writes become new versions whose dependencies are everything seen.
-Both maps travel with a DAG's steps, so the cut holds across the whole DAG.
+Both maps travel with a DAG's steps, so the cut holds across the whole DAG. The versions one
+invocation (or DAG) writes depend on one another, so a reader that sees one of them is
+held to see the others: caches cannot show half of an invocation's writes.
 
 What a reader gets: one version's value; for concurrent versions of lattices their merge;
 for concurrent plain values, the tuple of siblings (``get_lattice`` gives the
@@ -23,11 +25,13 @@ for concurrent plain values, the tuple of siblings (``get_lattice`` gives the
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from stratus.kv.transaction import KVTransaction, Reader
 from stratus.kv.values import resolve
 from stratus.lattice import CausalValue, HybridClock, Lattice, VectorClock, decode, encode
+from stratus.store.base import Write
 
 
 class CausalRetry(BaseException):
@@ -69,8 +73,35 @@ class CausalTransaction(KVTransaction):
         self._writes[key] = ("merge", base.write(self._node, value, past))
 
     def merge(self, key: str, value: Lattice) -> None:
-        current = self.get(key)
-        self.put(key, current.merge(value) if isinstance(current, Lattice) else value)
+        current = self.get_lattice(key)
+        siblings = current.siblings if isinstance(current, CausalValue) else ()
+        if siblings and all(isinstance(s, Lattice) for s in siblings):
+            value = functools.reduce(lambda a, b: a.merge(b), siblings).merge(value)
+        self.put(key, value)
+
+    def writes(self) -> list[Write]:
+        """The buffered writes, each new version also depending on the versions this
+        invocation writes of the other keys: a causal reader that sees one of them then
+        sees them all (the writes of an invocation are atomic for readers too)."""
+        written = {
+            key: value.clock
+            for key, (_, value) in self._writes.items()
+            if isinstance(value, CausalValue)
+        }
+        if len(written) > 1:
+            for key, (kind, value) in self._writes.items():
+                if isinstance(value, CausalValue) and len(value.versions) == 1:
+                    (version,) = value.versions
+                    dependencies = dict(version.dependencies)
+                    for other, clock in written.items():
+                        if other != key:
+                            known = dependencies.get(other)
+                            dependencies[other] = clock if known is None else known.merge(clock)
+                    self._writes[key] = (
+                        kind,
+                        CausalValue.of(version.clock, version.value, dependencies),
+                    )
+        return super().writes()
 
     def _read(self, key: str) -> Lattice | None:
         version, value = self._reader.read(key)
@@ -78,7 +109,9 @@ class CausalTransaction(KVTransaction):
         if need is not None and not _covers(value, need):
             version, value = self._reader.read_fresh(key)
         self.reads.setdefault(key, version)
-        if isinstance(value, CausalValue):
+        if value is None:  # seen absent: a later read depending on it must re-run
+            self.seen.setdefault(key, VectorClock())
+        elif isinstance(value, CausalValue):
             self.seen.setdefault(key, value.clock)
             for dep, clock in value.dependencies.items():
                 need = self.required.get(dep)
