@@ -50,8 +50,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import gc
-import importlib.metadata
 import multiprocessing
 import os
 import platform
@@ -78,13 +76,16 @@ from _stats import (
     latency_summary,
     loadavg,
     median,
+    module_version,
     percentile,
     ratio,
+    results_path,
     stdout_to_stderr,
     write_json,
 )
+from _timing import alternating, settle
 
-RESULTS = Path(__file__).resolve().parent / "results" / "state.json"
+RESULTS = results_path("state")
 RESULT_TIMEOUT = 120.0  # seconds; a benchmark call that takes longer is a failure
 REDIS_SERVER = "/usr/bin/redis-server"
 EXECUTORS = 2
@@ -230,7 +231,10 @@ def array_sum(arrays: Sequence[Any]) -> float:  # what sum_arrays returns for th
 
 
 def redis_worker(conn: Any, port: int) -> None:
-    """Serve ``(op, key)`` requests until ``None`` or EOF: ``rw`` is GET, +1, SET."""
+    """Serve ``(op, arg)`` requests until ``None`` or EOF: ``rw`` is GET, +1, SET of key
+    ``arg``; ``incr`` returns arg + 1 (a trivial function); ``incr_store`` and
+    ``square_load`` are the two steps of ``square(incr(x))`` with the intermediate result
+    passed through Redis, as functions of a FaaS compose; anything else returns 0."""
     client = redis.Redis(host="127.0.0.1", port=port)
     client.ping()
     conn.send("ready")
@@ -241,11 +245,18 @@ def redis_worker(conn: Any, port: int) -> None:
             break
         if request is None:
             break
-        op, key = request
+        op, arg = request
         if op == "rw":
-            value = int(client.get(key) or 0)
-            client.set(key, value + 1)
+            value = int(client.get(arg) or 0)
+            client.set(arg, value + 1)
             conn.send(value)
+        elif op == "incr":
+            conn.send(arg + 1)
+        elif op == "incr_store":
+            client.set(f"chain/{arg}", arg + 1)
+            conn.send(f"chain/{arg}")
+        elif op == "square_load":
+            conn.send(int(client.get(arg) or 0) ** 2)
         else:
             conn.send(0)
     client.close()
@@ -263,8 +274,8 @@ class Worker:
         if not self.conn.poll(10) or self.conn.recv() != "ready":
             raise RuntimeError("the Redis worker did not start")
 
-    def request(self, op: str, key: str) -> Any:
-        self.conn.send((op, key))
+    def request(self, op: str, arg: Any) -> Any:
+        self.conn.send((op, arg))
         return self.conn.recv()
 
     def close(self) -> None:
@@ -331,16 +342,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 # Timing.
-
-
-def settle(seconds: float) -> None:
-    """Let the previous block's after-effects die down."""
-    time.sleep(seconds)
-    gc.collect()
-
-
-def alternating(names: Sequence[str], round_: int) -> Sequence[str]:
-    return names if round_ % 2 == 0 else names[::-1]
 
 
 def ms_summary(samples_ns: Sequence[int]) -> dict[str, Any]:
@@ -705,13 +706,6 @@ def all_processes_gone(pids: Sequence[int], timeout: float) -> list[int]:
 
 
 # Context of the run.
-
-
-def module_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def redis_server_version() -> str | None:
