@@ -47,7 +47,6 @@ takes about 1 min (8 MB puts dominate), ``--quick`` about 15 s.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import multiprocessing
@@ -62,7 +61,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +70,7 @@ import redis
 
 import stratus
 from _stats import (
+    bench_main,
     cpu_busy_pct,
     git_revision,
     latency_summary,
@@ -80,8 +80,6 @@ from _stats import (
     percentile,
     ratio,
     results_path,
-    stdout_to_stderr,
-    write_json,
 )
 from _timing import alternating, settle
 
@@ -123,6 +121,20 @@ QUICK = Settings(
     rw_per_round=200,
     locality_calls=5,
     staleness_trials=10,
+)
+TINY = replace(  # a smoke test: every code path, no meaningful numbers
+    QUICK,
+    hit_gets=200,
+    miss_keys=20,
+    get_rounds=1,
+    warmup_calls=5,
+    rw_rounds=1,
+    rw_per_round=10,
+    arrays=2,
+    array_len=10_000,
+    locality_calls=2,
+    staleness_trials=2,
+    settle_s=0.0,
 )
 
 
@@ -578,7 +590,7 @@ def measure_locality(
 
 def settings_budget(settings: Settings) -> float:
     """Seconds after the start past which the locality calls stop early."""
-    return 30.0 if settings == QUICK else 140.0
+    return 140.0 if settings == Settings() else 30.0
 
 
 def measure_staleness(app: stratus.App, settings: Settings) -> dict[str, Any]:
@@ -723,13 +735,14 @@ def progress(message: str) -> None:
 # The run.
 
 
-def run(settings: Settings) -> dict[str, Any]:
+def run(settings: Settings, mode: str = "full") -> dict[str, Any]:
     clock_start = time.perf_counter_ns()
     started = time.monotonic()
     doc: dict[str, Any] = {
         "benchmark": "state",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "quick": settings == QUICK,
+        "quick": mode == "quick",
+        "mode": mode,
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
@@ -825,13 +838,8 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke test)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"default: {RESULTS}")
-    args = parser.parse_args(argv)
-    with stdout_to_stderr():
-        doc = run(QUICK if args.quick else Settings())
-    print(write_json(args.output, doc))
+    settings = {"full": Settings(), "quick": QUICK, "tiny": TINY}
+    bench_main(__doc__, RESULTS, settings, run, argv=argv)
 
 
 if __name__ == "__main__":
