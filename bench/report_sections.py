@@ -87,19 +87,19 @@ def calls(r: Results, images: Path, link: Path) -> list[str]:
                 "**stratus** `incr.remote(x).result()`",
                 "stratus.sync_call",
                 "stratus.throughput.calls_per_s",
-            ),  # noqa: E501
+            ),
             (
                 "stratus, alone on the machine",
                 "stratus.solo.sync_call",
                 "stratus.solo.throughput.calls_per_s",
-            ),  # noqa: E501
+            ),
             ("Ray task `ray.get(incr.remote(x))`", "ray.task_call", "ray.throughput.calls_per_s"),
             ("Ray actor method", "ray.actor_call", None),
             (
                 "Dask `client.submit(incr, x).result()`",
                 "dask.submit",
                 "dask.throughput.calls_per_s",
-            ),  # noqa: E501
+            ),
             ("Lambda-style worker process (over a Pipe)", "lambda.call", None),
         ],
         "stratus.sync_call",
