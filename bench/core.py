@@ -134,6 +134,7 @@ QUICK = Settings(
     warmup_calls=100,
     solo_rounds=1,
     rounds=2,
+    throughput_runs=1,
     socket_per_round=500,
     stratus_sync_per_round=500,
     stratus_dag_per_round=250,

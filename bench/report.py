@@ -27,8 +27,15 @@ KNOWN = ("suite", "transport", "core", "state", "store", "serving", "social", "s
 
 
 def load_results(folder: Path) -> dict[str, dict[str, Any]]:
-    """Every ``*.json`` document in ``folder``, by file name."""
-    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+    """The documents of the run in ``folder``, by experiment name: those its ``suite.json``
+    lists as done (a file left there by an earlier, separate run is not this run's), or
+    every ``*.json`` when there is no ``suite.json``."""
+    documents = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    suite = documents.get("suite")
+    if suite is None:
+        return documents
+    done = {e["name"] for e in suite.get("experiments", []) if "error" not in e}
+    return {name: doc for name, doc in documents.items() if name in done or name == "suite"}
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ class Settings:
     settle_s: float = 0.3
 
 
-QUICK = Settings(clients=(1, 4, 16, 64), seconds_per_level=0.6, warmup_calls=50)
+QUICK = Settings(clients=(1, 8, 64), seconds_per_level=0.5, warmup_calls=50)
 TINY = replace(QUICK, clients=(1, 4), seconds_per_level=0.1, warmup_calls=5, settle_s=0.0)
 
 
