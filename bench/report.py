@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import report_sections as sections
-from report_format import cell_ms, cell_us, markdown_table, pick, rate, times, yes_no
+from report_format import (
+    cell_ms,
+    cell_us,
+    markdown_table,
+    megabytes,
+    pick,
+    rate,
+    seconds,
+    times,
+    yes_no,
+)
 
 BENCH = Path(__file__).resolve().parent
 KNOWN = ("suite", "transport", "core", "state", "store", "serving", "social", "scaling")
@@ -116,7 +126,9 @@ def _value_cell(value: Any, unit: str) -> str:
         return rate(value)
     if unit == "ms":
         return cell_ms(value)
-    return f"{value:g} {unit}"
+    if unit == "s":
+        return seconds(value)
+    return megabytes(value)
 
 
 def targets_section(results: dict[str, dict[str, Any]]) -> list[str]:

@@ -42,6 +42,14 @@ def rate(value: Any) -> str:
     return f"{value:,.0f}/s" if value >= 100 else f"{value:.1f}/s"
 
 
+def seconds(value: Any) -> str:
+    return f"{value:.2f} s" if isinstance(value, int | float) else "-"
+
+
+def megabytes(value: Any) -> str:
+    return f"{value:.0f} MB" if isinstance(value, int | float) else "-"
+
+
 def times(value: Any) -> str:
     """A ratio: ``26x``, ``1.5x``, ``0.42x``."""
     if not isinstance(value, int | float):

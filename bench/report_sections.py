@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import plots
-from report_format import cell_ms, cell_us, markdown_table, over, pick, rate
+from report_format import cell_ms, cell_us, markdown_table, megabytes, over, pick, rate, seconds
 
 Results = dict[str, dict[str, Any]]
 COLUMNS = ["system", "p50", "p99", "throughput", "ratio"]
@@ -162,10 +162,10 @@ def memory(r: Results, images: Path, link: Path) -> list[str]:
         rows.append(
             [
                 label,
-                f"{rss.get('total_rss_mb')} MB",
-                f"{rss.get('total_pss_mb')} MB",
+                megabytes(rss.get("total_rss_mb")),
+                megabytes(rss.get("total_pss_mb")),
                 str(len(rss.get("processes", []))),
-                f"{pick(r, 'core', f'{section}.{start}')} s",
+                seconds(pick(r, "core", f"{section}.{start}")),
             ]
         )
     return [

@@ -66,3 +66,15 @@ def test_the_tiny_suite_runs_every_experiment_and_writes_the_report(
     for plot in ("calls_cdf", "composition_cdf", "serving_cdf", "social_cdf", "scaling"):
         assert (images / f"{plot}.png").stat().st_size > 0
         assert f"](img/{plot}.png)" in report
+
+
+def test_docs_benchmarks_md_is_the_report_of_the_committed_results(
+    tmp_path: Path, bench_modules: None
+) -> None:
+    import report
+
+    assert (BENCH / "results" / "suite.json").exists(), "no committed run in bench/results/"
+    text = report.write_report(BENCH / "results", tmp_path / "benchmarks.md", tmp_path / "img")
+    assert text == (ROOT / "docs" / "benchmarks.md").read_text(), (
+        "docs/benchmarks.md is out of date: run `.venv/bin/python bench/report.py`"
+    )
