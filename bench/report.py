@@ -275,6 +275,15 @@ def write_report(folder: Path, docs: Path, images: Path, note: str = "") -> str:
         *sections.all_sections(results, images, relative),
         *other_sections(results),
         "",
+        "## Adding an experiment",
+        "",
+        "Write `bench/<name>.py` that prints one JSON document on stdout (progress on"
+        " stderr) and takes `--quick` (and `--tiny` for the smoke test), then add one line"
+        ' `Experiment("<name>")` to `EXPERIMENTS` in `bench/suite.py`. The report picks up'
+        " its `targets` (`{name: {target, value, met}}`) into the targets table, and prints its"
+        " `table` (rows with `system`, `p50_us`, `p99_us`, and optionally `per_s` and `ratio`)"
+        " under its name; a section of its own goes in `bench/report_sections.py`.",
+        "",
     ]
     text = "\n".join(body)
     docs.parent.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,15 @@ def calls(r: Results, images: Path, link: Path) -> list[str]:
         " server over a Unix socketpair, both sides spinning briefly as stratus does. Ray runs"
         " with `ray.init(num_cpus=2)`, Dask on a `LocalCluster` of 2 worker processes with one"
         " thread each, stratus embedded with 2 executors; the Lambda-style worker is a process"
-        " that answers over a `multiprocessing` Pipe (its state, when it has any, in Redis).",
+        " that answers over a `multiprocessing` Pipe (its state, when it has any, in Redis):"
+        " the floor of a FaaS function, with no signing, scheduling or transactions around"
+        " it.\n\nWhere the time of a stratus call goes: one frame each way over an abstract Unix"
+        " socket (the signed request/reply floor), plus Python on both sides (pickling,"
+        " framing and HMAC, the invocation's state machine, completing the future). Client"
+        " and executors busy-poll for up to 200 µs after recent activity before they sleep,"
+        " because waking a process on the other core costs 50-90 µs; when other work keeps"
+        " both cores busy the spin cannot help, and latencies move toward the blocking"
+        " figures (see the transport table).",
         r["core"],
         [
             ("plain Python call (floor)", "python_call", None),
@@ -248,7 +256,13 @@ def state_access(r: Results, images: Path, link: Path) -> list[str]:
         "",
         "`rw(key)`: get a counter, put it + 1, return the old value; called from the client"
         " one at a time. Every result is checked against the count of earlier calls; a"
-        " mismatch (stale read or lost update) is an anomaly. The ratio is over `eventual`.",
+        " mismatch (stale read or lost update) is an anomaly. The ratio is over `eventual`."
+        " Where the time goes (py-spy on an executor): the commit, a SQLite write"
+        " transaction under the writers' lock, is about a third of the executor's time; under"
+        " `eventual` the read after one's own write misses the cache, because a key is dropped"
+        " after a merge commit. What would close the gap to the target: the store returning"
+        " each written key's previous version (a merge whose base was current could stay"
+        " cached), and group commit of concurrent invocations.",
         "",
         *markdown_table([*COLUMNS, "anomalies"], rows),
         "",
@@ -441,7 +455,9 @@ def transport(r: Results, images: Path, link: Path) -> list[str]:
         "",
         "A stratus `Call` and its `Result` (msgspec body, HMAC-SHA256, pickled arguments)"
         " between two processes; why stratus uses plain Unix sockets with a brief spin and"
-        " not pyzmq. The ratio is over the spinning socket.",
+        " not pyzmq. The ratio is over the spinning socket. The spin pays only while the"
+        " other core is free: on a machine loaded by other processes (see the load average"
+        " above) it costs more than it saves.",
         "",
         *markdown_table(COLUMNS, rows),
     ]
