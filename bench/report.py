@@ -217,8 +217,8 @@ def header_section(results: dict[str, dict[str, Any]], note: str) -> list[str]:
         "Every figure here comes from one run of `make bench`: `bench/suite.py` runs each"
         " experiment (`bench/<name>.py`) in its own process, saves the JSON document it prints"
         " in `bench/results/<name>.json`, then writes this file and the plots in `docs/img/`"
-        " with `bench/report.py`. `make bench-quick` runs a one-minute subset into"
-        " `bench/results/quick/`.",
+        " with `bench/report.py`. `make bench-quick` runs a subset with short settings (about a"
+        " minute on a quiet machine) into `bench/results/quick/`.",
         "",
         "How to read the tables: latencies are per call, p50 (median) and p99, timed by the"
         " client with `time.perf_counter_ns`; every result is checked. Round trips between"

@@ -182,7 +182,9 @@ def memory(r: Results, images: Path, link: Path) -> list[str]:
         "",
         "RSS and PSS (shared pages split between their users) of every process of each"
         " system, idle, at the same moment; start-up is `stratus.connect()` to a ready"
-        " cluster (median), `ray.init()`, and `LocalCluster()` with its `Client`.",
+        " cluster (median), `ray.init()`, and `LocalCluster()` with its `Client`. Dask's"
+        " scheduler runs as threads of the client process, so its memory is not counted;"
+        " stratus's coordinator is.",
         "",
         *markdown_table(["system", "RSS", "PSS", "processes", "start-up"], rows),
     ]
