@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 # The Redis store's tests start their own redis-server (Debian's package, never its service).
 REDIS  := /usr/bin/redis-server
 
-.PHONY: demo test lint typecheck bench-core bench-state bench-store bench-transport clean
+.PHONY: demo test lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP) $(REDIS) lint typecheck
+# The bench extra too: a smoke test runs the benchmark suite on a tiny configuration.
+test: $(VENV)/.bench-installed $(REDIS) lint typecheck
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -36,7 +37,15 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-bench-core: $(VENV)/.bench-installed
+# The whole suite (under 10 minutes): bench/results/*.json, docs/benchmarks.md, docs/img/.
+bench: $(VENV)/.bench-installed $(REDIS)
+	$(PY) bench/suite.py
+
+# A one-minute subset into bench/results/quick/ (its report.md and img/ beside the JSON).
+bench-quick: $(VENV)/.bench-installed $(REDIS)
+	$(PY) bench/suite.py --quick
+
+bench-core: $(VENV)/.bench-installed $(REDIS)
 	$(PY) bench/core.py
 
 bench-state: $(VENV)/.bench-installed $(REDIS)

@@ -3,15 +3,19 @@ keeping stdout for the JSON document."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime as dt
+import importlib.metadata
 import json
 import math
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +30,18 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def latency_summary(samples_ns: Sequence[int]) -> dict[str, Any]:
-    """p50/p90/p99 (and min, mean, max) of latency samples in nanoseconds, in microseconds."""
+CDF_POINTS = (*range(0, 100, 2), 99, 99.5, 99.9, 100)  # percentiles kept for the plots
+
+
+def latency_summary(samples_ns: Sequence[int], *, cdf: bool = False) -> dict[str, Any]:
+    """p50/p90/p99 (and min, mean, max) of latency samples in nanoseconds, in microseconds;
+    with ``cdf``, also the latency at each of ``CDF_POINTS`` (for a plot of the CDF)."""
     ordered = sorted(samples_ns)
 
     def us(value: float) -> float:
         return round(value / 1000, 3)
 
-    return {
+    summary: dict[str, Any] = {
         "n": len(ordered),
         "p50_us": us(percentile(ordered, 50)),
         "p90_us": us(percentile(ordered, 90)),
@@ -42,6 +50,9 @@ def latency_summary(samples_ns: Sequence[int]) -> dict[str, Any]:
         "mean_us": us(statistics.fmean(ordered)),
         "max_us": us(ordered[-1]),
     }
+    if cdf:
+        summary["cdf_us"] = [[q, us(percentile(ordered, q))] for q in CDF_POINTS]
+    return summary
 
 
 def median(values: Sequence[float]) -> float:
@@ -53,6 +64,82 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or not denominator:
         return None
     return round(numerator / denominator, 2)
+
+
+def results_path(name: str) -> Path:
+    """Where benchmark ``name`` writes its JSON: ``bench/results/``, or the folder named by
+    ``$STRATUS_BENCH_RESULTS`` (the suite's smoke test keeps the committed results intact)."""
+    folder = os.environ.get("STRATUS_BENCH_RESULTS")
+    base = Path(folder) if folder else Path(__file__).resolve().parent / "results"
+    return base / f"{name}.json"
+
+
+def add_mode_options(parser: argparse.ArgumentParser) -> None:
+    """``--quick`` (the one-minute suite's settings) and ``--tiny`` (a smoke test)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="fewer iterations")
+    group.add_argument("--tiny", action="store_true", help="a few calls of each kind: a smoke test")
+
+
+def chosen_mode(args: argparse.Namespace) -> str:
+    """``full``, ``quick`` or ``tiny``, from the options of ``add_mode_options``."""
+    return "tiny" if args.tiny else "quick" if args.quick else "full"
+
+
+def bench_main(
+    description: str,
+    results: Path,
+    settings: dict[str, Any],
+    run: Callable[..., dict[str, Any]],
+    *,
+    peers: bool = False,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """The command line of a benchmark: ``--quick`` / ``--tiny`` pick ``settings[mode]``;
+    with ``peers``, ``--no-ray`` and ``--no-dask`` leave a peer out. ``run(settings, mode,
+    ...)`` runs with stdout sent to stderr; its document is printed and saved."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    add_mode_options(parser)
+    if peers:
+        parser.add_argument("--no-ray", action="store_true", help="leave Ray out")
+        parser.add_argument("--no-dask", action="store_true", help="leave Dask out")
+    parser.add_argument("--output", type=Path, default=results, help=f"default: {results}")
+    args = parser.parse_args(argv)
+    mode = chosen_mode(args)
+    options = {"with_ray": not args.no_ray, "with_dask": not args.no_dask} if peers else {}
+    with stdout_to_stderr():
+        document = run(settings[mode], mode, **options)
+    print(write_json(args.output, document))
+
+
+def run_header(name: str, mode: str, **versions: str | None) -> dict[str, Any]:
+    """The opening of a benchmark's document: what, when, where, which versions, the load."""
+    return {
+        "benchmark": name,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": mode,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+        },
+        "versions": {"stratus": _stratus_version(), **versions, "git": git_revision()},
+        "load": {"loadavg_start": loadavg(), "cpu_busy_pct_before": cpu_busy_pct(0.5)},
+    }
+
+
+def _stratus_version() -> str:
+    import stratus
+
+    return stratus.__version__
+
+
+def module_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def write_json(path: Path, document: dict[str, Any]) -> str:

@@ -1,74 +1,96 @@
-"""Core benchmark: stratus against a plain Python call and against Ray, in one run.
+"""Core benchmark: stratus against the floors and its peers for calls, in one run.
 
 Run it with ``make bench-core`` or ``.venv/bin/python bench/core.py`` (``--quick`` for a
-short run, ``--no-ray`` to leave Ray out). It prints one JSON document on stdout and writes
-it to ``bench/results/core.json``; everything else (Ray's logs included) goes to stderr.
+short run, ``--tiny`` for a smoke test, ``--no-ray`` / ``--no-dask`` to leave a peer out).
+It prints one JSON document on stdout and writes it to ``bench/results/core.json``;
+everything else (Ray's and Dask's logs included) goes to stderr.
 
 What is measured (latencies are per call, timed with ``time.perf_counter_ns``):
 
-1. The floor: a plain Python call ``incr(None, x)``.
+1. The floors: a plain Python call ``incr(None, x)``; and ``socket.request_reply``, a
+   signed request/reply (msgspec + HMAC + pickle, stratus's own frames) over a Unix
+   socketpair to a forked server that returns x + 1, both sides spinning briefly as
+   stratus does (``bench/transport.py``'s ``SignedEcho``): the least a remote call costs.
 2. A stratus synchronous call ``incr.remote(x).result()``, after a warm-up.
-3. A stratus DAG ``square(incr(x))`` (``app.dag("pipeline", incr >> square)``).
-4. stratus async throughput: N calls issued with ``.remote()``, then every ``.result()``;
+3. A stratus DAG ``square(incr(x))`` (``app.dag("pipeline", incr >> square)``): the
+   Cloudburst paper's function composition.
+4. ``app.kv.put`` then ``app.kv.get`` of 100 bytes from the client (``put_get``).
+5. stratus async throughput: N calls issued with ``.remote()``, then every ``.result()``;
    the median of several runs, in calls per second.
-5. ``stratus.connect()`` until the cluster is ready (each followed by ``close()``).
-6. The idle RSS of the stratus cluster: the coordinator (the child of this process running
+6. ``stratus.connect()`` until the cluster is ready (each followed by ``close()``).
+7. The idle RSS of the stratus cluster: the coordinator (the child of this process running
    ``python -m stratus.server``) and all its descendants (fork server, executors).
-7. Ray (``ray.init(num_cpus=2, include_dashboard=False)``): a task round trip, an actor
-   method call, a task chain ``square.remote(incr.remote(x))``, async task throughput,
-   ``ray.init`` time and the idle RSS of Ray's processes (every descendant of this process
-   outside the stratus cluster, plus any process started during the run whose command line
-   names Ray, in case one was re-parented).
-8. Ratios Ray / stratus, and 9. whether stratus meets its targets.
+8. Ray (``ray.init(num_cpus=2, include_dashboard=False)``): a task round trip, an actor
+   method call, a task chain ``square.remote(incr.remote(x))``, ``ray.get(ray.put(v))`` of
+   100 bytes, async task throughput, ``ray.init`` time and the idle RSS of Ray's processes
+   (every descendant of this process started by ``ray.init`` or later, outside the stratus
+   cluster, plus any process started since whose command line names Ray, in case one was
+   re-parented).
+9. Dask distributed (``LocalCluster``, 2 worker processes of 1 thread): ``submit(incr,
+   x).result()``, the chain ``submit(square, submit(incr, x))``, throughput of
+   ``gather(map(incr, ...))``, the cluster's start time and idle RSS.
+10. A Lambda-style worker: a process (forked first) that serves requests over a Pipe and
+    keeps its state in a private ``redis-server`` (``bench/state.py``'s ``Worker``):
+    ``call`` is incr(x) on it; ``chain`` is square(incr(x)) as two calls with the
+    intermediate result passed through Redis (SET by the first, GET by the second), as
+    functions on a FaaS compose; ``redis_put_get`` is SET then GET of 100 bytes from the
+    client through redis-py, the put/get floor of such a store.
+11. Ratios peer / stratus, and 12. whether stratus meets its targets.
 
 The machine is small and noisy and round trips are bimodal, so latencies are taken in
-rounds that alternate the systems (A B, B A, ...) with both clusters up, and the samples
-of each kind are pooled; medians and tails are quoted. Throughput runs alternate too.
-Each timed block starts after a short pause (and a ``gc.collect()``) so that one system's
-background work after a burst weighs less on the next block. Ray's idle processes still
-take some CPU, so stratus is also measured alone before Ray starts (``stratus.solo``);
-the targets are checked against both. The clients live in this process and count in
-neither RSS (PSS, which splits shared pages, is given as well). The load of the machine
-before and after, and the commit under test, are recorded. A full run takes about 1 min.
+rounds that alternate the systems (A B C, C B A, ...) with every cluster up, and the
+samples of each kind are pooled; medians and tails are quoted. Throughput runs alternate
+too. Each timed block starts after a short pause (and a ``gc.collect()``) so that one
+system's background work after a burst weighs less on the next block. The peers' idle
+processes still take some CPU, so stratus is also measured alone before they start
+(``stratus.solo``); the targets are checked against both. The clients live in this
+process and count in no RSS (PSS, which splits shared pages, is given as well). The load
+of the machine before and after, and the commit under test, are recorded. A full run
+takes about 2-3 min.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as dt
-import gc
 import os
-import platform
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import redis
+
 import stratus
+from _peers import DaskPeer, import_peer, start_ray
+from _procs import (
+    PROCESS_INFO,
+    descendants,
+    memory_report,
+    process_table,
+    ray_processes,
+    stratus_cluster,
+    wait_for_no_children,
+)
 from _stats import (
-    cpu_busy_pct,
-    git_revision,
+    bench_main,
     latency_summary,
     loadavg,
     median,
     ratio,
-    stdout_to_stderr,
-    write_json,
+    results_path,
+    run_header,
 )
+from _timing import Block, latency_rounds, throughput_runs, throughput_summary, time_calls
+from state import Worker, redis_server, redis_server_version
+from transport import SignedEcho
 
-try:
-    import psutil
-except ImportError:  # fall back to reading /proc
-    psutil = None
-
-RESULTS = Path(__file__).resolve().parent / "results" / "core.json"
+RESULTS = results_path("core")
 RESULT_TIMEOUT = 120.0  # seconds; a benchmark call that takes longer is a failure
+VALUE = b"v" * 100  # what the put/get kinds store
 
 TARGETS = {  # name: (key into the stratus results, comparison, bound)
     "sync_p50_us": ("sync_call.p50_us", "<=", 100.0),
@@ -83,18 +105,27 @@ TARGETS = {  # name: (key into the stratus results, comparison, bound)
 class Settings:
     floor_calls: int = 100_000
     warmup_calls: int = 200
-    solo_rounds: int = 2  # stratus alone, before Ray starts
-    rounds: int = 10  # latency rounds with both systems up, alternating which goes first
+    solo_rounds: int = 2  # stratus alone, before the peers start
+    rounds: int = 10  # latency rounds with every system up, alternating the order
+    socket_per_round: int = 1_000
     stratus_sync_per_round: int = 1_000
     stratus_dag_per_round: int = 500
+    stratus_put_get_per_round: int = 300
     ray_task_per_round: int = 150
     ray_actor_per_round: int = 150
     ray_chain_per_round: int = 80
+    ray_put_get_per_round: int = 150
+    dask_submit_per_round: int = 100
+    dask_chain_per_round: int = 60
+    lambda_call_per_round: int = 500
+    lambda_chain_per_round: int = 300
+    redis_put_get_per_round: int = 500
     throughput_runs: int = 3
     stratus_throughput_calls: int = 20_000
     ray_throughput_calls: int = 5_000
+    dask_throughput_calls: int = 2_000
     connects: int = 5
-    settle_s: float = 0.3  # pause before each timed block
+    settle_s: float = 0.2  # pause before each timed block
     idle_s: float = 1.0
 
 
@@ -103,18 +134,44 @@ QUICK = Settings(
     warmup_calls=100,
     solo_rounds=1,
     rounds=2,
+    throughput_runs=1,
+    socket_per_round=500,
     stratus_sync_per_round=500,
     stratus_dag_per_round=250,
+    stratus_put_get_per_round=150,
     ray_task_per_round=100,
     ray_actor_per_round=100,
     ray_chain_per_round=50,
+    ray_put_get_per_round=100,
+    dask_submit_per_round=50,
+    dask_chain_per_round=30,
+    lambda_call_per_round=200,
+    lambda_chain_per_round=100,
+    redis_put_get_per_round=200,
     stratus_throughput_calls=5_000,
     ray_throughput_calls=1_000,
+    dask_throughput_calls=500,
     connects=3,
 )
 
+TINY = replace(  # a smoke test: every code path, no meaningful numbers
+    QUICK,
+    floor_calls=1_000,
+    warmup_calls=10,
+    rounds=1,
+    throughput_runs=1,
+    **{
+        field: 10
+        for field in asdict(QUICK)
+        if field.endswith("_per_round") or field.endswith("_throughput_calls")
+    },
+    connects=1,
+    settle_s=0.0,
+    idle_s=0.2,
+)
 
-# The functions under test. stratus and Ray ship them by value (cloudpickle).
+
+# The functions under test. stratus, Ray and Dask ship them by value (cloudpickle).
 
 
 def incr(ctx: Any, x: int) -> int:
@@ -125,11 +182,11 @@ def square(ctx: Any, x: int) -> int:
     return x * x
 
 
-def ray_incr(x: int) -> int:
+def plain_incr(x: int) -> int:  # for the peers, which pass no context
     return x + 1
 
 
-def ray_square(x: int) -> int:
+def plain_square(x: int) -> int:
     return x * x
 
 
@@ -146,23 +203,11 @@ def plus_one_squared(i: int) -> int:  # ... and of square(incr(i))
     return (i + 1) ** 2
 
 
-# Timing.
-
-Call = Callable[[int], Any]
-Block = tuple[str, Call, Callable[[int], Any], int]  # kind, call(i), its result, calls a round
+def the_value(i: int) -> bytes:  # ... and of a put then a get
+    return VALUE
 
 
-def time_calls(call: Call, expect: Callable[[int], Any], n: int) -> list[int]:
-    """Latency in ns of ``call(i)`` for i in range(n); every result is checked, untimed."""
-    clock = time.perf_counter_ns
-    samples = [0] * n
-    for i in range(n):
-        start = clock()
-        value = call(i)
-        samples[i] = clock() - start
-        if value != expect(i):
-            raise AssertionError(f"call({i}) returned {value!r}, expected {expect(i)!r}")
-    return samples
+# The floor.
 
 
 def measure_floor(n: int) -> dict[str, Any]:
@@ -188,221 +233,23 @@ def measure_floor(n: int) -> dict[str, Any]:
     }
 
 
-def throughput(batch: Callable[[int], Sequence[Any]], n: int) -> float:
-    """Calls per second of ``batch(n)``, which issues n calls of incr(i) and waits for all."""
-    start = time.perf_counter_ns()
-    results = batch(n)
-    elapsed = time.perf_counter_ns() - start
-    if list(results) != list(range(1, n + 1)):
-        raise AssertionError("a throughput batch returned wrong results")
-    return n / (elapsed / 1e9)
+# The systems: each has its timed blocks and, where it makes sense, a throughput batch.
 
 
-def settle(seconds: float) -> None:
-    """Let the previous block's after-effects (Ray's background work, say) die down."""
-    time.sleep(seconds)
-    gc.collect()
+class Side:
+    blocks: list[Block]
+
+    def batch(self, n: int) -> list[int]:
+        raise NotImplementedError
+
+    def warm_up(self, calls: int, batch: int = 1_000) -> None:
+        for _kind, call, expect, _n in self.blocks:
+            time_calls(call, expect, calls)
+        if batch:
+            self.batch(batch)
 
 
-def latency_rounds(
-    blocks: dict[str, list[Block]], rounds: int, settle_s: float
-) -> dict[str, list[int]]:
-    """Samples per ``system.kind``, from rounds in which the systems take turns (A B, B A)."""
-    samples: dict[str, list[int]] = defaultdict(list)
-    systems = list(blocks)
-    for round_ in range(rounds):
-        for system in systems if round_ % 2 == 0 else systems[::-1]:
-            for kind, call, expect, n in blocks[system]:
-                settle(settle_s)
-                samples[f"{system}.{kind}"] += time_calls(call, expect, n)
-    return samples
-
-
-def throughput_runs(
-    batches: dict[str, Callable[[int], Sequence[Any]]], settings: Settings
-) -> dict[str, list[float]]:
-    """Calls per second of each system's batch, the systems taking turns."""
-    calls = {"stratus": settings.stratus_throughput_calls, "ray": settings.ray_throughput_calls}
-    runs: dict[str, list[float]] = defaultdict(list)
-    systems = list(batches)
-    for run_ in range(settings.throughput_runs):
-        for system in systems if run_ % 2 == 0 else systems[::-1]:
-            settle(settings.settle_s)
-            runs[system].append(throughput(batches[system], calls[system]))
-    return runs
-
-
-def throughput_summary(runs: Sequence[float], calls: int) -> dict[str, Any]:
-    return {
-        "calls_per_s": round(median(runs)),
-        "runs_calls_per_s": [round(r) for r in runs],
-        "calls_per_run": calls,
-    }
-
-
-# Processes and memory: psutil when installed, otherwise /proc.
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    ppid: int
-    rss: int  # bytes
-    cmdline: tuple[str, ...]
-    started: float  # seconds since the epoch
-
-
-def process_table() -> dict[int, Proc]:
-    return _table_psutil() if psutil is not None else _table_proc()
-
-
-def _table_psutil() -> dict[int, Proc]:
-    assert psutil is not None
-    table = {}
-    attrs = ["pid", "ppid", "memory_info", "cmdline", "create_time"]
-    for process in psutil.process_iter(attrs):
-        info = process.info
-        if info["memory_info"] is None:  # gone or not ours to read
-            continue
-        table[info["pid"]] = Proc(
-            info["pid"],
-            info["ppid"],
-            info["memory_info"].rss,
-            tuple(info["cmdline"] or ()),
-            info["create_time"],
-        )
-    return table
-
-
-def _table_proc() -> dict[int, Proc]:
-    boot = next(
-        float(line.split()[1])
-        for line in Path("/proc/stat").read_text().splitlines()
-        if line.startswith("btime")
-    )
-    ticks = os.sysconf("SC_CLK_TCK")
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            status = (entry / "status").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:  # the process is gone
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # fields 3.. of proc(5)
-        rss_kb = next((int(ln.split()[1]) for ln in status.splitlines() if ln[:6] == "VmRSS:"), 0)
-        pid = int(entry.name)
-        table[pid] = Proc(
-            pid,
-            int(fields[1]),
-            rss_kb * 1024,
-            tuple(arg.decode(errors="replace") for arg in cmdline.split(b"\0")[:-1]),
-            boot + int(fields[19]) / ticks,
-        )
-    return table
-
-
-def pss_bytes(pid: int) -> int | None:
-    """Proportional set size (shared pages split between their users), Linux only."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def descendants(table: dict[int, Proc], root: int) -> list[int]:
-    """``root`` and every process below it."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for proc in table.values():
-        children[proc.ppid].append(proc.pid)
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children[pid])
-    return sorted(found)
-
-
-def short_name(cmdline: Sequence[str]) -> str:
-    """``raylet``, ``ray::IDLE``, ``-m stratus.server``, ``dashboard.py``..."""
-    if not cmdline:
-        return "?"
-    program = os.path.basename(cmdline[0])
-    if not program.startswith("python"):
-        return program
-    args = list(cmdline[1:])
-    if "-m" in args[:-1]:
-        return "-m " + args[args.index("-m") + 1]
-    script = next((a for a in args if not a.startswith("-")), program)
-    return os.path.basename(script)
-
-
-def memory_report(table: dict[int, Proc], pids: Sequence[int]) -> dict[str, Any]:
-    procs = [table[pid] for pid in pids if pid in table]
-    pss = {p.pid: pss_bytes(p.pid) for p in procs}
-    mb = 2**20
-    return {
-        "total_rss_mb": round(sum(p.rss for p in procs) / mb, 1),
-        "total_pss_mb": (
-            round(sum(v for v in pss.values() if v) / mb, 1) if all(pss.values()) else None
-        ),
-        "processes": [
-            {
-                "pid": p.pid,
-                "name": short_name(p.cmdline),
-                "rss_mb": round(p.rss / mb, 1),
-                "pss_mb": round(pss[p.pid] / mb, 1) if pss[p.pid] else None,
-            }
-            for p in procs
-        ],
-    }
-
-
-def stratus_cluster(table: dict[int, Proc], executor_pids: set[int]) -> tuple[int, list[int]]:
-    """The coordinator (our child running stratus.server) whose tree holds these executors."""
-    for proc in table.values():
-        if proc.ppid == os.getpid() and "stratus.server" in proc.cmdline:
-            tree = descendants(table, proc.pid)
-            if executor_pids <= set(tree):
-                return proc.pid, tree
-    raise RuntimeError(f"no stratus coordinator among our children runs executors {executor_pids}")
-
-
-def ray_processes(table: dict[int, Proc], exclude: set[int], since: float) -> tuple[list[int], int]:
-    """Ray's processes: our descendants outside ``exclude`` (and other than ourselves), plus
-    processes started since ``since`` whose command line names Ray. Also the count of those
-    found only by the second rule (re-parented away from us)."""
-    ours = set(descendants(table, os.getpid())) - exclude - {os.getpid()}
-    named = {
-        p.pid
-        for p in table.values()
-        if p.started >= since
-        and p.pid not in exclude | {os.getpid()}
-        and any(a.startswith("ray::") or "/ray/" in a for a in p.cmdline[:3])
-    }
-    return sorted(ours | named), len(named - ours)
-
-
-def our_children() -> list[int]:
-    return [p.pid for p in process_table().values() if p.ppid == os.getpid()]
-
-
-def wait_for_no_children(timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while (left := our_children()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
-
-
-# The two systems.
-
-
-class StratusSide:
+class StratusSide(Side):
     """An embedded stratus cluster with ``incr``, ``square`` and the DAG registered."""
 
     def __init__(self, data_dir: Path, settings: Settings) -> None:
@@ -410,9 +257,10 @@ class StratusSide:
         self.incr = self.app.function(incr)
         self.square = self.app.function(square)
         self.dag = self.app.dag("pipeline", self.incr >> self.square)
-        self.blocks: list[Block] = [
+        self.blocks = [
             ("sync_call", self.sync_call, plus_one, settings.stratus_sync_per_round),
             ("dag", self.dag_call, plus_one_squared, settings.stratus_dag_per_round),
+            ("put_get", self.put_get, the_value, settings.stratus_put_get_per_round),
         ]
 
     def sync_call(self, i: int) -> int:
@@ -421,35 +269,35 @@ class StratusSide:
     def dag_call(self, i: int) -> int:
         return self.dag.remote(i).result(timeout=RESULT_TIMEOUT)
 
+    def put_get(self, i: int) -> bytes:
+        key = f"put-get/{i % 100}"
+        self.app.kv.put(key, VALUE)
+        value: bytes = self.app.kv.get(key)
+        return value
+
     def batch(self, n: int) -> list[int]:
         futures = [self.incr.remote(i) for i in range(n)]
         return [f.result(timeout=RESULT_TIMEOUT) for f in futures]
-
-    def warm_up(self, calls: int) -> None:
-        for _kind, call, expect, _n in self.blocks:
-            time_calls(call, expect, calls)
-        self.batch(1_000)
 
     def executors(self) -> list[dict[str, Any]]:
         """pid and calls served of each executor (as last reported, once a second)."""
         return [{"pid": e.pid, "served": e.served} for e in self.app.status().executors]
 
 
-class RaySide:
+class RaySide(Side):
     """A local Ray cluster with the same functions as tasks, and an actor."""
 
     def __init__(self, ray: ModuleType, settings: Settings) -> None:
         self.ray = ray
-        start = time.perf_counter_ns()
-        ray.init(num_cpus=2, include_dashboard=False)
-        self.init_s = (time.perf_counter_ns() - start) / 1e9
-        self.incr = ray.remote(ray_incr)
-        self.square = ray.remote(ray_square)
+        self.init_s = start_ray(ray)
+        self.incr = ray.remote(plain_incr)
+        self.square = ray.remote(plain_square)
         self.actor = ray.remote(RayCounter).remote()
-        self.blocks: list[Block] = [
+        self.blocks = [
             ("task_call", self.task_call, plus_one, settings.ray_task_per_round),
             ("actor_call", self.actor_call, plus_one, settings.ray_actor_per_round),
             ("chain", self.chain_call, plus_one_squared, settings.ray_chain_per_round),
+            ("put_get", self.put_get, the_value, settings.ray_put_get_per_round),
         ]
 
     def task_call(self, i: int) -> int:
@@ -461,13 +309,73 @@ class RaySide:
     def chain_call(self, i: int) -> int:
         return self.ray.get(self.square.remote(self.incr.remote(i)), timeout=RESULT_TIMEOUT)
 
+    def put_get(self, i: int) -> bytes:
+        value: bytes = self.ray.get(self.ray.put(VALUE), timeout=RESULT_TIMEOUT)
+        return value
+
     def batch(self, n: int) -> list[int]:
         return self.ray.get([self.incr.remote(i) for i in range(n)], timeout=RESULT_TIMEOUT)
 
-    def warm_up(self, calls: int) -> None:
-        for _kind, call, expect, _n in self.blocks:
-            time_calls(call, expect, calls)
-        self.batch(1_000)
+
+class DaskSide(Side):
+    """Dask distributed on a LocalCluster: a task, a chain of two tasks, and a batch."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.peer = DaskPeer()
+        self.blocks = [
+            ("submit", self.submit_call, plus_one, settings.dask_submit_per_round),
+            ("chain", self.chain_call, plus_one_squared, settings.dask_chain_per_round),
+        ]
+
+    def submit_call(self, i: int) -> int:
+        result: int = self.peer.submit(plain_incr, i).result(timeout=RESULT_TIMEOUT)
+        return result
+
+    def chain_call(self, i: int) -> int:
+        first = self.peer.submit(plain_incr, i)
+        result: int = self.peer.submit(plain_square, first).result(timeout=RESULT_TIMEOUT)
+        return result
+
+    def batch(self, n: int) -> list[int]:
+        client = self.peer.client
+        futures = client.map(plain_incr, range(n), pure=False)
+        results: list[int] = client.gather(futures)
+        return results
+
+
+class LambdaSide(Side):
+    """The Lambda-style worker (state in Redis), and redis-py from the client."""
+
+    def __init__(self, worker: Worker, port: int, settings: Settings) -> None:
+        self.worker = worker
+        self.redis = redis.Redis(host="127.0.0.1", port=port)
+        self.blocks = [
+            ("call", self.call, plus_one, settings.lambda_call_per_round),
+            ("chain", self.chain_call, plus_one_squared, settings.lambda_chain_per_round),
+            ("redis_put_get", self.put_get, the_value, settings.redis_put_get_per_round),
+        ]
+
+    def call(self, i: int) -> int:
+        result: int = self.worker.request("incr", i)
+        return result
+
+    def chain_call(self, i: int) -> int:
+        key = self.worker.request("incr_store", i)
+        result: int = self.worker.request("square_load", key)
+        return result
+
+    def put_get(self, i: int) -> bytes:
+        key = f"put-get/{i % 100}"
+        self.redis.set(key, VALUE)
+        value: bytes = self.redis.get(key)
+        return value
+
+
+class SocketSide(Side):
+    """The floor of a remote call: a signed request/reply to a forked server."""
+
+    def __init__(self, echo: SignedEcho, settings: Settings) -> None:
+        self.blocks = [("request_reply", echo.call, plus_one, settings.socket_per_round)]
 
 
 def measure_connects(count: int, base: Path) -> dict[str, Any]:
@@ -495,113 +403,181 @@ def measure_connects(count: int, base: Path) -> dict[str, Any]:
     }
 
 
-def import_ray() -> tuple[ModuleType | None, str | None, float]:
-    start = time.perf_counter_ns()
-    try:
-        import ray
-    except ImportError as error:
-        return None, f"ray is not importable: {error}", 0.0
-    return ray, None, (time.perf_counter_ns() - start) / 1e9
+def our_tree() -> set[int]:
+    """This process's descendants now (the way to tell which processes a peer started)."""
+    return set(descendants(process_table(), os.getpid())) - {os.getpid()}
+
+
+def progress(message: str) -> None:
+    print(f"core.py: {message}", file=sys.stderr, flush=True)
 
 
 # The run.
 
 
-def run(settings: Settings, with_ray: bool) -> dict[str, Any]:
-    began = time.time()
-    clock_start = time.perf_counter_ns()
-    doc: dict[str, Any] = {
-        "benchmark": "core",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "quick": settings == QUICK,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
-        },
-        "versions": {"stratus": stratus.__version__, "ray": None, "git": git_revision()},
-        "settings": asdict(settings),
-        "process_info": "psutil" if psutil is not None else "/proc",
-        "load": {"loadavg_start": loadavg(), "cpu_busy_pct_before": cpu_busy_pct(0.5)},
+def summaries(samples: dict[str, list[int]], system: str) -> dict[str, Any]:
+    """``kind: latency summary`` (with its CDF) of every sample list of ``system``."""
+    return {
+        key.split(".", 1)[1]: latency_summary(values, cdf=True)
+        for key, values in samples.items()
+        if key.startswith(f"{system}.")
     }
+
+
+def run(settings: Settings, mode: str, with_ray: bool, with_dask: bool) -> dict[str, Any]:
+    clock_start = time.perf_counter_ns()
+    doc = run_header("core", mode, ray=None, dask=None, redis_server=redis_server_version())
+    doc |= {"settings": asdict(settings), "process_info": PROCESS_INFO}
     busy = doc["load"]["cpu_busy_pct_before"]
     if busy is not None and busy > 10:
-        print(f"core.py: the machine is {busy:.0f}% busy already; expect noise", file=sys.stderr)
+        progress(f"the machine is {busy:.0f}% busy already; expect noise")
     doc["python_call"] = measure_floor(settings.floor_calls)
-
     ray_module, ray_reason, ray_import_s = None, "skipped with --no-ray", 0.0
     if with_ray:
-        ray_module, ray_reason, ray_import_s = import_ray()
-        if ray_module is not None:
-            doc["versions"]["ray"] = ray_module.__version__
-        else:
-            print(f"core.py: {ray_reason}; Ray is left out", file=sys.stderr)
+        ray_module, ray_reason, ray_import_s = import_peer("ray")
+        doc["versions"]["ray"] = getattr(ray_module, "__version__", None)
+    dask_reason = "skipped with --no-dask"
+    if with_dask:
+        dask_module, dask_reason, _ = import_peer("distributed")
+        doc["versions"]["dask"] = getattr(dask_module, "__version__", None)
+        with_dask = dask_module is not None
+    for reason in (ray_reason, dask_reason):
+        if reason and "skipped" not in reason:
+            progress(f"{reason}; left out")
 
     with contextlib.ExitStack() as stack:
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stratus-bench-")))
+        # Forked first, while this process has no threads: the floor and the worker.
+        echo = SignedEcho()
+        stack.callback(echo.close)
+        (base / "redis").mkdir()
+        port, _server = stack.enter_context(redis_server(base / "redis"))
+        worker = Worker(port)
+        stack.callback(worker.close)
+        sides: dict[str, Side] = {
+            "socket": SocketSide(echo, settings),
+            "lambda": LambdaSide(worker, port, settings),
+        }
+        progress("connect()")
         connect = measure_connects(settings.connects, base)
-
         s = StratusSide(base / "main", settings)
         stack.callback(s.app.close)
         s.warm_up(settings.warmup_calls)
-        # A baseline while stratus has the machine to itself, before Ray starts.
+        progress("stratus alone")
         solo = latency_rounds({"stratus": s.blocks}, settings.solo_rounds, settings.settle_s)
-        solo_runs = throughput_runs({"stratus": s.batch}, settings)
-
-        r: RaySide | None = None
+        calls = {
+            "stratus": settings.stratus_throughput_calls,
+            "ray": settings.ray_throughput_calls,
+            "dask": settings.dask_throughput_calls,
+        }
+        solo_runs = throughput_runs(
+            {"stratus": s.batch}, calls, settings.throughput_runs, settings.settle_s
+        )
+        sides["stratus"] = s
+        before_dask = our_tree()
+        if with_dask:
+            progress("starting Dask")
+            d = DaskSide(settings)
+            stack.callback(d.peer.close)
+            d.warm_up(settings.warmup_calls, batch=100)
+            sides["dask"] = d
+        before_ray, ray_began = our_tree(), time.time()
         if ray_module is not None:
+            progress("starting Ray")
             r = RaySide(ray_module, settings)
             stack.callback(ray_module.shutdown)
             r.warm_up(settings.warmup_calls)
+            sides["ray"] = r
+        for side in ("socket", "lambda"):
+            sides[side].warm_up(settings.warmup_calls, batch=0)
 
-        # Both clusters up; the systems take turns, and the samples are pooled per kind.
-        blocks = {"stratus": s.blocks, **({"ray": r.blocks} if r else {})}
-        samples = latency_rounds(blocks, settings.rounds, settings.settle_s)
-        runs = throughput_runs({"stratus": s.batch, **({"ray": r.batch} if r else {})}, settings)
+        # Every system up; they take turns, and the samples are pooled per kind.
+        progress(f"{settings.rounds} interleaved rounds of {', '.join(sides)}")
+        samples = latency_rounds(
+            {name: side.blocks for name, side in sides.items()}, settings.rounds, settings.settle_s
+        )
+        batches = {n: side.batch for n, side in sides.items() if n in calls}
+        runs = throughput_runs(batches, calls, settings.throughput_runs, settings.settle_s)
 
-        # Idle memory of both clusters, at the same moment.
+        # Idle memory of every cluster, at the same moment.
         time.sleep(settings.idle_s)
         table = process_table()
         executors = s.executors()
         coordinator, stratus_pids = stratus_cluster(table, {e["pid"] for e in executors})
-
+        doc["socket"] = summaries(samples, "socket")
         doc["stratus"] = {
-            "sync_call": latency_summary(samples["stratus.sync_call"]),
-            "dag": latency_summary(samples["stratus.dag"]),
+            **summaries(samples, "stratus"),
             "throughput": throughput_summary(runs["stratus"], settings.stratus_throughput_calls),
             "connect": connect,
             "idle_rss": {"coordinator_pid": coordinator, **memory_report(table, stratus_pids)},
             "executors": executors,
             "solo": {
-                "note": "measured before Ray started, with stratus alone on the machine",
-                "sync_call": latency_summary(solo["stratus.sync_call"]),
-                "dag": latency_summary(solo["stratus.dag"]),
+                "note": "measured before the peers started, with stratus alone on the machine",
+                **summaries(solo, "stratus"),
                 "throughput": throughput_summary(
                     solo_runs["stratus"], settings.stratus_throughput_calls
                 ),
             },
         }
-        if r is None:
-            doc["ray"] = None
-            doc["ray_reason"] = ray_reason
-        else:
-            ray_pids, reparented = ray_processes(table, set(stratus_pids), began)
+        doc["lambda"] = summaries(samples, "lambda")
+        doc["dask"] = {"reason": dask_reason}
+        if "dask" in sides:
+            dask_pids = sorted(before_ray - before_dask)  # what LocalCluster started
+            doc["dask"] = {
+                **summaries(samples, "dask"),
+                "throughput": throughput_summary(runs["dask"], settings.dask_throughput_calls),
+                "init_s": round(d.peer.init_s, 3),
+                "idle_rss": memory_report(table, dask_pids),
+            }
+        doc["ray"] = None
+        doc["ray_reason"] = ray_reason
+        if "ray" in sides:
+            exclude = before_ray | set(stratus_pids)
+            ray_pids, reparented = ray_processes(table, exclude, ray_began)
             doc["ray"] = {
-                "task_call": latency_summary(samples["ray.task_call"]),
-                "actor_call": latency_summary(samples["ray.actor_call"]),
-                "chain": latency_summary(samples["ray.chain"]),
+                **summaries(samples, "ray"),
                 "throughput": throughput_summary(runs["ray"], settings.ray_throughput_calls),
                 "import_s": round(ray_import_s, 3),
                 "init_s": round(r.init_s, 3),
                 "idle_rss": {"found_only_by_name": reparented, **memory_report(table, ray_pids)},
             }
-    # The ExitStack has shut Ray down and closed the cluster; nothing of ours may be left.
+    # The ExitStack has stopped every peer and the cluster; nothing of ours may be left.
     doc["leftover_processes"] = wait_for_no_children(timeout=15.0)
     doc["load"]["loadavg_end"] = loadavg()
     doc["ratios_ray_over_stratus"] = ratios(doc["stratus"], doc["ray"])
+    doc["ratios_over_stratus"] = pair_ratios(doc)
     doc["targets"] = targets(doc["stratus"])
     doc["duration_s"] = round((time.perf_counter_ns() - clock_start) / 1e9, 1)
     return doc
+
+
+# Each pair: (peer section, peer kind, stratus kind).
+PAIRS = [
+    ("socket", "request_reply", "sync_call"),
+    ("ray", "task_call", "sync_call"),
+    ("ray", "actor_call", "sync_call"),
+    ("dask", "submit", "sync_call"),
+    ("lambda", "call", "sync_call"),
+    ("ray", "chain", "dag"),
+    ("dask", "chain", "dag"),
+    ("lambda", "chain", "dag"),
+    ("ray", "put_get", "put_get"),
+    ("lambda", "redis_put_get", "put_get"),
+]
+
+
+def pair_ratios(doc: dict[str, Any]) -> dict[str, Any]:
+    """Peer / stratus for each pair of like kinds, p50 and p99: above 1, stratus is faster."""
+    out: dict[str, Any] = {"note": "peer / stratus per pair; above 1 stratus is faster"}
+    for section, kind, ours in PAIRS:
+        peer = (doc.get(section) or {}).get(kind)
+        if peer is None:
+            continue
+        mine = doc["stratus"][ours]
+        out[f"{section}.{kind}/{ours}"] = {
+            q: ratio(peer[f"{q}_us"], mine[f"{q}_us"]) for q in ("p50", "p99")
+        }
+    return out
 
 
 def ratios(s: dict[str, Any], r: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -644,14 +620,8 @@ def targets(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke test)")
-    parser.add_argument("--no-ray", action="store_true", help="leave Ray out")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"default: {RESULTS}")
-    args = parser.parse_args(argv)
-    with stdout_to_stderr():
-        doc = run(QUICK if args.quick else Settings(), with_ray=not args.no_ray)
-    print(write_json(args.output, doc))
+    settings = {"full": Settings(), "quick": QUICK, "tiny": TINY}
+    bench_main(__doc__, RESULTS, settings, run, peers=True, argv=argv)
 
 
 if __name__ == "__main__":

@@ -47,11 +47,8 @@ takes about 1 min (8 MB puts dominate), ``--quick`` about 15 s.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
-import gc
-import importlib.metadata
 import multiprocessing
 import os
 import platform
@@ -64,7 +61,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,18 +70,20 @@ import redis
 
 import stratus
 from _stats import (
+    bench_main,
     cpu_busy_pct,
     git_revision,
     latency_summary,
     loadavg,
     median,
+    module_version,
     percentile,
     ratio,
-    stdout_to_stderr,
-    write_json,
+    results_path,
 )
+from _timing import alternating, settle
 
-RESULTS = Path(__file__).resolve().parent / "results" / "state.json"
+RESULTS = results_path("state")
 RESULT_TIMEOUT = 120.0  # seconds; a benchmark call that takes longer is a failure
 REDIS_SERVER = "/usr/bin/redis-server"
 EXECUTORS = 2
@@ -122,6 +121,20 @@ QUICK = Settings(
     rw_per_round=200,
     locality_calls=5,
     staleness_trials=10,
+)
+TINY = replace(  # a smoke test: every code path, no meaningful numbers
+    QUICK,
+    hit_gets=200,
+    miss_keys=20,
+    get_rounds=1,
+    warmup_calls=5,
+    rw_rounds=1,
+    rw_per_round=10,
+    arrays=2,
+    array_len=10_000,
+    locality_calls=2,
+    staleness_trials=2,
+    settle_s=0.0,
 )
 
 
@@ -230,7 +243,10 @@ def array_sum(arrays: Sequence[Any]) -> float:  # what sum_arrays returns for th
 
 
 def redis_worker(conn: Any, port: int) -> None:
-    """Serve ``(op, key)`` requests until ``None`` or EOF: ``rw`` is GET, +1, SET."""
+    """Serve ``(op, arg)`` requests until ``None`` or EOF: ``rw`` is GET, +1, SET of key
+    ``arg``; ``incr`` returns arg + 1 (a trivial function); ``incr_store`` and
+    ``square_load`` are the two steps of ``square(incr(x))`` with the intermediate result
+    passed through Redis, as functions of a FaaS compose; anything else returns 0."""
     client = redis.Redis(host="127.0.0.1", port=port)
     client.ping()
     conn.send("ready")
@@ -241,11 +257,18 @@ def redis_worker(conn: Any, port: int) -> None:
             break
         if request is None:
             break
-        op, key = request
+        op, arg = request
         if op == "rw":
-            value = int(client.get(key) or 0)
-            client.set(key, value + 1)
+            value = int(client.get(arg) or 0)
+            client.set(arg, value + 1)
             conn.send(value)
+        elif op == "incr":
+            conn.send(arg + 1)
+        elif op == "incr_store":
+            client.set(f"chain/{arg}", arg + 1)
+            conn.send(f"chain/{arg}")
+        elif op == "square_load":
+            conn.send(int(client.get(arg) or 0) ** 2)
         else:
             conn.send(0)
     client.close()
@@ -263,8 +286,8 @@ class Worker:
         if not self.conn.poll(10) or self.conn.recv() != "ready":
             raise RuntimeError("the Redis worker did not start")
 
-    def request(self, op: str, key: str) -> Any:
-        self.conn.send((op, key))
+    def request(self, op: str, arg: Any) -> Any:
+        self.conn.send((op, arg))
         return self.conn.recv()
 
     def close(self) -> None:
@@ -331,16 +354,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 # Timing.
-
-
-def settle(seconds: float) -> None:
-    """Let the previous block's after-effects die down."""
-    time.sleep(seconds)
-    gc.collect()
-
-
-def alternating(names: Sequence[str], round_: int) -> Sequence[str]:
-    return names if round_ % 2 == 0 else names[::-1]
 
 
 def ms_summary(samples_ns: Sequence[int]) -> dict[str, Any]:
@@ -577,7 +590,7 @@ def measure_locality(
 
 def settings_budget(settings: Settings) -> float:
     """Seconds after the start past which the locality calls stop early."""
-    return 30.0 if settings == QUICK else 140.0
+    return 140.0 if settings == Settings() else 30.0
 
 
 def measure_staleness(app: stratus.App, settings: Settings) -> dict[str, Any]:
@@ -707,13 +720,6 @@ def all_processes_gone(pids: Sequence[int], timeout: float) -> list[int]:
 # Context of the run.
 
 
-def module_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def redis_server_version() -> str | None:
     try:
         out = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True).stdout
@@ -729,13 +735,14 @@ def progress(message: str) -> None:
 # The run.
 
 
-def run(settings: Settings) -> dict[str, Any]:
+def run(settings: Settings, mode: str = "full") -> dict[str, Any]:
     clock_start = time.perf_counter_ns()
     started = time.monotonic()
     doc: dict[str, Any] = {
         "benchmark": "state",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "quick": settings == QUICK,
+        "quick": mode == "quick",
+        "mode": mode,
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
@@ -831,13 +838,8 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke test)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"default: {RESULTS}")
-    args = parser.parse_args(argv)
-    with stdout_to_stderr():
-        doc = run(QUICK if args.quick else Settings())
-    print(write_json(args.output, doc))
+    settings = {"full": Settings(), "quick": QUICK, "tiny": TINY}
+    bench_main(__doc__, RESULTS, settings, run, argv=argv)
 
 
 if __name__ == "__main__":

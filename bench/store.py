@@ -51,11 +51,11 @@ import lmdb
 import redis
 
 import stratus
-from _stats import git_revision, latency_summary, median, write_json
+from _stats import git_revision, latency_summary, median, results_path, write_json
 from stratus.store import LMDBStore, MemoryStore, Put, SQLiteStore, Store, Transaction
 from stratus.store.redis_store import RedisStore
 
-RESULTS = Path(__file__).parent / "results" / "store.json"
+RESULTS = results_path("store")
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 REDIS_OPTIONS = {
     "redis_always": ("--save", "", "--appendonly", "yes", "--appendfsync", "always"),

@@ -36,11 +36,10 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import stratus
-from _stats import latency_summary, ratio, write_json
+from _stats import latency_summary, ratio, results_path, write_json
 from stratus.protocol import messages as m
 from stratus.protocol.framing import Codec, FrameReader
 
@@ -56,7 +55,7 @@ RECV = 1 << 18
 SPIN = 200e-6  # seconds: stratus.client.client.SPIN
 WARMUP = 500
 VARIANTS = ("socket_poll", "socket_spin", "zmq_dealer_router", "zmq_req_rep")
-RESULT = Path(__file__).parent / "results" / "transport.json"
+RESULT = results_path("transport")
 
 
 def wait_readable(poll: Callable[[int], list[Any]], spin: float) -> None:
@@ -148,6 +147,17 @@ def serve(end: SocketEnd | ZmqEnd, parent: int) -> None:
         end.send(codec.encode(m.Result(call.rid, 1, value)))
 
 
+def round_trip(end: SocketEnd | ZmqEnd, codec: Codec, rid: int) -> int:
+    """One signed ``Call`` of incr(rid) and its ``Result``, checked: the value returned."""
+    call = m.Call(rid, "inv", "incr", 1, pickle.dumps(((rid,), {})), 1, None, "client")
+    end.send(codec.encode(call))
+    result = codec.decode(end.recv())
+    value: int = pickle.loads(result.value)
+    if result.rid != rid or value != rid + 1:
+        raise RuntimeError(f"wrong reply {result!r} to request {rid}")
+    return value
+
+
 def round_trips(end: SocketEnd | ZmqEnd, n: int) -> list[int]:
     """WARMUP untimed round trips, then ``n`` timed ones; nanoseconds each."""
     codec = Codec(KEY, m.ToClient, max_frame=MAX_FRAME)
@@ -155,20 +165,15 @@ def round_trips(end: SocketEnd | ZmqEnd, n: int) -> list[int]:
     samples = []
     for rid in range(WARMUP + n):
         start = clock()
-        call = m.Call(rid, "inv", "incr", 1, pickle.dumps(((rid,), {})), 1, None, "client")
-        end.send(codec.encode(call))
-        result = codec.decode(end.recv())
-        value = pickle.loads(result.value)
+        round_trip(end, codec, rid)
         elapsed = clock() - start
-        if result.rid != rid or value != rid + 1:
-            raise RuntimeError(f"wrong reply {result!r} to request {rid}")
         if rid >= WARMUP:
             samples.append(elapsed)
     return samples
 
 
-def run_variant(name: str, n: int, tmp: str) -> list[int]:
-    """Fork a fresh server for ``name``, time ``n`` round trips against it, kill it."""
+def fork_server(name: str, tmp: str) -> tuple[int, SocketEnd | ZmqEnd]:
+    """Fork a server for variant ``name``: its pid, and our end of the link to it."""
     if name.startswith("socket"):
         client_sock, server_sock = socket.socketpair()
         spin = SPIN if name == "socket_spin" else 0.0
@@ -190,16 +195,41 @@ def run_variant(name: str, n: int, tmp: str) -> list[int]:
             code = 1
         finally:
             os._exit(code)
+    return pid, client_end()
+
+
+def kill_server(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def run_variant(name: str, n: int, tmp: str) -> list[int]:
+    """Fork a fresh server for ``name``, time ``n`` round trips against it, kill it."""
+    pid, end = fork_server(name, tmp)
     try:
-        end = client_end()
-        try:
-            gc.collect()
-            return round_trips(end, n)
-        finally:
-            end.close()
+        gc.collect()
+        return round_trips(end, n)
     finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        end.close()
+        kill_server(pid)
+
+
+class SignedEcho:
+    """The floor of a remote call, for other benchmarks: a forked server answering signed
+    requests over a Unix socketpair, both sides spinning briefly as stratus does. Fork it
+    before any thread starts (before a cluster, Ray or Dask)."""
+
+    def __init__(self) -> None:
+        self.pid, self.end = fork_server("socket_spin", "")
+        self.codec = Codec(KEY, m.ToClient, max_frame=MAX_FRAME)
+
+    def call(self, x: int) -> int:
+        """incr(x) on the server: one signed request and its signed reply."""
+        return round_trip(self.end, self.codec, x)
+
+    def close(self) -> None:
+        self.end.close()
+        kill_server(self.pid)
 
 
 def main() -> None:
