@@ -166,8 +166,9 @@ class FileSystem:
 
     # ------------------------------------------------------------------ resolution
 
-    def resolve(self, path: PathArg, *, follow: bool = True) -> Resolved:
-        """Walk ``path`` from the root (``follow``: also follow a final symlink)."""
+    def resolve(self, path: PathArg, *, follow: bool = True, creating: bool = False) -> Resolved:
+        """Walk ``path`` from the root (``follow``: also follow a final symlink, as a
+        trailing slash does too unless ``creating`` a name, where Linux never follows)."""
         raw = fspath(path)
         if not raw:
             raise fs_error(errno.ENOENT, path)
@@ -193,7 +194,7 @@ class FileSystem:
                 raise fs_error(errno.ENOENT, path) from None
             except OSError as e:
                 raise fs_error(e.errno or errno.EIO, path) from None
-            if stat.S_ISLNK(attr.mode) and (not final or follow or trailing):
+            if stat.S_ISLNK(attr.mode) and (not final or follow or (trailing and not creating)):
                 links += 1
                 if links > _MAX_LINKS:
                     raise fs_error(errno.ELOOP, path)
@@ -204,7 +205,7 @@ class FileSystem:
                 parent, name = stack[-1], None
                 continue
             if final:
-                if trailing and not stat.S_ISDIR(attr.mode):
+                if trailing and not creating and not stat.S_ISDIR(attr.mode):
                     raise fs_error(errno.ENOTDIR, path)
                 return Resolved(stack[-1], part, attr)
             if not stat.S_ISDIR(attr.mode):
@@ -219,14 +220,14 @@ class FileSystem:
             raise fs_error(errno.ENOENT, path)
         return found.attr
 
-    def _named(self, path: PathArg, *, follow: bool = False) -> tuple[int, bytes]:
-        """The directory and name of ``path``, for operations that change names."""
-        found = self.resolve(path, follow=follow)
+    def _named(self, path: PathArg) -> Resolved:
+        """The directory and name of ``path`` (its final symlink not followed, even with
+        a trailing slash), for operations that remove or move names."""
+        found = self.resolve(path, follow=False, creating=True)
         if found.name is None:
-            raise fs_error(
-                errno.EBUSY if found.attr and found.attr.ino == ROOT_INO else errno.EINVAL, path
-            )
-        return found.parent, found.name
+            root = found.attr is not None and found.attr.ino == ROOT_INO
+            raise fs_error(errno.EBUSY if root else errno.EINVAL, path)
+        return found
 
     # ------------------------------------------------------------------ files
 
@@ -242,12 +243,15 @@ class FileSystem:
         """Open a file of the volume, as the built-in ``open`` does (text is UTF-8 by
         default, not the locale's)."""
         raw_mode = check_mode(mode, buffering, encoding, errors, newline)
-        found = self.resolve(file)
+        if raw_mode[0] != "r" and fspath(file).endswith(b"/"):
+            self.resolve(file, follow=False, creating=True)  # errors of the parents first
+            raise fs_error(errno.EISDIR, file)  # O_CREAT with a trailing slash, as Linux
+        found = self.resolve(file, follow=raw_mode[0] != "x")  # O_EXCL: never follows
         attr = found.attr
         if attr is None:
             if raw_mode[0] == "r":
                 raise fs_error(errno.ENOENT, file)
-            if found.name is None or fspath(file).endswith(b"/"):
+            if found.name is None:
                 raise fs_error(errno.EISDIR, file)
             attr = self.ops.create(found.parent, found.name, 0o666 & ~UMASK, self.uid, self.gid)
         elif raw_mode[0] == "x":
@@ -370,7 +374,7 @@ class FileSystem:
         return ScandirIterator(entries)
 
     def mkdir(self, path: PathArg, mode: int = 0o777) -> None:
-        found = self.resolve(path, follow=False)
+        found = self.resolve(path, follow=False, creating=True)
         if found.attr is not None or found.name is None:
             raise fs_error(errno.EEXIST, path)
         self.ops.mkdir(found.parent, found.name, mode & ~UMASK, self.uid, self.gid)
@@ -389,26 +393,28 @@ class FileSystem:
                 raise
 
     def rmdir(self, path: PathArg) -> None:
-        parent, name = self._named(path)
-        self.ops.rmdir(parent, name)
+        found = self._named(path)
+        assert found.name is not None
+        self.ops.rmdir(found.parent, found.name)
 
     def remove(self, path: PathArg) -> None:
-        parent, name = self._named(path)
-        if fspath(path).endswith(b"/"):
-            self.ops.lookup(parent, name)  # "file/" has raised ENOTDIR already
-        self.ops.unlink(parent, name)
+        found = self._named(path)
+        assert found.name is not None
+        if found.attr and fspath(path).endswith(b"/") and not stat.S_ISDIR(found.attr.mode):
+            raise fs_error(errno.ENOTDIR, path)
+        self.ops.unlink(found.parent, found.name)
 
     unlink = remove
 
     def rename(self, src: PathArg, dst: PathArg) -> None:
         """Move ``src`` to ``dst`` atomically, replacing ``dst`` (POSIX ``rename``)."""
         try:
-            old_parent, old_name = self._named(src)
-            new_parent, new_name = self._named(dst)
-        except OSError as e:
-            raise fs_error(e.errno or errno.EIO, src, dst) from None
-        try:
-            self.ops.rename(old_parent, old_name, new_parent, new_name)
+            old, new = self._named(src), self._named(dst)
+            assert old.name is not None and new.name is not None
+            slashed = fspath(src).endswith(b"/") or fspath(dst).endswith(b"/")
+            if slashed and old.attr and not stat.S_ISDIR(old.attr.mode):
+                raise fs_error(errno.ENOTDIR)
+            self.ops.rename(old.parent, old.name, new.parent, new.name)
         except OSError as e:
             raise fs_error(e.errno or errno.EIO, src, dst) from None
 
@@ -453,20 +459,27 @@ class FileSystem:
 
     def symlink(self, src: PathArg, dst: PathArg) -> None:
         """Make ``dst`` a symbolic link to ``src`` (like ``os.symlink``)."""
-        found = self.resolve(dst, follow=False)
-        if found.attr is not None or found.name is None:
-            raise fs_error(errno.EEXIST, src, dst)
-        self.ops.symlink(found.parent, found.name, fspath(src), self.uid, self.gid)
+        parent, name = self._new_name(dst, src)
+        self.ops.symlink(parent, name, fspath(src), self.uid, self.gid)
 
     def readlink(self, path: AnyStr | os.PathLike[AnyStr]) -> AnyStr:
         target = self.ops.readlink(self._existing(path, follow=False).ino)
         as_bytes = isinstance(os.fspath(path), bytes)
         return target if as_bytes else os.fsdecode(target)  # type: ignore[return-value]
 
-    def link(self, src: PathArg, dst: PathArg) -> None:
-        """Make ``dst`` a hard link to the file ``src``."""
-        attr = self._existing(src, follow=False)
-        found = self.resolve(dst, follow=False)
+    def link(self, src: PathArg, dst: PathArg, *, follow_symlinks: bool = False) -> None:
+        """Make ``dst`` a hard link to the file ``src`` (a symlink itself unless
+        ``follow_symlinks``, as ``os.link`` does on Linux with ``link(2)``)."""
+        attr = self._existing(src, follow=follow_symlinks)
+        parent, name = self._new_name(dst, src)
+        self.ops.link(attr.ino, parent, name)
+
+    def _new_name(self, path: PathArg, src: PathArg) -> tuple[int, bytes]:
+        """Where a new non-directory ``path`` goes: ``EEXIST`` if taken, ``ENOENT`` for a
+        trailing slash (which only a directory may have), as Linux does."""
+        found = self.resolve(path, follow=False, creating=True)
         if found.attr is not None or found.name is None:
-            raise fs_error(errno.EEXIST, src, dst)
-        self.ops.link(attr.ino, found.parent, found.name)
+            raise fs_error(errno.EEXIST, src, path)
+        if fspath(path).endswith(b"/"):
+            raise fs_error(errno.ENOENT, src, path)
+        return found.parent, found.name
