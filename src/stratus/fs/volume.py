@@ -129,6 +129,7 @@ class Volumes:
     def __init__(self, store: Store, *, cache: FsCache | None = None) -> None:
         self.store = store
         self.reader: Reader = cache if cache is not None else StoreReader(store)
+        self._known: dict[str, tuple[bytes, Volume]] = {}  # name -> (registry entry, volume)
 
     def open(self, name: str) -> Volume:
         """The volume called ``name``; ``VolumeNotFound`` if there is none."""
@@ -155,7 +156,11 @@ class Volumes:
         key = k.volume_record(check_volume_name(name))
         raw = txn.get(key)
         if raw is not None:
-            return Volume(self.store, name, volume_decoder.decode(raw), self.reader)
+            known = self._known.get(name)
+            if known is None or known[0] != raw:  # one Volume (and its holds) per volume
+                volume = Volume(self.store, name, volume_decoder.decode(raw), self.reader)
+                known = self._known[name] = (raw, volume)
+            return known[1]
         if not create:
             raise VolumeNotFound(name)
         record = VolumeRecord(secrets.token_hex(8), time.time_ns())
