@@ -309,3 +309,18 @@ def test_each_dag_step_commits_its_own_fs_writes(app: stratus.App) -> None:
 
     pipeline = app.dag("fs-pipeline", produce >> consume)
     assert pipeline.remote(3).result(timeout=20) == b"produced"
+
+
+def test_functions_use_the_fs_on_a_redis_store(redis_url: str, tmp_path: Path) -> None:
+    store = f"{redis_url.rstrip('/')}?namespace=fs-{os.getpid()}-{tmp_path.name}"
+    with stratus.connect(data_dir=tmp_path / "stratus", executors=2, store=store) as app:
+
+        @app.function
+        def append(ctx: stratus.Context, i: int) -> None:
+            with ctx.fs.open("/log", "a") as f:
+                f.write(f"{i}\n")
+
+        done, _ = results([append.remote(i) for i in range(20)])
+        with app.fs.transaction() as fs:
+            assert len(fs.read_bytes("/log").split()) == len(done) > 0
+        assert "default" in app.fs.volumes.list()
