@@ -226,3 +226,19 @@ def test_os_and_the_api_agree_on_stat_fields(fs: FileSystem) -> None:
     assert isinstance(st, os.stat_result)
     assert st.st_size == 1000 and st.st_blocks == 2 and stat.S_IMODE(st.st_mode) == 0o644
     assert st.st_uid == os.getuid() and st.st_mtime_ns // 10**9 == int(st.st_mtime)
+
+
+def test_files_left_open_by_a_failed_transaction_hold_nothing(volumes: Volumes) -> None:
+    with transaction(volumes) as fs:
+        fs.write_bytes("/f", b"data")
+    leaked = []
+    with pytest.raises(RuntimeError), transaction(volumes) as fs:
+        leaked.append(fs.open("/f", "rb"))  # never closed, still referenced
+        raise RuntimeError
+    assert leaked[0].closed
+    with transaction(volumes) as fs:
+        fs.remove("/f")
+    volume = volumes.open("default")
+    inodes = volumes.store.keys(volume.keys.prefix + "i/")
+    assert inodes == [volume.keys.inode(1)]  # only the root: the file's inode is gone
+    assert volumes.store.keys(volume.keys.prefix + "c/") == []

@@ -72,7 +72,9 @@ class ClientFS:
                 value = fn(session.fs)
                 session.finish()
             except Exception:
-                if session.used and not session.txn.abort(volumes.store).ok:
+                stale = session.used and not session.txn.abort(volumes.store).ok
+                session.abandon()
+                if stale:
                     continue  # it failed on a state that had changed: run it again
                 raise
             if session.txn.commit(volumes.store).ok:

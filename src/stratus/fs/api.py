@@ -287,6 +287,14 @@ class FileSystem:
             _, opened = self._open.popitem()
             opened.close()
 
+    def abandon_files(self) -> None:
+        """Close every file still open, ignoring errors, for a transaction that will not
+        commit: what they write goes nowhere, and their holds on inodes are given back."""
+        while self._open:
+            _, opened = self._open.popitem()
+            with contextlib.suppress(Exception):
+                opened.close()
+
     def read_bytes(self, path: PathArg) -> bytes:
         with self.open(path, "rb") as f:
             data: bytes = f.read()

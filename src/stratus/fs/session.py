@@ -52,6 +52,12 @@ class FsSession:
         for fs in self._open.values():
             fs.close_files()
 
+    def abandon(self) -> None:
+        """Close every file still open of a transaction that will not commit (their
+        holds are per process and must not outlive it)."""
+        for fs in self._open.values():
+            fs.abandon_files()
+
 
 @contextmanager
 def transaction(volumes: Volumes, volume: str = "default") -> Iterator[FileSystem]:
@@ -63,8 +69,7 @@ def transaction(volumes: Volumes, volume: str = "default") -> Iterator[FileSyste
         yield session.fs
         session.finish()
     except BaseException:
-        for fs in session._open.values():
-            fs._open.clear()  # abandoned: do not flush into a transaction never committed
+        session.abandon()
         raise
     if not session.txn.commit(volumes.store).ok:
         raise ConflictError(f"volume {volume}: a read changed before the commit")

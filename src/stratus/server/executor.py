@@ -315,14 +315,16 @@ class Executor:
                 if result is None:
                     return outcome, kv
             except CausalRetry as retry:
+                fs.abandon()
                 required = retry.required  # run again, reading at least these versions
                 continue
-            except exc.SerializationError as e:
-                return _error_info(e), kv
-            except exc.PayloadTooLarge as e:
+            except (exc.SerializationError, exc.PayloadTooLarge) as e:
+                fs.abandon()
                 return _error_info(e), kv
             except BaseException as e:  # SystemExit too: the function failed, not the executor
-                if self._read_stale_fs(fs):
+                stale = self._read_stale_fs(fs)
+                fs.abandon()
+                if stale:
                     continue  # it may have failed because of what changed: run it again
                 return _remote_error(e, self.config.max_payload), kv
             fs.txn.finished(result)
