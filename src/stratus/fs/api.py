@@ -15,8 +15,8 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, AnyStr, NamedTuple
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 UMASK = 0o022
 _UID, _GID = os.getuid(), os.getgid()  # new files belong to the executor's user
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _MAX_LINKS = 40
 
 
@@ -45,9 +46,12 @@ class Resolved(NamedTuple):
 def fspath(path: object) -> bytes:
     """``path`` as bytes (``str`` encoded as ``os.fsencode`` does); a clear error for
     anything else or for an embedded NUL, as ``os`` functions raise."""
-    if not isinstance(path, str | bytes):
-        path = os.fspath(path)  # type: ignore[call-overload]  # TypeError for non-paths
-    raw = os.fsencode(path)  # type: ignore[arg-type]
+    if type(path) is str:
+        raw = path.encode(_FS_ENCODING, _FS_ERRORS)  # os.fsencode, minus its checks
+    else:
+        if not isinstance(path, str | bytes):
+            path = os.fspath(path)  # type: ignore[call-overload]  # TypeError for non-paths
+        raw = os.fsencode(path)  # type: ignore[arg-type]
     if b"\0" in raw:
         raise ValueError("embedded null byte")
     return raw
@@ -181,13 +185,14 @@ class FileSystem:
         if not raw:
             raise fs_error(errno.ENOENT, path)
         trailing = raw.endswith(b"/") or raw.endswith(b"/.") or raw == b"."
-        pending = deque(p for p in raw.split(b"/") if p and p != b".")
+        pending = [p for p in raw.split(b"/") if p and p != b"."]
+        pending.reverse()  # popped from the end
         stack = [ROOT_INO]
         parent, name = ROOT_INO, None
         links = 0
         ops = self.ops
         while pending:
-            part = pending.popleft()
+            part = pending.pop()
             if part == b"..":
                 if len(stack) > 1:
                     stack.pop()
@@ -208,7 +213,7 @@ class FileSystem:
                 target = ops.readlink(attr.ino)
                 if target.startswith(b"/"):
                     del stack[1:]
-                pending.extendleft(reversed([p for p in target.split(b"/") if p and p != b"."]))
+                pending.extend(reversed([p for p in target.split(b"/") if p and p != b"."]))
                 parent, name = stack[-1], None
                 continue
             if final:

@@ -375,10 +375,12 @@ class VolumeOps:
         """The end of a :meth:`hold`; the last release of an unlinked inode deletes it."""
         if self.volume.release(ino):
             return
-        try:
-            node = self._inode(ino)
-        except FileNotFoundError:
-            return
+        node = self._inodes.get(ino)
+        if node is None:
+            try:
+                node = self._inode(ino)
+            except FileNotFoundError:
+                return
         if node.nlink <= 0:
             self._destroy(ino, node)
 
