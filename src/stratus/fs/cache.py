@@ -3,10 +3,11 @@
 Theory of operation: ``FsCache`` keeps raw values (inodes, directory entries, chunks)
 with their store versions, and directory listings with their prefix versions, across
 transactions. Freshness comes from the store's change feed, as for ``KVCache``:
-``refresh()`` drops every entry written since the last cursor, and every listing of a
-directory whose entries changed. A stale entry is never a wrong answer: transactions
-record the version they read and the commit validates it, so a stale read costs a
-conflict and a re-run, after which the conflicting keys are dropped.
+``refresh()`` drops every entry older than a version the feed lists for its key, and
+every listing older than a change to one of its entries (what this executor read or
+committed at that version or later is current, and stays). A stale entry is never a
+wrong answer: transactions record the version they read and the commit validates it, so
+a stale read costs a conflict and a re-run, after which the conflicting keys are dropped.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ class FsCache(StoreReader):
         self._entries: OrderedDict[str, Read] = OrderedDict()
         self._listings: dict[str, tuple[int, list[str]]] = {}
         self._bytes = 0
-        self._own: dict[str, int] = {}  # key -> version this process committed and cached
         self._cursor = store.last_version()
         self._refreshed = time.monotonic()
         self.hits = 0
@@ -149,29 +149,36 @@ class FsCache(StoreReader):
 
     def committed(self, writes: Mapping[str, bytes | None], versions: Mapping[str, int]) -> None:
         """Cache what this process just committed, so its next transaction reads it
-        without a round trip; the change feed will list these versions as our own."""
+        without a round trip (the change feed will list these very versions: kept)."""
         for key, value in writes.items():
             self._drop(key)
             version = versions.get(key)
             if version is not None:
                 self._keep(key, (version, value))
-                self._own[key] = version
+
+    def _forget_older(self, key: str, version: int) -> None:
+        """``key`` was written at ``version``: drop what was cached before that (what we
+        read or committed at that version or later is current)."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] < version:
+            self._drop(key)
+        prefix = key[: key.rfind("/") + 1]
+        listing = self._listings.get(prefix)
+        if listing is not None and listing[0] < version:
+            del self._listings[prefix]
 
     def refresh_if_stale(self) -> None:
         if time.monotonic() - self._refreshed >= self.max_staleness:
             self.refresh()
 
     def refresh(self) -> None:
-        """Drop every entry (and listing) written by others since the last refresh."""
+        """Drop every entry (and listing) older than what was written since the last
+        refresh."""
         while True:
             page = self.store.changes(self._cursor, 1000)
             for key, version in page.keys:
-                if not key.startswith(ROOT):
-                    continue
-                if self._own.pop(key, None) != version:
-                    self._drop(key)
-                else:  # our own write: the entry is right, listings may not be
-                    self._listings.pop(key[: key.rfind("/") + 1], None)
+                if key.startswith(ROOT):
+                    self._forget_older(key, version)
             if page.last < self._cursor:  # a different store under us: forget everything
                 self._entries.clear()
                 self._listings.clear()
