@@ -215,7 +215,9 @@ def test_sigkill_during_a_commit_leaves_all_or_nothing(
         import sys
         import time
 
-        main, me = threading.get_ident(), ctx.invocation_id
+        main, invoking = threading.get_ident(), sys._getframe()
+        while invoking.f_code.co_name != "_invoke":  # the executor's frame running us
+            invoking = invoking.f_back  # type: ignore[assignment]
 
         def kill_inside_commit() -> None:
             # Wait until the executor's main thread is inside the store's commit of this
@@ -224,10 +226,9 @@ def test_sigkill_during_a_commit_leaves_all_or_nothing(
             polls_inside = random.Random(batch).randrange(0, 40, 4)
             while True:
                 frame, names, ours = sys._current_frames().get(main), [], False
-                while frame is not None:
+                while frame is not None:  # (f_locals of another thread's frame is unsafe)
                     names.append(frame.f_code.co_name)
-                    call = frame.f_locals.get("call") if names[-1] == "_invoke" else None
-                    ours = ours or getattr(call, "invocation_id", None) == me
+                    ours = ours or frame is invoking
                     frame = frame.f_back
                 if not ours:
                     return  # committed (or failed) before we saw the commit

@@ -2,8 +2,9 @@
 store, one serializable transaction per invocation, an executor-side cache, and a
 path-level Python API (``FileSystem``, ``Path``) over the inode-level ``VolumeOps``."""
 
-from stratus.fs.api import DirEntry, FileSystem
+from stratus.fs.api import FileSystem
 from stratus.fs.cache import FsCache, StoreReader
+from stratus.fs.entries import DirEntry
 from stratus.fs.files import RawFile
 from stratus.fs.keys import CHUNK
 from stratus.fs.ops import VolumeOps
