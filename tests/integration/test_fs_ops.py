@@ -275,3 +275,20 @@ def test_volumes(store: Store) -> None:
     assert again.id != first.id and again.run(lambda o: o.readdir(ROOT_INO)) == []
     with pytest.raises(ValueError):
         volumes.create("../etc")
+
+
+def test_the_change_feed_drops_only_what_changed_after_it_was_cached(store: Store) -> None:
+    cache = FsCache(store, max_staleness=0.0)
+    mine = Volumes(store, cache=cache).create("vol")
+    with mine.transaction() as ops:
+        a = ops.create(ROOT_INO, b"a", 0o644, 0, 0).ino
+        b = ops.create(ROOT_INO, b"b", 0o644, 0, 0).ino
+    mine.run(lambda o: (o.readdir(ROOT_INO), o.read(a, 0, 1), o.read(b, 0, 1)))
+    cache.refresh()  # lists our own commit: what we cached from it stays
+    misses = cache.misses
+    mine.run(lambda o: (o.readdir(ROOT_INO), o.getattr(a), o.getattr(b)))
+    assert cache.misses == misses
+    Volumes(store).open("vol").run(lambda o: o.write(b, 0, b"new"))  # another writer
+    cache.refresh()
+    assert mine.run(lambda o: o.getattr(a).size) == 0 and cache.misses == misses  # kept
+    assert mine.run(lambda o: o.read(b, 0, 9)) == b"new" and cache.misses > misses  # dropped
