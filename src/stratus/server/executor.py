@@ -347,6 +347,8 @@ class Executor:
             return None
         if (kv_commits and kv.has_writes) or fs.txn.has_writes:
             own = kv.transaction(validate=validate) if kv_commits else Transaction({}, [])
+            if not fs.used:
+                return self.store.commit(own)
             files = fs.txn
             return self.store.commit(
                 Transaction(
