@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import select
 import shutil
 import tempfile
 import threading
@@ -311,7 +312,9 @@ def test_commit_applies_every_write_with_consecutive_versions(store: Store) -> N
             writes=[Put("b", b"2"), Merge("a", b"+"), Delete("c"), Put("d", b"4")],
         )
     )
-    assert result == CommitResult(ok=True, versions={"b": 2, "a": 3, "c": 4, "d": 5})
+    assert result == CommitResult(
+        ok=True, versions={"b": 2, "a": 3, "c": 4, "d": 5}, merged_into={"a": 1}
+    )
     assert store.get_many(["a", "b", "c", "d"]) == {
         "a": Entry(b"1+", 3),
         "b": Entry(b"2", 2),
@@ -594,6 +597,31 @@ def test_a_redis_merge_that_loses_its_race_is_computed_again(redis_url: str) -> 
         assert store.get_many(["k", "x"]) == {"k": Entry(b"0r1r2+rrr", 7), "x": Entry(None, 0)}
 
 
+def test_a_redis_store_signals_every_commit_to_its_watchers(redis_url: str) -> None:
+    with (
+        RedisStore(redis_url, concat, namespace="watched") as store,
+        RedisStore(redis_url, concat, namespace="watched") as writer,
+    ):
+        signal = store.watch()
+        assert signal.healthy and not signal.drain()  # nothing written yet
+        writer.put("a", b"1")
+        assert select.select([signal], [], [], 10.0)[0] == [signal]
+        assert signal.drain() and not signal.drain()
+        writer.commit(Transaction(reads={"a": 1}, writes=[]))  # validation only: no signal
+        writer.merge("a", b"2")
+        assert select.select([signal], [], [], 10.0)[0] == [signal]
+        assert signal.drain()
+        signal.close()
+        assert not signal.healthy and not signal.drain()
+
+
+def test_local_stores_have_no_signal(tmp_path: Path) -> None:
+    for kind in ("memory", "sqlite", "lmdb"):
+        (tmp_path / kind).mkdir()
+        with open_backend(kind, tmp_path / kind) as store:
+            assert store.watch() is None  # their change feed is polled
+
+
 def test_redis_urls_open_redis_stores(redis_url: str) -> None:
     with open_store(redis_url + "?namespace=from-url") as store:
         assert isinstance(store, RedisStore)
@@ -733,26 +761,30 @@ class Model:
         rows = self.rows if rows is None else rows
         return max((v for k, (_, v) in rows.items() if k.startswith(prefix)), default=0)
 
-    def apply(self, writes: list[Write]) -> dict[str, int]:
+    def apply(self, writes: list[Write]) -> tuple[dict[str, int], dict[str, int]]:
         versions: dict[str, int] = {}
+        merged_into: dict[str, int] = {}
         for write in writes:
             self.last += 1
-            old = self.rows.get(write.key, (None, 0))[0]
+            old, old_version = self.rows.get(write.key, (None, 0))
             if isinstance(write, Put):
                 self.rows[write.key] = (write.value, self.last)
             elif isinstance(write, Merge):
+                if write.key not in versions:
+                    merged_into[write.key] = old_version
                 self.rows[write.key] = (concat(old, write.value), self.last)
             else:
                 self.rows[write.key] = (None, self.last)
             versions[write.key] = self.last
-        return versions
+        return versions, merged_into
 
     def commit(self, txn: Transaction) -> CommitResult:
         conflicts = [k for k, v in txn.reads.items() if self.version(k) != v]
         conflicts += [p for p, v in txn.prefix_reads.items() if self.prefix_version(p) != v]
         if conflicts:
             return CommitResult(ok=False, conflicts=conflicts)
-        return CommitResult(ok=True, versions=self.apply(list(txn.writes)))
+        versions, merged_into = self.apply(list(txn.writes))
+        return CommitResult(ok=True, versions=versions, merged_into=merged_into)
 
     def changes(self, since: int, limit: int) -> Changes:
         ordered = sorted(
@@ -780,15 +812,15 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(key=keys_st, value=values_st)
     def put(self, key: str, value: bytes) -> None:
-        assert self.store.put(key, value) == self.model.apply([Put(key, value)])[key]
+        assert self.store.put(key, value) == self.model.apply([Put(key, value)])[0][key]
 
     @rule(key=keys_st, value=values_st)
     def merge(self, key: str, value: bytes) -> None:
-        assert self.store.merge(key, value) == self.model.apply([Merge(key, value)])[key]
+        assert self.store.merge(key, value) == self.model.apply([Merge(key, value)])[0][key]
 
     @rule(key=keys_st)
     def delete(self, key: str) -> None:
-        assert self.store.delete(key) == self.model.apply([Delete(key)])[key]
+        assert self.store.delete(key) == self.model.apply([Delete(key)])[0][key]
 
     @rule(keys=st.lists(keys_st, max_size=4))
     def get_many(self, keys: list[str]) -> None:

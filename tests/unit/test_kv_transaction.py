@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from stratus.kv import KVCache, KVTransaction, merge_encoded
-from stratus.lattice import Counter, GSet, HybridClock, LatticeTypeError, encode
+from stratus.lattice import Counter, GSet, HybridClock, LatticeTypeError, decode, encode
 from stratus.store import MemoryStore, Merge, Put
 
 
@@ -122,6 +122,26 @@ def test_cache_hits_skip_the_store_and_follow_the_change_feed(store: MemoryStore
     assert cache.read("k")[1].value == 1  # stale until refreshed
     cache.refresh_if_stale()
     assert cache.read("k")[1].value == 2
+
+
+def test_a_committed_merge_stays_cached_only_when_no_other_write_came_between(
+    store: MemoryStore,
+) -> None:
+    cache, clock = KVCache(store), HybridClock("x1")
+    store.put("k", encode(Counter.delta("x0", 1)))
+
+    def merge_one() -> None:
+        t = KVTransaction(cache, clock)
+        t.get("k")
+        t.merge("k", Counter.delta("x1", 1))
+        t.remember_commit(cache, store.commit(t.transaction(validate=False)))
+
+    merge_one()  # merged into the version the cache holds: the result is known
+    assert "k" in cache and cache.read("k")[1] == decode(store.get("k").value)
+    store.merge("k", encode(Counter.delta("x2", 5)))  # unseen by the cache
+    merge_one()  # merged into a version the cache never saw: dropped, not guessed
+    assert "k" not in cache
+    assert cache.read("k")[1] == decode(store.get("k").value)
 
 
 def test_cache_capacity_evicts_oldest(store: MemoryStore) -> None:

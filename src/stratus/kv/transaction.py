@@ -21,7 +21,7 @@ so it leaves nothing behind and may be run again.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -212,27 +212,28 @@ class KVTransaction:
         conflicts += [p for p, v in self.prefix_reads.items() if store.prefix_version(p) != v]
         return CommitResult(ok=not conflicts, conflicts=conflicts)
 
-    def remember_commit(
-        self, cache: KVCache, versions: Mapping[str, int], *, validated: bool
-    ) -> None:
+    def remember_commit(self, cache: KVCache, result: CommitResult) -> None:
         """After a successful commit: keep in the cache what is known to be stored.
 
-        A put replaced the value, so it is known exactly; so is a merge into a key whose
-        read was validated. Any other merge may have met writes this transaction never
-        saw (which the change feed would then list under our version), so it is dropped.
+        A put replaced the value, so it is known exactly. A merge is known when the value
+        it was merged into is (the store reports that version): absent, or still in the
+        cache. Any other merge met writes this executor never saw, so it is dropped and
+        read again when needed.
         """
         for key, (kind, value) in self._writes.items():
-            version = versions.get(key)
+            version = result.versions.get(key)
             if version is None:
                 cache.invalidate([key])
             elif kind in (_PUT, _DELETE):
                 cache.committed(key, version, value)
-            elif validated and key in self.reads:
-                base = cache.read(key)[1]
-                assert value is not None
-                cache.committed(key, version, value if base is None else base.merge(value))
             else:
-                cache.invalidate([key])
+                assert value is not None
+                into = result.merged_into.get(key)
+                base = cache.peek(key, into) if into else None
+                if into == 0 or base is not None:
+                    cache.committed(key, version, value if base is None else base.merge(value))
+                else:
+                    cache.invalidate([key])
 
     def transaction(self, *, validate: bool) -> Transaction:
         """The store transaction to commit; with ``validate``, reads must still hold."""

@@ -117,6 +117,8 @@ class Executor:
         self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
+        if self.kv_cache.signal is not None:
+            self.reactor.watch_readable(self.kv_cache.signal.fileno(), self._on_store_signal)
         with self.client.polling():
             while self.running:
                 self.client.pump(None)
@@ -142,10 +144,18 @@ class Executor:
 
     def _refresh_cache(self) -> None:
         if len(self.kv_cache):
-            self.kv_cache.refresh()
+            self.kv_cache.refresh_if_stale()
         if len(self.fs_cache):
-            self.fs_cache.refresh()
+            self.fs_cache.refresh_if_stale()
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
+
+    def _on_store_signal(self) -> None:
+        signal = self.kv_cache.signal
+        assert signal is not None
+        self.kv_cache.refresh_if_stale()
+        if not signal.healthy:
+            log.warning("executor %s: store change signal lost, polling", self.executor_id)
+            self.reactor.unwatch(signal.fileno())
 
     def _drop_stale(self, now: float) -> None:
         for key, fanin in list(self._fanin.items()):
@@ -330,7 +340,7 @@ class Executor:
             fs.txn.finished(result)
             if result.ok:
                 if commits:
-                    kv.remember_commit(self.kv_cache, result.versions, validated=validate)
+                    kv.remember_commit(self.kv_cache, result)
                 return outcome, kv
             self.kv_cache.invalidate(result.conflicts)
         conflict = m.ErrorInfo(

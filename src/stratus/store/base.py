@@ -112,12 +112,15 @@ class Transaction(msgspec.Struct, frozen=True):
 
 
 class CommitResult(msgspec.Struct, frozen=True):
-    """The outcome of :meth:`Store.commit`: on success the new version of each key written;
-    on failure the keys and prefixes whose versions had changed (nothing was written)."""
+    """The outcome of :meth:`Store.commit`: on success the new version of each key written,
+    and for each key merged the version of the value it was merged into (0: none), so a
+    cache holding that version knows the new value without reading it; on failure the keys
+    and prefixes whose versions had changed (nothing was written)."""
 
     ok: bool
     versions: dict[str, int] = {}
     conflicts: list[str] = []
+    merged_into: dict[str, int] = {}
 
 
 class Changes(msgspec.Struct, frozen=True):
@@ -130,6 +133,27 @@ class Changes(msgspec.Struct, frozen=True):
 
     last: int
     keys: list[tuple[str, int]]
+
+
+class ChangeSignal(Protocol):
+    """A file descriptor that becomes readable when the store changes, so a cache learns of
+    writes without asking (Redis pub/sub). Best effort: while it is ``healthy`` a change
+    is signalled within milliseconds; when it breaks, callers go back to polling."""
+
+    healthy: bool
+
+    def fileno(self) -> int:
+        """The descriptor to poll for reading."""
+        ...
+
+    def drain(self) -> bool:
+        """Consume what arrived without blocking: True if the store changed (or the signal
+        just broke, so that nothing is missed)."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening; idempotent."""
+        ...
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -178,6 +202,11 @@ class Store(Protocol):
 
     def last_version(self) -> int:
         """The last version assigned by the store (0 for a new store)."""
+        ...
+
+    def watch(self) -> ChangeSignal | None:
+        """A new :class:`ChangeSignal` of this store's writes, or None where polling
+        :meth:`changes` is as cheap (the embedded backends)."""
         ...
 
     def close(self) -> None:
@@ -305,20 +334,25 @@ def validate(view: WriteView, txn: Transaction) -> list[str]:
 
 def apply_writes(
     view: WriteView, last: int, writes: Sequence[Write], merge_fn: MergeFn, limit: int
-) -> tuple[dict[str, int], int]:
-    """Apply ``writes`` after version ``last``: ``({key: new version}, new last)``.
+) -> tuple[dict[str, int], int, dict[str, int]]:
+    """Apply ``writes`` after version ``last``: ``({key: new version}, new last, {merged
+    key: version of the stored value it was merged into})``.
 
     Every write takes the next version. All new values are computed before any row is
     written, so a failing ``merge_fn`` (or an oversized merge result) writes nothing.
     """
     staged: dict[str, tuple[bytes | None, int]] = {}
+    merged_into: dict[str, int] = {}
     for write in writes:
         last += 1
         value: bytes | None
         if isinstance(write, Put):
             value = write.value
         elif isinstance(write, Merge):
-            old = staged[write.key][0] if write.key in staged else view.read(write.key)[0]
+            if write.key in staged:
+                old = staged[write.key][0]
+            else:
+                old, merged_into[write.key] = view.read(write.key)
             value = merge_fn(old, write.value)
             if not isinstance(value, bytes):
                 raise TypeError(f"merge_fn returned {type(value).__name__}, not bytes")
@@ -329,7 +363,8 @@ def apply_writes(
     # In version order: a key written twice keeps only its last version.
     for key, (value, version) in sorted(staged.items(), key=lambda item: item[1][1]):
         view.write(key, value, version)
-    return {key: version for key, (_, version) in staged.items()}, last
+    versions = {key: version for key, (_, version) in staged.items()}
+    return versions, last, merged_into
 
 
 # --------------------------------------------------------------------------- base class
@@ -395,7 +430,7 @@ class BaseStore(ABC):
         writes = (write,)
 
         def body(view: WriteView, last: int) -> tuple[int, int]:
-            _, last = apply_writes(view, last, writes, self.merge_fn, self.max_value_bytes)
+            _, last, _ = apply_writes(view, last, writes, self.merge_fn, self.max_value_bytes)
             return last, last
 
         return self._atomic(body)
@@ -408,12 +443,16 @@ class BaseStore(ABC):
             conflicts = validate(view, txn)
             if conflicts:
                 return CommitResult(ok=False, conflicts=conflicts), last
-            versions, last = apply_writes(
+            versions, last, merged_into = apply_writes(
                 view, last, txn.writes, self.merge_fn, self.max_value_bytes
             )
-            return CommitResult(ok=True, versions=versions), last
+            return CommitResult(ok=True, versions=versions, merged_into=merged_into), last
 
         return self._atomic(body)
+
+    def watch(self) -> ChangeSignal | None:
+        """None: a local store's change feed is cheap enough to poll."""
+        return None
 
     @staticmethod
     def _check_limit(limit: int) -> None:

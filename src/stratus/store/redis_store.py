@@ -29,7 +29,9 @@ runs atomically: no other command runs between its first and last line. Its cont
                               first): nothing written
           [RETRY, value, version, ...]  a guard changed: the current rows of the guards,
                               in order; nothing written
-          [DONE, base]        the writes took versions base + offset; seq += n_versions
+          [DONE, base]        the writes took versions base + offset; seq += n_versions,
+                              and the new seq is PUBLISHed on the channel named like
+                              the seq key, which ``watch()`` subscribes to
 
 It checks every read and prefix version first, then the guards, and writes nothing
 unless all match; writes go last, after every check, and the ``#!lua`` shebang makes
@@ -247,6 +249,7 @@ for i = at, #ARGV, 4 do
   redis.call('ZADD', names, 0, key)
   redis.call('ZADD', feed, base + tonumber(ARGV[i + 1]), key)
 end
+redis.call('PUBLISH', seq, base + n_versions)  -- wakes the caches (RedisStore.watch)
 return {2, base}  -- DONE
 """
 )
@@ -385,7 +388,9 @@ class RedisStore(BaseStore):
         for attempt in range(self.merge_attempts):
             view = _StagingView(rows)
             try:
-                offsets, count = apply_writes(view, 0, writes, self.merge_fn, self.max_value_bytes)
+                offsets, count, merged_into = apply_writes(
+                    view, 0, writes, self.merge_fn, self.max_value_bytes
+                )
             except Exception:
                 # Nothing is written. As in the other backends, where validation comes
                 # first, a conflicting transaction reports its conflicts instead.
@@ -401,7 +406,7 @@ class RedisStore(BaseStore):
                 if reply[0] == _DONE:
                     base = reply[1]
                     versions = {key: base + offset for key, offset in offsets.items()}
-                    return CommitResult(ok=True, versions=versions)
+                    return CommitResult(ok=True, versions=versions, merged_into=merged_into)
             # RETRY: a merged key changed since it was read. Try again at once with the
             # current rows the reply carries; after a second loss, back off for a random,
             # growing time and read again, so that many writers of one key all get through.
@@ -470,6 +475,11 @@ class RedisStore(BaseStore):
         client, self._client = self._client, None
         return client
 
+    def watch(self) -> _PubSubSignal:
+        """A signal fed by the commit script's PUBLISH: a cache that watches it refreshes
+        when something was written instead of polling the feed before each read."""
+        return _PubSubSignal(self._open(), self._names.seq)
+
     def close(self) -> None:
         """Close the store's connections; idempotent."""
         with self._lock:
@@ -477,6 +487,45 @@ class RedisStore(BaseStore):
         if client is not None:
             client.close()
             client.connection_pool.disconnect()
+
+
+class _PubSubSignal:
+    """A :class:`~stratus.store.base.ChangeSignal` on a pub/sub connection of its own."""
+
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            self._pubsub.subscribe(channel)
+            self._pubsub.get_message(timeout=1.0)  # the confirmation: subscribed from here on
+            connection = self._pubsub.connection
+            assert connection is not None
+            # redis-py keeps the socket private; polling it is what lets an event loop wait.
+            sock = connection._sock
+            assert sock is not None
+            self._fd: int = sock.fileno()
+        except redis.RedisError as exc:
+            self._pubsub.close()
+            raise ConnectionFailed(f"cannot subscribe to the Redis store: {exc}") from exc
+        self.healthy = True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def drain(self) -> bool:
+        if not self.healthy:
+            return False
+        changed = False
+        try:
+            while self._pubsub.get_message(timeout=0.0) is not None:
+                changed = True
+        except (redis.RedisError, OSError, AttributeError):
+            self.close()  # AttributeError: redis-py dropped the connection under us
+            return True
+        return changed
+
+    def close(self) -> None:
+        self.healthy = False
+        self._pubsub.close()
 
 
 class _StagingView:

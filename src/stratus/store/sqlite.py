@@ -6,15 +6,17 @@ Schema::
 
     kv(key TEXT PRIMARY KEY, value BLOB, version INTEGER NOT NULL)  -- value NULL: tombstone
     kv_version: UNIQUE index on kv(version)                         -- the change feed
-    meta(name TEXT PRIMARY KEY, value INTEGER)                      -- 'seq': last version
+
+The last version given is the highest in ``kv_version`` (tombstones are rows, and a
+transaction's last write always keeps the transaction's last version), so no counter row
+is written: a commit of one key writes two pages, its row and its index entry.
 
 The database is in WAL mode: readers never block the writer nor each other, and each
 read statement (or explicit read transaction) sees one committed snapshot. Every write
 (put, merge, delete, commit) is ``BEGIN IMMEDIATE`` ... ``COMMIT``: BEGIN IMMEDIATE takes
 the database's single write lock up front, so two processes' read-modify-writes (merge,
 validation) are serialized instead of deadlocking on a lock upgrade. Inside, the shared
-logic of ``base`` reads the sequence from ``meta``, validates, writes rows and stores the
-new sequence.
+logic of ``base`` reads the last version, validates and writes rows.
 
 Writers first take an exclusive ``flock`` on ``<path>.writer-lock``. SQLite alone would
 be correct, but a writer that finds the database locked sleeps in its busy handler (1, 2,
@@ -60,16 +62,13 @@ _CHUNK = 500  # keys per `IN (...)` query of get_many
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB, version INTEGER NOT NULL)",
     "CREATE UNIQUE INDEX IF NOT EXISTS kv_version ON kv(version)",
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "INSERT OR IGNORE INTO meta (name, value) VALUES ('seq', 0)",
 )
 _GET = "SELECT value, version FROM kv WHERE key = ?"
 _UPSERT = (
     "INSERT INTO kv (key, value, version) VALUES (?, ?, ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version"
 )
-_SEQ = "SELECT value FROM meta WHERE name = 'seq'"
-_SET_SEQ = "UPDATE meta SET value = ? WHERE name = 'seq'"
+_SEQ = "SELECT coalesce(max(version), 0) FROM kv"  # one step down the kv_version index
 
 
 class SQLiteStore(BaseStore):
@@ -179,9 +178,7 @@ class SQLiteStore(BaseStore):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     last = conn.execute(_SEQ).fetchone()[0]
-                    result, new_last = body(_SQLiteView(conn), last)
-                    if new_last != last:
-                        conn.execute(_SET_SEQ, (new_last,))
+                    result, _ = body(_SQLiteView(conn), last)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:

@@ -165,6 +165,7 @@ class Reactor:
         self._poll.register(self._wake_r, _READ)
         self._polling = False
         self._watched_fds: dict[int, Callable[[], None]] = {}
+        self._readable: dict[int, Callable[[], None]] = {}
 
     # --- sockets
 
@@ -217,6 +218,17 @@ class Reactor:
         """Call ``on_eof`` when ``fd`` (a pipe nobody writes to) reaches end of file."""
         self._watched_fds[fd] = on_eof
         self._poll.register(fd, _READ)
+
+    def watch_readable(self, fd: int, on_readable: Callable[[], None]) -> None:
+        """Call ``on_readable`` whenever ``fd`` (someone else's socket) has data; the
+        callback must consume it, or ``unwatch`` the fd."""
+        self._readable[fd] = on_readable
+        self._poll.register(fd, _READ)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd`` (from ``watch_readable``)."""
+        if self._readable.pop(fd, None) is not None:
+            self._poll.unregister(fd)
 
     def _modify(self, conn: Connection) -> None:
         if conn.fd in self._conns:
@@ -277,6 +289,8 @@ class Reactor:
                     self._drain_wake()
                 elif fd in self._listeners:
                     self._accept(fd)
+                elif fd in self._readable:
+                    self._readable[fd]()
                 elif fd in self._watched_fds:
                     self._check_eof(fd)
             self.dispatch()
