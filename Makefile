@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 # The Redis store's tests start their own redis-server (Debian's package, never its service).
 REDIS  := /usr/bin/redis-server
 
-.PHONY: demo test lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport clean
+.PHONY: demo test lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -53,6 +53,9 @@ bench-state: $(VENV)/.bench-installed $(REDIS)
 
 bench-store: $(VENV)/.bench-installed $(REDIS)
 	$(PY) bench/store.py
+
+bench-fs: $(VENV)/.bench-installed
+	$(PY) bench/fs.py
 
 bench-transport: $(VENV)/.bench-installed
 	$(PY) bench/transport.py
