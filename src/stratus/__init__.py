@@ -24,6 +24,8 @@ from stratus._exceptions import (
     RemoteError,
     SerializationError,
     StratusError,
+    VolumeExists,
+    VolumeNotFound,
 )
 from stratus.client.app import App, connect
 from stratus.client.future import Future
@@ -54,5 +56,7 @@ __all__ = [
     "RemoteError",
     "SerializationError",
     "StratusError",
+    "VolumeExists",
+    "VolumeNotFound",
     "connect",
 ]

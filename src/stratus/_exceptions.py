@@ -13,6 +13,8 @@
     ├── SerializationError        arguments or results that cannot be pickled or unpickled
     ├── PayloadTooLarge           a pickled value above the cluster's size limit
     ├── NoCapacity                no executor offers what the function requests
+    ├── VolumeNotFound            (stratus.fs) no file-system volume of that name
+    ├── VolumeExists              (stratus.fs) creating a volume whose name is taken
     ├── LatticeError              (stratus.lattice) a lattice value misused
     │   ├── LatticeTypeError      merging lattices of different types
     │   ├── LatticeValueError     a value a lattice cannot hold
@@ -73,6 +75,22 @@ class PayloadTooLarge(StratusError):
 
 class NoCapacity(StratusError):
     """No executor of the cluster offers the resources the function requests."""
+
+
+class VolumeNotFound(StratusError, LookupError):
+    """No file-system volume of this name exists (or it was deleted meanwhile)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no volume named {name!r}")
+        self.name = name
+
+
+class VolumeExists(StratusError):
+    """A volume of this name already exists."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a volume named {name!r} already exists")
+        self.name = name
 
 
 class InvocationError(StratusError):
