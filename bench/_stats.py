@@ -55,6 +55,23 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 2)
 
 
+def check_targets(
+    doc: dict[str, Any], targets: dict[str, tuple[str, str, float]]
+) -> dict[str, Any]:
+    """Each target ``name: (dotted path into doc, "<=" or ">=", bound)`` with its value
+    and whether it is met (None when the value is missing)."""
+    report: dict[str, Any] = {}
+    for name, (path, comparison, bound) in targets.items():
+        value: Any = doc
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        met = None
+        if isinstance(value, int | float):
+            met = value <= bound if comparison == "<=" else value >= bound
+        report[name] = {"target": f"{comparison} {bound:g}", "value": value, "met": met}
+    return report
+
+
 def write_json(path: Path, document: dict[str, Any]) -> str:
     """Write ``document`` to ``path`` (creating its folder) and return the text written."""
     text = json.dumps(document, indent=2)

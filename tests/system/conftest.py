@@ -12,13 +12,20 @@ import pytest
 
 import fuse_mounts
 
-KINDS = ["native", "passthrough"]
+KINDS = ["native", "passthrough", "stratus"]
 
 
 @pytest.fixture(scope="session")
 def passthrough_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("passthrough")
     with fuse_mounts.passthrough(base / "source", base / "mnt"):
+        yield base / "mnt"
+
+
+@pytest.fixture(scope="session")
+def stratus_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    base = tmp_path_factory.mktemp("stratus-mount")
+    with fuse_mounts.stratus("posix", base / "data", base / "mnt"):
         yield base / "mnt"
 
 

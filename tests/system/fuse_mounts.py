@@ -67,7 +67,17 @@ def serving(argv: Sequence[str], mountpoint: Path) -> Iterator[subprocess.Popen[
             print(out)
 
 
-def passthrough(source: Path, mountpoint: Path) -> contextlib.AbstractContextManager[object]:
+def passthrough(
+    source: Path, mountpoint: Path
+) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
     """The benchmark's pass-through file system mirroring ``source`` at ``mountpoint``."""
     source.mkdir(parents=True, exist_ok=True)
     return serving([sys.executable, str(PASSTHROUGH), str(source), str(mountpoint)], mountpoint)
+
+
+def stratus(
+    volume: str, data_dir: Path, mountpoint: Path, *options: str
+) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
+    """``stratus mount --foreground`` of ``volume`` (created if missing) at ``mountpoint``."""
+    argv = [*STRATUS, "mount", volume, str(mountpoint), "--data-dir", str(data_dir)]
+    return serving([*argv, "--create", "--foreground", "--log-level", "INFO", *options], mountpoint)
