@@ -148,13 +148,16 @@ class Volumes:
                 return volume
         raise ConflictError(f"volume {name}: created and deleted concurrently, again and again")
 
-    def ensure(self, txn: FsTransaction, name: str) -> Volume:
-        """The volume ``name`` as ``txn`` sees it, created by ``txn`` (its registry entry
-        and root directory buffered there) when it does not exist."""
+    def ensure(self, txn: FsTransaction, name: str, *, create: bool = True) -> Volume:
+        """The volume ``name`` as ``txn`` sees it; when it does not exist, created by
+        ``txn`` (its registry entry and root directory buffered there), or
+        ``VolumeNotFound`` without ``create``."""
         key = k.volume_record(check_volume_name(name))
         raw = txn.get(key)
         if raw is not None:
             return Volume(self.store, name, volume_decoder.decode(raw), self.reader)
+        if not create:
+            raise VolumeNotFound(name)
         record = VolumeRecord(secrets.token_hex(8), time.time_ns())
         volume = Volume(self.store, name, record, self.reader)
         now = record.created_ns
