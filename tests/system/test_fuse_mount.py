@@ -16,6 +16,7 @@ import pytest
 import fuse_mounts
 from helpers import alive, wait_until
 from stratus.fs import ROOT_INO, Volume, Volumes
+from stratus.fs.session import transaction
 from stratus.kv.open import open_store
 from stratus.store.base import Store
 
@@ -138,3 +139,31 @@ def test_an_unexpected_error_is_eio_and_the_mount_survives(mounted: tuple[Path, 
     (mnt / "d" / "after").write_text("the mount still serves")
     assert os.listdir(mnt / "d") == ["after"]
     assert (mnt / "d" / "after").read_text() == "the mount still serves"
+
+
+def test_sigterm_unmounts_and_exits(tmp_path: Path) -> None:
+    data_dir, mnt = tmp_path / "data", tmp_path / "mnt"
+    with fuse_mounts.stratus("v", data_dir, mnt) as process:
+        (mnt / "f").write_text("committed")
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+        assert not os.path.ismount(mnt)
+    assert read_file(Volumes(store_of(data_dir)).open("v"), b"f") == b"committed"
+
+
+def test_the_path_api_and_the_mount_see_each_others_work(mounted: tuple[Path, Path]) -> None:
+    mnt, data_dir = mounted
+    (mnt / "from-mount").mkdir()
+    (mnt / "from-mount" / "note.txt").write_text("written by a program\n")
+    volumes = Volumes(store_of(data_dir))
+    with transaction(volumes, "v") as fs:  # one transaction, as an invocation is
+        assert fs.listdir("/from-mount") == ["note.txt"]
+        with fs.open("/from-mount/note.txt") as f:
+            assert f.read() == "written by a program\n"
+        fs.makedirs("/reports/2026")
+        with fs.open("/reports/2026/q1.csv", "w") as f:
+            f.write("a,b\n1,2\n")
+        fs.rename("/from-mount/note.txt", "/reports/note.txt")
+    assert (mnt / "reports" / "2026" / "q1.csv").read_text() == "a,b\n1,2\n"
+    assert sorted(os.listdir(mnt / "reports")) == ["2026", "note.txt"]
+    assert os.listdir(mnt / "from-mount") == []
