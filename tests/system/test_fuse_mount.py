@@ -167,3 +167,15 @@ def test_the_path_api_and_the_mount_see_each_others_work(mounted: tuple[Path, Pa
     assert (mnt / "reports" / "2026" / "q1.csv").read_text() == "a,b\n1,2\n"
     assert sorted(os.listdir(mnt / "reports")) == ["2026", "note.txt"]
     assert os.listdir(mnt / "from-mount") == []
+
+
+def test_appends_land_at_the_volumes_end_despite_the_kernel_cache(tmp_path: Path) -> None:
+    data_dir, mnt = tmp_path / "data", tmp_path / "mnt"
+    with fuse_mounts.stratus("v", data_dir, mnt, "--cache-timeout", "600"):
+        (mnt / "log").write_bytes(b"mount 1\n")
+        assert (mnt / "log").stat().st_size == 8  # the kernel caches this size
+        volume = Volumes(store_of(data_dir)).open("v")
+        volume.run(lambda ops: ops.write(ops.lookup(ROOT_INO, b"log").ino, 8, b"elsewhere\n"))
+        with open(mnt / "log", "ab") as f:
+            f.write(b"mount 2\n")
+        assert read_file(volume, b"log") == b"mount 1\nelsewhere\nmount 2\n"

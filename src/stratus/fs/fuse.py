@@ -10,7 +10,7 @@ it at once. Nothing is buffered here: ``flush`` and ``fsync`` have nothing left 
     ------------------  ----------------------------------  ------------------------------
     open                none (O_TRUNC: truncate)            file handle -> inode (held)
     create              create                              file handle -> inode (held)
-    read / write        read / write at the offset          -
+    read / write        at the offset (O_APPEND: at the end) -
     unlink / rename     the same (noting an open target)    maybe-orphaned open inodes
     release             none (a maybe-orphan: release)      handle dropped
     opendir             readdir: one consistent listing     dir handle -> that listing
@@ -19,10 +19,11 @@ it at once. Nothing is buffered here: ``flush`` and ``fsync`` have nothing left 
 
 A handle *holds* its inode, so a file unlinked (or renamed over) while open keeps its
 data until its last handle is released, as on any POSIX file system. The kernel keeps
-attributes and names for ``timeout`` seconds (``cache_timeout``, 1 s by default): changes
-made through this mount update that cache at once; changes made elsewhere (a function, a
-second mount) are seen after at most that long, and at the next ``open`` for file data
-(close-to-open, as NFS). ``cache_timeout=0`` asks the volume on every access.
+attributes and names for ``cache_timeout`` seconds (1 by default): changes made through
+this mount update that cache at once; changes made elsewhere (a function, a second mount)
+are seen within that time, sizes included; cached file pages are dropped at each ``open``.
+Appends go where the volume's file ends, whatever the kernel's cached size says, so
+appenders here and elsewhere lose nothing. ``cache_timeout=0`` asks the volume every time.
 
 Errors: an ``OSError`` from the volume is the reply's errno (they are Linux's already).
 Anything else (a bug, the store gone, a conflict after every re-run) is logged with its
@@ -88,6 +89,7 @@ class VolumeFS(pyfuse3.Operations):
         self.volume = volume
         self.cache_timeout = cache_timeout
         self._files: dict[int, int] = {}  # file handle -> inode
+        self._appending: set[int] = set()  # handles opened with O_APPEND
         self._maybe_orphans: set[int] = set()  # open inodes unlinked or renamed over here
         self._listings: dict[int, list[tuple[bytes, Attr]]] = {}  # dir handle -> entries
         self._next_handle = 1
@@ -235,7 +237,7 @@ class VolumeFS(pyfuse3.Operations):
 
     # -- files ----------------------------------------------------------------------------
 
-    def _handle_on(self, inode: int) -> pyfuse3.FileInfo:
+    def _handle_on(self, inode: int, flags: int) -> pyfuse3.FileInfo:
         """A new handle on ``inode``, held until it is released. The hold is taken after
         the transaction that found the inode committed: ``VolumeOps.hold`` inside
         ``Volume.run`` would count twice when a conflict re-runs it (and holds are this
@@ -243,6 +245,8 @@ class VolumeFS(pyfuse3.Operations):
         self.volume.hold(inode)
         handle = self._handle()
         self._files[handle] = inode
+        if flags & os.O_APPEND:
+            self._appending.add(handle)
         return pyfuse3.FileInfo(fh=handle)
 
     def _note_open_target(self, ops: VolumeOps, parent: int, name: bytes) -> None:
@@ -263,7 +267,7 @@ class VolumeFS(pyfuse3.Operations):
         # inode deleted elsewhere meanwhile fails its reads with ENOENT.)
         if flags & os.O_TRUNC:  # libfuse asks for atomic O_TRUNC: the kernel sends it here
             self.volume.run(lambda ops: ops.setattr(inode, size=0))
-        return self._handle_on(inode)
+        return self._handle_on(inode, flags)
 
     @_replies
     async def create(
@@ -272,7 +276,7 @@ class VolumeFS(pyfuse3.Operations):
         attr = self.volume.run(
             lambda ops: ops.create(parent_inode, name, stat.S_IMODE(mode), ctx.uid, ctx.gid)
         )
-        return self._handle_on(attr.ino), self._entry(attr)
+        return self._handle_on(attr.ino, flags), self._entry(attr)
 
     @_replies
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -282,6 +286,10 @@ class VolumeFS(pyfuse3.Operations):
     @_replies
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         inode = self._files[fh]
+        if fh in self._appending:
+            # At the end as the volume has it, in the same transaction: the kernel's
+            # offset comes from its cached size, which misses appends made elsewhere.
+            return self.volume.run(lambda ops: ops.write(inode, ops.getattr(inode).size, buf))
         return self.volume.run(lambda ops: ops.write(inode, off, buf))
 
     async def flush(self, fh: int) -> None:
@@ -293,6 +301,7 @@ class VolumeFS(pyfuse3.Operations):
     @_replies
     async def release(self, fh: int) -> None:
         inode = self._files.pop(fh)
+        self._appending.discard(fh)
         # Only an inode whose last name went through this mount while it was open can be
         # left with no name: holds are this process's, so a removal elsewhere deletes at
         # once. Any other release only drops the hold, with no transaction.
