@@ -63,6 +63,11 @@ def test_kv_sits_on_lattice_and_store_only() -> None:
     assert violations("kv", (*UPPER, "stratus.protocol", "stratus.transport")) == []
 
 
+def test_fs_sits_on_store_only() -> None:
+    below = ("stratus.protocol", "stratus.transport", "stratus.kv", "stratus.lattice")
+    assert violations("fs", (*UPPER, *below)) == []
+
+
 def test_client_never_imports_the_server() -> None:
     assert violations("client", ("stratus.server",)) == []
 

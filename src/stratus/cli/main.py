@@ -139,6 +139,62 @@ def down(address: str | None, data_dir: str) -> None:
     console.print("shutdown started")
 
 
+@cli.group()
+def volume() -> None:
+    """Create, list and delete file-system volumes (in the cluster's store)."""
+
+
+_store_option = click.option(
+    "--store", default="", help="The cluster's store URL (default: sqlite in the data dir)."
+)
+_data_dir_option = click.option(
+    "--data-dir", default=".stratus", show_default=True, type=click.Path()
+)
+
+
+def _with_volumes(store: str, data_dir: str, action: Any) -> Any:
+    from stratus.fs import Volumes
+    from stratus.kv.open import open_store
+
+    url = store or f"sqlite:{os.path.join(data_dir, 'state.db')}"
+    try:
+        if not store:
+            Path(data_dir).mkdir(parents=True, exist_ok=True)
+        with open_store(url) as opened:
+            return action(Volumes(opened))
+    except (exc.StratusError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+
+
+@volume.command("create")
+@click.argument("name")
+@_store_option
+@_data_dir_option
+def volume_create(name: str, store: str, data_dir: str) -> None:
+    """Create the volume NAME."""
+    _with_volumes(store, data_dir, lambda volumes: volumes.create(name))
+    console.print(f"created volume {name}")
+
+
+@volume.command("list")
+@_store_option
+@_data_dir_option
+def volume_list(store: str, data_dir: str) -> None:
+    """List the volumes, one per line."""
+    for name in _with_volumes(store, data_dir, lambda volumes: volumes.list()):
+        click.echo(name)
+
+
+@volume.command("delete")
+@click.argument("name")
+@_store_option
+@_data_dir_option
+def volume_delete(name: str, store: str, data_dir: str) -> None:
+    """Delete the volume NAME and everything in it."""
+    _with_volumes(store, data_dir, lambda volumes: volumes.delete(name))
+    console.print(f"deleted volume {name}")
+
+
 @cli.command()
 @click.argument("volume")
 @click.argument("directory", type=click.Path())

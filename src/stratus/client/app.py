@@ -15,8 +15,10 @@ from stratus import _exceptions as exc
 from stratus import config as cfg
 from stratus.client.client import Client
 from stratus.client.embedded import EmbeddedCluster
+from stratus.client.fs import ClientFS
 from stratus.client.handles import Composable, Dag, Function, Graph
 from stratus.client.kv import KV
+from stratus.fs.volume import check_volume_name
 from stratus.kv.open import check_url
 from stratus.protocol.messages import Consistency, FunctionOptions, Resources, StatusReply
 from stratus.protocol.serialization import DEFAULT_MAX_PAYLOAD
@@ -36,9 +38,13 @@ class App:
     9
     """
 
-    def __init__(self, client: Client, cluster: EmbeddedCluster | None = None) -> None:
+    def __init__(
+        self, client: Client, cluster: EmbeddedCluster | None = None, *, store: str = ""
+    ) -> None:
         self._client = client
         self._cluster = cluster
+        self._store_url = cluster.config.store_url if cluster is not None else store
+        self._fs: ClientFS | None = None
         client.on_lost = self._on_lost
         _open_apps.add(self)
 
@@ -50,6 +56,13 @@ class App:
     def kv(self) -> KV:
         """The cluster's kv store: ``get``, ``put``, ``merge``, ``delete``, ``keys``."""
         return KV(self._client)
+
+    @property
+    def fs(self) -> ClientFS:
+        """The cluster's file system: ``volumes`` and ``transaction(volume=...)``."""
+        if self._fs is None:
+            self._fs = ClientFS(self._store_url)
+        return self._fs
 
     @property
     def cluster_id(self) -> str:
@@ -79,6 +92,7 @@ class App:
         consistency: Consistency = "eventual",
         init_args: tuple[Any, ...] = (),
         init_kwargs: dict[str, Any] | None = None,
+        volume: str = "default",
     ) -> Any:
         """Register a function (or a class) so the cluster can run it.
 
@@ -86,7 +100,9 @@ class App:
         its ``Context``. A class is built once per warm executor with ``init_args`` and
         ``init_kwargs`` (load a model there); its ``__call__(self, ctx, ...)`` serves calls.
         Registering a name again makes a new version; calls in flight finish on the old.
+        ``ctx.fs`` is the file-system ``volume`` (created on first use).
         """
+        check_volume_name(volume)
         if consistency not in _CONSISTENCY:
             raise exc.ConfigurationError(f"consistency must be one of {_CONSISTENCY}")
         if retries < 0 or (timeout is not None and timeout <= 0):
@@ -102,6 +118,7 @@ class App:
                 resources=Resources(cpu=cpu, memory_mb=memory_mb, gpus=gpus),
                 consistency=consistency,
                 is_class=is_class,
+                volume=volume,
             )
             if not callable(target):
                 raise exc.ConfigurationError(f"{target!r} is not a function or a class")
@@ -139,6 +156,8 @@ class App:
     def close(self) -> None:
         """Disconnect; an embedded cluster is shut down with its executors."""
         self._client.close()
+        if self._fs is not None:
+            self._fs.close()
         if self._cluster is not None:
             self._cluster.close()
         _open_apps.discard(self)
@@ -167,7 +186,8 @@ def connect(
     process dies. Its state lives in ``store`` (default ``sqlite:<data_dir>/state.db``;
     also ``lmdb:PATH`` and ``redis://host:port/db``). A server started by ``stratus up``
     is reached at ``tcp://host:port``; its key comes from ``key``, ``$STRATUS_KEY`` (hex),
-    ``$STRATUS_KEY_FILE`` or ``<data_dir>/key``.
+    ``$STRATUS_KEY_FILE`` or ``<data_dir>/key``; ``store`` there is the server's store
+    URL, which ``app.fs`` needs.
     """
     if address is None:
         if store:
@@ -191,7 +211,8 @@ def connect(
             cluster.close()
             raise
         return App(client, cluster)
-    return App(Client(address, cfg.load_key(key, data_dir), max_payload=max_payload))
+    client = Client(address, cfg.load_key(key, data_dir), max_payload=max_payload)
+    return App(client, store=store)  # app.fs of a remote cluster opens its store
 
 
 @atexit.register

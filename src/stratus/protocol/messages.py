@@ -47,6 +47,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, gc=False):
     resources: Resources = Resources()
     consistency: Consistency = "eventual"
     is_class: bool = False
+    volume: str = "default"  # the file-system volume ctx.fs opens
 
 
 class ExecutorAddress(msgspec.Struct, frozen=True, gc=False):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stratus.client.client import Client
     from stratus.client.future import Future
+    from stratus.fs import FileSystem, FsSession
     from stratus.kv import KVTransaction
     from stratus.server.mail import Mailbox, PostOffice
 
@@ -23,6 +24,7 @@ class Context:
 
     __slots__ = (
         "_client",
+        "_fs",
         "_mailbox",
         "_post",
         "attempt",
@@ -43,8 +45,10 @@ class Context:
         function: str,
         executor_id: str,
         attempt: int,
+        fs: FsSession | None = None,
     ) -> None:
         self._client = client
+        self._fs = fs
         self._post = post
         self._mailbox: Mailbox | None = None
         self.kv = kv  # this invocation's reads and buffered writes; committed on return
@@ -58,6 +62,15 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context {self.function} {self.invocation_id} on {self.executor_id}>"
+
+    @property
+    def fs(self) -> FileSystem:
+        """The function's file-system volume; ``ctx.fs.volume(name)`` for another. Its
+        reads and writes are one serializable transaction with this invocation's kv
+        writes, committed when the function returns."""
+        if self._fs is None:
+            raise RuntimeError("this context has no file system")
+        return self._fs.fs
 
     def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Invoke a function or DAG (a handle or a name) from inside a function.

@@ -26,6 +26,7 @@ from typing import Any
 from stratus import _exceptions as exc
 from stratus.client.client import SPIN, Client
 from stratus.config import ClusterConfig
+from stratus.fs import FsCache, FsSession, Volumes
 from stratus.kv import KVCache, KVTransaction, Ref
 from stratus.kv.causal import CausalRetry, CausalTransaction
 from stratus.kv.open import open_store
@@ -35,6 +36,7 @@ from stratus.protocol import serialization
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.server.context import Context
 from stratus.server.mail import PostOffice
+from stratus.store.base import CommitResult, Transaction
 from stratus.transport.reactor import Connection, Reactor
 
 log = logging.getLogger("stratus.executor")
@@ -92,6 +94,8 @@ class Executor:
         self.client.on_lost = self._on_coordinator_lost
         self.store = open_store(config.store_url)
         self.kv_cache = KVCache(self.store)
+        self.fs_cache = FsCache(self.store)
+        self.volumes = Volumes(self.store, cache=self.fs_cache)
         self.clock = HybridClock(executor_id)
         self.post = PostOffice(self.client, executor_id, config.max_payload)
         self._code: dict[tuple[str, int], tuple[Any, m.FunctionOptions]] = {}
@@ -139,6 +143,8 @@ class Executor:
     def _refresh_cache(self) -> None:
         if len(self.kv_cache):
             self.kv_cache.refresh()
+        if len(self.fs_cache):
+            self.fs_cache.refresh()
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
 
     def _drop_stale(self, now: float) -> None:
@@ -269,15 +275,19 @@ class Executor:
         kwargs: Any,
         upstream_kv: list[bytes],
     ) -> tuple[bytes | m.ErrorInfo, KVTransaction]:
-        """Run the function and commit its kv writes, re-running a serializable one whose
-        commit conflicts. Only the last step of a DAG commits; earlier ones pass theirs on."""
+        """Run the function and commit its kv and fs writes in one store transaction,
+        re-running it when the commit conflicts (fs reads are always validated, kv reads
+        when serializable). Only the last step of a DAG commits kv writes, earlier ones
+        pass theirs on; each step commits its own fs transaction."""
         validate = options.consistency == "serializable"
         causal = options.consistency == "causal"
         commits = call.plan is None or call.node == call.plan.sink
-        runs = SERIALIZABLE_ATTEMPTS if validate or causal else 1
+        runs = SERIALIZABLE_ATTEMPTS  # only a conflict (or a causal retry) runs it again
         required: dict[str, VectorClock] = {}
         for _ in range(runs):
             self.kv_cache.refresh_if_stale()
+            self.fs_cache.refresh_if_stale()
+            fs = FsSession(self.volumes, options.volume)
             kv = (
                 CausalTransaction(self.kv_cache, self.clock, self.executor_id, required)
                 if causal
@@ -293,18 +303,17 @@ class Executor:
                 function=call.function,
                 executor_id=self.executor_id,
                 attempt=call.attempt,
+                fs=fs,
             )
             try:
                 if call.refs:
                     args, kwargs = _resolve_refs(kv, args, kwargs)
                 value = target(ctx, *args, **kwargs)
                 outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
-                if not commits or not (kv.has_writes or (validate and kv.reads)):
+                fs.finish()  # files left open are flushed into the transaction
+                result = self._commit(kv, fs, validate=validate, commits=commits)
+                if result is None:
                     return outcome, kv
-                if kv.has_writes:
-                    result = self.store.commit(kv.transaction(validate=validate))
-                else:  # read-only: a check of the versions read, no write lock
-                    result = kv.validate_reads(self.store)
             except CausalRetry as retry:
                 required = retry.required  # run again, reading at least these versions
                 continue
@@ -313,15 +322,49 @@ class Executor:
             except exc.PayloadTooLarge as e:
                 return _error_info(e), kv
             except BaseException as e:  # SystemExit too: the function failed, not the executor
+                if self._read_stale_fs(fs):
+                    continue  # it may have failed because of what changed: run it again
                 return _remote_error(e, self.config.max_payload), kv
+            fs.txn.finished(result)
             if result.ok:
-                kv.remember_commit(self.kv_cache, result.versions, validated=validate)
+                if commits:
+                    kv.remember_commit(self.kv_cache, result.versions, validated=validate)
                 return outcome, kv
             self.kv_cache.invalidate(result.conflicts)
         conflict = m.ErrorInfo(
             "ConflictError", f"{call.function}: its reads changed in each of {runs} runs"
         )  # serializable: commits conflicted; causal: reads kept breaking the causal cut
         return conflict, kv
+
+    def _commit(
+        self, kv: KVTransaction, fs: FsSession, *, validate: bool, commits: bool
+    ) -> CommitResult | None:
+        """Commit the invocation's kv and fs transactions as one (None: nothing to do)."""
+        kv_commits = commits and (kv.has_writes or (validate and bool(kv.reads)))
+        if not kv_commits and not fs.used:
+            return None
+        if (kv_commits and kv.has_writes) or fs.txn.has_writes:
+            own = kv.transaction(validate=validate) if kv_commits else Transaction({}, [])
+            files = fs.txn
+            return self.store.commit(
+                Transaction(
+                    {**own.reads, **files.reads},
+                    [*own.writes, *files.store_writes()],
+                    {**own.prefix_reads, **files.prefix_reads},
+                )
+            )
+        # Read-only: a check of the versions read, no write lock.
+        result = kv.validate_reads(self.store) if kv_commits else CommitResult(ok=True)
+        return fs.txn.validate(self.store) if result.ok and fs.used else result
+
+    def _read_stale_fs(self, fs: FsSession) -> bool:
+        """Whether the fs state a failed run read had already changed."""
+        if not fs.used:
+            return False
+        try:
+            return not fs.txn.abort(self.store).ok
+        except Exception:
+            return False
 
     def _load(self, name: str, version: int) -> tuple[Any, m.FunctionOptions]:
         loaded = self._code.get((name, version))
