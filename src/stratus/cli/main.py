@@ -214,7 +214,7 @@ def mount(volume: str, directory: str, **options: Any) -> None:
 @cli.command()
 @click.argument("directory", type=click.Path())
 def umount(directory: str) -> None:
-    """Unmount a volume mounted with ``stratus mount``."""
+    """Unmount a volume mounted with `stratus mount`."""
     from stratus.cli import mount as fuse_mount
 
     fuse_mount.umount(directory)
