@@ -123,22 +123,43 @@ def test_a_file_renamed_over_while_open_keeps_its_data(fs: VolumeFS, volume: Vol
     assert fuse_errno(fs.getattr, old_entry.st_ino, CTX) == errno.ENOENT
 
 
-def test_closing_a_linked_file_costs_no_transaction(fs: VolumeFS, volume: Volume) -> None:
-    info, entry = call(fs.create, ROOT_INO, b"f", 0o644, 0, CTX)
-    runs = 0
+def count_runs(volume: Volume) -> list[int]:
+    """Count the transactions ``volume.run`` starts from now on (in the list's one item)."""
+    runs = [0]
     real_run = volume.run
 
     def counting_run(fn: Any, **kw: Any) -> Any:
-        nonlocal runs
-        runs += 1
+        runs[0] += 1
         return real_run(fn, **kw)
 
     volume.run = counting_run  # type: ignore[method-assign]
+    return runs
+
+
+def test_closing_a_linked_file_costs_no_transaction(fs: VolumeFS, volume: Volume) -> None:
+    info, entry = call(fs.create, ROOT_INO, b"f", 0o644, 0, CTX)
+    runs = count_runs(volume)
     call(fs.release, info.fh)
     reopened = call(fs.open, entry.st_ino, 0, CTX)
     call(fs.release, reopened.fh)
-    assert runs == 0
+    assert runs == [0]
     assert not volume.is_held(entry.st_ino)
+
+
+@pytest.mark.parametrize(("timeout", "validated"), [(0.5, 0), (0.0, 3)])
+def test_metadata_reads_are_validated_only_without_the_kernel_cache(
+    volume: Volume, timeout: float, validated: int
+) -> None:
+    fs = VolumeFS(volume, cache_timeout=timeout)
+    _, entry = call(fs.create, ROOT_INO, b"f", 0o644, 0, CTX)
+    runs = count_runs(volume)
+    call(fs.lookup, ROOT_INO, b"f", CTX)
+    call(fs.getattr, entry.st_ino, CTX)
+    call(fs.statfs, CTX)
+    assert runs == [validated]
+    info = call(fs.open, entry.st_ino, 0, CTX)
+    call(fs.read, info.fh, 0, 10)
+    assert runs == [validated + 1]  # data reads always are
 
 
 def test_an_unexpected_exception_is_eio_and_logged(
