@@ -7,7 +7,7 @@ REDIS  := /usr/bin/redis-server
 # FUSE: the mount helper (fusermount3) and the headers pyfuse3 compiles against.
 FUSE   := /usr/bin/fusermount3 /usr/include/fuse3/fuse_lowlevel.h /usr/bin/pkg-config
 
-.PHONY: demo test lint typecheck bench-core bench-state bench-store bench-transport bench-fuse clean
+.PHONY: demo test lint typecheck bench-core bench-state bench-store bench-transport bench-fs bench-fuse clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-state: $(VENV)/.bench-installed $(REDIS)
 
 bench-store: $(VENV)/.bench-installed $(REDIS)
 	$(PY) bench/store.py
+
+bench-fs: $(VENV)/.bench-installed
+	$(PY) bench/fs.py
 
 bench-transport: $(VENV)/.bench-installed
 	$(PY) bench/transport.py

@@ -115,6 +115,22 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def run_header(benchmark: str, quick: bool) -> dict[str, Any]:
+    """The fields every result document starts with: what ran, when, on what machine."""
+    import platform
+
+    return {
+        "benchmark": benchmark,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "quick": quick,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+        },
+    }
+
+
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 

@@ -295,3 +295,17 @@ def test_client_run_retries_and_the_pool_stays_usable(app: stratus.App) -> None:
     with cf.ThreadPoolExecutor(4) as pool:
         values = list(pool.map(lambda _: app.fs.run(bump, volume="client-run"), range(8)))
     assert sorted(values) == list(range(1, 9))
+
+
+def test_each_dag_step_commits_its_own_fs_writes(app: stratus.App) -> None:
+    @app.function(volume="dag")
+    def produce(ctx: stratus.Context, x: int) -> int:
+        ctx.fs.write_bytes(f"/step-{x}", b"produced")
+        return x
+
+    @app.function(volume="dag")
+    def consume(ctx: stratus.Context, x: int) -> bytes:
+        return ctx.fs.read_bytes(f"/step-{x}")  # the upstream step has committed
+
+    pipeline = app.dag("fs-pipeline", produce >> consume)
+    assert pipeline.remote(3).result(timeout=20) == b"produced"

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, AnyStr, NamedTuple
 
 from stratus.fs.files import RawFile, check_mode, wrap
-from stratus.fs.ops import VolumeOps, fs_error
+from stratus.fs.ops import NAME_MAX, VolumeOps, fs_error
 from stratus.fs.records import ROOT_INO, Attr
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 UMASK = 0o022
+_UID, _GID = os.getuid(), os.getgid()  # new files belong to the executor's user
 _MAX_LINKS = 40
 
 
@@ -142,8 +143,7 @@ class FileSystem:
         self.ops = ops
         self._volumes = volumes
         self._open: dict[int, IO[Any]] = {}  # id(raw file) -> what open() returned
-        self.uid = os.getuid()
-        self.gid = os.getgid()
+        self.uid, self.gid = _UID, _GID
 
     def __repr__(self) -> str:
         return f"<FileSystem volume={self.ops.volume.name!r}>"
@@ -166,10 +166,18 @@ class FileSystem:
 
     # ------------------------------------------------------------------ resolution
 
-    def resolve(self, path: PathArg, *, follow: bool = True, creating: bool = False) -> Resolved:
+    def resolve(
+        self,
+        path: PathArg,
+        *,
+        follow: bool = True,
+        creating: bool = False,
+        raw: bytes | None = None,
+    ) -> Resolved:
         """Walk ``path`` from the root (``follow``: also follow a final symlink, as a
-        trailing slash does too unless ``creating`` a name, where Linux never follows)."""
-        raw = fspath(path)
+        trailing slash does too unless ``creating`` a name, where Linux never follows).
+        ``raw``: ``path`` already encoded by :func:`fspath`."""
+        raw = fspath(path) if raw is None else raw
         if not raw:
             raise fs_error(errno.ENOENT, path)
         trailing = raw.endswith(b"/") or raw.endswith(b"/.") or raw == b"."
@@ -186,14 +194,13 @@ class FileSystem:
                 parent, name = stack[-1], None
                 continue
             final = not pending
-            try:
-                attr = ops.lookup(stack[-1], part)
-            except FileNotFoundError:
+            if len(part) > NAME_MAX:
+                raise fs_error(errno.ENAMETOOLONG, path)
+            attr = ops.child(stack[-1], part)  # stack[-1] is always a directory
+            if attr is None:
                 if final:
                     return Resolved(stack[-1], part, None)
-                raise fs_error(errno.ENOENT, path) from None
-            except OSError as e:
-                raise fs_error(e.errno or errno.EIO, path) from None
+                raise fs_error(errno.ENOENT, path)
             if stat.S_ISLNK(attr.mode) and (not final or follow or (trailing and not creating)):
                 links += 1
                 if links > _MAX_LINKS:
@@ -243,10 +250,11 @@ class FileSystem:
         """Open a file of the volume, as the built-in ``open`` does (text is UTF-8 by
         default, not the locale's)."""
         raw_mode = check_mode(mode, buffering, encoding, errors, newline)
-        if raw_mode[0] != "r" and fspath(file).endswith(b"/"):
-            self.resolve(file, follow=False, creating=True)  # errors of the parents first
+        raw_path = fspath(file)
+        if raw_mode[0] != "r" and raw_path.endswith(b"/"):
+            self.resolve(file, follow=False, creating=True, raw=raw_path)  # parents' errors first
             raise fs_error(errno.EISDIR, file)  # O_CREAT with a trailing slash, as Linux
-        found = self.resolve(file, follow=raw_mode[0] != "x")  # O_EXCL: never follows
+        found = self.resolve(file, follow=raw_mode[0] != "x", raw=raw_path)  # O_EXCL: no follow
         attr = found.attr
         if attr is None:
             if raw_mode[0] == "r":

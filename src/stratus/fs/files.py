@@ -9,7 +9,9 @@ store layer one whole chunk at a time.
 from __future__ import annotations
 
 import errno
+import functools
 import io
+import sys
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -77,8 +79,7 @@ class RawFile(io.RawIOBase):
 
     def readall(self) -> bytes:
         self._check(self._readable, "reading")
-        remaining = self._ops.getattr(self.ino).size - self._pos
-        data = self._ops.read(self.ino, self._pos, max(remaining, 0))
+        data = self._ops.read(self.ino, self._pos, sys.maxsize)  # up to the end
         self._pos += len(data)
         return data
 
@@ -123,6 +124,7 @@ class RawFile(io.RawIOBase):
                     self._on_close(self)
 
 
+@functools.lru_cache(maxsize=64)
 def check_mode(
     mode: str, buffering: int, encoding: str | None, errors: str | None, newline: str | None
 ) -> str:

@@ -137,6 +137,12 @@ class VolumeOps:
             raise fs_error(errno.ENOENT, name)
         return self._linked(ino).attr(ino)
 
+    def child(self, parent: int, name: bytes) -> Attr | None:
+        """What :meth:`lookup` finds, or None, without its checks: for path walks, whose
+        ``parent`` is known to be a directory and ``name`` a valid component."""
+        ino = self._entry(parent, name)
+        return None if ino is None else self._linked(ino).attr(ino)
+
     def getattr(self, ino: int) -> Attr:
         return self._inode(ino).attr(ino)
 
@@ -361,7 +367,8 @@ class VolumeOps:
 
     def hold(self, ino: int) -> None:
         """Keep ``ino``'s data while it is open, even if its last name goes."""
-        self._inode(ino)
+        if ino not in self._inodes:
+            self._inode(ino)  # ENOENT for an inode that does not exist
         self.volume.hold(ino)
 
     def release(self, ino: int) -> None:

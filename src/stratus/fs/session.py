@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from stratus._exceptions import ConflictError
 from stratus.fs.api import FileSystem
+from stratus.fs.ops import VolumeOps
 from stratus.fs.transaction import FsTransaction
 from stratus.fs.volume import Volumes, check_volume_name
 
@@ -37,8 +38,8 @@ class FsSession:
         return self._open.get(name) or self._open_volume(name, create=name == self.default)
 
     def _open_volume(self, name: str, *, create: bool) -> FileSystem:
-        volume = self._volumes.ensure(self.txn, name, create=create)
-        fs = self._open[name] = FileSystem(volume.ops(self.txn), volumes=self.volume)
+        volume = self._volumes.ensure(self.txn, name, create=create)  # read in self.txn
+        fs = self._open[name] = FileSystem(VolumeOps(volume, self.txn), volumes=self.volume)
         return fs
 
     @property

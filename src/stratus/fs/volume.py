@@ -129,13 +129,22 @@ class Volumes:
     def __init__(self, store: Store, *, cache: FsCache | None = None) -> None:
         self.store = store
         self.reader: Reader = cache if cache is not None else StoreReader(store)
+        self._known: dict[str, tuple[bytes, Volume]] = {}  # name -> (registry entry, volume)
 
     def open(self, name: str) -> Volume:
-        """The volume called ``name``; ``VolumeNotFound`` if there is none."""
+        """The volume called ``name``; ``VolumeNotFound`` if there is none. The same
+        ``Volume`` object (which holds this process's open-file holds) while it exists."""
         raw = self.reader.read(k.volume_record(check_volume_name(name)))[1]
         if raw is None:
             raise VolumeNotFound(name)
-        return Volume(self.store, name, volume_decoder.decode(raw), self.reader)
+        return self._volume(name, raw)
+
+    def _volume(self, name: str, raw: bytes) -> Volume:
+        known = self._known.get(name)
+        if known is None or known[0] != raw:
+            volume = Volume(self.store, name, volume_decoder.decode(raw), self.reader)
+            known = self._known[name] = (raw, volume)
+        return known[1]
 
     def create(self, name: str, *, exist_ok: bool = False) -> Volume:
         """A new empty volume; ``VolumeExists`` if the name is taken (unless ``exist_ok``)."""
@@ -155,7 +164,7 @@ class Volumes:
         key = k.volume_record(check_volume_name(name))
         raw = txn.get(key)
         if raw is not None:
-            return Volume(self.store, name, volume_decoder.decode(raw), self.reader)
+            return self._volume(name, raw)
         if not create:
             raise VolumeNotFound(name)
         record = VolumeRecord(secrets.token_hex(8), time.time_ns())
