@@ -431,6 +431,9 @@ class VolumeOps:
             if lo == 0 and hi >= min(CHUNK, node.size - base):
                 self.txn.put(key, bytes(piece))  # covers all the chunk holds: no read
                 continue
+            if base >= node.size:  # past the end: the chunk holds nothing, no read
+                self.txn.put(key, bytes(lo) + piece)
+                continue
             buf = bytearray(self.txn.get(key) or b"")
             if len(buf) < lo:
                 buf.extend(bytes(lo - len(buf)))

@@ -32,15 +32,20 @@ _T = TypeVar("_T")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_ATTEMPTS = 5
 _DELETE_BATCH = 500
+_checked: set[str] = set()  # names already found good (every invocation checks its own)
 
 
 def check_volume_name(name: str) -> str:
     """``name`` after checking it: 1-64 letters, digits, ``.``, ``_``, ``-``."""
+    if type(name) is str and name in _checked:
+        return name
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigurationError(
             f"bad volume name {name!r}: 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
+    if len(_checked) < 1024:
+        _checked.add(name)
     return name
 
 
