@@ -4,8 +4,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # The Redis store's tests start their own redis-server (Debian's package, never its service).
 REDIS  := /usr/bin/redis-server
+# FUSE: the mount helper (fusermount3) and the headers pyfuse3 compiles against.
+FUSE   := /usr/bin/fusermount3 /usr/include/fuse3/fuse_lowlevel.h /usr/bin/pkg-config
 
-.PHONY: demo test lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs clean
+.PHONY: demo test lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs bench-fuse clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -15,8 +17,12 @@ $(VENV)/bin/python:
 $(REDIS):
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
 
-$(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e '.[dev]'
+# Installed only when missing; one apt run for all three (a grouped target).
+$(FUSE) &:
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fuse3 libfuse3-dev pkg-config
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python $(FUSE)
+	$(PY) -m pip install --quiet -e '.[dev,fuse]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,7 +40,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 $(VENV)/.bench-installed: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,fuse,bench]'
 	touch $@
 
 # The whole suite (under 10 minutes): bench/results/*.json, docs/benchmarks.md, docs/img/.
@@ -59,6 +65,9 @@ bench-fs: $(VENV)/.bench-installed
 
 bench-transport: $(VENV)/.bench-installed
 	$(PY) bench/transport.py
+
+bench-fuse: $(VENV)/.bench-installed
+	$(PY) bench/fuse.py
 
 clean:
 	rm -rf $(VENV) .stratus .pytest_cache .mypy_cache .ruff_cache

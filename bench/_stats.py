@@ -142,6 +142,23 @@ def module_version(name: str) -> str | None:
         return None
 
 
+def check_targets(
+    doc: dict[str, Any], targets: dict[str, tuple[str, str, float]]
+) -> dict[str, Any]:
+    """Each target ``name: (dotted path into doc, "<=" or ">=", bound)`` with its value
+    and whether it is met (None when the value is missing)."""
+    report: dict[str, Any] = {}
+    for name, (path, comparison, bound) in targets.items():
+        value: Any = doc
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        met = None
+        if isinstance(value, int | float):
+            met = value <= bound if comparison == "<=" else value >= bound
+        report[name] = {"target": f"{comparison} {bound:g}", "value": value, "met": met}
+    return report
+
+
 def write_json(path: Path, document: dict[str, Any]) -> str:
     """Write ``document`` to ``path`` (creating its folder) and return the text written."""
     text = json.dumps(document, indent=2)
@@ -183,22 +200,6 @@ def stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def run_header(benchmark: str, quick: bool) -> dict[str, Any]:
-    """The fields every result document starts with: what ran, when, on what machine."""
-    import platform
-
-    return {
-        "benchmark": benchmark,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "quick": quick,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
-        },
-    }
 
 
 def loadavg() -> list[float]:

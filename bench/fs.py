@@ -230,7 +230,7 @@ def measure_big(app: stratus.App, fns: dict[str, Any], s: Settings) -> dict[str,
 
 def run(settings: Settings) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        **run_header("fs", settings == QUICK),
+        **run_header("fs", "quick" if settings == QUICK else "full"),
         "versions": {
             "stratus": stratus.__version__,
             "sqlite": sqlite3.sqlite_version,

@@ -71,6 +71,7 @@ import redis
 import stratus
 from _stats import (
     bench_main,
+    check_targets,
     cpu_busy_pct,
     git_revision,
     latency_summary,
@@ -824,15 +825,7 @@ def consistency_overhead(rw_call: dict[str, Any]) -> dict[str, Any]:
 
 
 def targets(doc: dict[str, Any]) -> dict[str, Any]:
-    report: dict[str, Any] = {}
-    for name, (path, comparison, bound) in TARGETS.items():
-        value: Any = doc
-        for part in path.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        met = None
-        if isinstance(value, int | float):
-            met = value <= bound if comparison == "<=" else value >= bound
-        report[name] = {"target": f"{comparison} {bound:g}", "value": value, "met": met}
+    report = check_targets(doc, TARGETS)
     report["all_met"] = all(t["met"] for t in report.values())
     return report
 

@@ -195,6 +195,31 @@ def volume_delete(name: str, store: str, data_dir: str) -> None:
     console.print(f"deleted volume {name}")
 
 
+@cli.command()
+@click.argument("volume")
+@click.argument("directory", type=click.Path())
+@click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
+@click.option("--store", default="", help="The store's URL (default: sqlite in the data dir).")
+@click.option("--foreground", is_flag=True, help="Serve here until unmounted.")
+@click.option("--create", is_flag=True, help="Create the volume if it does not exist.")
+@click.option("--cache-timeout", default=1.0, show_default=True, help="Kernel cache, seconds.")
+@click.option("--log-level", default="WARNING", show_default=True)
+def mount(volume: str, directory: str, **options: Any) -> None:
+    """Mount VOLUME at DIRECTORY (an empty directory) as a FUSE file system."""
+    from stratus.cli import mount as fuse_mount
+
+    fuse_mount.mount(volume, directory, **options)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path())
+def umount(directory: str) -> None:
+    """Unmount a volume mounted with `stratus mount`."""
+    from stratus.cli import mount as fuse_mount
+
+    fuse_mount.umount(directory)
+
+
 def _with_client(address: str | None, data_dir: str, action: Any) -> Any:
     from stratus.client.client import Client
 

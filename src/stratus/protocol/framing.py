@@ -53,7 +53,7 @@ class Codec:
             raise BadSignature("bad frame signature")
         try:
             return self._decoder.decode(body)
-        except msgspec.MsgspecError as e:
+        except (msgspec.MsgspecError, UnicodeDecodeError) as e:  # msgspec: bad UTF-8 in a str
             raise ProtocolError(f"malformed message: {e}") from None
 
 
