@@ -13,6 +13,7 @@ from typing import Any
 
 from stratus import _exceptions as exc
 from stratus import config as cfg
+from stratus.client import usage
 from stratus.client.client import Client
 from stratus.client.embedded import EmbeddedCluster
 from stratus.client.handles import Composable, Dag, Function, Graph
@@ -135,6 +136,37 @@ class App:
     def status(self) -> StatusReply:
         """Executors, functions and DAGs of the cluster."""
         return self._client.status()
+
+    def usage(
+        self,
+        function: str | None = None,
+        *,
+        since: str | int = 0,
+        until: int | None = None,
+        period: usage.Period = "day",
+        prices: usage.Prices | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> usage.Usage:
+        """Metered totals (calls, errors, billed ms, GB-s, cost) per function and period.
+
+        ``since`` is a time in ns or a string (``"2h"``, ``"7d"``, ``"2026-11-27"``);
+        ``period`` is ``"day"``, ``"hour"`` or ``"all"``; ``prices`` defaults to AWS
+        Lambda's x86 prices. Records reach the store within a fraction of a second of
+        each call (see docs/metering.md).
+
+        >>> app.usage("square").function("square").calls
+        3
+        """
+        since_ns = usage.parse_since(since) if isinstance(since, str) else since
+        records = usage.fetch(self._client, progress=progress)
+        return usage.aggregate(
+            records,
+            function=function,
+            since_ns=since_ns,
+            until_ns=until,
+            period=period,
+            prices=prices,
+        )
 
     def close(self) -> None:
         """Disconnect; an embedded cluster is shut down with its executors."""

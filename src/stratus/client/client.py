@@ -478,6 +478,8 @@ class Client:
                 | m.KvValue(rid)
                 | m.KvWritten(rid)
                 | m.KvKeys(rid)
+                | m.MeterPage(rid)
+                | m.LogsPage(rid)
             ):
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:

@@ -30,16 +30,20 @@ from stratus.kv import KVCache, KVTransaction, Ref
 from stratus.kv.causal import CausalRetry, CausalTransaction
 from stratus.kv.open import open_store
 from stratus.lattice import HybridClock, VectorClock
+from stratus.protocol import keys, serialization
 from stratus.protocol import messages as m
-from stratus.protocol import serialization
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
+from stratus.protocol.metering import Outcome
 from stratus.server.context import Context
+from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
+from stratus.server.metering import Meter, Running
 from stratus.transport.reactor import Connection, Reactor
 
 log = logging.getLogger("stratus.executor")
 
 _LOAD_REPORT_INTERVAL = 1.0
+_METER_FLUSH_INTERVAL = 0.25  # metering records reach the store at least this often
 _CACHE_REFRESH_INTERVAL = 0.05  # while idle: bounds how stale a cached entry can be
 SERIALIZABLE_ATTEMPTS = 5  # runs of a serializable invocation before ConflictError
 _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
@@ -55,6 +59,7 @@ class _Running:
     call: m.Call
     deadline: float | None
     conn: Connection | None  # where a timeout is reported
+    metered: Running
 
     def timeout_reply(self) -> m.Failure:
         call = self.call
@@ -91,7 +96,11 @@ class Executor:
         self.client.on_other_message = self._on_control
         self.client.on_lost = self._on_coordinator_lost
         self.store = open_store(config.store_url)
-        self.kv_cache = KVCache(self.store)
+        self.kv_cache = KVCache(self.store, hidden=keys.RESERVED)
+        self.meter = Meter(config.data_dir, config.cluster_id, executor_id, self.store)
+        self.meter.cache = self.kv_cache
+        self.logs = InvocationLogs(config.data_dir, config.cluster_id, executor_id, self._current)
+        self._arrived: dict[int, int] = {}  # id(deferred call) -> when it arrived, ns
         self.clock = HybridClock(executor_id)
         self.post = PostOffice(self.client, executor_id, config.max_payload)
         self._code: dict[tuple[str, int], tuple[Any, m.FunctionOptions]] = {}
@@ -113,10 +122,14 @@ class Executor:
         self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
+        self.reactor.call_later(_METER_FLUSH_INTERVAL, self._flush_meter)
+        self.logs.install()
         with self.client.polling():
             while self.running:
                 self.client.pump(None)
         self.reactor.flush()
+        self.meter.close()
+        self.logs.close()
         self.store.close()
 
     def _on_control(self, conn: Connection, message: Any) -> None:
@@ -131,10 +144,21 @@ class Executor:
 
     def _report_load(self) -> None:
         loaded = sorted({name for name, _ in self._code})
-        self.client.send_control(m.ExecutorLoad(len(self._stack), self.served, loaded))
+        report = m.ExecutorLoad(len(self._stack), self.served, loaded, self.meter.report())
+        self.client.send_control(report)
         self._drop_stale(time.monotonic())
         self.post.drop_unclaimed(time.monotonic())
         self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
+
+    def _flush_meter(self) -> None:
+        try:
+            self.meter.flush()
+        except exc.StratusError as e:  # the store is away: the spool keeps the records
+            log.warning("executor %s: metering flush failed: %s", self.executor_id, e)
+        self.reactor.call_later(_METER_FLUSH_INTERVAL, self._flush_meter)
+
+    def _current(self) -> m.Call | None:
+        return self._stack[-1].call if self._stack else None
 
     def _refresh_cache(self) -> None:
         if len(self.kv_cache):
@@ -164,11 +188,14 @@ class Executor:
     def _on_message(self, conn: Connection, message: Any) -> None:
         if self._deferred is not None and isinstance(message, m.Call | m.DagInput):
             self._deferred.append((conn, message))  # wait for the code being fetched
+            self._arrived.setdefault(id(message), time.perf_counter_ns())
             return
         match message:
             case m.Call() if conn.peer_id:
-                self._run_call(conn, message)
+                arrived = self._arrived.pop(id(message), 0) if self._arrived else 0
+                self._run_call(conn, message, arrived or time.perf_counter_ns())
             case m.DagInput() if conn.peer_id:
+                self._arrived.pop(id(message), None)
                 self._on_dag_input(message)
             case m.Deliver() if conn.peer_id:
                 self.post.deliver(message)
@@ -213,13 +240,13 @@ class Executor:
 
     # ------------------------------------------------------------------ running code
 
-    def _run_call(self, conn: Connection, call: m.Call) -> None:
+    def _run_call(self, conn: Connection, call: m.Call, arrived: int) -> None:
         try:
             args, kwargs = serialization.loads(call.args, what="arguments")
         except exc.SerializationError as e:
             self._reply(conn, call, _error_info(e))
             return
-        self._run(conn, call, args, kwargs)
+        self._run(conn, call, args, kwargs, arrived=arrived)
 
     def _run(
         self,
@@ -228,8 +255,12 @@ class Executor:
         args: Any,
         kwargs: Any,
         upstream_kv: list[bytes] | None = None,
+        arrived: int = 0,
     ) -> None:
         """Run one invocation (or DAG step) and send its result where it must go."""
+        key = (call.function, call.version)
+        cold = key not in self._code
+        loading = time.perf_counter_ns()
         try:
             target, options = self._load(call.function, call.version)
         except exc.StratusError as e:
@@ -238,21 +269,33 @@ class Executor:
         except _InitFailed as e:
             self._reply(conn, call, _remote_error(e, self.config.max_payload))
             return
-        key = (call.function, call.version)
         if self._cost.get(key, 1.0) > _BATCH_BELOW:
             self.reactor.flush()  # this may run long: don't hold earlier replies back
         started = time.perf_counter()
+        metered = self.meter.begin(
+            call,
+            options.resources.memory_mb,
+            queue_ns=loading - arrived if arrived else 0,
+            cold_start_ns=time.perf_counter_ns() - loading if cold else 0,
+        )
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
         caller = conn if call.plan is None else self._callers.get(call.reply_to)
-        self._stack.append(_Running(call, deadline, caller))
+        self._stack.append(_Running(call, deadline, caller, metered))
         self._arm_alarm()
         self.post.begin(call.invocation_id)  # mail that arrived before we started is kept
         try:
-            outcome, kv = self._invoke(target, options, call, args, kwargs, upstream_kv or [])
+            outcome, kv = self._invoke(
+                target, options, call, args, kwargs, upstream_kv or [], metered
+            )
+        except BaseException:
+            self.meter.end(metered, "error")
+            raise
         finally:
+            self.logs.end_invocation()
             self.post.end(call.invocation_id)
             self._stack.pop()
             self._arm_alarm()
+        self.meter.end(metered, _outcome(outcome), kv_reads=len(kv.reads))
         self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (time.perf_counter() - started)
         self.served += 1
         if isinstance(outcome, bytes) and call.plan is not None and call.node != call.plan.sink:
@@ -268,6 +311,7 @@ class Executor:
         args: Any,
         kwargs: Any,
         upstream_kv: list[bytes],
+        metered: Running,
     ) -> tuple[bytes | m.ErrorInfo, KVTransaction]:
         """Run the function and commit its kv writes, re-running a serializable one whose
         commit conflicts. Only the last step of a DAG commits; earlier ones pass theirs on."""
@@ -276,7 +320,8 @@ class Executor:
         commits = call.plan is None or call.node == call.plan.sink
         runs = SERIALIZABLE_ATTEMPTS if validate or causal else 1
         required: dict[str, VectorClock] = {}
-        for _ in range(runs):
+        for run in range(runs):
+            metered.runs = run + 1
             self.kv_cache.refresh_if_stale()
             kv = (
                 CausalTransaction(self.kv_cache, self.clock, self.executor_id, required)
@@ -301,8 +346,12 @@ class Executor:
                 outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
                 if not commits or not (kv.has_writes or (validate and kv.reads)):
                     return outcome, kv
-                if kv.has_writes:
-                    result = self.store.commit(kv.transaction(validate=validate))
+                if kv.has_writes:  # the record is committed with the writes it pays for
+                    txn = kv.transaction(validate=validate)
+                    txn = self.meter.with_record(metered, txn, len(kv.reads))
+                    result = self.store.commit(txn)
+                    if result.ok:
+                        self.meter.committed(metered)
                 else:  # read-only: a check of the versions read, no write lock
                     result = kv.validate_reads(self.store)
             except CausalRetry as retry:
@@ -393,6 +442,8 @@ class Executor:
     def _on_alarm(self, signum: int, frame: Any) -> None:
         now = time.monotonic()
         for running in self._stack:
+            if running.deadline is not None and running.deadline <= now:
+                self.meter.abort(running.metered, "timeout")
             if running.deadline is not None and running.deadline <= now and running.conn:
                 try:
                     running.conn.sock.setblocking(True)
@@ -412,6 +463,15 @@ def _resolve_refs(kv: KVTransaction, args: Any, kwargs: Any) -> tuple[Any, Any]:
 
 class _InitFailed(Exception):
     """A class's constructor raised while warming it up."""
+
+
+def _outcome(outcome: bytes | m.ErrorInfo) -> Outcome:
+    if isinstance(outcome, bytes):
+        return "ok"
+    return _OUTCOMES.get(outcome.kind, "error")
+
+
+_OUTCOMES: dict[str, Outcome] = {"ConflictError": "conflict", "InvocationTimeout": "timeout"}
 
 
 def _reply_message(rid: int, attempt: int, outcome: bytes | m.ErrorInfo) -> Any:
