@@ -190,6 +190,7 @@ def connect(
     preload: tuple[str, ...] = (),
     log_level: str = "WARNING",
     timeout: float = 30.0,
+    metrics: str = "",
 ) -> App:
     """Connect to a cluster; with no ``address``, start an embedded one.
 
@@ -199,7 +200,8 @@ def connect(
     process dies. Its state lives in ``store`` (default ``sqlite:<data_dir>/state.db``;
     also ``lmdb:PATH`` and ``redis://host:port/db``). A server started by ``stratus up``
     is reached at ``tcp://host:port``; its key comes from ``key``, ``$STRATUS_KEY`` (hex),
-    ``$STRATUS_KEY_FILE`` or ``<data_dir>/key``.
+    ``$STRATUS_KEY_FILE`` or ``<data_dir>/key``. ``metrics="127.0.0.1:9464"`` has an
+    embedded cluster serve Prometheus metrics there (``app.status().metrics`` says where).
     """
     if address is None:
         if store:
@@ -215,6 +217,7 @@ def connect(
             preload=list(preload),
             sys_path=[p for p in sys.path if p],
             log_level=log_level,
+            metrics=metrics,
         )
         cluster = EmbeddedCluster(config, timeout=timeout)
         try:
