@@ -344,9 +344,12 @@ def recover(
             died_ns = os.fstat(fd).st_mtime_ns
         _, batch, log_end = _HEADER.unpack_from(data, 0)
         records = list(iter_batch(memoryview(data)[_LOG_AT : _LOG_AT + min(log_end, _LOG_SIZE)]))
+        logged = {r.identity for r in records}
         for depth in range(_SLOTS):
             at = 64 + depth * _SLOT_SIZE
             for start in iter_batch(memoryview(data)[at : at + _SLOT_SIZE]):
+                if start.identity in logged:  # ended (timed out) before the death
+                    continue
                 outcome: Outcome = "timeout" if start.invocation_id in timed_out else "lost"
                 run_ns = max(0, died_ns - start.started_ns)
                 records.append(_finish(start, outcome=outcome, run_ns=run_ns))
