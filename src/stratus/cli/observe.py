@@ -22,6 +22,7 @@ from stratus.protocol import messages as m
 WithClient = Callable[[str | None, str, Any], Any]
 
 _FOLLOW_POLL = 0.5  # seconds between reads of new log lines
+_DEFAULT = usage_mod.Prices()
 
 
 def register(cli: click.Group, with_client: WithClient, console: Console) -> None:
@@ -40,14 +41,14 @@ def register(cli: click.Group, with_client: WithClient, console: Console) -> Non
     @click.option(
         "--per-million-requests",
         type=float,
-        default=usage_mod.Prices.per_million_requests,
+        default=_DEFAULT.per_million_requests,
         show_default=True,
         help="Price of a million requests.",
     )
     @click.option(
         "--per-gb-second",
         type=float,
-        default=usage_mod.Prices.per_gb_second,
+        default=_DEFAULT.per_gb_second,
         show_default=True,
         help="Price of a GB-second.",
     )
