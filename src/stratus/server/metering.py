@@ -228,8 +228,9 @@ class Meter:
         self._count(record)
 
     def abort(self, running: Running, outcome: Outcome) -> None:
-        """Log the attempt's record from a signal handler, just before the process exits."""
-        self._append(self.record(running, outcome))
+        """Log the attempt's record from a signal handler, just before the process exits
+        (no flush: the interrupted code may be inside the store)."""
+        self._append(self.record(running, outcome), flush=False)
 
     # ------------------------------------------------------------------ batches
 
@@ -266,9 +267,9 @@ class Meter:
     def _log(self) -> bytes:
         return self._map[_LOG_AT : _LOG_AT + self._log_end]
 
-    def _append(self, record: InvocationRecord) -> None:
+    def _append(self, record: InvocationRecord, *, flush: bool = True) -> None:
         entry = encode_entry(record)
-        if self._log_end + len(entry) > _FLUSH_AT:
+        if flush and self._log_end + len(entry) > _FLUSH_AT:
             try:
                 self.flush()
             except Exception:  # the store is down: keep logging while there is room
