@@ -74,10 +74,8 @@ _FLUSH_AT = _LOG_SIZE // 2  # flush when the log is this full, whatever the time
 _EMPTY = b"\0\0\0\0"
 
 
-def _rusage() -> tuple[int, int]:
-    """CPU time of this process (ns) and its peak RSS (KiB)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return int((r.ru_utime + r.ru_stime) * 1e9), r.ru_maxrss
+_END = struct.Struct("<Q")  # the log length, in the header after the magic and batch
+_getrusage, _SELF = resource.getrusage, resource.RUSAGE_SELF
 
 
 @dataclass(slots=True)
@@ -167,7 +165,9 @@ class Meter:
             self._stat(call.function).cold_starts += 1
         cache = self.cache
         hits, misses, read = (0, 0, 0) if cache is None else cache.counters()
-        return Running(depth, start, time.perf_counter_ns(), _rusage()[0], hits, misses, read)
+        r = _getrusage(_SELF)
+        cpu = int((r.ru_utime + r.ru_stime) * 1e9)
+        return Running(depth, start, time.perf_counter_ns(), cpu, hits, misses, read)
 
     def record(
         self,
@@ -179,15 +179,16 @@ class Meter:
         kv_write_bytes: int = 0,
     ) -> InvocationRecord:
         """The attempt's record as of now."""
-        cpu, rss = _rusage()
+        run_ns = time.perf_counter_ns() - running.t0
+        r = _getrusage(_SELF)
         cache = self.cache
         hits, misses, read = (0, 0, 0) if cache is None else cache.counters()
         return _finish(
             running.start,
             outcome=outcome,
-            run_ns=time.perf_counter_ns() - running.t0,
-            cpu_ns=cpu - running.cpu0,
-            peak_rss_kb=rss,
+            run_ns=run_ns,
+            cpu_ns=int((r.ru_utime + r.ru_stime) * 1e9) - running.cpu0,
+            peak_rss_kb=r.ru_maxrss,
             runs=running.runs,
             kv_reads=kv_reads,
             kv_writes=kv_writes,
@@ -280,7 +281,7 @@ class Meter:
             return
         self._map[_LOG_AT + end : _LOG_AT + end + len(entry)] = entry
         self._log_end = end + len(entry)
-        self._write_header()  # after the entry: a torn entry is never counted
+        _END.pack_into(self._map, 16, self._log_end)  # after the entry: never a torn one
 
     def _next_batch(self) -> None:
         self._log_end = 0
