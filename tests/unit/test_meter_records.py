@@ -126,16 +126,15 @@ def test_records_reach_the_store_on_flush_and_the_spool_goes_on_close(
     assert stored(store) == []
     meter.flush()
     assert [r.invocation_id for r in stored(store)] == ["c1.0", "c1.1", "c1.2"]
-    meter.end(meter.begin(call("c1.3"), 256), "error")
+    running = meter.begin(call("c1.3"), 256)
+    running.fs_reads, running.fs_write_bytes = 2, 4096  # what the file system reports
+    meter.end(running, "error")
     assert meter.path.exists()
     meter.close()
     assert not meter.path.exists()
-    records = stored(store)
-    assert [(r.invocation_id, r.outcome, r.memory_mb) for r in records][-1] == (
-        "c1.3",
-        "error",
-        256,
-    )
+    last = stored(store)[-1]
+    assert (last.invocation_id, last.outcome, last.memory_mb) == ("c1.3", "error", 256)
+    assert (last.fs_reads, last.fs_write_bytes) == (2, 4096)
     assert len(store.keys(keys.METER)) == 2  # one batch per flush
 
 

@@ -91,6 +91,11 @@ class Running:
     bytes0: int
     runs: int = 1
     recorded: bool = False  # its record went into the store with its kv commit
+    # The file system adds its counts here (the executor's stack top is the attempt).
+    fs_reads: int = 0
+    fs_writes: int = 0
+    fs_read_bytes: int = 0
+    fs_write_bytes: int = 0
 
 
 @dataclass
@@ -196,6 +201,10 @@ class Meter:
             kv_write_bytes=kv_write_bytes,
             cache_hits=hits - running.hits0,
             cache_misses=misses - running.misses0,
+            fs_reads=running.fs_reads,
+            fs_writes=running.fs_writes,
+            fs_read_bytes=running.fs_read_bytes,
+            fs_write_bytes=running.fs_write_bytes,
         )
 
     def with_record(self, running: Running, txn: Transaction, kv_reads: int) -> Transaction:
