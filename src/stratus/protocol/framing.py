@@ -53,7 +53,7 @@ class Codec:
             raise BadSignature("bad frame signature")
         try:
             return self._decoder.decode(body)
-        except msgspec.MsgspecError as e:
+        except (msgspec.MsgspecError, UnicodeDecodeError) as e:  # msgspec lets bad UTF-8 through
             raise ProtocolError(f"malformed message: {e}") from None
 
 
