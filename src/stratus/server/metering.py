@@ -141,8 +141,12 @@ class Meter:
         *,
         queue_ns: int = 0,
         cold_start_ns: int = 0,
+        spawn_ns: int = 0,
     ) -> Running:
-        """Start metering an attempt: until ``end``, it is billed as lost if we die."""
+        """Start metering an attempt: until ``end``, it is billed as lost if we die.
+
+        ``queue_ns``, ``cold_start_ns`` and ``spawn_ns`` are what the call waited for
+        before it started (see ``InvocationRecord``)."""
         plan = call.plan
         start = InvocationRecord(
             call.invocation_id,
@@ -158,6 +162,7 @@ class Meter:
             dag="" if plan is None else plan.dag,
             queue_ns=queue_ns,
             cold_start_ns=cold_start_ns,
+            spawn_ns=spawn_ns,
         )
         depth = self._depth
         self._depth += 1
