@@ -197,3 +197,8 @@ def test_a_timed_out_call_is_billed_its_timeout(solo: stratus.App) -> None:
     assert r.outcome == "timeout"
     assert 300_000_000 <= r.run_ns < 10_000_000_000
     assert r.billed_ms >= 300
+
+
+def test_a_metrics_address_that_cannot_be_served_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(stratus.ConnectionFailed, match=r"cannot serve metrics on '127\.0\.0\.1:99"):
+        stratus.connect(data_dir=tmp_path / "stratus", metrics="127.0.0.1:99999")

@@ -54,13 +54,13 @@ class Coordinator:
             self.addresses = [self.reactor.listen(config.coordinator_unix, self._accept)]
             if config.listen:
                 self.addresses.append(self.reactor.listen(config.listen, self._accept))
+            self.observer = Observer(config, self.kv.store)  # metering, metrics, logs
         except exc.StratusError:
             _kill(self._forkserver_pid)
             os.waitpid(self._forkserver_pid, 0)
             self.reactor.close()
             raise
         self.registry = Registry()
-        self.observer = Observer(config, self.kv.store)  # metering, metrics, logs
         self.scheduler = sched.Scheduler(config.pool_size, offer=config.executor_offer)
         self._clients: dict[Connection, str] = {}
         self._executor_conns: dict[str, Connection] = {}

@@ -57,7 +57,7 @@ class Metrics(Collector):
         host, _, port = address.rpartition(":")
         try:
             self._server, _ = start_http_server(int(port), host or "127.0.0.1", self.registry)
-        except (ValueError, OSError) as e:
+        except (ValueError, OverflowError, OSError) as e:
             raise ConfigurationError(f"cannot serve metrics on {address!r}: {e}") from None
         self.address = f"{host or '127.0.0.1'}:{self._server.server_port}"
         return self.address
