@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import stratus
-from helpers import wait_until
+from helpers import alive, wait_until
 from stratus.client import usage
 from stratus.protocol.metering import InvocationRecord
 
@@ -202,3 +202,38 @@ def test_a_timed_out_call_is_billed_its_timeout(solo: stratus.App) -> None:
 def test_a_metrics_address_that_cannot_be_served_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(stratus.ConnectionFailed, match=r"cannot serve metrics on '127\.0\.0\.1:99"):
         stratus.connect(data_dir=tmp_path / "stratus", metrics="127.0.0.1:99999")
+
+
+def test_what_a_dead_cluster_was_running_is_billed_at_the_next_start(tmp_path: Path) -> None:
+    data_dir = tmp_path / "stratus"
+    marker = tmp_path / "pid"
+    app = stratus.connect(data_dir=data_dir, executors=1)
+    try:
+
+        @app.function
+        def quick(ctx: stratus.Context) -> int:
+            return 1
+
+        @app.function(retries=0)
+        def hang(ctx: stratus.Context, path: str) -> None:
+            Path(path).write_text(str(os.getpid()))
+            time.sleep(60)
+
+        for _ in range(5):
+            quick.remote().result(timeout=30)
+        future = hang.remote(str(marker))
+        assert wait_until(marker.exists, timeout=30)
+        executor = int(marker.read_text())
+        assert app._cluster is not None
+        os.kill(app._cluster.process.pid, signal.SIGKILL)  # the coordinator: all goes down
+        with pytest.raises(stratus.StratusError):
+            future.result(timeout=30)
+        assert wait_until(lambda: not alive(executor), timeout=30)
+    finally:
+        app.close()
+
+    with stratus.connect(data_dir=data_dir, executors=1) as again:
+        (lost,) = wait_records(again, 1, "hang")
+        assert (lost.outcome, lost.invocation_id) == ("lost", future.invocation_id)
+        assert len(wait_records(again, 5, "quick")) == 5
+        assert not list((data_dir / "meter").glob("*.spool"))[1:]  # only the new executor's
