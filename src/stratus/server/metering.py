@@ -75,7 +75,12 @@ _EMPTY = b"\0\0\0\0"
 
 
 _END = struct.Struct("<Q")  # the log length, in the header after the magic and batch
-_getrusage, _SELF = resource.getrusage, resource.RUSAGE_SELF
+_cpu_ns = time.process_time_ns  # one clock read: cheaper than getrusage's whole struct
+_RSS_AFTER_NS = 1_000_000  # attempts at least this long read the peak RSS afresh
+
+
+def _peak_rss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 @dataclass(slots=True)
@@ -130,6 +135,7 @@ class Meter:
         self._depth = 0
         self._stats: dict[str, Counts] = {}
         self._pending: InvocationRecord | None = None  # stored with a kv commit
+        self._peak_rss = _peak_rss_kb()  # refreshed by long attempts and by flushes
         self.cache: KVCache | None = None  # the executor's, for hits and misses
 
     # ------------------------------------------------------------------ per attempt
@@ -175,9 +181,7 @@ class Meter:
             self._stat(call.function).cold_starts += 1
         cache = self.cache
         hits, misses, read = (0, 0, 0) if cache is None else cache.counters()
-        r = _getrusage(_SELF)
-        cpu = int((r.ru_utime + r.ru_stime) * 1e9)
-        return Running(depth, start, time.perf_counter_ns(), cpu, hits, misses, read)
+        return Running(depth, start, time.perf_counter_ns(), _cpu_ns(), hits, misses, read)
 
     def record(
         self,
@@ -190,15 +194,17 @@ class Meter:
     ) -> InvocationRecord:
         """The attempt's record as of now."""
         run_ns = time.perf_counter_ns() - running.t0
-        r = _getrusage(_SELF)
+        cpu_ns = _cpu_ns() - running.cpu0
+        if run_ns >= _RSS_AFTER_NS:  # a short attempt cannot have grown much since
+            self._peak_rss = _peak_rss_kb()
         cache = self.cache
         hits, misses, read = (0, 0, 0) if cache is None else cache.counters()
         return _finish(
             running.start,
             outcome=outcome,
             run_ns=run_ns,
-            cpu_ns=int((r.ru_utime + r.ru_stime) * 1e9) - running.cpu0,
-            peak_rss_kb=r.ru_maxrss,
+            cpu_ns=cpu_ns,
+            peak_rss_kb=self._peak_rss,
             runs=running.runs,
             kv_reads=kv_reads,
             kv_writes=kv_writes,
@@ -256,6 +262,7 @@ class Meter:
         key = keys.meter_batch(self.cluster_id, self.executor_id, self._batch)
         self.store.put(key, self._log())
         self._next_batch()
+        self._peak_rss = _peak_rss_kb()
 
     def close(self) -> None:
         """Flush, and remove the spool unless something is left in it."""
