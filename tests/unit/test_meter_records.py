@@ -190,13 +190,39 @@ def test_the_record_commits_with_the_invocations_writes(tmp_path: Path, store: S
     meter.committed(running)
     meter.end(running, "ok")
     assert store.get("k").value == b"vvvv"
-    records = {r.invocation_id: r for r in stored(store)}
-    assert set(records) == {"c1.before", "c1.w"}
-    assert (records["c1.w"].kv_writes, records["c1.w"].kv_write_bytes) == (1, 4)
-    meter.flush()  # nothing left to write
-    assert len(stored(store)) == 2
+    (committed,) = stored(store)  # in the same transaction; the log waits for its flush
+    assert (committed.invocation_id, committed.kv_writes, committed.kv_write_bytes) == (
+        "c1.w",
+        1,
+        4,
+    )
+    meter.flush()
+    assert sorted(r.invocation_id for r in stored(store)) == ["c1.before", "c1.w"]
     assert meter.report()[0].calls == 2
     meter.close()
+
+
+def test_an_attempt_committed_just_before_death_is_not_billed_as_lost(
+    tmp_path: Path, store: Store
+) -> None:
+    meter = metering.Meter(str(tmp_path), "cl", "x1", store)
+    running = meter.begin(call("c1.w"), 128)
+    txn = meter.with_record(running, Transaction({}, [Put("k", b"v")]), kv_reads=0)
+    assert store.commit(txn).ok
+    die(meter)  # before its slot was cleared
+    assert metering.recover(meter.path, store, died_ns=T0) == 0
+    assert [(r.invocation_id, r.outcome) for r in stored(store)] == [("c1.w", "ok")]
+
+
+def test_a_commit_that_conflicts_stores_no_record(tmp_path: Path, store: Store) -> None:
+    meter = metering.Meter(str(tmp_path), "cl", "x1", store)
+    store.put("k", b"new")
+    running = meter.begin(call("c1.w"), 128)
+    txn = meter.with_record(running, Transaction({"k": 0}, [Put("k", b"v")]), kv_reads=1)
+    assert not store.commit(txn).ok
+    meter.end(running, "conflict")
+    meter.close()
+    assert [(r.invocation_id, r.outcome) for r in stored(store)] == [("c1.w", "conflict")]
 
 
 def test_a_torn_entry_in_the_log_is_not_counted(tmp_path: Path, store: Store) -> None:

@@ -12,8 +12,8 @@ The spool holds a header (the current batch number and the length of the log), o
     ----------------------   ------------------------------------   -------------------------
     an attempt starts        slot[depth] = its record as if lost     -
     it ends                  log += its record; slot[depth] = empty  -
-    it commits kv writes     slot emptied after the commit           Put(batch key, log + record)
-                                                                     in the SAME transaction
+    it commits kv writes     slot emptied after the commit           Put(record key, record) in
+                                                                     the SAME transaction
     flush (timer, log full)  log emptied, batch += 1                 Put(batch key, log)
     the executor exits       file removed after a last flush         Put(batch key, log)
     it dies (any signal)     left behind                             the coordinator recovers:
@@ -23,7 +23,8 @@ The spool holds a header (the current batch number and the length of the log), o
 A record is therefore in the store, or in a spool that whoever notices the death (the
 coordinator, on the executor's exit or at its next start) turns into a batch. Batch keys
 are deterministic (``protocol.keys.meter_batch``) and recovery merges with what the key
-already holds, so a batch committed just before the crash is never billed twice. The
+already holds, so a batch committed just before the crash is never billed twice; a slot
+whose record key (``protocol.keys.meter_record``) exists was committed, not lost. The
 header is updated in an order that keeps this true at every instant: the log length is
 set to 0 before the batch number moves on.
 
@@ -219,21 +220,25 @@ class Meter:
         )
 
     def with_record(self, running: Running, txn: Transaction, kv_reads: int) -> Transaction:
-        """``txn`` plus the pending batch and this attempt's record (as a success): the
-        record becomes durable with the writes it pays for, or not at all."""
+        """``txn`` plus this attempt's record (as a success), under a key of its own: the
+        record becomes durable with the writes it pays for, or not at all. Its own key
+        keeps the cost constant, whatever the log holds."""
         size = sum(len(w.value) for w in txn.writes if isinstance(w, Put | Merge))
         record = self.record(
             running, "ok", kv_reads=kv_reads, kv_writes=len(txn.writes), kv_write_bytes=size
         )
-        batch = self._log() + encode_entry(record)
-        put = Put(keys.meter_batch(self.cluster_id, self.executor_id, self._batch), batch)
+        start = running.start
+        key = keys.meter_record(
+            self.cluster_id, self.executor_id, start.invocation_id, start.attempt, start.node
+        )
         self._pending = record
-        return Transaction(txn.reads, [*txn.writes, put], txn.prefix_reads)
+        return Transaction(
+            txn.reads, [*txn.writes, Put(key, encode_entry(record))], txn.prefix_reads
+        )
 
     def committed(self, running: Running) -> None:
-        """The transaction of ``with_record`` committed: its batch is in the store."""
+        """The transaction of ``with_record`` committed: the record is in the store."""
         running.recorded = True
-        self._next_batch()
 
     def end(self, running: Running, outcome: Outcome, *, kv_reads: int = 0) -> None:
         """The attempt is over: log its record (unless its commit stored it already)."""
@@ -366,19 +371,19 @@ def recover(
         if died_ns is None:
             died_ns = os.fstat(fd).st_mtime_ns
         _, batch, log_end = _HEADER.unpack_from(data, 0)
+        cluster_id, _, executor_id = path.name.removesuffix(".spool").partition("-")
         records = list(iter_batch(memoryview(data)[_LOG_AT : _LOG_AT + min(log_end, _LOG_SIZE)]))
         logged = {r.identity for r in records}
         for depth in range(_SLOTS):
             at = 64 + depth * _SLOT_SIZE
             for start in iter_batch(memoryview(data)[at : at + _SLOT_SIZE]):
-                if start.identity in logged:  # ended (timed out) before the death
-                    continue
+                if start.identity in logged or _committed(store, cluster_id, start):
+                    continue  # ended (timed out) before the death, or stored with its commit
                 outcome: Outcome = "timeout" if start.invocation_id in timed_out else "lost"
                 run_ns = max(0, died_ns - start.started_ns)
                 records.append(_finish(start, outcome=outcome, run_ns=run_ns))
         written = 0
         if records:
-            cluster_id, _, executor_id = path.name.removesuffix(".spool").partition("-")
             key = keys.meter_batch(cluster_id, executor_id, batch)
             stored = store.get(key).value
             already = list(iter_batch(stored)) if stored else []
@@ -390,6 +395,14 @@ def recover(
         return written
     finally:
         os.close(fd)
+
+
+def _committed(store: Store, cluster_id: str, record: InvocationRecord) -> bool:
+    """Whether a slot's attempt was stored with its own commit before the death."""
+    key = keys.meter_record(
+        cluster_id, record.executor_id, record.invocation_id, record.attempt, record.node
+    )
+    return store.get(key).value is not None
 
 
 def recover_all(directory: Path, store: Store, cluster_id: str | None = None) -> int:
