@@ -166,6 +166,7 @@ def test_a_batch_stored_just_before_death_is_not_billed_twice(tmp_path: Path, st
     for i in range(2):
         meter.end(meter.begin(call(f"c1.{i}"), 128), "ok")
     # The flush's store write happened, then the process died before the header moved on.
+    meter.settle()
     store.put(keys.meter_batch("cl", "x1", 0), meter._log())
     die(meter)
     assert metering.recover(meter.path, store, died_ns=T0) == 0
@@ -299,3 +300,24 @@ def test_an_attempt_that_timed_out_is_billed_once_as_a_timeout(
     die(meter)
     metering.recover(meter.path, store, died_ns=T0)
     assert [(r.invocation_id, r.outcome) for r in stored(store)] == [("c1.slow", "timeout")]
+
+
+def test_an_attempt_that_ended_just_before_death_keeps_its_outcome_and_time(
+    tmp_path: Path, store: Store
+) -> None:
+    meter = metering.Meter(str(tmp_path), "cl", "x1", store)
+    running = meter.begin(call("c1.done"), 128)
+    meter.end(running, "error")  # its reply may leave now; the record is logged later
+    die(meter)
+    assert metering.recover(meter.path, store, died_ns=T0 + 10**12) == 1
+    (r,) = stored(store)
+    assert (r.invocation_id, r.outcome, r.run_ns) == ("c1.done", "error", running.run_ns)
+
+
+def test_records_are_logged_before_the_next_attempt_begins(tmp_path: Path, store: Store) -> None:
+    meter = metering.Meter(str(tmp_path), "cl", "x1", store)
+    meter.end(meter.begin(call("c1.0"), 128), "ok")
+    assert meter._log_end == 0  # ended, not yet logged: the reply goes first
+    meter.begin(call("c1.1"), 128)  # same stack depth: the slot is freed first
+    assert [r.invocation_id for r in iter_batch(meter._log())] == ["c1.0"]
+    meter.close()

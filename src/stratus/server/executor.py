@@ -127,6 +127,7 @@ class Executor:
         with self.client.polling():
             while self.running:
                 self.client.pump(None)
+                self.meter.settle()  # after the replies left: off the callers' wait
         self.reactor.flush()
         self.meter.close()
         self.logs.close()

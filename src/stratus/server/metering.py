@@ -73,6 +73,10 @@ SPOOL_SIZE = _LOG_AT + (1 << 20)
 _LOG_SIZE = SPOOL_SIZE - _LOG_AT
 _FLUSH_AT = _LOG_SIZE // 2  # flush when the log is this full, whatever the timer says
 _EMPTY = b"\0\0\0\0"
+_STATE = struct.Struct("<B7xQ")  # at the end of a slot: how the attempt ended, its run_ns
+_SLOT_ROOM = _SLOT_SIZE - _STATE.size  # for the start record
+_CODES: dict[Outcome, int] = {"ok": 1, "error": 2, "timeout": 3, "conflict": 4, "lost": 5}
+_OUTCOMES = {code: outcome for outcome, code in _CODES.items()}
 
 
 _END = struct.Struct("<Q")  # the log length, in the header after the magic and batch
@@ -97,6 +101,9 @@ class Running:
     bytes0: int
     runs: int = 1
     recorded: bool = False  # its record went into the store with its kv commit
+    outcome: Outcome = "lost"  # set by ``end``
+    run_ns: int = 0
+    kv_reads: int = 0
     # The file system adds its counts here (the executor's stack top is the attempt).
     fs_reads: int = 0
     fs_writes: int = 0
@@ -137,6 +144,7 @@ class Meter:
         self._stats: dict[str, Counts] = {}
         self._pending: InvocationRecord | None = None  # stored with a kv commit
         self._peak_rss = _peak_rss_kb()  # refreshed by long attempts and by flushes
+        self._ended: list[Running] = []  # ended, their records not yet logged (see settle)
         self.cache: KVCache | None = None  # the executor's, for hits and misses
 
     # ------------------------------------------------------------------ per attempt
@@ -154,6 +162,8 @@ class Meter:
 
         ``queue_ns``, ``cold_start_ns`` and ``spawn_ns`` are what the call waited for
         before it started (see ``InvocationRecord``)."""
+        if self._ended:
+            self.settle()  # frees their slots
         plan = call.plan
         start = InvocationRecord(
             call.invocation_id,
@@ -175,8 +185,9 @@ class Meter:
         self._depth += 1
         if depth < _SLOTS:
             entry = encode_entry(start)
-            if len(entry) <= _SLOT_SIZE:
+            if len(entry) <= _SLOT_ROOM:
                 at = 64 + depth * _SLOT_SIZE
+                _STATE.pack_into(self._map, at + _SLOT_ROOM, 0, 0)  # running
                 self._map[at : at + len(entry)] = entry
         if cold_start_ns:
             self._stat(call.function).cold_starts += 1
@@ -192,9 +203,11 @@ class Meter:
         kv_reads: int = 0,
         kv_writes: int = 0,
         kv_write_bytes: int = 0,
+        run_ns: int | None = None,
     ) -> InvocationRecord:
-        """The attempt's record as of now."""
-        run_ns = time.perf_counter_ns() - running.t0
+        """The attempt's record as of now (its run time as of now, unless given)."""
+        if run_ns is None:
+            run_ns = time.perf_counter_ns() - running.t0
         cpu_ns = _cpu_ns() - running.cpu0
         if run_ns >= _RSS_AFTER_NS:  # a short attempt cannot have grown much since
             self._peak_rss = _peak_rss_kb()
@@ -241,27 +254,52 @@ class Meter:
         running.recorded = True
 
     def end(self, running: Running, outcome: Outcome, *, kv_reads: int = 0) -> None:
-        """The attempt is over: log its record (unless its commit stored it already)."""
-        if running.recorded and self._pending is not None:
-            record = self._pending
-        else:
-            record = self.record(running, outcome, kv_reads=kv_reads)
-            self._append(record)
+        """The attempt is over: note how and when in its slot, so that its reply may
+        leave at once; ``settle`` logs its whole record (off the caller's wait)."""
+        running.run_ns = time.perf_counter_ns() - running.t0
+        running.outcome, running.kv_reads = outcome, kv_reads
+        self._depth = running.depth
+        if running.recorded and self._pending is not None:  # stored with its commit
+            self._clear(running)
+            self._count(self._pending)
+            return
         if running.depth < _SLOTS:
             at = 64 + running.depth * _SLOT_SIZE
-            self._map[at : at + 4] = _EMPTY
-        self._depth = running.depth
-        self._count(record)
+            _STATE.pack_into(self._map, at + _SLOT_ROOM, _CODES[outcome], running.run_ns)
+        self._ended.append(running)
+
+    def settle(self) -> None:
+        """Log the records of the attempts that ended, and free their slots. The executor
+        calls it after its replies left, and before any attempt begins."""
+        if not self._ended:
+            return
+        ended, self._ended = self._ended, []
+        for running in ended:
+            record = self.record(
+                running, running.outcome, kv_reads=running.kv_reads, run_ns=running.run_ns
+            )
+            self._append(record)
+            self._clear(running)
+            self._count(record)
 
     def abort(self, running: Running, outcome: Outcome) -> None:
         """Log the attempt's record from a signal handler, just before the process exits
         (no flush: the interrupted code may be inside the store)."""
+        ended, self._ended = self._ended, []
+        for done in ended:
+            self._append(self.record(done, done.outcome, run_ns=done.run_ns), flush=False)
         self._append(self.record(running, outcome), flush=False)
+
+    def _clear(self, running: Running) -> None:
+        if running.depth < _SLOTS:
+            at = 64 + running.depth * _SLOT_SIZE
+            self._map[at : at + 4] = _EMPTY
 
     # ------------------------------------------------------------------ batches
 
     def flush(self) -> None:
         """Write the logged records to the store as one batch."""
+        self.settle()
         if not self._log_end:
             return
         key = keys.meter_batch(self.cluster_id, self.executor_id, self._batch)
@@ -376,12 +414,16 @@ def recover(
         logged = {r.identity for r in records}
         for depth in range(_SLOTS):
             at = 64 + depth * _SLOT_SIZE
-            for start in iter_batch(memoryview(data)[at : at + _SLOT_SIZE]):
-                if start.identity in logged or _committed(store, cluster_id, start):
-                    continue  # ended (timed out) before the death, or stored with its commit
-                outcome: Outcome = "timeout" if start.invocation_id in timed_out else "lost"
+            start = next(iter_batch(memoryview(data)[at : at + _SLOT_ROOM]), None)
+            if start is None or start.identity in logged or _committed(store, cluster_id, start):
+                continue  # empty; ended (timed out) before the death; stored with its commit
+            code, run_ns = _STATE.unpack_from(data, at + _SLOT_ROOM)
+            outcome: Outcome = "timeout" if start.invocation_id in timed_out else "lost"
+            if code in _OUTCOMES:  # it had ended; its full record was not written yet
+                outcome = _OUTCOMES[code]
+            else:
                 run_ns = max(0, died_ns - start.started_ns)
-                records.append(_finish(start, outcome=outcome, run_ns=run_ns))
+            records.append(_finish(start, outcome=outcome, run_ns=run_ns))
         written = 0
         if records:
             key = keys.meter_batch(cluster_id, executor_id, batch)
