@@ -11,7 +11,8 @@ The spool holds a header (the current batch number and the length of the log), o
     event                    spool                                  store
     ----------------------   ------------------------------------   -------------------------
     an attempt starts        slot[depth] = its record as if lost     -
-    it ends                  log += its record; slot[depth] = empty  -
+    it ends                  slot[depth] notes outcome and run time  -
+    its reply left (settle)  log += its record; slot[depth] = empty  -
     it commits kv writes     slot emptied after the commit           Put(record key, record) in
                                                                      the SAME transaction
     flush (timer, log full)  log emptied, batch += 1                 Put(batch key, log)
