@@ -30,6 +30,7 @@ from stratus._exceptions import (
 from stratus.client.app import App, connect
 from stratus.client.future import Future
 from stratus.client.handles import Dag, Function
+from stratus.client.usage import Prices, Usage, UsageRow
 from stratus.kv.ref import Ref
 from stratus.server.context import Context
 
@@ -51,11 +52,14 @@ __all__ = [
     "InvocationTimeout",
     "NoCapacity",
     "PayloadTooLarge",
+    "Prices",
     "ProtocolError",
     "Ref",
     "RemoteError",
     "SerializationError",
     "StratusError",
+    "Usage",
+    "UsageRow",
     "VolumeExists",
     "VolumeNotFound",
     "connect",

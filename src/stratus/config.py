@@ -25,6 +25,7 @@ class ClusterConfig(msgspec.Struct, frozen=True):
     preload: list[str] = []  # modules the fork server imports so executors start warm
     sys_path: list[str] = []  # extra import paths of the user's program
     log_level: str = "WARNING"
+    metrics: str = ""  # host:port for the Prometheus endpoint; empty: not served
 
     @property
     def coordinator_unix(self) -> str:

@@ -9,7 +9,7 @@ import struct
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stratus._exceptions import ProtocolError
@@ -211,6 +211,7 @@ MESSAGE_LIKE = st.builds(
 )
 
 
+@example(body=b"\x91\xa4\x00\x00\x00\x80", inbound=m.ToClient)  # a tag of bad UTF-8
 @settings(max_examples=300, deadline=None)
 @given(
     body=st.binary(max_size=300) | MESSAGE_LIKE,

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from stratus import _exceptions as exc
 from stratus import config as cfg
+from stratus.cli import observe
 
 console = Console()
 _SERVER_FILE = "server.json"
@@ -42,6 +43,11 @@ def cli() -> None:
 )
 @click.option("--preload", multiple=True, help="Module the executors import before starting.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--metrics",
+    default="",
+    help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464; port 0: any).",
+)
 def up(
     listen: str,
     data_dir: str,
@@ -49,6 +55,7 @@ def up(
     store: str,
     preload: tuple[str, ...],
     log_level: str,
+    metrics: str,
 ) -> None:
     """Run a cluster in the foreground as a long-lived server."""
     from stratus.server.coordinator import Coordinator
@@ -67,6 +74,7 @@ def up(
         store=store,
         preload=list(preload),
         log_level=log_level,
+        metrics=metrics,
     )
     try:
         coordinator = Coordinator(config)
@@ -78,17 +86,53 @@ def up(
     server_file.write_text(json.dumps(info))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: coordinator.stop("signal"))
-    coordinator.when_ready(
-        lambda: console.print(
+    progress = _StartProgress(coordinator, config.pool_size)
+
+    def ready() -> None:
+        progress.stop()
+        console.print(
             f"[green]stratus[/green] cluster {config.cluster_id} listening on {address} "
             f"with {config.pool_size} executors; key in {key_file}"
         )
-    )
+        if coordinator.observer.metrics.address:
+            console.print(f"metrics on http://{coordinator.observer.metrics.address}/metrics")
+
+    coordinator.when_ready(ready)
     try:
         coordinator.run()
     finally:
+        progress.stop()
         server_file.unlink(missing_ok=True)
     console.print(f"stopped: {coordinator.stop_reason}")
+
+
+class _StartProgress:
+    """A progress bar of the executors that said hello, until the pool is ready."""
+
+    def __init__(self, coordinator: Any, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.coordinator = coordinator
+        self.bar = Progress(
+            TextColumn("starting executors"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("executors", total=total)
+        self.bar.start()
+        self._update()
+
+    def _update(self) -> None:
+        if self.bar.live.is_started:
+            ready = len(self.coordinator.scheduler.ready())
+            self.bar.update(self.task, completed=ready)
+            self.coordinator.reactor.call_later(0.05, self._update)
+
+    def stop(self) -> None:
+        if self.bar.live.is_started:
+            self.bar.stop()
 
 
 @cli.command()
@@ -128,6 +172,8 @@ def status(address: str | None, data_dir: str, as_json: bool) -> None:
     console.print(functions)
     if reply.dags:
         console.print("DAGs: " + ", ".join(reply.dags))
+    if reply.metrics:
+        console.print(f"metrics: http://{reply.metrics}/metrics")
 
 
 @cli.command()
@@ -241,6 +287,9 @@ def _server_address(data_dir: str) -> str:
         return str(json.loads((Path(data_dir) / _SERVER_FILE).read_text())["address"])
     except (OSError, ValueError, KeyError):
         return "tcp://127.0.0.1:7070"
+
+
+observe.register(cli, _with_client, console)
 
 
 def main() -> None:

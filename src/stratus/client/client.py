@@ -438,6 +438,9 @@ class Client:
             self._close_reason = "the cluster's coordinator went away"
             self._fail_all(exc.ClusterClosed(self._close_reason))
             self._closed = True
+            for c in list(self._conns.values()):  # close() will find nothing left to do
+                c.on_close = lambda c: None
+                c.close()
             if self.on_lost is not None:
                 self.on_lost(self._close_reason)
             return
@@ -478,6 +481,8 @@ class Client:
                 | m.KvValue(rid)
                 | m.KvWritten(rid)
                 | m.KvKeys(rid)
+                | m.MeterPage(rid)
+                | m.LogsPage(rid)
             ):
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:

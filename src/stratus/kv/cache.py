@@ -32,8 +32,10 @@ class KVCache:
         capacity: int = 100_000,
         max_staleness: float = 0.02,
         max_quiet: float = 1.0,
+        hidden: str = "",
     ) -> None:
         self.store = store
+        self.hidden = hidden  # a prefix of keys that listings leave out (the platform's)
         self.capacity = capacity
         self.max_staleness = max_staleness
         self.max_quiet = max_quiet
@@ -44,6 +46,7 @@ class KVCache:
         self._refreshed = time.monotonic()
         self.hits = 0
         self.misses = 0
+        self.read_bytes = 0  # fetched from the store on misses
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -58,6 +61,8 @@ class KVCache:
             return entry
         self.misses += 1
         stored = self.store.get(key)
+        if stored.value is not None:
+            self.read_bytes += len(stored.value)
         entry = (stored.version, None if stored.value is None else decode(stored.value))
         self._entries[key] = entry
         if len(self._entries) > self.capacity:
@@ -69,12 +74,19 @@ class KVCache:
         entry = self._entries.get(key)
         return entry[1] if entry is not None and entry[0] == version else None
 
+    def counters(self) -> tuple[int, int, int]:
+        """Hits, misses and bytes read from the store so far (for the meter)."""
+        return self.hits, self.misses, self.read_bytes
+
     def read_fresh(self, key: str) -> tuple[int, Lattice | None]:
         self._entries.pop(key, None)
         return self.read(key)
 
     def keys(self, prefix: str) -> list[str]:
-        return self.store.keys(prefix)
+        found = self.store.keys(prefix)
+        if self.hidden and self.hidden.startswith(prefix):
+            found = [k for k in found if not k.startswith(self.hidden)]
+        return found
 
     def prefix_version(self, prefix: str) -> int:
         return self.store.prefix_version(prefix)

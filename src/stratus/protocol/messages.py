@@ -107,6 +107,30 @@ class ExecutorStatus(msgspec.Struct, frozen=True, gc=False):
     inflight: int
     served: int
     loaded: list[str]
+    metrics: list[FunctionMetrics] = []  # since the last report
+
+
+class FunctionMetrics(msgspec.Struct, frozen=True, gc=False):
+    """An executor's counts for one function since its last load report."""
+
+    function: str
+    calls: int
+    errors: int
+    timeouts: int
+    cold_starts: int
+    buckets: list[int]  # run times per ``metering.LATENCY_BUCKETS`` bound, then +Inf
+    seconds: float  # sum of run times
+
+
+class LogLine(msgspec.Struct, frozen=True, gc=False):
+    """One line an invocation printed or logged."""
+
+    time_ns: int
+    function: str
+    invocation_id: str
+    attempt: int
+    stream: str  # stdout, stderr, or the level of a ctx.logger record
+    text: str
 
 
 # --------------------------------------------------------------------------- handshake
@@ -204,6 +228,7 @@ class ExecutorLoad(_Msg, tag="executor_load", frozen=True):
     inflight: int
     served: int
     loaded: list[str]
+    metrics: list[FunctionMetrics] = []  # since the last report
 
 
 class Register(_Msg, tag="register", frozen=True):
@@ -274,6 +299,24 @@ class KvList(_Msg, tag="kv_list", frozen=True):
     prefix: str
 
 
+class MeterRead(_Msg, tag="meter_read", frozen=True):
+    """Ask for up to ``limit`` metering batches whose keys come after ``after``."""
+
+    rid: int
+    after: str
+    limit: int
+
+
+class LogsRead(_Msg, tag="logs_read", frozen=True):
+    """Ask for log lines: the last ``limit`` (``cursor`` None) or those since ``cursor``."""
+
+    rid: int
+    function: str
+    invocation_id: str
+    cursor: dict[str, int] | None
+    limit: int
+
+
 # --------------------------------------------------------------------------- to clients
 
 
@@ -311,6 +354,7 @@ class StatusReply(_Msg, tag="status_reply", frozen=True):
     executors: list[ExecutorStatus]
     functions: list[FunctionInfo]
     dags: list[str]
+    metrics: str = ""  # host:port of the Prometheus endpoint, if served
 
 
 class ShutdownStarted(_Msg, tag="shutdown_started", frozen=True):
@@ -333,6 +377,22 @@ class KvWritten(_Msg, tag="kv_written", frozen=True):
 class KvKeys(_Msg, tag="kv_keys", frozen=True):
     rid: int
     keys: list[str]
+
+
+class MeterPage(_Msg, tag="meter_page", frozen=True):
+    """Metering batches (``metering.iter_batch`` reads them); ``last`` is the key of the
+    last one (empty: no more), ``total`` how many batch keys the store holds."""
+
+    rid: int
+    batches: list[bytes]
+    last: str
+    total: int
+
+
+class LogsPage(_Msg, tag="logs_page", frozen=True):
+    rid: int
+    lines: list[LogLine]
+    cursor: dict[str, int]
 
 
 class ExecutorsChanged(_Msg, tag="executors_changed", frozen=True):
@@ -376,6 +436,8 @@ ToCoordinator = (
     | KvRead
     | KvWrite
     | KvList
+    | MeterRead
+    | LogsRead
 )
 # What comes back on a connection we opened (clients, and executors acting as clients):
 ToClient = (
@@ -393,6 +455,8 @@ ToClient = (
     | KvValue
     | KvWritten
     | KvKeys
+    | MeterPage
+    | LogsPage
 )
 # Between the coordinator and its fork server (a private socket pair):
 ToForkServer = SpawnExecutor

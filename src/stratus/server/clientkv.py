@@ -12,8 +12,8 @@ from stratus import _exceptions as exc
 from stratus.kv import as_lattice
 from stratus.kv.open import open_store
 from stratus.lattice import HybridClock, Lattice, decode, encode
+from stratus.protocol import keys, serialization
 from stratus.protocol import messages as m
-from stratus.protocol import serialization
 
 _LIMIT = serialization.DEFAULT_MAX_PAYLOAD
 
@@ -47,7 +47,8 @@ class ClientKV:
                 merged = as_lattice(given, self._clock)
                 return m.KvWritten(rid, self.store.merge(key, encode(merged)))
             case m.KvList(rid, prefix):
-                return m.KvKeys(rid, self.store.keys(prefix))
+                listed = self.store.keys(prefix)
+                return m.KvKeys(rid, [k for k in listed if not keys.is_reserved(k)])
         raise exc.ProtocolError(f"unexpected kv request {request!r}")
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.server import forkserver
 from stratus.server import scheduler as sched
 from stratus.server.clientkv import ClientKV
+from stratus.server.observe import Observer
 from stratus.server.registry import Registry
 from stratus.transport.reactor import Connection, Reactor
 
@@ -53,6 +54,7 @@ class Coordinator:
             self.addresses = [self.reactor.listen(config.coordinator_unix, self._accept)]
             if config.listen:
                 self.addresses.append(self.reactor.listen(config.listen, self._accept))
+            self.observer = Observer(config, self.kv.store)  # metering, metrics, logs
         except exc.StratusError:
             _kill(self._forkserver_pid)
             os.waitpid(self._forkserver_pid, 0)
@@ -100,11 +102,13 @@ class Coordinator:
             _kill(pid)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self._forkserver_pid, 0)
+        self.observer.close()
         self.kv.close()
         self.reactor.close()
 
     def _tick(self) -> None:
         self._apply(self.scheduler.handle(sched.Tick(), time.monotonic()))
+        self.observer.tick(list(self.scheduler.executors.values()))
         self.reactor.call_later(_TICK, self._tick)
 
     # ------------------------------------------------------------------ instructions
@@ -139,6 +143,7 @@ class Coordinator:
                 log.info("executor %s (pid %d) exited with %d", executor_id, pid, status)
                 self._pids.pop(executor_id, None)
                 self._executor_conns.pop(executor_id, None)
+                self.observer.executor_exited(executor_id)  # bill what it was running
                 self._apply(self.scheduler.handle(sched.Exited(executor_id), now))
 
     # ------------------------------------------------------------------ connections
@@ -182,6 +187,7 @@ class Coordinator:
             case m.ExecutorLoad(inflight, served, loaded):
                 event = sched.LoadReported(conn.peer_id, inflight, served, frozenset(loaded))
                 self._apply(self.scheduler.handle(event, now))
+                self.observer.load_reported(message)
             case m.Register(rid, name, code, options):
                 entry = self.registry.register(name, code, options)
                 conn.send(m.Registered(rid, name, entry.version))
@@ -198,6 +204,7 @@ class Coordinator:
                 conn.send(m.FunctionCode(rid, name, version, entry.code, entry.options))
             case m.KillInvocation(executor_id, invocation_id):
                 reason = f"invocation {invocation_id} ran past its deadline"
+                self.observer.kill_requested(executor_id, invocation_id)
                 self._apply(self.scheduler.handle(sched.KillRequested(executor_id, reason), now))
             case m.StatusRequest(rid):
                 conn.send(self._status(rid))
@@ -206,6 +213,8 @@ class Coordinator:
                 self.stop(f"asked by {conn.peer_id}")
             case m.KvRead() | m.KvWrite() | m.KvList():
                 conn.send(self.kv.handle(message))
+            case m.MeterRead() | m.LogsRead():
+                conn.send(self.observer.handle(message))
 
     def _resolve(self, rid: int, name: str) -> m.Resolved:
         dag = self.registry.dags.get(name)
@@ -234,7 +243,12 @@ class Coordinator:
         ]
         functions = [v[-1].info() for v in self.registry.functions.values()]
         return m.StatusReply(
-            rid, self.config.cluster_id, executors, functions, list(self.registry.dags)
+            rid,
+            self.config.cluster_id,
+            executors,
+            functions,
+            list(self.registry.dags),
+            metrics=self.observer.metrics.address,
         )
 
 

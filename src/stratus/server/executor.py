@@ -31,17 +31,21 @@ from stratus.kv import KVCache, KVTransaction, Ref
 from stratus.kv.causal import CausalRetry, CausalTransaction
 from stratus.kv.open import open_store
 from stratus.lattice import HybridClock, VectorClock
+from stratus.protocol import keys, serialization
 from stratus.protocol import messages as m
-from stratus.protocol import serialization
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
+from stratus.protocol.metering import Outcome
 from stratus.server.context import Context
+from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
-from stratus.store.base import CommitResult, Transaction
+from stratus.server.metering import Meter, Running
+from stratus.store.base import CommitResult, Put, Transaction
 from stratus.transport.reactor import Connection, Reactor
 
 log = logging.getLogger("stratus.executor")
 
 _LOAD_REPORT_INTERVAL = 1.0
+_METER_FLUSH_INTERVAL = 0.25  # metering records reach the store at least this often
 _CACHE_REFRESH_INTERVAL = 0.05  # while idle: bounds how stale a cached entry can be
 SERIALIZABLE_ATTEMPTS = 5  # runs of a serializable invocation before ConflictError
 _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
@@ -57,6 +61,7 @@ class _Running:
     call: m.Call
     deadline: float | None
     conn: Connection | None  # where a timeout is reported
+    metered: Running
 
     def timeout_reply(self) -> m.Failure:
         call = self.call
@@ -93,9 +98,13 @@ class Executor:
         self.client.on_other_message = self._on_control
         self.client.on_lost = self._on_coordinator_lost
         self.store = open_store(config.store_url)
-        self.kv_cache = KVCache(self.store)
+        self.kv_cache = KVCache(self.store, hidden=keys.RESERVED)
         self.fs_cache = FsCache(self.store)
         self.volumes = Volumes(self.store, cache=self.fs_cache)
+        self.meter = Meter(config.data_dir, config.cluster_id, executor_id, self.store)
+        self.meter.cache = self.kv_cache
+        self.logs = InvocationLogs(config.data_dir, config.cluster_id, executor_id, self._current)
+        self._arrived: dict[int, int] = {}  # id(deferred call) -> when it arrived, ns
         self.clock = HybridClock(executor_id)
         self.post = PostOffice(self.client, executor_id, config.max_payload)
         self._code: dict[tuple[str, int], tuple[Any, m.FunctionOptions]] = {}
@@ -119,10 +128,15 @@ class Executor:
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
         if self.kv_cache.signal is not None:
             self.reactor.watch_readable(self.kv_cache.signal.fileno(), self._on_store_signal)
+        self.reactor.call_later(_METER_FLUSH_INTERVAL, self._flush_meter)
+        self.logs.install()
         with self.client.polling():
             while self.running:
                 self.client.pump(None)
+                self.meter.settle()  # after the replies left: off the callers' wait
         self.reactor.flush()
+        self.meter.close()
+        self.logs.close()
         self.store.close()
 
     def _on_control(self, conn: Connection, message: Any) -> None:
@@ -137,10 +151,21 @@ class Executor:
 
     def _report_load(self) -> None:
         loaded = sorted({name for name, _ in self._code})
-        self.client.send_control(m.ExecutorLoad(len(self._stack), self.served, loaded))
+        report = m.ExecutorLoad(len(self._stack), self.served, loaded, self.meter.report())
+        self.client.send_control(report)
         self._drop_stale(time.monotonic())
         self.post.drop_unclaimed(time.monotonic())
         self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
+
+    def _flush_meter(self) -> None:
+        try:
+            self.meter.flush()
+        except exc.StratusError as e:  # the store is away: the spool keeps the records
+            log.warning("executor %s: metering flush failed: %s", self.executor_id, e)
+        self.reactor.call_later(_METER_FLUSH_INTERVAL, self._flush_meter)
+
+    def _current(self) -> m.Call | None:
+        return self._stack[-1].call if self._stack else None
 
     def _refresh_cache(self) -> None:
         if len(self.kv_cache):
@@ -180,11 +205,14 @@ class Executor:
     def _on_message(self, conn: Connection, message: Any) -> None:
         if self._deferred is not None and isinstance(message, m.Call | m.DagInput):
             self._deferred.append((conn, message))  # wait for the code being fetched
+            self._arrived.setdefault(id(message), time.perf_counter_ns())
             return
         match message:
             case m.Call() if conn.peer_id:
-                self._run_call(conn, message)
+                arrived = self._arrived.pop(id(message), 0) if self._arrived else 0
+                self._run_call(conn, message, arrived or time.perf_counter_ns())
             case m.DagInput() if conn.peer_id:
+                self._arrived.pop(id(message), None)
                 self._on_dag_input(message)
             case m.Deliver() if conn.peer_id:
                 self.post.deliver(message)
@@ -229,13 +257,13 @@ class Executor:
 
     # ------------------------------------------------------------------ running code
 
-    def _run_call(self, conn: Connection, call: m.Call) -> None:
+    def _run_call(self, conn: Connection, call: m.Call, arrived: int) -> None:
         try:
             args, kwargs = serialization.loads(call.args, what="arguments")
         except exc.SerializationError as e:
             self._reply(conn, call, _error_info(e))
             return
-        self._run(conn, call, args, kwargs)
+        self._run(conn, call, args, kwargs, arrived=arrived)
 
     def _run(
         self,
@@ -244,8 +272,12 @@ class Executor:
         args: Any,
         kwargs: Any,
         upstream_kv: list[bytes] | None = None,
+        arrived: int = 0,
     ) -> None:
         """Run one invocation (or DAG step) and send its result where it must go."""
+        key = (call.function, call.version)
+        cold = key not in self._code
+        loading = time.perf_counter_ns()
         try:
             target, options = self._load(call.function, call.version)
         except exc.StratusError as e:
@@ -254,21 +286,33 @@ class Executor:
         except _InitFailed as e:
             self._reply(conn, call, _remote_error(e, self.config.max_payload))
             return
-        key = (call.function, call.version)
         if self._cost.get(key, 1.0) > _BATCH_BELOW:
             self.reactor.flush()  # this may run long: don't hold earlier replies back
         started = time.perf_counter()
+        metered = self.meter.begin(
+            call,
+            options.resources.memory_mb,
+            queue_ns=loading - arrived if arrived else 0,
+            cold_start_ns=time.perf_counter_ns() - loading if cold else 0,
+        )
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
         caller = conn if call.plan is None else self._callers.get(call.reply_to)
-        self._stack.append(_Running(call, deadline, caller))
+        self._stack.append(_Running(call, deadline, caller, metered))
         self._arm_alarm()
         self.post.begin(call.invocation_id)  # mail that arrived before we started is kept
         try:
-            outcome, kv = self._invoke(target, options, call, args, kwargs, upstream_kv or [])
+            outcome, kv = self._invoke(
+                target, options, call, args, kwargs, upstream_kv or [], metered
+            )
+        except BaseException:
+            self.meter.end(metered, "error")
+            raise
         finally:
+            self.logs.end_invocation()
             self.post.end(call.invocation_id)
             self._stack.pop()
             self._arm_alarm()
+        self.meter.end(metered, _outcome(outcome), kv_reads=len(kv.reads))
         self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (time.perf_counter() - started)
         self.served += 1
         if isinstance(outcome, bytes) and call.plan is not None and call.node != call.plan.sink:
@@ -284,6 +328,7 @@ class Executor:
         args: Any,
         kwargs: Any,
         upstream_kv: list[bytes],
+        metered: Running,
     ) -> tuple[bytes | m.ErrorInfo, KVTransaction]:
         """Run the function and commit its kv and fs writes in one store transaction,
         re-running it when the commit conflicts (fs reads are always validated, kv reads
@@ -294,7 +339,8 @@ class Executor:
         commits = call.plan is None or call.node == call.plan.sink
         runs = SERIALIZABLE_ATTEMPTS  # only a conflict (or a causal retry) runs it again
         required: dict[str, VectorClock] = {}
-        for _ in range(runs):
+        for run in range(runs):
+            metered.runs = run + 1
             self.kv_cache.refresh_if_stale()
             self.fs_cache.refresh_if_stale()
             fs = FsSession(self.volumes, options.volume)
@@ -321,7 +367,7 @@ class Executor:
                 value = target(ctx, *args, **kwargs)
                 outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
                 fs.finish()  # files left open are flushed into the transaction
-                result = self._commit(kv, fs, validate=validate, commits=commits)
+                result = self._commit(kv, fs, metered, validate=validate, commits=commits)
                 if result is None:
                     return outcome, kv
             except CausalRetry as retry:
@@ -349,24 +395,38 @@ class Executor:
         return conflict, kv
 
     def _commit(
-        self, kv: KVTransaction, fs: FsSession, *, validate: bool, commits: bool
+        self,
+        kv: KVTransaction,
+        fs: FsSession,
+        metered: Running,
+        *,
+        validate: bool,
+        commits: bool,
     ) -> CommitResult | None:
-        """Commit the invocation's kv and fs transactions as one (None: nothing to do)."""
+        """Commit the invocation's kv and fs transactions as one (None: nothing to do),
+        with the attempt's metering record, which becomes durable with what it pays for."""
         kv_commits = commits and (kv.has_writes or (validate and bool(kv.reads)))
         if not kv_commits and not fs.used:
             return None
+        if fs.used:
+            metered.fs_reads = len(fs.txn.reads)
         if (kv_commits and kv.has_writes) or fs.txn.has_writes:
             own = kv.transaction(validate=validate) if kv_commits else Transaction({}, [])
-            if not fs.used:
-                return self.store.commit(own)
-            files = fs.txn
-            return self.store.commit(
-                Transaction(
-                    {**own.reads, **files.reads},
-                    [*own.writes, *files.store_writes()],
-                    {**own.prefix_reads, **files.prefix_reads},
+            txn = own
+            if fs.used:
+                files = fs.txn.store_writes()
+                metered.fs_writes = len(files)
+                metered.fs_write_bytes = sum(len(w.value) for w in files if isinstance(w, Put))
+                txn = Transaction(
+                    {**own.reads, **fs.txn.reads},
+                    [*own.writes, *files],
+                    {**own.prefix_reads, **fs.txn.prefix_reads},
                 )
-            )
+            txn = self.meter.with_record(metered, txn, len(kv.reads), own.writes)
+            result = self.store.commit(txn)
+            if result.ok:
+                self.meter.committed(metered)
+            return result
         # Read-only: a check of the versions read, no write lock.
         result = kv.validate_reads(self.store) if kv_commits else CommitResult(ok=True)
         return fs.txn.validate(self.store) if result.ok and fs.used else result
@@ -450,6 +510,8 @@ class Executor:
     def _on_alarm(self, signum: int, frame: Any) -> None:
         now = time.monotonic()
         for running in self._stack:
+            if running.deadline is not None and running.deadline <= now:
+                self.meter.abort(running.metered, "timeout")
             if running.deadline is not None and running.deadline <= now and running.conn:
                 try:
                     running.conn.sock.setblocking(True)
@@ -469,6 +531,15 @@ def _resolve_refs(kv: KVTransaction, args: Any, kwargs: Any) -> tuple[Any, Any]:
 
 class _InitFailed(Exception):
     """A class's constructor raised while warming it up."""
+
+
+def _outcome(outcome: bytes | m.ErrorInfo) -> Outcome:
+    if isinstance(outcome, bytes):
+        return "ok"
+    return _OUTCOMES.get(outcome.kind, "error")
+
+
+_OUTCOMES: dict[str, Outcome] = {"ConflictError": "conflict", "InvocationTimeout": "timeout"}
 
 
 def _reply_message(rid: int, attempt: int, outcome: bytes | m.ErrorInfo) -> Any:

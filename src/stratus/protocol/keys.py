@@ -1,0 +1,53 @@
+"""Names of the keys and files the platform itself keeps (no I/O).
+
+Every key stratus writes for its own use starts with ``RESERVED`` so that it never
+collides with a user's key; ``app.kv.keys()`` hides them. Build names here, never inline.
+"""
+
+from __future__ import annotations
+
+RESERVED = "\x00stratus/"
+"""Prefix of the platform's own keys: a NUL byte cannot start a key a user types."""
+
+METER = RESERVED + "meter/"
+"""Prefix of metering batches: ``METER + <cluster>/<executor>/<batch, 10 digits>``, and of
+single records committed with their invocation's writes (``meter_record``)."""
+
+
+def meter_batch(cluster_id: str, executor_id: str, batch: int) -> str:
+    """The key of one executor's ``batch``-th batch of invocation records.
+
+    Deterministic, so that recovering a batch after a crash rewrites the same key
+    instead of billing its records twice.
+    """
+    return f"{METER}{cluster_id}/{executor_id}/{batch:010d}"
+
+
+def meter_record(
+    cluster_id: str, executor_id: str, invocation_id: str, attempt: int, node: int
+) -> str:
+    """The key of one record committed in its invocation's own transaction: derived from
+    the attempt, so that recovery can tell it was stored."""
+    return f"{METER}{cluster_id}/{executor_id}/r/{invocation_id}/{attempt}/{node}"
+
+
+def is_reserved(key: str) -> bool:
+    """Whether ``key`` belongs to the platform rather than to a user."""
+    return key.startswith(RESERVED)
+
+
+# Files under the data directory.
+
+METER_DIR = "meter"
+"""Directory of the executors' metering spools: ``<cluster>-<executor>.spool``."""
+
+LOGS_DIR = "logs"
+"""Directory of the per-invocation logs: ``<cluster>-<executor>.jsonl`` (and ``.1``)."""
+
+
+def spool_name(cluster_id: str, executor_id: str) -> str:
+    return f"{cluster_id}-{executor_id}.spool"
+
+
+def log_name(cluster_id: str, executor_id: str) -> str:
+    return f"{cluster_id}-{executor_id}.jsonl"
