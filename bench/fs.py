@@ -238,11 +238,7 @@ def table(doc: dict[str, Any]) -> list[dict[str, Any]]:
     small, reads = doc["small_file"], doc["cached_read_4k"]
     big = doc["sequential_1MiB"]
     pairs = [
-        (
-            "create + write 4 KiB in a call (stratus: and commit)",
-            small["stratus_call"],
-            small["native_call"],
-        ),
+        ("create + write 4 KiB, the whole call", small["stratus_call"], small["native_call"]),
         (
             "read of a cached 4 KiB file, first in an invocation",
             reads["first_in_invocation"],
