@@ -93,22 +93,30 @@ def bench_main(
     run: Callable[..., dict[str, Any]],
     *,
     peers: bool = False,
+    options: dict[str, str] | None = None,
     argv: Sequence[str] | None = None,
 ) -> None:
     """The command line of a benchmark: ``--quick`` / ``--tiny`` pick ``settings[mode]``;
-    with ``peers``, ``--no-ray`` and ``--no-dask`` leave a peer out. ``run(settings, mode,
-    ...)`` runs with stdout sent to stderr; its document is printed and saved."""
+    with ``peers``, ``--no-ray`` and ``--no-dask`` leave a peer out; each of ``options``
+    (``{name: help}``) is a string option ``--name`` (default empty) passed to ``run`` as
+    the keyword ``name``. ``run(settings, mode, ...)`` runs with stdout sent to stderr; its
+    document is printed and saved."""
     parser = argparse.ArgumentParser(description=description.splitlines()[0])
     add_mode_options(parser)
     if peers:
         parser.add_argument("--no-ray", action="store_true", help="leave Ray out")
         parser.add_argument("--no-dask", action="store_true", help="leave Dask out")
+    for name, text in (options or {}).items():
+        parser.add_argument(f"--{name}", default="", help=text)
     parser.add_argument("--output", type=Path, default=results, help=f"default: {results}")
     args = parser.parse_args(argv)
     mode = chosen_mode(args)
-    options = {"with_ray": not args.no_ray, "with_dask": not args.no_dask} if peers else {}
+    keywords: dict[str, Any] = (
+        {"with_ray": not args.no_ray, "with_dask": not args.no_dask} if peers else {}
+    )
+    keywords |= {name: getattr(args, name) for name in options or {}}
     with stdout_to_stderr():
-        document = run(settings[mode], mode, **options)
+        document = run(settings[mode], mode, **keywords)
     print(write_json(args.output, document))
 
 

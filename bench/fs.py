@@ -1,7 +1,8 @@
 """File-system benchmark: ``ctx.fs`` inside functions on the embedded store.
 
-Run it with ``.venv/bin/python bench/fs.py`` (``--quick`` for a short run). It prints one
-JSON document on stdout and writes it to ``bench/results/fs.json``; progress goes to stderr.
+Run it with ``.venv/bin/python bench/fs.py`` (``--quick`` for a short run, ``--tiny`` for
+the suite's smoke test; ``make bench-fs``). It prints one JSON document on stdout and writes
+it to ``bench/results/fs.json`` (or ``$STRATUS_BENCH_RESULTS``); progress goes to stderr.
 
 Set-up: an embedded cluster with one executor (so the executor that wrote a file is the
 one whose cache serves it), its store in SQLite (WAL, ``synchronous=NORMAL``) under a
@@ -27,7 +28,6 @@ What is measured:
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import sqlite3
@@ -40,21 +40,20 @@ from pathlib import Path
 from typing import Any
 
 import stratus
+from _procs import wait_for_no_children
 from _stats import (
+    bench_main,
     check_targets,
-    cpu_busy_pct,
-    git_revision,
     latency_summary,
     loadavg,
     median,
     ratio,
+    results_path,
     run_header,
-    stdout_to_stderr,
-    write_json,
 )
 from stratus.fs.session import transaction
 
-RESULTS = Path(__file__).resolve().parent / "results" / "fs.json"
+RESULTS = results_path("fs")
 TARGETS = {  # name: (path into the document, comparison, bound)
     "small_create_commit_p50_us": ("small_file.stratus_fs_cost_p50_us", "<=", 300.0),
     "cached_read_4k_p50_us": ("cached_read_4k.first_in_invocation.p50_us", "<=", 20.0),
@@ -72,6 +71,7 @@ class Settings:
 
 
 QUICK = Settings(small_calls=300, reads=300, big_rounds=5)
+TINY = Settings(small_calls=40, reads=20, big_rounds=2)
 
 
 def progress(message: str) -> None:
@@ -232,18 +232,54 @@ def measure_big(app: stratus.App, fns: dict[str, Any], s: Settings) -> dict[str,
     }
 
 
-def run(settings: Settings) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        **run_header("fs", "quick" if settings == QUICK else "full"),
-        "versions": {
-            "stratus": stratus.__version__,
-            "sqlite": sqlite3.sqlite_version,
-            "git": git_revision(),
-        },
-        "settings": asdict(settings),
-        "cluster": {"executors": 1, "store": "sqlite:<data_dir>/state.db (WAL, NORMAL)"},
-        "load": {"loadavg_start": loadavg(), "cpu_busy_pct_before": cpu_busy_pct(0.5)},
+def table(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's rows: each operation in a function on stratus and on the native file
+    system; per_s is one at a time (1 / mean), ratio is the row's p50 over stratus's."""
+    small, reads = doc["small_file"], doc["cached_read_4k"]
+    big = doc["sequential_1MiB"]
+    pairs = [
+        ("create + write 4 KiB, the whole call", small["stratus_call"], small["native_call"]),
+        (
+            "read of a cached 4 KiB file, first in an invocation",
+            reads["first_in_invocation"],
+            reads["native_first_in_invocation"],
+        ),
+        (
+            "read of a cached 4 KiB file, repeated in an invocation",
+            reads["repeated_in_invocation"],
+            reads["native_repeated_in_invocation"],
+        ),
+        (
+            "write 1 MiB (64 KiB writes)",
+            big["stratus_write_in_function"],
+            big["native_write_in_function"],
+        ),
+        (
+            "read 1 MiB (64 KiB reads)",
+            big["stratus_read_in_function"],
+            big["native_read_in_function"],
+        ),
+    ]
+    rows = [{"system": "no-op call (the floor of the call rows)", **_row(small["noop_call"], None)}]
+    for what, ours, native in pairs:
+        rows.append({"system": f"stratus: {what}", **_row(ours, ours)})
+        rows.append({"system": f"native: {what}", **_row(native, ours)})
+    return rows
+
+
+def _row(summary: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "p50_us": summary["p50_us"],
+        "p99_us": summary["p99_us"],
+        "per_s": round(1e6 / summary["mean_us"], 1),
+        "ratio": ratio(summary["p50_us"], base["p50_us"]) if base else None,
     }
+
+
+def run(settings: Settings, mode: str) -> dict[str, Any]:
+    doc: dict[str, Any] = run_header("fs", mode, sqlite=sqlite3.sqlite_version)
+    doc["settings"] = asdict(settings)
+    doc["cluster"] = {"executors": 1, "store": "sqlite:<data_dir>/state.db (WAL, NORMAL)"}
     with tempfile.TemporaryDirectory(prefix="stratus-fs-bench-") as base:
         native = os.path.join(base, "native")
         os.mkdir(native)
@@ -255,23 +291,20 @@ def run(settings: Settings) -> dict[str, Any]:
             doc["cached_read_4k"] = measure_reads(app, fns, settings, native)
             progress("3/3 1 MiB sequential write and read")
             doc["sequential_1MiB"] = measure_big(app, fns, settings)
+    doc["leftover_processes"] = wait_for_no_children(timeout=15.0)
     doc["targets"] = check_targets(doc, TARGETS)
     doc["cached_read_4k"]["over_native_p50"] = ratio(
         doc["cached_read_4k"]["first_in_invocation"]["p50_us"],
         doc["cached_read_4k"]["native_first_in_invocation"]["p50_us"],
     )
+    doc["table"] = table(doc)
     doc["load"]["loadavg_end"] = loadavg()
     return doc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke test)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"default: {RESULTS}")
-    args = parser.parse_args(argv)
-    with stdout_to_stderr():
-        doc = run(QUICK if args.quick else Settings())
-    print(write_json(args.output, doc))
+    settings = {"full": Settings(), "quick": QUICK, "tiny": TINY}
+    bench_main(__doc__ or "", RESULTS, settings, run, argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """FUSE benchmark: the small-file loop on the native file system, on a minimal pyfuse3
 pass-through and on a stratus volume mounted with ``stratus mount``, in one run.
 
-Run it with ``.venv/bin/python bench/fuse.py`` (``--quick`` for a short run; ``make
-bench-fuse``). It prints one JSON document on stdout and writes it to
-``bench/results/fuse.json``; progress goes to stderr. It needs FUSE (``/dev/fuse``,
+Run it with ``.venv/bin/python bench/fuse.py`` (``--quick`` for a short run, ``--tiny``
+for the suite's smoke test; ``make bench-fuse``). It prints one JSON document on stdout and
+writes it to ``bench/results/fuse.json`` (or ``$STRATUS_BENCH_RESULTS``); progress goes to
+stderr. It needs FUSE (``/dev/fuse``,
 ``fusermount3``) and the ``fuse`` extra.
 
 Set-up, under one temporary directory: ``native/`` on the machine's file system (ext4
@@ -27,12 +28,9 @@ target (issue 4): stratus's open+read+close p50 within 1.5x of the pass-through'
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as dt
 import gc
 import os
-import platform
 import sqlite3
 import subprocess
 import sys
@@ -45,19 +43,18 @@ from typing import Any
 
 import pyfuse3
 
-import stratus
+from _procs import wait_for_no_children
 from _stats import (
+    bench_main,
     check_targets,
-    cpu_busy_pct,
-    git_revision,
     latency_summary,
     loadavg,
     ratio,
-    stdout_to_stderr,
-    write_json,
+    results_path,
+    run_header,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results" / "fuse.json"
+RESULTS = results_path("fuse")
 PASSTHROUGH = Path(__file__).resolve().parent / "fuse_passthrough.py"
 MOUNT_TIMEOUT = 60.0
 KINDS = ("native", "passthrough", "stratus")
@@ -80,6 +77,12 @@ class Settings:
 
 
 QUICK = Settings(files=100, rounds=2)
+TINY = Settings(files=10, rounds=2, settle_s=0.01)
+LABELS = {
+    "native": "native file system",
+    "passthrough": "pyfuse3 pass-through",
+    "stratus": "stratus mount",
+}
 
 
 def progress(text: str) -> None:
@@ -172,27 +175,33 @@ def stratus_over(results: dict[str, Any], base: str) -> dict[str, Any]:
     return doc
 
 
-def run(settings: Settings, store: str) -> dict[str, Any]:
+def table(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's rows: each operation on each target; per_s is one at a time
+    (1 / mean), ratio is the row's p50 over the stratus mount's."""
+    rows = []
+    for op, what in (("create_write_close", "create + write 4 KiB + close"),
+                     ("open_read_close", "open + read 4 KiB + close")):  # fmt: skip
+        base = doc["results"]["stratus"][op]["p50_us"]
+        for kind in KINDS:
+            summary = doc["results"][kind][op]
+            rows.append(
+                {
+                    "system": f"{LABELS[kind]}: {what}",
+                    "p50_us": summary["p50_us"],
+                    "p99_us": summary["p99_us"],
+                    "per_s": round(1e6 / summary["mean_us"], 1),
+                    "ratio": ratio(summary["p50_us"], base),
+                }
+            )
+    return rows
+
+
+def run(settings: Settings, mode: str, store: str) -> dict[str, Any]:
     clock_start = time.perf_counter_ns()
-    doc: dict[str, Any] = {
-        "benchmark": "fuse",
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
-        },
-        "versions": {
-            "stratus": stratus.__version__,
-            "pyfuse3": pyfuse3.__version__,
-            "sqlite": sqlite3.sqlite_version,
-            "git": git_revision(),
-        },
-        "settings": asdict(settings),
-        "payload_bytes": len(PAYLOAD),
-        "stratus_store": store or "sqlite:<data_dir>/state.db (WAL, synchronous=NORMAL)",
-        "load": {"loadavg_start": loadavg(), "cpu_busy_pct_before": cpu_busy_pct(0.5)},
-    }
+    doc = run_header("fuse", mode, pyfuse3=pyfuse3.__version__, sqlite=sqlite3.sqlite_version)
+    doc["settings"] = asdict(settings)
+    doc["payload_bytes"] = len(PAYLOAD)
+    doc["stratus_store"] = store or "sqlite:<data_dir>/state.db (WAL, synchronous=NORMAL)"
     with contextlib.ExitStack() as stack:
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stratus-fuse-")))
         roots = {kind: base / kind for kind in KINDS}
@@ -208,6 +217,7 @@ def run(settings: Settings, store: str) -> dict[str, Any]:
         stack.enter_context(serving(mount, roots["stratus"]))
         progress("mounted; measuring")
         doc["results"] = measure(roots, settings)
+    doc["leftover_processes"] = wait_for_no_children(timeout=15.0)
     doc["load"]["loadavg_end"] = loadavg()
     doc["ratios"] = {
         "note": "stratus / baseline; below 1 stratus is faster",
@@ -215,19 +225,15 @@ def run(settings: Settings, store: str) -> dict[str, Any]:
         "stratus_over_native": stratus_over(doc["results"], "native"),
     }
     doc["targets"] = check_targets(doc, TARGETS)
+    doc["table"] = table(doc)
     doc["duration_s"] = round((time.perf_counter_ns() - clock_start) / 1e9, 1)
     return doc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke test)")
-    parser.add_argument("--store", default="", help="the stratus mount's store URL")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"default: {RESULTS}")
-    args = parser.parse_args(argv)
-    with stdout_to_stderr():
-        doc = run(QUICK if args.quick else Settings(), args.store)
-    print(write_json(args.output, doc))
+    settings = {"full": Settings(), "quick": QUICK, "tiny": TINY}
+    options = {"store": "the stratus mount's store URL (default: SQLite in its data dir)"}
+    bench_main(__doc__, RESULTS, settings, run, options=options, argv=argv)
 
 
 if __name__ == "__main__":

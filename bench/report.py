@@ -33,7 +33,18 @@ from report_format import (
 )
 
 BENCH = Path(__file__).resolve().parent
-KNOWN = ("suite", "transport", "core", "state", "store", "serving", "social", "scaling")
+KNOWN = (
+    "suite",
+    "transport",
+    "core",
+    "state",
+    "store",
+    "serving",
+    "social",
+    "scaling",
+    "fs",
+    "fuse",
+)
 
 
 def load_results(folder: Path) -> dict[str, dict[str, Any]]:
@@ -56,7 +67,7 @@ class Target:
     what: str
     target: str
     bound: float
-    unit: str  # us, ms, s, MB or per_s (a floor, not a ceiling)
+    unit: str  # us, ms, s, MB, x (a ratio) or per_s (a floor, not a ceiling)
     file: str
     path: str
     peers: tuple[tuple[str, str, str, str], ...] = ()
@@ -113,6 +124,24 @@ TARGETS = [
     ),
     Target("eventual staleness, max (section 2)", "< 100 ms", 100, "ms", "state",
            "staleness.max_ms"),
+    Target(
+        "create + write 4 KiB + commit in a function, p50 (the call minus a no-op call's)",
+        "<= 300 µs", 300, "us", "fs", "small_file.stratus_fs_cost_p50_us",
+        (("native file system, same way", "fs", "small_file.native_fs_cost_p50_us", "us"),),
+    ),
+    Target(
+        "read of a cached 4 KiB file in a function, p50", "<= 20 µs", 20, "us", "fs",
+        "cached_read_4k.first_in_invocation.p50_us",
+        (("native file system", "fs", "cached_read_4k.native_first_in_invocation.p50_us",
+          "us"),),
+    ),
+    Target(
+        "FUSE open + read 4 KiB + close, p50 over a pyfuse3 pass-through's", "<= 1.5x", 1.5,
+        "x", "fuse", "ratios.stratus_over_passthrough.open_read_close_p50",
+        (("stratus mount", "fuse", "results.stratus.open_read_close.p50_us", "us"),
+         ("pass-through", "fuse", "results.passthrough.open_read_close.p50_us", "us"),
+         ("native", "fuse", "results.native.open_read_close.p50_us", "us")),
+    ),
 ]  # fmt: skip
 COLD_START = ("new executor ready (cold start)", "<= 20 ms")
 
@@ -128,6 +157,8 @@ def _value_cell(value: Any, unit: str) -> str:
         return cell_ms(value)
     if unit == "s":
         return seconds(value)
+    if unit == "x":
+        return times(value)
     return megabytes(value)
 
 
@@ -206,6 +237,8 @@ def header_section(results: dict[str, dict[str, Any]], note: str) -> list[str]:
         ],
         ["duration", f"{suite.get('seconds', '?')} s: {durations}"],
     ]
+    for rerun in suite.get("reruns", []):
+        rows.append(["rerun later", f"{rerun.get('date', '?')}: `{rerun.get('command', '?')}`"])
     if failed:
         rows.append(["failed experiments", ", ".join(failed)])
     lines = [
@@ -241,21 +274,11 @@ def other_sections(results: dict[str, dict[str, Any]]) -> list[str]:
         if name in KNOWN:
             continue
         lines += ["", f"## `{name}` (`bench/{name}.py`)", ""]
-        table = doc.get("table")
-        if not isinstance(table, list):
+        table = sections.table_of(doc)
+        if not table:
             lines.append(f"See `bench/results/{name}.json` (it gives no `table` to print).")
             continue
-        rows = [
-            [
-                str(row.get("system", "?")),
-                cell_us(row.get("p50_us")),
-                cell_us(row.get("p99_us")),
-                rate(row.get("per_s")),
-                times(row.get("ratio")),
-            ]
-            for row in table
-        ]
-        lines += markdown_table(["system", "p50", "p99", "throughput", "ratio"], rows)
+        lines += table
     return lines
 
 

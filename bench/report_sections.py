@@ -8,7 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import plots
-from report_format import cell_ms, cell_us, markdown_table, megabytes, over, pick, rate, seconds
+from report_format import (
+    cell_ms,
+    cell_us,
+    markdown_table,
+    megabytes,
+    over,
+    pick,
+    rate,
+    seconds,
+    times,
+)
 
 Results = dict[str, dict[str, Any]]
 COLUMNS = ["system", "p50", "p99", "throughput", "ratio"]
@@ -465,6 +475,71 @@ def transport(r: Results, images: Path, link: Path) -> list[str]:
     ]
 
 
+def table_of(doc: dict[str, Any]) -> list[str]:
+    """The Markdown table of a document's ``table`` (rows of ``system``, ``p50_us``,
+    ``p99_us``, ``per_s``, ``ratio``); no lines when it has none."""
+    table = doc.get("table")
+    if not isinstance(table, list):
+        return []
+    rows = [
+        [
+            str(row.get("system", "?")),
+            cell_us(row.get("p50_us")),
+            cell_us(row.get("p99_us")),
+            rate(row.get("per_s")),
+            times(row.get("ratio")),
+        ]
+        for row in table
+    ]
+    return markdown_table(COLUMNS, rows)
+
+
+def fs(r: Results, images: Path, link: Path) -> list[str]:
+    doc = r.get("fs")
+    if doc is None:
+        return ["", "## The file system in functions", *_missing("fs")]
+    small = doc.get("small_file", {})
+    return [
+        "",
+        "## The file system in functions: `ctx.fs` (`bench/fs.py`)",
+        "",
+        "An embedded cluster with one executor, its store in SQLite (WAL,"
+        " `synchronous=NORMAL`); the peer is the same code on the machine's file system"
+        " (`open()` in a temporary directory) in the same function, interleaved with it."
+        " Call rows are timed by the client (`fn.remote(i).result()`; stratus's includes the"
+        " commit at the end of the invocation); read and 1 MiB rows"
+        " inside the function around the file operations. Throughput is one at a time (1 /"
+        " mean); the ratio is the row's p50 over stratus's in the same pair. The target's"
+        " figure is the call minus a no-op call: stratus"
+        f" {cell_us(small.get('stratus_fs_cost_p50_us'))}, native"
+        f" {cell_us(small.get('native_fs_cost_p50_us'))}; the same transaction in the"
+        f" client without a call (`app.fs`): p50"
+        f" {cell_us(pick(r, 'fs', 'small_file.client_transaction.p50_us'))}.",
+        "",
+        *table_of(doc),
+    ]
+
+
+def fuse(r: Results, images: Path, link: Path) -> list[str]:
+    doc = r.get("fuse")
+    if doc is None:
+        return ["", "## The FUSE mount", *_missing("fuse")]
+    return [
+        "",
+        "## The FUSE mount: `stratus mount` (`bench/fuse.py`)",
+        "",
+        "Unmodified system calls (`os.open`, `os.write` / `os.read`, `os.close`) on three"
+        " directories: the machine's file system, a minimal pyfuse3 pass-through of it"
+        " (`bench/fuse_passthrough.py`: what FUSE and pyfuse3 cost by themselves) and a"
+        " stratus volume mounted in the foreground, every FUSE request its own transaction."
+        " Rounds alternate the order of the three and pool the samples. Throughput is one"
+        " at a time (1 / mean); the ratio is the row's p50 over the stratus mount's for the"
+        " same operation.",
+        "",
+        *table_of(doc),
+    ]
+
+
 SECTIONS: list[Callable[[Results, Path, Path], list[str]]] = [
     calls,
     composition,
@@ -475,6 +550,8 @@ SECTIONS: list[Callable[[Results, Path, Path], list[str]]] = [
     serving,
     social,
     scaling,
+    fs,
+    fuse,
     store,
     transport,
 ]

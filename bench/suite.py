@@ -7,8 +7,11 @@ process with ``--quick`` / ``--tiny`` as asked; it prints one JSON document on s
 which the suite saves as ``<results>/<name>.json`` (``bench/results/`` by default; the
 quick suite uses ``bench/results/quick/`` so that a full run's files stay as they were).
 A failing experiment is recorded in ``suite.json`` and the others still run; the suite
-exits non-zero. Then ``bench/report.py`` writes the report (``docs/benchmarks.md`` and
-``docs/img/*.png`` for the full suite) from the JSON files of this one run.
+exits non-zero. ``--only a,b`` reruns some experiments into a folder that holds an earlier
+run of the same mode: their entries in ``suite.json`` replace the earlier ones, the rerun is
+listed under ``reruns``, and the report covers the whole run. Then ``bench/report.py``
+writes the report (``docs/benchmarks.md`` and ``docs/img/*.png`` for the full suite) from
+the JSON files of this one run.
 
 Adding an experiment is one line in ``EXPERIMENTS``.
 """
@@ -56,6 +59,8 @@ EXPERIMENTS = [
     Experiment("serving", tiny=("--tiny",)),
     Experiment("social", tiny=("--tiny",)),
     Experiment("scaling", tiny=("--tiny",)),
+    Experiment("fs", tiny=("--tiny",)),
+    Experiment("fuse", tiny=("--tiny",)),
 ]
 
 
@@ -121,12 +126,35 @@ def run_suite(
     }
     suite["loadavg_end"] = loadavg()
     suite["seconds"] = round(time.perf_counter() - start, 1)
+    if only:
+        suite = merged_with_earlier(results / "suite.json", suite)
     suite["failed"] = [e["name"] for e in suite["experiments"] if "error" in e]
     write_json(results / "suite.json", suite)
     if docs is not None and images is not None:
         report.write_report(results, docs, images)
         print(f"suite: wrote {docs} and the plots in {images}", file=sys.stderr)
     return suite
+
+
+def merged_with_earlier(path: Path, rerun: dict[str, Any]) -> dict[str, Any]:
+    """The earlier run's document at ``path`` (same mode) with the experiments of ``rerun``
+    replaced; ``rerun`` itself when there is no such earlier run."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return rerun
+    if earlier.get("mode") != rerun["mode"]:
+        return rerun
+    entries = {e["name"]: e for e in earlier.get("experiments", [])}
+    entries |= {e["name"]: e for e in rerun["experiments"]}
+    order = [e.name for e in EXPERIMENTS if e.name in entries]
+    note = {k: rerun[k] for k in ("date", "command", "git", "seconds")}
+    return {
+        **earlier,
+        "experiments": [entries[name] for name in order],
+        "seconds": round(sum(entries[name]["seconds"] for name in order), 1),
+        "reruns": [*earlier.get("reruns", []), note],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:

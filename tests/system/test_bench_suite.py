@@ -59,10 +59,12 @@ def test_the_tiny_suite_runs_every_experiment_and_writes_the_report(
     assert set(documents["serving"]["systems"]) == {"python", "stratus", "ray", "dask"}
     assert set(documents["scaling"]["systems"]) == {"stratus", "ray", "dask"}
     assert set(documents["social"]["levels"]) == {"eventual", "causal"}
+    assert set(documents["fuse"]["results"]) == {"native", "passthrough", "stratus"}
 
     report = docs.read_text()
     assert "## Targets" in report
     assert "is not in this run" not in report
+    assert "## The file system in functions" in report and "## The FUSE mount" in report
     for plot in ("calls_cdf", "composition_cdf", "serving_cdf", "social_cdf", "scaling"):
         assert (images / f"{plot}.png").stat().st_size > 0
         assert f"](img/{plot}.png)" in report
