@@ -61,6 +61,7 @@ EXPERIMENTS = [
     Experiment("scaling", tiny=("--tiny",)),
     Experiment("fs", tiny=("--tiny",)),
     Experiment("fuse", tiny=("--tiny",)),
+    Experiment("metering", tiny=("--tiny",)),
 ]
 
 

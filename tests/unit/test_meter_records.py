@@ -24,7 +24,7 @@ from stratus.protocol.metering import (
     iter_batch,
 )
 from stratus.server import metering
-from stratus.store.base import Put, Store, Transaction
+from stratus.store.base import Merge, Put, Store, Transaction
 
 T0 = int(dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC).timestamp() * 1e9)
 
@@ -182,49 +182,60 @@ def test_a_live_executors_spool_is_left_alone(tmp_path: Path, store: Store) -> N
     meter.close()
 
 
-def test_the_record_commits_with_the_invocations_writes(tmp_path: Path, store: Store) -> None:
+def test_the_counts_noted_after_a_commit_reach_the_record(tmp_path: Path, store: Store) -> None:
     meter = metering.Meter(str(tmp_path), "cl", "x1", store)
-    meter.end(meter.begin(call("c1.before"), 128), "ok")  # logged, not yet stored
     running = meter.begin(call("c1.w"), 128)
-    writes = [Put("k", b"vvvv")]
-    txn = meter.with_record(running, Transaction({}, writes), 1, writes)
-    assert store.commit(txn).ok
-    meter.committed(running)
-    meter.end(running, "ok")
-    assert store.get("k").value == b"vvvv"
-    (committed,) = stored(store)  # in the same transaction; the log waits for its flush
-    assert (committed.invocation_id, committed.kv_writes, committed.kv_write_bytes) == (
-        "c1.w",
-        1,
-        4,
-    )
+    writes = [Put("k", b"vvvv"), Merge("s", b"abcdef")]
+    assert store.commit(Transaction({}, writes)).ok
+    meter.note_writes(running, writes)
+    running.fs_writes, running.fs_write_bytes = 2, 4096
+    meter.end(running, "ok", kv_reads=3)
+    assert stored(store) == []  # not in the invocation's commit: the spool bills it
     meter.flush()
-    assert sorted(r.invocation_id for r in stored(store)) == ["c1.before", "c1.w"]
-    assert meter.report()[0].calls == 2
+    assert store.keys(keys.METER) == [keys.meter_batch("cl", "x1", 0)]  # no key per call
+    (done,) = stored(store)
+    assert (done.invocation_id, done.outcome, done.kv_reads) == ("c1.w", "ok", 3)
+    assert (done.kv_writes, done.kv_write_bytes) == (2, 10)
+    assert (done.fs_writes, done.fs_write_bytes) == (2, 4096)
+    assert meter.report()[0].calls == 1
     meter.close()
 
 
-def test_an_attempt_committed_just_before_death_is_not_billed_as_lost(
+def test_an_attempt_killed_after_its_commit_is_billed_lost_once(
     tmp_path: Path, store: Store
 ) -> None:
     meter = metering.Meter(str(tmp_path), "cl", "x1", store)
     running = meter.begin(call("c1.w"), 128)
-    txn = meter.with_record(running, Transaction({}, [Put("k", b"v")]), 0, [Put("k", b"v")])
-    assert store.commit(txn).ok
-    die(meter)  # before its slot was cleared
-    assert metering.recover(meter.path, store, died_ns=T0) == 0
-    assert [(r.invocation_id, r.outcome) for r in stored(store)] == [("c1.w", "ok")]
+    assert store.commit(Transaction({}, [Put("k", b"v")])).ok
+    meter.note_writes(running, [Put("k", b"v")])
+    died = running.start.started_ns + 7_000_000
+    die(meter)  # committed, but dead before ``end``
+    assert metering.recover(meter.path, store, died_ns=died) == 1
+    assert metering.recover(meter.path, store, died_ns=died) == 0  # the spool is gone
+    assert store.get("k").value == b"v"
+    (lost,) = stored(store)  # billed, not twice, and not zero
+    assert (lost.invocation_id, lost.attempt, lost.outcome) == ("c1.w", 1, "lost")
+    assert lost.run_ns == 7_000_000  # for the time it ran, until the death
+    retry = metering.Meter(str(tmp_path), "cl", "x2", store)
+    retry.end(retry.begin(call("c1.w", attempt=2), 128), "ok")
+    retry.close()
+    assert sorted((r.attempt, r.outcome) for r in stored(store)) == [(1, "lost"), (2, "ok")]
 
 
-def test_a_commit_that_conflicts_stores_no_record(tmp_path: Path, store: Store) -> None:
+def test_a_commit_that_conflicts_notes_no_writes(tmp_path: Path, store: Store) -> None:
     meter = metering.Meter(str(tmp_path), "cl", "x1", store)
     store.put("k", b"new")
     running = meter.begin(call("c1.w"), 128)
-    txn = meter.with_record(running, Transaction({"k": 0}, [Put("k", b"v")]), 1, [Put("k", b"v")])
-    assert not store.commit(txn).ok
-    meter.end(running, "conflict")
+    assert not store.commit(Transaction({"k": 0}, [Put("k", b"v")])).ok
+    meter.end(running, "conflict", kv_reads=1)
     meter.close()
-    assert [(r.invocation_id, r.outcome) for r in stored(store)] == [("c1.w", "conflict")]
+    (done,) = stored(store)
+    assert (done.invocation_id, done.outcome, done.kv_reads, done.kv_writes) == (
+        "c1.w",
+        "conflict",
+        1,
+        0,
+    )
 
 
 def test_a_torn_entry_in_the_log_is_not_counted(tmp_path: Path, store: Store) -> None:

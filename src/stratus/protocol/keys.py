@@ -10,8 +10,7 @@ RESERVED = "\x00stratus/"
 """Prefix of the platform's own keys: a NUL byte cannot start a key a user types."""
 
 METER = RESERVED + "meter/"
-"""Prefix of metering batches: ``METER + <cluster>/<executor>/<batch, 10 digits>``, and of
-single records committed with their invocation's writes (``meter_record``)."""
+"""Prefix of metering batches: ``METER + <cluster>/<executor>/<batch, 10 digits>``."""
 
 
 def meter_batch(cluster_id: str, executor_id: str, batch: int) -> str:
@@ -21,14 +20,6 @@ def meter_batch(cluster_id: str, executor_id: str, batch: int) -> str:
     instead of billing its records twice.
     """
     return f"{METER}{cluster_id}/{executor_id}/{batch:010d}"
-
-
-def meter_record(
-    cluster_id: str, executor_id: str, invocation_id: str, attempt: int, node: int
-) -> str:
-    """The key of one record committed in its invocation's own transaction: derived from
-    the attempt, so that recovery can tell it was stored."""
-    return f"{METER}{cluster_id}/{executor_id}/r/{invocation_id}/{attempt}/{node}"
 
 
 def is_reserved(key: str) -> bool:

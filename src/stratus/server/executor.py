@@ -403,8 +403,8 @@ class Executor:
         validate: bool,
         commits: bool,
     ) -> CommitResult | None:
-        """Commit the invocation's kv and fs transactions as one (None: nothing to do),
-        with the attempt's metering record, which becomes durable with what it pays for."""
+        """Commit the invocation's kv and fs transactions as one (None: nothing to do);
+        once it committed, note what it wrote on the attempt's metering."""
         kv_commits = commits and (kv.has_writes or (validate and bool(kv.reads)))
         if not kv_commits and not fs.used:
             return None
@@ -412,20 +412,18 @@ class Executor:
             metered.fs_reads = len(fs.txn.reads)
         if (kv_commits and kv.has_writes) or fs.txn.has_writes:
             own = kv.transaction(validate=validate) if kv_commits else Transaction({}, [])
-            txn = own
-            if fs.used:
-                files = fs.txn.store_writes()
-                metered.fs_writes = len(files)
-                metered.fs_write_bytes = sum(len(w.value) for w in files if isinstance(w, Put))
+            txn, files = own, fs.txn.store_writes() if fs.used else []
+            if fs.used:  # its reads are checked too, even when it wrote no file
                 txn = Transaction(
                     {**own.reads, **fs.txn.reads},
                     [*own.writes, *files],
                     {**own.prefix_reads, **fs.txn.prefix_reads},
                 )
-            txn = self.meter.with_record(metered, txn, len(kv.reads), own.writes)
             result = self.store.commit(txn)
-            if result.ok:
-                self.meter.committed(metered)
+            if result.ok:  # billed from the spool: a death before ``end`` bills it lost
+                self.meter.note_writes(metered, own.writes)
+                metered.fs_writes = len(files)
+                metered.fs_write_bytes = sum(len(w.value) for w in files if isinstance(w, Put))
             return result
         # Read-only: a check of the versions read, no write lock.
         result = kv.validate_reads(self.store) if kv_commits else CommitResult(ok=True)

@@ -12,9 +12,8 @@ The spool holds a header (the current batch number and the length of the log), o
     ----------------------   ------------------------------------   -------------------------
     an attempt starts        slot[depth] = its record as if lost     -
     it ends                  slot[depth] notes outcome and run time  -
+    it commits writes        the counts go on the attempt (memory)   -
     its reply left (settle)  log += its record; slot[depth] = empty  -
-    it commits kv writes     slot emptied after the commit           Put(record key, record) in
-                                                                     the SAME transaction
     flush (timer, log full)  log emptied, batch += 1                 Put(batch key, log)
     the executor exits       file removed after a last flush         Put(batch key, log)
     it dies (any signal)     left behind                             the coordinator recovers:
@@ -24,10 +23,13 @@ The spool holds a header (the current batch number and the length of the log), o
 A record is therefore in the store, or in a spool that whoever notices the death (the
 coordinator, on the executor's exit or at its next start) turns into a batch. Batch keys
 are deterministic (``protocol.keys.meter_batch``) and recovery merges with what the key
-already holds, so a batch committed just before the crash is never billed twice; a slot
-whose record key (``protocol.keys.meter_record``) exists was committed, not lost. The
+already holds, so a batch committed just before the crash is never billed twice. The
 header is updated in an order that keeps this true at every instant: the log length is
 set to 0 before the batch number moves on.
+
+The record is never part of the invocation's own commit (that cost ~17 us a writing call
+and a store key each, forever): an attempt whose writes committed but whose executor died
+before ``end`` is billed ``lost`` from its slot, until the death (docs/metering.md).
 
 An executor holds a shared ``flock`` on its spool while it lives; recovery takes it
 exclusively, so a live executor's spool is never recovered.
@@ -62,7 +64,7 @@ from stratus.protocol.metering import (
     encode_entry,
     iter_batch,
 )
-from stratus.store.base import Merge, Put, Store, Transaction, Write
+from stratus.store.base import Merge, Put, Store, Write
 
 log = logging.getLogger("stratus.metering")
 
@@ -102,10 +104,12 @@ class Running:
     misses0: int
     bytes0: int
     runs: int = 1
-    recorded: bool = False  # its record went into the store with its kv commit
     outcome: Outcome = "lost"  # set by ``end``
     run_ns: int = 0
     kv_reads: int = 0
+    # What its commit wrote: set by the executor once the commit succeeded.
+    kv_writes: int = 0
+    kv_write_bytes: int = 0
     # The file system adds its counts here (the executor's stack top is the attempt).
     fs_reads: int = 0
     fs_writes: int = 0
@@ -144,7 +148,6 @@ class Meter:
         self._write_header()
         self._depth = 0
         self._stats: dict[str, Counts] = {}
-        self._pending: InvocationRecord | None = None  # stored with a kv commit
         self._peak_rss = _peak_rss_kb()  # refreshed by long attempts and by flushes
         self._ended: list[Running] = []  # ended, their records not yet logged (see settle)
         self.cache: KVCache | None = None  # the executor's, for hits and misses
@@ -202,12 +205,10 @@ class Meter:
         running: Running,
         outcome: Outcome,
         *,
-        kv_reads: int = 0,
-        kv_writes: int = 0,
-        kv_write_bytes: int = 0,
         run_ns: int | None = None,
     ) -> InvocationRecord:
-        """The attempt's record as of now (its run time as of now, unless given)."""
+        """The attempt's record as of now (its run time as of now, unless given), with the
+        counts noted on ``running``."""
         if run_ns is None:
             run_ns = time.perf_counter_ns() - running.t0
         cpu_ns = _cpu_ns() - running.cpu0
@@ -222,10 +223,10 @@ class Meter:
             cpu_ns=cpu_ns,
             peak_rss_kb=self._peak_rss,
             runs=running.runs,
-            kv_reads=kv_reads,
-            kv_writes=kv_writes,
+            kv_reads=running.kv_reads,
+            kv_writes=running.kv_writes,
             kv_read_bytes=read - running.bytes0,
-            kv_write_bytes=kv_write_bytes,
+            kv_write_bytes=running.kv_write_bytes,
             cache_hits=hits - running.hits0,
             cache_misses=misses - running.misses0,
             fs_reads=running.fs_reads,
@@ -234,29 +235,12 @@ class Meter:
             fs_write_bytes=running.fs_write_bytes,
         )
 
-    def with_record(
-        self, running: Running, txn: Transaction, kv_reads: int, kv_writes: Sequence[Write]
-    ) -> Transaction:
-        """``txn`` plus this attempt's record (as a success), under a key of its own: the
-        record becomes durable with the writes it pays for, or not at all. Its own key
-        keeps the cost constant, whatever the log holds. ``kv_writes`` are the writes
-        that count as kv (``txn`` may hold file-system writes too)."""
-        size = sum(len(w.value) for w in kv_writes if isinstance(w, Put | Merge))
-        record = self.record(
-            running, "ok", kv_reads=kv_reads, kv_writes=len(kv_writes), kv_write_bytes=size
-        )
-        start = running.start
-        key = keys.meter_record(
-            self.cluster_id, self.executor_id, start.invocation_id, start.attempt, start.node
-        )
-        self._pending = record
-        return Transaction(
-            txn.reads, [*txn.writes, Put(key, encode_entry(record))], txn.prefix_reads
-        )
-
-    def committed(self, running: Running) -> None:
-        """The transaction of ``with_record`` committed: the record is in the store."""
-        running.recorded = True
+    @staticmethod
+    def note_writes(running: Running, kv_writes: Sequence[Write]) -> None:
+        """Note what the attempt's commit wrote to the kv store (call it once the commit
+        succeeded); ``end`` / ``settle`` put the counts in its record."""
+        running.kv_writes = len(kv_writes)
+        running.kv_write_bytes = sum(len(w.value) for w in kv_writes if isinstance(w, Put | Merge))
 
     def end(self, running: Running, outcome: Outcome, *, kv_reads: int = 0) -> None:
         """The attempt is over: note how and when in its slot, so that its reply may
@@ -264,10 +248,6 @@ class Meter:
         running.run_ns = time.perf_counter_ns() - running.t0
         running.outcome, running.kv_reads = outcome, kv_reads
         self._depth = running.depth
-        if running.recorded and self._pending is not None:  # stored with its commit
-            self._clear(running)
-            self._count(self._pending)
-            return
         if running.depth < _SLOTS:
             at = 64 + running.depth * _SLOT_SIZE
             _STATE.pack_into(self._map, at + _SLOT_ROOM, _CODES[outcome], running.run_ns)
@@ -280,9 +260,7 @@ class Meter:
             return
         ended, self._ended = self._ended, []
         for running in ended:
-            record = self.record(
-                running, running.outcome, kv_reads=running.kv_reads, run_ns=running.run_ns
-            )
+            record = self.record(running, running.outcome, run_ns=running.run_ns)
             self._append(record)
             self._clear(running)
             self._count(record)
@@ -420,8 +398,8 @@ def recover(
         for depth in range(_SLOTS):
             at = 64 + depth * _SLOT_SIZE
             start = next(iter_batch(memoryview(data)[at : at + _SLOT_ROOM]), None)
-            if start is None or start.identity in logged or _committed(store, cluster_id, start):
-                continue  # empty; ended (timed out) before the death; stored with its commit
+            if start is None or start.identity in logged:
+                continue  # empty, or ended (timed out) before the death
             code, run_ns = _STATE.unpack_from(data, at + _SLOT_ROOM)
             outcome: Outcome = "timeout" if start.invocation_id in timed_out else "lost"
             if code in _OUTCOMES:  # it had ended; its full record was not written yet
@@ -442,14 +420,6 @@ def recover(
         return written
     finally:
         os.close(fd)
-
-
-def _committed(store: Store, cluster_id: str, record: InvocationRecord) -> bool:
-    """Whether a slot's attempt was stored with its own commit before the death."""
-    key = keys.meter_record(
-        cluster_id, record.executor_id, record.invocation_id, record.attempt, record.node
-    )
-    return store.get(key).value is not None
 
 
 def recover_all(directory: Path, store: Store, cluster_id: str | None = None) -> int:
