@@ -121,6 +121,28 @@ def test_totals_equal_the_calls_made(fresh_app: stratus.App) -> None:
     assert not [k for k in app.kv.keys("") if "meter" in k]  # the platform's keys stay hidden
 
 
+def test_the_write_counts_of_a_commit_reach_the_record(fresh_app: stratus.App) -> None:
+    app = fresh_app
+
+    @app.function(volume="meter-counts")
+    def both(ctx: stratus.Context, size: int) -> None:
+        ctx.kv.put("counted", "v" * 100)
+        ctx.fs.write_bytes("/counted", b"x" * size)
+
+    @app.function(volume="meter-counts")
+    def reader(ctx: stratus.Context) -> int:
+        return len(ctx.fs.read_bytes("/counted")) + len(ctx.kv.get("counted") or "")
+
+    both.remote(5000).result(timeout=30)
+    assert reader.remote().result(timeout=30) == 5100
+    (wrote,) = wait_records(app, 1, "both")
+    (read,) = wait_records(app, 1, "reader")
+    assert (wrote.outcome, wrote.kv_writes) == ("ok", 1) and wrote.kv_write_bytes > 100
+    assert wrote.fs_writes > 0 and wrote.fs_write_bytes >= 5000
+    assert (read.kv_writes, read.fs_writes, read.fs_write_bytes) == (0, 0, 0)
+    assert read.fs_reads > 0 and read.kv_reads == 1
+
+
 def test_a_call_whose_executor_is_killed_is_billed_until_the_kill(
     solo: stratus.App, tmp_path: Path
 ) -> None:
