@@ -1,4 +1,5 @@
-"""The demo of ``make demo``: an embedded cluster, functions, DAGs, a class, shared state.
+"""The demo of ``make demo``: an embedded cluster, functions, DAGs, a class, shared state
+and files.
 
 Run with ``make demo`` (or ``.venv/bin/python examples/demo.py``).
 """
@@ -54,6 +55,13 @@ def main() -> None:
             ctx.kv.put(f"visits/{page}", count)
             return count
 
+        @app.function
+        def journal(ctx: stratus.Context, line: str) -> int:
+            """Files: every invocation is one transaction, committed when it returns."""
+            with ctx.fs.open("/journal.txt", "a") as f:
+                f.write(line + "\n")
+            return ctx.fs.stat("/journal.txt").st_size
+
         print("incr(41)              =", incr.remote(41).result())
         pipeline = app.dag("pipeline", incr >> square)
         print("square(incr(3))       =", pipeline.remote(3).result())
@@ -66,6 +74,11 @@ def main() -> None:
             visit.remote("home").result()
         visits = app.kv.get("visits/home")
         print("visits/home           =", visits, "(kept in .stratus across runs)")
+        for future in [journal.remote(f"entry {i}") for i in range(10)]:
+            future.result()  # ten concurrent appends: none lost
+        with app.fs.transaction() as fs:
+            lines = fs.open("/journal.txt").read().splitlines()
+        print("/journal.txt          =", len(lines), "lines (10 more each run, none lost)")
         try:
             app.function(name="broken")(lambda ctx: 1 / 0).remote().result()
         except stratus.RemoteError as e:

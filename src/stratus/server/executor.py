@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import time
 import traceback
@@ -47,7 +48,11 @@ log = logging.getLogger("stratus.executor")
 _LOAD_REPORT_INTERVAL = 1.0
 _METER_FLUSH_INTERVAL = 0.25  # metering records reach the store at least this often
 _CACHE_REFRESH_INTERVAL = 0.05  # while idle: bounds how stale a cached entry can be
-SERIALIZABLE_ATTEMPTS = 5  # runs of a serializable invocation before ConflictError
+SERIALIZABLE_ATTEMPTS = 10  # runs of an invocation whose commit conflicts, then ConflictError
+# Before re-running a conflicted invocation, wait a random time below this, doubled each
+# run: two executors re-running at once would otherwise collide again and again.
+_CONFLICT_BACKOFF = 0.0005
+_CONFLICT_BACKOFF_MAX = 0.02
 _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
 # Replies of functions that usually run quicker than this are batched into one write
 # with the replies of the calls read in the same round; slower ones flush first.
@@ -389,6 +394,7 @@ class Executor:
                     kv.remember_commit(self.kv_cache, result)
                 return outcome, kv
             self.kv_cache.invalidate(result.conflicts)
+            time.sleep(random.uniform(0, min(_CONFLICT_BACKOFF * 2**run, _CONFLICT_BACKOFF_MAX)))
         conflict = m.ErrorInfo(
             "ConflictError", f"{call.function}: its reads changed in each of {runs} runs"
         )  # serializable: commits conflicted; causal: reads kept breaking the causal cut
