@@ -18,7 +18,9 @@ from stratus._exceptions import (
     FunctionNotFound,
     InvocationError,
     InvocationTimeout,
+    MemoryLimitExceeded,
     NoCapacity,
+    Overloaded,
     PayloadTooLarge,
     ProtocolError,
     RemoteError,
@@ -28,6 +30,7 @@ from stratus._exceptions import (
 from stratus.client.app import App, connect
 from stratus.client.future import Future
 from stratus.client.handles import Dag, Function
+from stratus.config import AutoscalingConfig
 from stratus.kv.ref import Ref
 from stratus.server.context import Context
 
@@ -35,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "AutoscalingConfig",
     "ClusterClosed",
     "ConfigurationError",
     "ConflictError",
@@ -47,7 +51,9 @@ __all__ = [
     "Future",
     "InvocationError",
     "InvocationTimeout",
+    "MemoryLimitExceeded",
     "NoCapacity",
+    "Overloaded",
     "PayloadTooLarge",
     "ProtocolError",
     "Ref",

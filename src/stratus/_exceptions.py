@@ -13,6 +13,7 @@
     ├── SerializationError        arguments or results that cannot be pickled or unpickled
     ├── PayloadTooLarge           a pickled value above the cluster's size limit
     ├── NoCapacity                no executor offers what the function requests
+    ├── Overloaded                the function's queue of waiting calls is full
     ├── LatticeError              (stratus.lattice) a lattice value misused
     │   ├── LatticeTypeError      merging lattices of different types
     │   ├── LatticeValueError     a value a lattice cannot hold
@@ -21,6 +22,7 @@
         ├── RemoteError           the function raised; carries the remote type and traceback
         ├── InvocationTimeout     the function ran past its timeout and was killed
         ├── ConflictError         a serializable invocation kept conflicting and gave up
+        ├── MemoryLimitExceeded   the function used more than its memory_mb and was stopped
         └── ExecutorLost          its executor died and the retries were spent
 
 Local failures (the first group) and remote ones (``InvocationError``) are different
@@ -75,6 +77,11 @@ class NoCapacity(StratusError):
     """No executor of the cluster offers the resources the function requests."""
 
 
+class Overloaded(StratusError):
+    """A call was turned away: its function's pool is at its size limit and the calls
+    already waiting for it fill the queue (``max_queued``). Nothing of it ran."""
+
+
 class InvocationError(StratusError):
     """An invocation failed. ``invocation_id`` and ``function`` say which one."""
 
@@ -114,6 +121,11 @@ class InvocationTimeout(InvocationError, TimeoutError):
 class ConflictError(InvocationError):
     """A ``serializable`` invocation's reads kept changing under it: it was re-run up to
     its bound and every commit conflicted. Nothing it wrote is visible."""
+
+
+class MemoryLimitExceeded(InvocationError, MemoryError):
+    """The function allocated past its ``memory_mb``; it was stopped, nothing it wrote is
+    visible, and its executor was replaced by a fresh one."""
 
 
 class ExecutorLost(InvocationError):

@@ -96,7 +96,7 @@ def up(
 @click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def status(address: str | None, data_dir: str, as_json: bool) -> None:
-    """Show a server's executors, functions and DAGs."""
+    """Show a server's executors, functions, warm pools and DAGs."""
     import msgspec
 
     reply = _with_client(address, data_dir, lambda client: client.status())
@@ -126,6 +126,10 @@ def status(address: str | None, data_dir: str, as_json: bool) -> None:
             o.consistency,
         )
     console.print(functions)
+    pools = Table("pool", "size", "ready", "starting", "why")
+    for p in reply.pools:
+        pools.add_row(p.function, str(p.target), str(p.ready), str(p.starting), p.why)
+    console.print(pools)
     if reply.dags:
         console.print("DAGs: " + ", ".join(reply.dags))
 

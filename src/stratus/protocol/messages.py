@@ -40,13 +40,24 @@ class Resources(msgspec.Struct, frozen=True, gc=False):
 
 
 class FunctionOptions(msgspec.Struct, frozen=True, gc=False):
-    """Options of a registered function; ``resources`` are matched against executors."""
+    """Options of a registered function; ``resources`` are matched against executors.
+
+    The last five shape its warm pool (docs/autoscaling.md): ``min_instances`` ..
+    ``max_instances`` executors; ``concurrency`` calls sent to one executor at once (the
+    rest wait in the caller); ``max_queued`` calls waiting in one caller before
+    ``Overloaded``; ``preload`` modules imported before a new executor says hello.
+    """
 
     timeout: float | None = 300.0
     retries: int = 2
     resources: Resources = Resources()
     consistency: Consistency = "eventual"
     is_class: bool = False
+    min_instances: int = 0
+    max_instances: int = 100
+    concurrency: int = 1000
+    max_queued: int = 100_000
+    preload: tuple[str, ...] = ()
 
 
 class ExecutorAddress(msgspec.Struct, frozen=True, gc=False):
@@ -106,6 +117,18 @@ class ExecutorStatus(msgspec.Struct, frozen=True, gc=False):
     inflight: int
     served: int
     loaded: list[str]
+    pinned: list[str] = []  # functions whose warm pools it belongs to
+
+
+class PoolStatus(msgspec.Struct, frozen=True, gc=False):
+    """A function's warm pool: the size wanted, and executors ready or starting in it."""
+
+    function: str
+    target: int
+    ready: int
+    starting: int
+    why: str = ""  # the last decision's reason
+    changed_at: float = 0.0  # CLOCK_MONOTONIC of the coordinator when the size last changed
 
 
 # --------------------------------------------------------------------------- handshake
@@ -169,6 +192,12 @@ class ShutdownExecutor(_Msg, tag="shutdown_executor", frozen=True):
     """The coordinator asks an executor to finish and exit."""
 
 
+class Unpin(_Msg, tag="unpin", frozen=True):
+    """The coordinator took ``functions`` off this executor: drop their code."""
+
+    functions: list[str]
+
+
 class FunctionCode(_Msg, tag="function_code", frozen=True):
     """The coordinator's reply to ``FetchFunction``: pickled code and options."""
 
@@ -197,12 +226,29 @@ class ExecutorHello(_Msg, tag="executor_hello", frozen=True):
     resources: Resources
 
 
+class FunctionLoad(msgspec.Struct, frozen=True, gc=False):
+    """One function's work on one executor: totals since it started, and right now."""
+
+    calls: int  # calls finished
+    busy: float  # seconds spent running them
+    running: int  # calls on the stack now
+    queued: int  # calls read and waiting to run
+
+
 class ExecutorLoad(_Msg, tag="executor_load", frozen=True):
     """Periodic report of an executor's work, for status and scheduling."""
 
     inflight: int
     served: int
     loaded: list[str]
+    functions: dict[str, FunctionLoad] = {}
+
+
+class Demand(_Msg, tag="demand", frozen=True):
+    """A caller holds ``queued`` calls of ``function`` that its warm pool cannot take."""
+
+    function: str
+    queued: int
 
 
 class Register(_Msg, tag="register", frozen=True):
@@ -302,6 +348,7 @@ class Resolved(_Msg, tag="resolved", frozen=True):
     functions: list[FunctionInfo]
     dag: list[DagNode] | None
     executors: list[ExecutorAddress]
+    pools: dict[str, list[str]] = {}  # function -> ids of the executors it is pinned on
 
 
 class StatusReply(_Msg, tag="status_reply", frozen=True):
@@ -310,6 +357,7 @@ class StatusReply(_Msg, tag="status_reply", frozen=True):
     executors: list[ExecutorStatus]
     functions: list[FunctionInfo]
     dags: list[str]
+    pools: list[PoolStatus] = []
 
 
 class ShutdownStarted(_Msg, tag="shutdown_started", frozen=True):
@@ -335,9 +383,11 @@ class KvKeys(_Msg, tag="kv_keys", frozen=True):
 
 
 class ExecutorsChanged(_Msg, tag="executors_changed", frozen=True):
-    """Pushed to clients when executors join or leave, so placements stay current."""
+    """Pushed to clients when executors join or leave or pools change, so placements
+    stay current."""
 
     executors: list[ExecutorAddress]
+    pools: dict[str, list[str]] = {}  # function -> ids of the executors it is pinned on
 
 
 # --------------------------------------------------------------------------- fork server
@@ -345,6 +395,7 @@ class ExecutorsChanged(_Msg, tag="executors_changed", frozen=True):
 
 class SpawnExecutor(_Msg, tag="spawn_executor", frozen=True):
     executor_id: str
+    preload: list[str] = []  # modules the fork server imports first (kept for later forks)
 
 
 class ExecutorSpawned(_Msg, tag="executor_spawned", frozen=True):
@@ -370,6 +421,7 @@ ToCoordinator = (
     | Resolve
     | FetchFunction
     | KillInvocation
+    | Demand
     | StatusRequest
     | ShutdownCluster
     | KvRead
@@ -389,6 +441,7 @@ ToClient = (
     | RequestFailed
     | FunctionCode
     | ShutdownExecutor
+    | Unpin
     | KvValue
     | KvWritten
     | KvKeys

@@ -10,12 +10,22 @@ the executor keeps serving while it waits.
 A function past its ``timeout`` is stopped by SIGALRM: its caller is told
 ``InvocationTimeout`` and the executor exits, to be replaced by a clean one. The
 executor exits too when its coordinator connection closes or its parent dies.
+
+``memory_mb`` caps the executor's data segment (RLIMIT_DATA: heap and private anonymous
+memory, where Python's objects live) while the function's calls run: an allocation
+past it raises MemoryError inside the function, the caller gets
+``MemoryLimitExceeded`` and the executor exits, to be replaced by a clean one.
+
+Load reports (per function: calls and busy seconds so far, calls running and queued)
+go to the coordinator every half tick while idle, and at most that often when a call
+starts or ends, for the autoscaler (docs/autoscaling.md).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import time
 import traceback
@@ -42,6 +52,7 @@ log = logging.getLogger("stratus.executor")
 _LOAD_REPORT_INTERVAL = 1.0
 _CACHE_REFRESH_INTERVAL = 0.05  # while idle: bounds how stale a cached entry can be
 SERIALIZABLE_ATTEMPTS = 5  # runs of a serializable invocation before ConflictError
+_DRAIN_ON_EXIT = 0.05  # a retired executor serves calls already read for at most this
 _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
 # Replies of functions that usually run quicker than this are batched into one write
 # with the replies of the calls read in the same round; slower ones flush first.
@@ -104,6 +115,12 @@ class Executor:
         self._cost: dict[tuple[str, int], float] = {}  # moving average of run time, seconds
         self.served = 0
         self.running = True
+        self._calls: dict[str, int] = {}  # per function, for load reports
+        self._busy: dict[str, float] = {}  # seconds spent running each function
+        self._report_every = min(_LOAD_REPORT_INTERVAL, config.autoscaling.tick / 2)
+        self._report_due = 0.0  # perf_counter time after which a call start or end reports
+        self._memory_mb = 0  # the RLIMIT_DATA in force, 0: none
+        self._over_memory = False  # a call hit its memory limit: exit after replying
 
     # ------------------------------------------------------------------ life cycle
 
@@ -111,17 +128,28 @@ class Executor:
         signal.signal(signal.SIGALRM, self._on_alarm)
         address = m.ExecutorAddress(self.executor_id, self.unix, self.tcp)
         self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
-        self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
+        self.reactor.call_later(self._report_every, self._report_load)
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
         with self.client.polling():
             while self.running:
                 self.client.pump(None)
+            # Retired: serve what callers sent before they heard we left the pools.
+            deadline = time.monotonic() + _DRAIN_ON_EXIT
+            self.client.pump(0)
+            while time.monotonic() < deadline and self.reactor.ready:
+                self.client.pump(0.005)
         self.reactor.flush()
         self.store.close()
 
     def _on_control(self, conn: Connection, message: Any) -> None:
         if isinstance(message, m.ShutdownExecutor):
             self.running = False
+        elif isinstance(message, m.Unpin):
+            # Out of these pools: drop the code (and class instances) unless running.
+            running = {r.call.function for r in self._stack}
+            for key in [k for k in self._code if k[0] in message.functions]:
+                if key[0] not in running:
+                    del self._code[key]
         else:
             log.warning("executor %s: unexpected %s", self.executor_id, type(message).__name__)
 
@@ -130,11 +158,30 @@ class Executor:
         os._exit(0)
 
     def _report_load(self) -> None:
-        loaded = sorted({name for name, _ in self._code})
-        self.client.send_control(m.ExecutorLoad(len(self._stack), self.served, loaded))
+        self._send_load()
         self._drop_stale(time.monotonic())
         self.post.drop_unclaimed(time.monotonic())
-        self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
+        self.reactor.call_later(self._report_every, self._report_load)
+
+    def _send_load(self) -> None:
+        self._report_due = time.perf_counter() + self._report_every
+        running: dict[str, int] = {}
+        for r in self._stack:
+            running[r.call.function] = running.get(r.call.function, 0) + 1
+        queued: dict[str, int] = {}
+        for _, message in self.reactor.ready:
+            if isinstance(message, m.Call):
+                queued[message.function] = queued.get(message.function, 0) + 1
+        names = set(self._calls) | set(running) | set(queued)
+        functions = {
+            n: m.FunctionLoad(
+                self._calls.get(n, 0), self._busy.get(n, 0.0), running.get(n, 0), queued.get(n, 0)
+            )
+            for n in names
+        }
+        loaded = sorted({name for name, _ in self._code})
+        load = m.ExecutorLoad(len(self._stack), self.served, loaded, functions)
+        self.client.send_control(load)
 
     def _refresh_cache(self) -> None:
         if len(self.kv_cache):
@@ -242,9 +289,13 @@ class Executor:
         if self._cost.get(key, 1.0) > _BATCH_BELOW:
             self.reactor.flush()  # this may run long: don't hold earlier replies back
         started = time.perf_counter()
+        if options.resources.memory_mb != self._memory_mb:
+            self._limit_memory(options.resources.memory_mb)
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
         caller = conn if call.plan is None else self._callers.get(call.reply_to)
         self._stack.append(_Running(call, deadline, caller))
+        if started >= self._report_due:  # the autoscaler should see a long call running
+            self._send_load()
         self._arm_alarm()
         self.post.begin(call.invocation_id)  # mail that arrived before we started is kept
         try:
@@ -253,12 +304,21 @@ class Executor:
             self.post.end(call.invocation_id)
             self._stack.pop()
             self._arm_alarm()
-        self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (time.perf_counter() - started)
+        ended = time.perf_counter()
+        self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (ended - started)
         self.served += 1
+        name = call.function
+        self._calls[name] = self._calls.get(name, 0) + 1
+        self._busy[name] = self._busy.get(name, 0.0) + (ended - started)
         if isinstance(outcome, bytes) and call.plan is not None and call.node != call.plan.sink:
             self._forward(call, outcome, kv.export())
         else:
             self._reply(conn, call, outcome)
+        if self._over_memory:  # the heap may be left in any state: a fresh executor follows
+            self.reactor.flush()
+            os._exit(4)
+        if ended >= self._report_due:
+            self._send_load()
 
     def _invoke(
         self,
@@ -312,6 +372,12 @@ class Executor:
                 return _error_info(e), kv
             except exc.PayloadTooLarge as e:
                 return _error_info(e), kv
+            except MemoryError:
+                self._over_memory = True
+                self._limit_memory(0)  # room to build the reply; we exit after it
+                mb = options.resources.memory_mb
+                error = m.ErrorInfo("MemoryLimitExceeded", f"{call.function} used over {mb} MB")
+                return error, kv
             except BaseException as e:  # SystemExit too: the function failed, not the executor
                 return _remote_error(e, self.config.max_payload), kv
             if result.ok:
@@ -379,6 +445,15 @@ class Executor:
             conn.send(message, flush=False)
         else:  # the caller's Hello is still on its way
             self._undelivered.setdefault(caller, []).append((time.monotonic(), message))
+
+    def _limit_memory(self, memory_mb: int) -> None:
+        """Cap the data segment at ``memory_mb`` (0: no cap; see the module docstring)."""
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        limit = memory_mb * 2**20 if memory_mb else hard  # 0: lift it
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+        self._memory_mb = memory_mb
 
     # ------------------------------------------------------------------ timeouts
 
