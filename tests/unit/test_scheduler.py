@@ -12,6 +12,7 @@ from stratus.server.scheduler import (
     Kill,
     KillRequested,
     LoadReported,
+    Pin,
     Ready,
     Retire,
     Scheduler,
@@ -81,7 +82,7 @@ def test_set_pool_spawns_up_to_its_size_with_the_preload(clock: FakeClock) -> No
 def test_ready_announces_the_executor_and_its_pool(clock: FakeClock) -> None:
     scheduler = started(clock)
     out = scheduler.handle(hello("x1"), clock())
-    assert out == [ExecutorsChanged((address("x1"),), {"f": ("x1",)})]
+    assert out == [Pin("x1", "f"), ExecutorsChanged((address("x1"),), {"f": ("x1",)})]
     assert scheduler.executors["x1"].state is ExecutorState.READY
 
 
@@ -134,7 +135,7 @@ def test_a_draining_executor_is_reused_before_forking(clock: FakeClock) -> None:
     out = scheduler.handle(SetPool("g", 1), clock())
     assert spawns(out) == []
     assert scheduler.executors["x1"].state is ExecutorState.READY
-    assert out == [ExecutorsChanged((address("x1"),), {"g": ("x1",)})]
+    assert out == [Pin("x1", "g"), ExecutorsChanged((address("x1"),), {"g": ("x1",)})]
 
 
 def test_an_executor_whose_pool_went_while_starting_drains_once_ready(
@@ -345,3 +346,11 @@ def test_load_report_of_an_unknown_executor_is_ignored(clock: FakeClock) -> None
 )
 def test_can_ever_host_compares_with_the_offer(request_: Resources, expected: bool) -> None:
     assert Scheduler(1, offer=OFFER).can_ever_host(request_) is expected
+
+
+def test_functions_of_one_dag_share_an_executor_below_the_cap(clock: FakeClock) -> None:
+    scheduler = all_ready(clock, cap=4, pools={"incr": 1})
+    out = scheduler.handle(SetPool("square", 1, colocate=("incr",)), clock())
+    assert spawns(out) == []
+    assert scheduler.pools() == {"incr": ("x1",), "square": ("x1",)}
+    assert spawns(scheduler.handle(SetPool("other", 1), clock())) == [Spawn("x2")]

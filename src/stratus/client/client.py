@@ -301,8 +301,17 @@ class Client:
     def _send_dag(self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str]) -> None:
         shape = pending.dag
         assert shape is not None
-        # Every step's executor gets our connection: the sink answers on it.
-        picks = [self._pick(n.function, avoid) for n in shape.nodes]
+        # Every step's executor gets our connection: the sink answers on it. A step goes
+        # where its first upstream step went when that executor is in its pool too: the
+        # result then passes inside one process.
+        picks: list[tuple[m.ExecutorAddress, Connection] | None] = []
+        for node in shape.nodes:
+            up = picks[node.upstream[0]] if node.upstream else None
+            pool = self._placements.get(node.function, ())
+            if up is not None and up[0].executor_id in pool and up[0].executor_id not in avoid:
+                picks.append(up)
+            else:
+                picks.append(self._pick(node.function, avoid))
         if any(p is None or p[1].closed for p in picks):
             self._parked.append((rid, attempt, avoid))
             self._held(pending, attempt)
@@ -546,6 +555,8 @@ class Client:
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:
                     waiter.set_exception(error_from_info(error, "", ""))
+            case m.FunctionCode(0) if self.on_other_message is not None:
+                self.on_other_message(conn, message)  # pushed to an executor: warm up
             case (
                 m.Registered(rid)
                 | m.Resolved(rid)

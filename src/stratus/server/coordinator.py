@@ -132,12 +132,16 @@ class Coordinator:
         now = time.monotonic()
         for r in resizes:
             log.info("pool %s -> %d: %s", r.function, r.size, r.reason)
-            preload = self._preload(r.function)
-            self._apply(self.scheduler.handle(sched.SetPool(r.function, r.size, preload), now))
-
-    def _preload(self, function: str) -> tuple[str, ...]:
-        versions = self.registry.functions.get(function)
-        return versions[-1].options.preload if versions else ()
+            versions = self.registry.functions.get(r.function)
+            preload = versions[-1].options.preload if versions else ()
+            partners = {  # co-located with the functions of its DAGs
+                n.function
+                for dag in self.registry.dags.values()
+                if any(n.function == r.function for n in dag)
+                for n in dag
+            } - {r.function}
+            pool = sched.SetPool(r.function, r.size, preload, tuple(sorted(partners)))
+            self._apply(self.scheduler.handle(pool, now))
 
     def _demand(self, function: str, queued: int) -> None:
         self._resize(self.elastic.handle(el.Demand(function, queued), time.monotonic()))
@@ -152,6 +156,12 @@ class Coordinator:
                 case sched.Retire(executor_id):
                     if (conn := self._executor_conns.get(executor_id)) is not None:
                         conn.send(m.ShutdownExecutor())
+                case sched.Pin(executor_id, function):
+                    conn = self._executor_conns.get(executor_id)
+                    versions = self.registry.functions.get(function)
+                    if conn is not None and versions:  # the code before the first call
+                        v = versions[-1]
+                        conn.send(m.FunctionCode(0, v.name, v.version, v.code, v.options))
                 case sched.Unpin(executor_id, function):
                     if (conn := self._executor_conns.get(executor_id)) is not None:
                         conn.send(m.Unpin([function]))

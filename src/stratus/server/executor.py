@@ -23,6 +23,7 @@ starts or ends, for the autoscaler (docs/autoscaling.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -144,6 +145,12 @@ class Executor:
     def _on_control(self, conn: Connection, message: Any) -> None:
         if isinstance(message, m.ShutdownExecutor):
             self.running = False
+        elif isinstance(message, m.FunctionCode):
+            # Pinned: load now so the first call finds the code (and the instance) ready.
+            if (message.name, message.version) not in self._code:
+                # If it fails, the first call loads it again and reports the error.
+                with contextlib.suppress(exc.StratusError, _InitFailed):
+                    self._install(message)
         elif isinstance(message, m.Unpin):
             # Out of these pools: drop the code (and class instances) unless running.
             running = {r.call.function for r in self._stack}
@@ -399,13 +406,17 @@ class Executor:
                 deferred, self._deferred = self._deferred, outer
                 self.reactor.ready.extendleft(reversed(deferred))
             assert isinstance(reply, m.FunctionCode)
-            fn, init_args, init_kwargs = serialization.loads(reply.code, what="function code")
-            if reply.options.is_class:
-                try:
-                    fn = fn(*init_args, **init_kwargs)
-                except Exception as e:
-                    raise _InitFailed(e) from e
-            loaded = self._code[(name, version)] = (fn, reply.options)
+            loaded = self._install(reply)
+        return loaded
+
+    def _install(self, code: m.FunctionCode) -> tuple[Any, m.FunctionOptions]:
+        fn, init_args, init_kwargs = serialization.loads(code.code, what="function code")
+        if code.options.is_class:
+            try:
+                fn = fn(*init_args, **init_kwargs)
+            except Exception as e:
+                raise _InitFailed(e) from e
+        loaded = self._code[(code.name, code.version)] = (fn, code.options)
         return loaded
 
     def _forward(self, call: m.Call, value: bytes, kv: bytes) -> None:

@@ -10,17 +10,19 @@ and stops the executors left with no function, so an idle cluster holds no execu
     executor state   event                          next       instructions
     --------------   ----------------------------   --------   ---------------------------
     (none)           a pool needs an executor       starting   Spawn (below the cap)
-    starting         Ready                          ready      ExecutorsChanged
+    starting         Ready                          ready      Pin (each function), ExecutorsChanged
     starting         Tick (no hello in time)        stopping   Kill
     ready            its last function unpinned     draining   Unpin, ExecutorsChanged
-    draining         a pool needs an executor       ready      ExecutorsChanged (no fork)
+    ready, draining  a pool needs an executor       ready      Pin, ExecutorsChanged (no fork)
     draining         Tick (drained, reported idle)  stopping   Retire
     ready            KillRequested                  stopping   Kill, ExecutorsChanged
     any              Exited                         (gone)     ExecutorsChanged; pools refill
 
 A pool that needs one more executor takes, in this order: a draining executor (already
-running), a new one while the cluster has fewer than ``cap`` live executors (calls of
-different functions then do not wait for each other), else the live executor without
+running), one that hosts a function of the same DAG (``colocate``: a DAG's steps then
+pass results inside one process), a new one while the cluster has fewer than ``cap``
+live executors (calls of different functions then do not wait for each other), else the
+live executor without
 the function that has the fewest pinned (so under the cap functions share executors,
 and a chain of nested calls never waits for an executor that cannot exist). A pool that
 shrinks leaves the executor with the fewest functions first, then the least loaded.
@@ -107,6 +109,7 @@ class SetPool:
     function: str
     size: int
     preload: tuple[str, ...] = ()
+    colocate: tuple[str, ...] = ()  # functions sharing a DAG with it
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,14 @@ class Retire:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """``function`` joined a running executor's pool: it may load the code now."""
+
+    executor_id: str
+    function: str
+
+
+@dataclass(frozen=True)
 class Unpin:
     """Tell a running executor that ``function`` left it: it may drop the code."""
 
@@ -158,7 +169,7 @@ class ExecutorsChanged:
     pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-Instruction = Spawn | Kill | Retire | Unpin | ExecutorsChanged
+Instruction = Spawn | Kill | Retire | Pin | Unpin | ExecutorsChanged
 
 
 @dataclass
@@ -171,6 +182,7 @@ class Scheduler:
     executors: dict[str, ExecutorRecord] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
     preloads: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    partners: dict[str, tuple[str, ...]] = field(default_factory=dict)
     stopping: bool = False
     _deaths: deque[float] = field(default_factory=deque)
     _respawn_at: float | None = None
@@ -190,6 +202,7 @@ class Scheduler:
                 rec.state, rec.since = ExecutorState.READY, now
                 rec.address, rec.pid, rec.resources = address, pid, resources
                 self._note(f"{address.executor_id} ready (pid {pid}) for {sorted(rec.pins)}")
+                out += [Pin(address.executor_id, f) for f in sorted(rec.pins)]
             case LoadReported(executor_id, inflight, served, loaded, queued):
                 rec = self.executors.get(executor_id)
                 if rec is not None:
@@ -207,12 +220,14 @@ class Scheduler:
                 if rec is not None and rec.state is not ExecutorState.STOPPING:
                     self._stop(rec, now, f"kill: {reason}")
                     out.append(Kill(executor_id, reason))
-            case SetPool(function, size, preload):
+            case SetPool(function, size, preload, colocate):
                 if size > 0:
                     self.targets[function], self.preloads[function] = size, preload
+                    self.partners[function] = colocate
                 else:
                     self.targets.pop(function, None)
                     self.preloads.pop(function, None)
+                    self.partners.pop(function, None)
             case Tick():
                 for rec in list(self.executors.values()):
                     if rec.state is ExecutorState.STARTING and now - rec.since > self.start_timeout:
@@ -290,6 +305,8 @@ class Scheduler:
                 if host.state is ExecutorState.DRAINING:
                     host.state, host.since = ExecutorState.READY, now
                     self._note(f"{host.executor_id} back from draining for {function}")
+                if host.state is ExecutorState.READY:
+                    out.append(Pin(host.executor_id, function))
         for rec in live:
             if rec.state is ExecutorState.READY and not rec.pins:
                 rec.state, rec.since = ExecutorState.DRAINING, now
@@ -303,6 +320,10 @@ class Scheduler:
         draining = [r for r in live if r.state is ExecutorState.DRAINING]
         if draining:
             return min(draining, key=lambda r: r.executor_id)
+        partners = set(self.partners.get(function, ()))
+        beside = [r for r in live if function not in r.pins and r.pins & partners]
+        if beside:
+            return min(beside, key=_least_needed)
         if len(live) < self.cap and self._may_spawn(now):
             executor_id = f"x{next(self._ids)}"
             rec = ExecutorRecord(executor_id, ExecutorState.STARTING, now, resources=self.offer)
