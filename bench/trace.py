@@ -9,11 +9,13 @@ latencies over time in ``docs/img/elastic.png`` (matplotlib, from the ``bench`` 
 The trace format is Azure's: one row per function, ``HashOwner, HashApp, HashFunction,
 Trigger``, then invocations in each minute of the day (columns ``1`` .. ``1440``).
 ``synthesize`` writes one whose shape follows what "Serverless in the Wild" (ATC 2020)
-measured: rates spread over orders of magnitude (log-uniform per function), timer-triggered
-functions that fire every few minutes, HTTP-like functions with Poisson arrivals, and
-bursty ones (quiet, then a few minutes of many calls).
+measured: rates spread over orders of magnitude (HTTP-like functions with Poisson
+arrivals, mean rates log-uniform from one an hour to 10 a minute), timer-triggered
+functions firing every 1 to 30 minutes (cron's usual periods), and bursty ones (quiet, then
+a few minutes of many calls); 40 % timers, 40 % HTTP, 20 % bursty.
 
-Replay: time is compressed, one trace minute lasting ``--minute`` seconds (default 1 s); the
+Replay: time is compressed, one trace minute lasting ``--minute`` seconds (default 0.5 s,
+300 trace minutes in 150 s); the
 calls of a minute are spread uniformly at random over it. Two embedded clusters replay the
 same trace at the same time, one with a fixed keep-alive of 10 trace minutes (Azure's
 practice), one with the hybrid-histogram policy (1-minute bins over 4 trace hours, 10-minute
@@ -52,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "trace.json"
 PLOT = ROOT / "docs" / "img" / "elastic.png"
 MINUTES_PER_DAY = 1440
+TIMER_PERIODS = [5, 15, 30, 2, 10, 20, 1]  # minutes
 
 
 def log(message: str) -> None:
@@ -75,15 +78,15 @@ def synthesize(functions: int, minutes: int, seed: int) -> list[Row]:
     rng = random.Random(seed)
     rows: list[Row] = []
     for i in range(functions):
-        kind = ("timer", "http", "bursty")[i % 3]
+        kind = ("timer", "timer", "http", "http", "bursty")[i % 5]
         counts = [0] * MINUTES_PER_DAY
-        if kind == "timer":  # every `period` minutes, at a fixed phase
-            period = rng.choice([1, 2, 5, 8, 12])
+        if kind == "timer":  # every `period` minutes (cron's usual ones), at a fixed phase
+            period = rng.choice(TIMER_PERIODS)
             phase = rng.randrange(period)
             for m in range(phase, minutes, period):
                 counts[m] = 1
-        elif kind == "http":  # Poisson, mean rate log-uniform from 1/30 to 8 per minute
-            rate = math.exp(rng.uniform(math.log(1 / 30), math.log(8)))
+        elif kind == "http":  # Poisson, mean rate log-uniform from 1/60 to 10 per minute
+            rate = math.exp(rng.uniform(math.log(1 / 60), math.log(10)))
             for m in range(minutes):
                 counts[m] = _poisson(rng, rate)
         else:  # bursty: quiet, then bursts of a few minutes
@@ -311,15 +314,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short trace")
     parser.add_argument("--trace", type=Path, help="an Azure invocations_per_function CSV")
     parser.add_argument("--functions", type=int, default=12, help="functions synthesized")
-    parser.add_argument("--minutes", type=int, default=150, help="trace minutes replayed")
-    parser.add_argument("--minute", type=float, default=1.0, help="wall seconds per minute")
+    parser.add_argument("--minutes", type=int, default=300, help="trace minutes replayed")
+    parser.add_argument("--minute", type=float, default=0.5, help="wall seconds per minute")
     parser.add_argument("--cap", type=int, default=16, help="executors per cluster at most")
     parser.add_argument("--work", type=float, default=0.002, help="seconds each call runs")
     parser.add_argument("--sample", type=float, default=0.1, help="seconds between samples")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
     if args.quick:
-        args.minutes, args.functions = 40, 6
+        args.minutes, args.functions = 80, 6
     with stdout_to_stderr(), tempfile.TemporaryDirectory() as tmp:
         if args.trace:
             rows = read_trace(args.trace)[: args.functions]

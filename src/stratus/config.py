@@ -27,6 +27,15 @@ class AutoscalingConfig(msgspec.Struct, frozen=True):
     idle_range: float = 4 * 3600.0  # idle times beyond this are out of range
     drain: float = 0.2  # a released executor takes no new calls this long before it stops
 
+    def __post_init__(self) -> None:
+        positive = ("tick", "stable_window", "panic_window", "utilization", "idle_bin")
+        if any(getattr(self, name) <= 0 for name in positive):
+            raise ConfigurationError(f"autoscaling: {', '.join(positive)} must be > 0")
+        if self.keep_alive not in ("hybrid", "fixed"):
+            raise ConfigurationError("autoscaling: keep_alive is 'hybrid' or 'fixed'")
+        if min(self.scale_to_zero_grace, self.fixed_keep_alive, self.drain) < 0:
+            raise ConfigurationError("autoscaling: windows cannot be negative")
+
 
 class ClusterConfig(msgspec.Struct, frozen=True):
     """Everything the coordinator, the fork server and the executors need to start."""

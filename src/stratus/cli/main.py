@@ -34,7 +34,7 @@ def cli() -> None:
     help="Address clients connect to.",
 )
 @click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
-@click.option("--executors", default=0, help="Executor processes (default: one per core).")
+@click.option("--executors", default=0, help="Executor processes at most (default: one per core).")
 @click.option(
     "--store",
     default="",
@@ -81,7 +81,7 @@ def up(
     coordinator.when_ready(
         lambda: console.print(
             f"[green]stratus[/green] cluster {config.cluster_id} listening on {address} "
-            f"with {config.pool_size} executors; key in {key_file}"
+            f"with up to {config.pool_size} executors; key in {key_file}"
         )
     )
     try:

@@ -423,6 +423,10 @@ class Client:
         wins unless it is much busier."""
         while True:
             ids = [e for e in self._placements.get(function, ()) if e in self._executors]
+            if ids == [self.client_id]:
+                # An executor whose call would run nested inside itself (its pool shares
+                # the executor, at the cluster cap): any other executor can run it too.
+                ids = [e for e in self._executors if e != self.client_id] or ids
             candidates = [e for e in ids if e not in avoid] or ids
             if not candidates:
                 return None
@@ -524,6 +528,9 @@ class Client:
             self._close_reason = "the cluster's coordinator went away"
             self._fail_all(exc.ClusterClosed(self._close_reason))
             self._closed = True
+            for c in self._conns.values():  # the cluster is gone: nothing more to send
+                c.on_close = lambda c: None
+                c.close()
             if self.on_lost is not None:
                 self.on_lost(self._close_reason)
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from stratus._exceptions import ConfigurationError
 from stratus.config import AutoscalingConfig
 from stratus.protocol.messages import FunctionLoad
 from stratus.server.elastic import Configure, Demand, Elastic, Load, LoadBook, Resize, Tick
@@ -168,3 +169,12 @@ def test_load_book_turns_totals_into_differences() -> None:
     assert book.loads() == [Load("f", 2, 0.25, 1, 2)]
     book.forget("x2")
     assert book.loads() == [Load("f", 0, 0.0, 0, 0)]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"tick": 0.0}, {"keep_alive": "forever"}, {"drain": -1.0}, {"utilization": -0.5}],
+)
+def test_bad_autoscaling_settings_are_configuration_errors(changes: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        AutoscalingConfig(**changes)  # type: ignore[arg-type]
