@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 # The Redis store's tests start their own redis-server (Debian's package, never its service).
 REDIS  := /usr/bin/redis-server
 
-.PHONY: demo test lint typecheck bench-core bench-state bench-store bench-transport clean
+.PHONY: demo test lint typecheck bench-core bench-state bench-store bench-transport bench-elastic bench-trace clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -47,6 +47,12 @@ bench-store: $(VENV)/.bench-installed $(REDIS)
 
 bench-transport: $(VENV)/.bench-installed
 	$(PY) bench/transport.py
+
+bench-elastic: $(VENV)/.bench-installed
+	$(PY) bench/elastic.py
+
+bench-trace: $(VENV)/.bench-installed
+	$(PY) bench/trace.py
 
 clean:
 	rm -rf $(VENV) .stratus .pytest_cache .mypy_cache .ruff_cache
