@@ -159,6 +159,7 @@ class Replay:
     policy: str
     calls: list[tuple[float, float, bool]] = field(default_factory=list)  # at, ms, cold
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # at, alive, busy
+    pool_sizes: list[int] = field(default_factory=list)  # sum of the pools' sizes, per sample
     executor_pss_mb: float = 0.0
     errors: int = 0
 
@@ -243,6 +244,7 @@ def _sample(
         alive = [e for e in status.executors if e.state in ("ready", "draining", "starting")]
         busy = sum(1 for e in alive if e.inflight > 0)
         result.samples.append((time.monotonic() - start, len(alive), busy))
+        result.pool_sizes.append(sum(p.target for p in status.pools))
         if len(pss) < 50:
             pss += [_pss_mb(e.pid) for e in alive if e.state == "ready" and e.pid]
     known = [p for p in pss if p > 0]
@@ -273,6 +275,7 @@ def summarize(r: Replay, args: argparse.Namespace) -> dict[str, Any]:
         "idle_memory_mb_s_wall": round(idle_executor_s * mb, 1),
         "idle_memory_mb_s_trace": round(idle_executor_s * mb * 60 / args.minute, 1),
         "latency": latency_summary([int(ms * 1e6) for _, ms, _ in r.calls]) if r.calls else {},
+        "mean_pool_size_sum": round(sum(r.pool_sizes) / max(1, len(r.pool_sizes)), 2),
         "mean_executors_alive": round(sum(a for _, a, _ in r.samples) / max(1, len(r.samples)), 2),
     }
 
