@@ -31,6 +31,12 @@ What is measured, per policy:
   no call (``status()``), times the executors' mean PSS, summed over the replay, in MB x
   wall seconds and in MB x trace seconds (x 60 / ``--minute``);
 - call latency (p50, p99) as the caller sees it.
+
+The same trace also drives the pool-sizing state machine alone (``simulate``: no cluster,
+a fake clock, each call taking ``--work`` seconds): cold starts there are calls that find
+their pool at zero, memory the sum of pool sizes over time. It isolates what the policy
+decides from what the machine adds (process wake-ups under load, bursts that outgrow a
+pool), and it is deterministic.
 """
 
 from __future__ import annotations
@@ -184,18 +190,7 @@ def replay(
     args: argparse.Namespace,
     data_dir: Path,
 ) -> Replay:
-    scale = args.minute / 60.0  # wall seconds per trace second
-    config = stratus.AutoscalingConfig(
-        tick=0.1,
-        stable_window=60 * scale,
-        panic_window=6 * scale,
-        scale_to_zero_grace=0.2,
-        keep_alive=policy,
-        fixed_keep_alive=600 * scale,
-        idle_bin=60 * scale,
-        idle_range=4 * 3600 * scale,
-        drain=0.05,
-    )
+    config = _autoscaling(policy, args.minute)
     result = Replay(policy)
     with stratus.connect(data_dir=data_dir, executors=args.cap, autoscaling=config) as app:
         handles = [
@@ -235,6 +230,22 @@ def replay(
     return result
 
 
+def _autoscaling(policy: str, minute: float) -> stratus.AutoscalingConfig:
+    """Knative's windows and Azure's keep-alive and bins, in compressed time."""
+    scale = minute / 60.0  # wall seconds per trace second
+    return stratus.AutoscalingConfig(
+        tick=0.1,
+        stable_window=60 * scale,
+        panic_window=6 * scale,
+        scale_to_zero_grace=0.2,
+        keep_alive=policy,
+        fixed_keep_alive=600 * scale,
+        idle_bin=60 * scale,
+        idle_range=4 * 3600 * scale,
+        drain=0.05,
+    )
+
+
 def _sample(
     app: stratus.App, result: Replay, start: float, stop: threading.Event, every: float
 ) -> None:
@@ -259,6 +270,38 @@ def _pss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def simulate(
+    policy: str, rows: list[Row], calls: list[tuple[float, int]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The trace through `Elastic` alone, ticking every 0.1 s of wall time (see above)."""
+    from stratus.server.elastic import Configure, Demand, Elastic, Load, Tick
+
+    tick = 0.1
+    e = Elastic(_autoscaling(policy, args.minute))
+    for r in rows:
+        e.handle(Configure(r.function, 0, 4), 0.0)
+    now, i, cold, pool_seconds = 0.0, 0, 0, 0.0
+    end = calls[-1][0] + 60 * args.minute if calls else 0.0
+    while now < end:
+        now += tick
+        counts: dict[str, int] = {}
+        while i < len(calls) and calls[i][0] < now:
+            function = rows[calls[i][1]].function
+            if e.sizes()[function][0] == 0:
+                cold += 1
+                e.handle(Demand(function, 1), calls[i][0])
+            counts[function] = counts.get(function, 0) + 1
+            i += 1
+        for function, n in counts.items():
+            e.handle(Load(function, n, n * args.work, 0, 0), now)
+        e.handle(Tick(), now)
+        pool_seconds += tick * sum(size for size, _, _ in e.sizes().values())
+    return {
+        "cold_start_pct": round(100 * cold / max(1, len(calls)), 2),
+        "pool_executor_seconds_wall": round(pool_seconds, 1),
+    }
 
 
 def summarize(r: Replay, args: argparse.Namespace) -> dict[str, Any]:
@@ -380,6 +423,7 @@ def main() -> None:
                 learned["idle_memory_mb_s_wall"], fixed["idle_memory_mb_s_wall"]
             ),
         },
+        "policy_alone": {p: simulate(p, rows, calls, args) for p in ("fixed", "hybrid")},
         "plot": image,
         "loadavg_end": loadavg(),
     }
