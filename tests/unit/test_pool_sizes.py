@@ -70,11 +70,13 @@ def test_demand_on_an_empty_pool_is_decided_at_once(clock: FakeClock) -> None:
     assert [(r.function, r.size) for r in out] == [("f", 3)]
 
 
-def test_demand_on_a_warm_pool_waits_for_the_tick(clock: FakeClock) -> None:
+def test_demand_on_a_full_pool_grows_it_at_once(clock: FakeClock) -> None:
     e = elastic()
     e.handle(Demand("f", 1), clock())
-    assert e.handle(Demand("f", 5), clock()) == []
-    assert size(tick(e, clock) and e) > 1
+    out = e.handle(Demand("f", 5), clock())
+    assert [(r.function, r.size) for r in out] == [("f", 3)]  # mean of the samples: 3
+    e.handle(Demand("f", 5), clock())
+    assert size(e) == 4  # and further while calls keep waiting (mean of 1, 5, 5, rounded up)
 
 
 def test_a_burst_grows_the_pool_up_to_max_instances(clock: FakeClock) -> None:

@@ -81,7 +81,7 @@ class App:
         init_kwargs: dict[str, Any] | None = None,
         min_instances: int = 0,
         max_instances: int = 100,
-        concurrency: int = 1000,
+        concurrency: int = 10_000,
         max_queued: int = 100_000,
         preload: tuple[str, ...] | list[str] = (),
     ) -> Any:

@@ -145,6 +145,9 @@ class Client:
         # Calls waiting for room in their function's pool, in order, per function.
         self._waiting: dict[str, deque[tuple[int, int, frozenset[str]]]] = {}
         self._demanded: dict[str, float] = {}  # function -> when we last sent Demand
+        # Watched by the background pump while calls wait, so that the push releasing
+        # them is read even if nobody waits on a future (one for all: no per-call cost).
+        self._waiting_watch: cf.Future[None] | None = None
         self.driver = Driver(
             self._reactor,
             self._lock,
@@ -314,7 +317,9 @@ class Client:
                 picks.append(self._pick(node.function, avoid))
         if any(p is None or p[1].closed for p in picks):
             self._parked.append((rid, attempt, avoid))
-            self._held(pending, attempt)
+            pending.invocation.sent(attempt, frozenset(), time.monotonic())  # deadline runs
+            if self._own_reactor:  # poll for the push that releases it
+                self.driver.watch(pending.future)
             for node, pick in zip(shape.nodes, picks, strict=True):
                 if pick is None:
                     self._demand(node.function, 1)
@@ -451,15 +456,15 @@ class Client:
         name = pending.info.name
         waiting = self._waiting.setdefault(name, deque())
         waiting.append((rid, attempt, avoid))
-        self._held(pending, attempt)
+        pending.invocation.sent(attempt, frozenset(), time.monotonic())  # its deadline runs
+        if self._waiting_watch is None and self._own_reactor:  # an executor polls anyway
+            self._waiting_watch = cf.Future()
+            self.driver.watch(self._waiting_watch)
         self._demand(name, len(waiting))
 
-    def _held(self, pending: _Pending, attempt: int) -> None:
-        """A call held back here: its deadline runs, and the background pump polls for
-        the push that releases it, even if nobody waits on its future yet."""
-        pending.invocation.sent(attempt, frozenset(), time.monotonic())
-        if self._own_reactor:  # an executor's loop polls by itself
-            self.driver.watch(pending.future)
+    def _still_waiting(self, rid: int, attempt: int, avoid: frozenset[str]) -> bool:
+        pending = self._pending.get(rid)
+        return pending is not None and pending.invocation.attempt == attempt
 
     def _demand(self, name: str, queued: int) -> None:
         now = time.monotonic()
@@ -467,9 +472,12 @@ class Client:
             self._demanded[name] = now
             self._coordinator.send(m.Demand(name, queued))
 
-    def _release(self) -> None:
-        """Send waiting calls, oldest first, while their pools have room."""
-        for name, waiting in list(self._waiting.items()):
+    def _release(self, only: str | None = None) -> None:
+        """Send waiting calls (of function ``only``, or of all), oldest first, while
+        their pools have room."""
+        names = [n for n in self._waiting if only is None or n == only]
+        for name in names:
+            waiting = self._waiting[name]
             info = self._functions.get(name)
             while waiting and info is not None:
                 pool = [e for e in self._placements.get(name, ()) if e in self._executors]
@@ -477,13 +485,15 @@ class Client:
                 if in_flight >= len(pool) * info.options.concurrency:
                     break
                 rid, attempt, avoid = waiting.popleft()
-                pending = self._pending.get(rid)
-                if pending is not None and pending.invocation.attempt == attempt:
+                if self._still_waiting(rid, attempt, avoid):
                     self._send(rid, attempt, avoid, admitted=True)
             if not waiting:
                 self._waiting.pop(name, None)
             elif info is not None:
                 self._demand(name, len(waiting))
+        if not self._waiting and self._waiting_watch is not None:
+            self.driver.unwatch(self._waiting_watch)
+            self._waiting_watch = None
 
     def _send(
         self, rid: int, attempt: int, avoid: frozenset[str], *, admitted: bool = False
@@ -591,7 +601,9 @@ class Client:
         if isinstance(event, inv.Failed) and event.error.kind in _EXECUTOR_EXITS:
             self._executor_gone(conn.peer_id)  # it exits after this reply: send no more
         if self._waiting:
-            self._release()
+            # A reply frees one place: for the same function, when that is known.
+            info = pending.info if pending is not None else None
+            self._release(info.name if info is not None else None)
 
     def _executors_changed(
         self, executors: list[m.ExecutorAddress], pools: dict[str, list[str]]
@@ -663,11 +675,18 @@ class Client:
         (finished calls, re-sent attempts); it is rebuilt when stale ones dominate.
         """
         heap, now = self._deadlines, time.monotonic()
+        expired = False
         while heap and heap[0][0] <= now:
             deadline, rid = heapq.heappop(heap)
             pending = self._pending.get(rid)
             if pending is not None and pending.invocation.deadline == deadline:
                 self._apply(rid, pending.invocation.handle(inv.Tick(), now))
+                expired = True
+        if expired and self._waiting:  # calls that gave up waiting leave the queues
+            for name, waiting in list(self._waiting.items()):
+                waiting = deque(w for w in waiting if self._still_waiting(*w))
+                self._waiting[name] = waiting
+            self._release()
         if len(heap) > 64 and len(heap) > 2 * len(self._pending):
             heap[:] = [
                 (p.invocation.deadline, rid)

@@ -55,7 +55,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, gc=False):
     is_class: bool = False
     min_instances: int = 0
     max_instances: int = 100
-    concurrency: int = 1000
+    concurrency: int = 10_000
     max_queued: int = 100_000
     preload: tuple[str, ...] = ()
 

@@ -15,10 +15,11 @@ two state machines and combines their answers:
 
     pool size = clamp(max(autoscaler target, 1 if held warm else 0), max_instances)
 
-``min_instances`` is the autoscaler's minimum. ``Demand`` (a caller holds calls of a
-function whose pool is empty) is sampled at once and, for an empty pool, decided at
-once instead of on the next tick: that is the path of the first call after scale to
-zero. ``Resize`` is emitted only when a size changes, with the reason of the decision.
+``min_instances`` is the autoscaler's minimum. ``Demand`` (a caller holds calls that the
+function's pool cannot take) is sampled and decided at once instead of on the next tick:
+for an empty pool that is the path of the first call after scale to zero; for a full one,
+a burst grows the pool while its calls are still waiting. ``Resize`` is emitted only when
+a size changes, with the reason of the decision.
 """
 
 from __future__ import annotations
@@ -146,9 +147,10 @@ class Elastic:
                 fn = self._function(function)
                 self.scaler.handle(ks.Observed(function, 0, queued, "demand"), now)
                 self._busy(function, fn, True, now, "demand")
-                if fn.size == 0:  # cold: decide now, not on the next tick
-                    self._apply_scaler(self.scaler.handle(ks.Tick("demand"), now))
-                    return self._decide(now)
+                # Calls wait in a caller (for an empty pool: the cold path): decide now,
+                # not on the next tick.
+                self._apply_scaler(self.scaler.handle(ks.Tick("demand"), now))
+                return self._decide(now)
             case Tick(stimulus_id):
                 return self._tick(now, stimulus_id)
         return []
