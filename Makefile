@@ -7,7 +7,7 @@ REDIS  := /usr/bin/redis-server
 # FUSE: the mount helper (fusermount3) and the headers pyfuse3 compiles against.
 FUSE   := /usr/bin/fusermount3 /usr/include/fuse3/fuse_lowlevel.h /usr/bin/pkg-config
 
-.PHONY: demo test lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs bench-fuse clean
+.PHONY: demo test lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs bench-fuse bench-elastic bench-trace clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -68,6 +68,12 @@ bench-transport: $(VENV)/.bench-installed
 
 bench-fuse: $(VENV)/.bench-installed
 	$(PY) bench/fuse.py
+
+bench-elastic: $(VENV)/.bench-installed
+	$(PY) bench/elastic.py
+
+bench-trace: $(VENV)/.bench-installed
+	$(PY) bench/trace.py
 
 clean:
 	rm -rf $(VENV) .stratus .pytest_cache .mypy_cache .ruff_cache

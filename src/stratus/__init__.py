@@ -18,7 +18,9 @@ from stratus._exceptions import (
     FunctionNotFound,
     InvocationError,
     InvocationTimeout,
+    MemoryLimitExceeded,
     NoCapacity,
+    Overloaded,
     PayloadTooLarge,
     ProtocolError,
     RemoteError,
@@ -31,6 +33,7 @@ from stratus.client.app import App, connect
 from stratus.client.future import Future
 from stratus.client.handles import Dag, Function
 from stratus.client.usage import Prices, Usage, UsageRow
+from stratus.config import AutoscalingConfig
 from stratus.kv.ref import Ref
 from stratus.server.context import Context
 
@@ -38,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "AutoscalingConfig",
     "ClusterClosed",
     "ConfigurationError",
     "ConflictError",
@@ -50,7 +54,9 @@ __all__ = [
     "Future",
     "InvocationError",
     "InvocationTimeout",
+    "MemoryLimitExceeded",
     "NoCapacity",
+    "Overloaded",
     "PayloadTooLarge",
     "Prices",
     "ProtocolError",

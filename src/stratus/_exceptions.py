@@ -15,6 +15,7 @@
     ├── NoCapacity                no executor offers what the function requests
     ├── VolumeNotFound            (stratus.fs) no file-system volume of that name
     ├── VolumeExists              (stratus.fs) creating a volume whose name is taken
+    ├── Overloaded                the function's queue of waiting calls is full
     ├── LatticeError              (stratus.lattice) a lattice value misused
     │   ├── LatticeTypeError      merging lattices of different types
     │   ├── LatticeValueError     a value a lattice cannot hold
@@ -23,6 +24,7 @@
         ├── RemoteError           the function raised; carries the remote type and traceback
         ├── InvocationTimeout     the function ran past its timeout and was killed
         ├── ConflictError         a serializable invocation kept conflicting and gave up
+        ├── MemoryLimitExceeded   the function used more than its memory_mb and was stopped
         └── ExecutorLost          its executor died and the retries were spent
 
 Local failures (the first group) and remote ones (``InvocationError``) are different
@@ -93,6 +95,11 @@ class VolumeExists(StratusError):
         self.name = name
 
 
+class Overloaded(StratusError):
+    """A call was turned away: its function's pool is at its size limit and the calls
+    already waiting for it fill the queue (``max_queued``). Nothing of it ran."""
+
+
 class InvocationError(StratusError):
     """An invocation failed. ``invocation_id`` and ``function`` say which one."""
 
@@ -132,6 +139,11 @@ class InvocationTimeout(InvocationError, TimeoutError):
 class ConflictError(InvocationError):
     """A ``serializable`` invocation's reads kept changing under it: it was re-run up to
     its bound and every commit conflicted. Nothing it wrote is visible."""
+
+
+class MemoryLimitExceeded(InvocationError, MemoryError):
+    """The function allocated past its ``memory_mb``; it was stopped, nothing it wrote is
+    visible, and its executor was replaced by a fresh one."""
 
 
 class ExecutorLost(InvocationError):

@@ -12,6 +12,31 @@ from stratus.protocol.messages import Resources
 from stratus.protocol.serialization import DEFAULT_MAX_PAYLOAD
 
 
+class AutoscalingConfig(msgspec.Struct, frozen=True):
+    """How warm pools grow, shrink and idle (docs/autoscaling.md). The defaults are
+    Knative's windows and Azure's keep-alive; tests and benchmarks make them short."""
+
+    tick: float = 0.5  # seconds between load samples and pool decisions
+    stable_window: float = 60.0
+    panic_window: float = 6.0
+    scale_to_zero_grace: float = 2.0  # idle time before the autoscaler lets a pool go
+    utilization: float = 1.0  # of one call per executor: 1.0 sizes pools to concurrency
+    keep_alive: str = "hybrid"  # "hybrid" (learned from idle times) or "fixed"
+    fixed_keep_alive: float = 600.0  # idle executors kept this long when nothing is learned
+    idle_bin: float = 60.0  # width of a bin of the idle-time histogram
+    idle_range: float = 4 * 3600.0  # idle times beyond this are out of range
+    drain: float = 0.2  # a released executor takes no new calls this long before it stops
+
+    def __post_init__(self) -> None:
+        positive = ("tick", "stable_window", "panic_window", "utilization", "idle_bin")
+        if any(getattr(self, name) <= 0 for name in positive):
+            raise ConfigurationError(f"autoscaling: {', '.join(positive)} must be > 0")
+        if self.keep_alive not in ("hybrid", "fixed"):
+            raise ConfigurationError("autoscaling: keep_alive is 'hybrid' or 'fixed'")
+        if min(self.scale_to_zero_grace, self.fixed_keep_alive, self.drain) < 0:
+            raise ConfigurationError("autoscaling: windows cannot be negative")
+
+
 class ClusterConfig(msgspec.Struct, frozen=True):
     """Everything the coordinator, the fork server and the executors need to start."""
 
@@ -20,12 +45,13 @@ class ClusterConfig(msgspec.Struct, frozen=True):
     data_dir: str = ".stratus"
     listen: str = ""  # tcp://host:port for a server; empty for an embedded cluster
     store: str = ""  # where state lives; empty: sqlite:<data_dir>/state.db
-    executors: int = 0  # 0: one per core
+    executors: int = 0  # the most executor processes at once; 0: one per core
     max_payload: int = DEFAULT_MAX_PAYLOAD
     preload: list[str] = []  # modules the fork server imports so executors start warm
     sys_path: list[str] = []  # extra import paths of the user's program
     log_level: str = "WARNING"
     metrics: str = ""  # host:port for the Prometheus endpoint; empty: not served
+    autoscaling: AutoscalingConfig = AutoscalingConfig()
 
     @property
     def coordinator_unix(self) -> str:

@@ -35,7 +35,7 @@ def cli() -> None:
     help="Address clients connect to.",
 )
 @click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
-@click.option("--executors", default=0, help="Executor processes (default: one per core).")
+@click.option("--executors", default=0, help="Executor processes at most (default: one per core).")
 @click.option(
     "--store",
     default="",
@@ -92,7 +92,7 @@ def up(
         progress.stop()
         console.print(
             f"[green]stratus[/green] cluster {config.cluster_id} listening on {address} "
-            f"with {config.pool_size} executors; key in {key_file}"
+            f"with up to {config.pool_size} executors; key in {key_file}"
         )
         if coordinator.observer.metrics.address:
             console.print(f"metrics on http://{coordinator.observer.metrics.address}/metrics")
@@ -140,7 +140,7 @@ class _StartProgress:
 @click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def status(address: str | None, data_dir: str, as_json: bool) -> None:
-    """Show a server's executors, functions and DAGs."""
+    """Show a server's executors, functions, warm pools and DAGs."""
     import msgspec
 
     reply = _with_client(address, data_dir, lambda client: client.status())
@@ -170,6 +170,10 @@ def status(address: str | None, data_dir: str, as_json: bool) -> None:
             o.consistency,
         )
     console.print(functions)
+    pools = Table("pool", "size", "ready", "starting", "why")
+    for p in reply.pools:
+        pools.add_row(p.function, str(p.target), str(p.ready), str(p.starting), p.why)
+    console.print(pools)
     if reply.dags:
         console.print("DAGs: " + ", ".join(reply.dags))
     if reply.metrics:

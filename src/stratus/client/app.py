@@ -94,6 +94,11 @@ class App:
         init_args: tuple[Any, ...] = (),
         init_kwargs: dict[str, Any] | None = None,
         volume: str = "default",
+        min_instances: int = 0,
+        max_instances: int = 100,
+        concurrency: int = 10_000,
+        max_queued: int = 100_000,
+        preload: tuple[str, ...] | list[str] = (),
     ) -> Any:
         """Register a function (or a class) so the cluster can run it.
 
@@ -102,12 +107,26 @@ class App:
         ``init_kwargs`` (load a model there); its ``__call__(self, ctx, ...)`` serves calls.
         Registering a name again makes a new version; calls in flight finish on the old.
         ``ctx.fs`` is the file-system ``volume`` (created on first use).
+
+        Its warm pool holds ``min_instances`` (0: it may scale to zero) to
+        ``max_instances`` executors; each is sent at most ``concurrency`` calls at once,
+        further calls wait in this client, and past ``max_queued`` waiting calls a call
+        fails with ``Overloaded``. ``preload`` names modules a new executor imports
+        before it serves. ``memory_mb`` caps what a call may allocate
+        (``MemoryLimitExceeded``); ``cpu``, ``gpus`` and ``memory_mb`` must fit what an
+        executor offers (``NoCapacity``). See docs/autoscaling.md.
         """
         check_volume_name(volume)
         if consistency not in _CONSISTENCY:
             raise exc.ConfigurationError(f"consistency must be one of {_CONSISTENCY}")
         if retries < 0 or (timeout is not None and timeout <= 0):
             raise exc.ConfigurationError("retries must be >= 0 and timeout > 0")
+        if not 0 <= min_instances <= max_instances or concurrency < 1 or max_queued < 0:
+            raise exc.ConfigurationError(
+                "need 0 <= min_instances <= max_instances, concurrency >= 1, max_queued >= 0"
+            )
+        if memory_mb < 1 or any(not isinstance(p, str) or not p for p in preload):
+            raise exc.ConfigurationError("memory_mb must be >= 1; preload: module names")
 
         def register(target: Callable[..., Any]) -> Function:
             is_class = isinstance(target, type)
@@ -120,6 +139,11 @@ class App:
                 consistency=consistency,
                 is_class=is_class,
                 volume=volume,
+                min_instances=min_instances,
+                max_instances=max_instances,
+                concurrency=concurrency,
+                max_queued=max_queued,
+                preload=tuple(preload),
             )
             if not callable(target):
                 raise exc.ConfigurationError(f"{target!r} is not a function or a class")
@@ -210,15 +234,18 @@ def connect(
     log_level: str = "WARNING",
     timeout: float = 30.0,
     metrics: str = "",
+    autoscaling: cfg.AutoscalingConfig | None = None,
 ) -> App:
     """Connect to a cluster; with no ``address``, start an embedded one.
 
-    An embedded cluster runs a coordinator and ``executors`` processes (default: one per
-    core) in the background, keeps its data under ``data_dir`` and stops on
-    ``close()``, at the end of a ``with`` block, at interpreter exit, or when this
-    process dies. Its state lives in ``store`` (default ``sqlite:<data_dir>/state.db``;
-    also ``lmdb:PATH`` and ``redis://host:port/db``). A server started by ``stratus up``
-    is reached at ``tcp://host:port``; its key comes from ``key``, ``$STRATUS_KEY`` (hex),
+    An embedded cluster runs a coordinator and at most ``executors`` executor processes
+    (default: one per core) in the background, started on demand: each function's warm
+    pool grows under load and scales to zero when idle, as ``autoscaling`` says. It keeps
+    its data under ``data_dir`` and stops on ``close()``, at the end of a ``with`` block,
+    at interpreter exit, or when this process dies. Its state lives in ``store``
+    (default ``sqlite:<data_dir>/state.db``; also ``lmdb:PATH`` and
+    ``redis://host:port/db``). A server started by ``stratus up`` is reached at
+    ``tcp://host:port``; its key comes from ``key``, ``$STRATUS_KEY`` (hex),
     ``$STRATUS_KEY_FILE`` or ``<data_dir>/key``; ``store`` there is the server's store
     URL, which ``app.fs`` needs. ``metrics="127.0.0.1:9464"`` has an embedded cluster
     serve Prometheus metrics there (``app.status().metrics`` says where).
@@ -238,6 +265,7 @@ def connect(
             sys_path=[p for p in sys.path if p],
             log_level=log_level,
             metrics=metrics,
+            autoscaling=autoscaling or cfg.AutoscalingConfig(),
         )
         cluster = EmbeddedCluster(config, timeout=timeout)
         try:

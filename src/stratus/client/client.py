@@ -5,7 +5,13 @@ Theory of operation: the client keeps a cache of what the coordinator said (each
 function's latest version and options, where it may run) and one connection per
 executor. A call is one frame to an executor chosen locally (least in flight among the
 placement) and one frame back. The coordinator is asked only on a cache miss; it pushes
-``ExecutorsChanged`` when executors come and go.
+``ExecutorsChanged`` when executors come and go or warm pools change.
+
+Warm pools: a function's calls go only to the executors of its pool, at most
+``concurrency`` in flight per executor; beyond that, or while the pool is empty (scaled
+to zero), calls wait here in order (``admission.QueuePolicy``, at most ``max_queued``,
+then ``Overloaded``) and the coordinator hears ``Demand``, which grows the pool; its
+push releases them.
 
 Threads: ``_lock`` guards all state and is held only briefly; ``driver`` (``Driver``)
 decides which thread polls the sockets: the one waiting in ``Future.result()``, so a
@@ -22,6 +28,7 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -30,6 +37,7 @@ from typing import Any, Literal
 
 from stratus import _exceptions as exc
 from stratus.client import invocation as inv
+from stratus.client.admission import Enqueue, QueuePolicy, Reject
 from stratus.client.driver import Driver
 from stratus.client.future import Future
 from stratus.kv.ref import Ref
@@ -45,12 +53,15 @@ _HANDSHAKE_TIMEOUT = 10.0
 SPIN = 0.0002  # busy-poll this long for a reply before sleeping (see Reactor)
 _REF_HOMES = 10_000  # Ref keys whose executor we remember
 _LOCALITY_BONUS = 4  # calls in flight an executor holding the Refs may have beyond others
+_DEMAND_EVERY = 0.05  # seconds between two Demands for one function
+# Failures after which the executor that reported them exits, to be replaced.
+_EXECUTOR_EXITS = frozenset({"InvocationTimeout", "MemoryLimitExceeded"})
 
 
 class _Pending:
     """An invocation in flight: its future, its state machine and what to send again."""
 
-    __slots__ = ("blob", "dag", "future", "info", "invocation", "refs")
+    __slots__ = ("blob", "cold", "dag", "future", "held_ns", "info", "invocation", "refs")
 
     def __init__(
         self,
@@ -67,6 +78,8 @@ class _Pending:
         self.blob = blob  # the pickled arguments
         self.info = info  # for a function call
         self.dag = dag  # for a DAG call
+        self.held_ns = 0  # perf_counter_ns when it began to wait in this client, if it did
+        self.cold = False  # it waited for its function's pool to start from nothing
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,12 @@ class Client:
         self._conns: dict[str, Connection] = {}
         self._inflight: dict[str, int] = {}
         self._parked: list[tuple[int, int, frozenset[str]]] = []
+        # Calls waiting for room in their function's pool, in order, per function.
+        self._waiting: dict[str, deque[tuple[int, int, frozenset[str]]]] = {}
+        self._demanded: dict[str, float] = {}  # function -> when we last sent Demand
+        # Watched by the background pump while calls wait, so that the push releasing
+        # them is read even if nobody waits on a future (one for all: no per-call cost).
+        self._waiting_watch: cf.Future[None] | None = None
         self.driver = Driver(
             self._reactor,
             self._lock,
@@ -240,12 +259,28 @@ class Client:
             self._send(rid, 1, frozenset())
         return future
 
-    def _send_call(self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str]) -> None:
+    def _send_call(
+        self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str], admitted: bool
+    ) -> None:
         info = pending.info
         assert info is not None
-        picked = self._pick(info.name, avoid, pending.refs)
+        name, options = info.name, info.options
+        waiting = self._waiting.get(name)
+        if not admitted:
+            pool = [e for e in self._placements.get(name, ()) if e in self._executors]
+            in_flight = sum(self._inflight.get(e, 0) for e in pool)
+            if waiting or in_flight >= len(pool) * options.concurrency:
+                policy = QueuePolicy(options.max_queued)
+                queued = len(waiting) if waiting else 0
+                match policy.decide(in_flight, queued, len(pool) * options.concurrency):
+                    case Reject(reason):
+                        raise exc.Overloaded(f"{name}: {reason}; max_queued={options.max_queued}")
+                    case Enqueue():
+                        self._wait(rid, pending, attempt, avoid)
+                        return
+        picked = self._pick(name, avoid, pending.refs)
         if picked is None:
-            self._parked.append((rid, attempt, avoid))
+            self._wait(rid, pending, attempt, avoid)
             return
         target, conn = picked
         invocation = pending.invocation
@@ -259,7 +294,10 @@ class Client:
             info.options.timeout,
             self.client_id,
             refs=bool(pending.refs),
+            held_ns=time.perf_counter_ns() - pending.held_ns if pending.held_ns else 0,
+            cold=pending.cold,
         )
+        pending.held_ns, pending.cold = 0, False
         for key in pending.refs:
             self._ref_homes[key] = target.executor_id
             if len(self._ref_homes) > _REF_HOMES:
@@ -271,10 +309,25 @@ class Client:
     def _send_dag(self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str]) -> None:
         shape = pending.dag
         assert shape is not None
-        # Every step's executor gets our connection: the sink answers on it.
-        picks = [self._pick(n.function, avoid) for n in shape.nodes]
+        # Every step's executor gets our connection: the sink answers on it. A step goes
+        # where its first upstream step went when that executor is in its pool too: the
+        # result then passes inside one process.
+        picks: list[tuple[m.ExecutorAddress, Connection] | None] = []
+        for node in shape.nodes:
+            up = picks[node.upstream[0]] if node.upstream else None
+            pool = self._placements.get(node.function, ())
+            if up is not None and up[0].executor_id in pool and up[0].executor_id not in avoid:
+                picks.append(up)
+            else:
+                picks.append(self._pick(node.function, avoid))
         if any(p is None or p[1].closed for p in picks):
             self._parked.append((rid, attempt, avoid))
+            pending.invocation.sent(attempt, frozenset(), time.monotonic())  # deadline runs
+            if self._own_reactor:  # poll for the push that releases it
+                self.driver.watch(pending.future)
+            for node, pick in zip(shape.nodes, picks, strict=True):
+                if pick is None:
+                    self._demand(node.function, 1)
             return
         targets = [p[0] for p in picks if p is not None]
         plan = m.DagPlan(
@@ -362,7 +415,7 @@ class Client:
         with self._lock:
             for info in reply.functions:
                 self._functions[info.name] = info
-                self._placements[info.name] = [e.executor_id for e in reply.executors]
+                self._placements[info.name] = list(reply.pools.get(info.name, ()))
             for e in reply.executors:
                 self._executors[e.executor_id] = e
             if reply.dag is not None:
@@ -380,6 +433,10 @@ class Client:
         wins unless it is much busier."""
         while True:
             ids = [e for e in self._placements.get(function, ()) if e in self._executors]
+            if ids == [self.client_id]:
+                # An executor whose call would run nested inside itself (its pool shares
+                # the executor, at the cluster cap): any other executor can run it too.
+                ids = [e for e in self._executors if e != self.client_id] or ids
             candidates = [e for e in ids if e not in avoid] or ids
             if not candidates:
                 return None
@@ -398,13 +455,63 @@ class Client:
         busy = 1 if executor_id == self.client_id else 0
         return self._inflight.get(executor_id, 0) + busy - bonus
 
-    def _send(self, rid: int, attempt: int, avoid: frozenset[str]) -> None:
+    def _wait(self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str]) -> None:
+        """Queue a call until its pool has room; its deadline runs meanwhile."""
+        assert pending.info is not None
+        name = pending.info.name
+        waiting = self._waiting.setdefault(name, deque())
+        waiting.append((rid, attempt, avoid))
+        if not pending.held_ns:
+            pending.held_ns = time.perf_counter_ns()
+            pending.cold = not any(e in self._executors for e in self._placements.get(name, ()))
+        pending.invocation.sent(attempt, frozenset(), time.monotonic())  # its deadline runs
+        if self._waiting_watch is None and self._own_reactor:  # an executor polls anyway
+            self._waiting_watch = cf.Future()
+            self.driver.watch(self._waiting_watch)
+        self._demand(name, len(waiting))
+
+    def _still_waiting(self, rid: int, attempt: int, avoid: frozenset[str]) -> bool:
+        pending = self._pending.get(rid)
+        return pending is not None and pending.invocation.attempt == attempt
+
+    def _demand(self, name: str, queued: int) -> None:
+        now = time.monotonic()
+        if now - self._demanded.get(name, -1.0) >= _DEMAND_EVERY:
+            self._demanded[name] = now
+            self._coordinator.send(m.Demand(name, queued))
+
+    def _release(self, only: str | None = None) -> None:
+        """Send waiting calls (of function ``only``, or of all), oldest first, while
+        their pools have room."""
+        names = [n for n in self._waiting if only is None or n == only]
+        for name in names:
+            waiting = self._waiting[name]
+            info = self._functions.get(name)
+            while waiting and info is not None:
+                pool = [e for e in self._placements.get(name, ()) if e in self._executors]
+                in_flight = sum(self._inflight.get(e, 0) for e in pool)
+                if in_flight >= len(pool) * info.options.concurrency:
+                    break
+                rid, attempt, avoid = waiting.popleft()
+                if self._still_waiting(rid, attempt, avoid):
+                    self._send(rid, attempt, avoid, admitted=True)
+            if not waiting:
+                self._waiting.pop(name, None)
+            elif info is not None:
+                self._demand(name, len(waiting))
+        if not self._waiting and self._waiting_watch is not None:
+            self.driver.unwatch(self._waiting_watch)
+            self._waiting_watch = None
+
+    def _send(
+        self, rid: int, attempt: int, avoid: frozenset[str], *, admitted: bool = False
+    ) -> None:
         pending = self._pending.get(rid)
         if pending is None:
             return
         try:
             if pending.dag is None:
-                self._send_call(rid, pending, attempt, avoid)
+                self._send_call(rid, pending, attempt, avoid, admitted)
             else:
                 self._send_dag(rid, pending, attempt, avoid)
             deadline = pending.invocation.deadline
@@ -418,6 +525,7 @@ class Client:
     def _connection(self, target: m.ExecutorAddress) -> Connection:
         conn = self._conns.get(target.executor_id)
         if conn is None or conn.closed:
+            self._check_open()  # a message dispatched after close() opens nothing
             address = target.unix if self._prefer_unix or not target.tcp else target.tcp
             try:
                 # No wait for Welcome: the stream is ordered, and every reply is signed.
@@ -466,12 +574,14 @@ class Client:
                 self._settle(conn, rid, inv.Replied(attempt, value))
             case m.Failure(rid, attempt, error):
                 self._settle(conn, rid, inv.Failed(attempt, error))
-            case m.ExecutorsChanged(executors):
-                self._executors_changed(executors)
+            case m.ExecutorsChanged(executors, pools):
+                self._executors_changed(executors, pools)
             case m.RequestFailed(rid, error):
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:
                     waiter.set_exception(error_from_info(error, "", ""))
+            case m.FunctionCode(0) if self.on_other_message is not None:
+                self.on_other_message(conn, message)  # pushed to an executor: warm up
             case (
                 m.Registered(rid)
                 | m.Resolved(rid)
@@ -498,21 +608,30 @@ class Client:
         pending = self._pending.get(rid)
         if pending is not None:
             self._apply(rid, pending.invocation.handle(event, time.monotonic()))
+        if isinstance(event, inv.Failed) and event.error.kind in _EXECUTOR_EXITS:
+            self._executor_gone(conn.peer_id)  # it exits after this reply: send no more
+        if self._waiting:
+            # A reply frees one place: for the same function, when that is known.
+            info = pending.info if pending is not None else None
+            self._release(info.name if info is not None else None)
 
-    def _executors_changed(self, executors: list[m.ExecutorAddress]) -> None:
+    def _executors_changed(
+        self, executors: list[m.ExecutorAddress], pools: dict[str, list[str]]
+    ) -> None:
         known = {e.executor_id: e for e in executors}
         for executor_id in set(self._executors) - set(known):
             self._executor_gone(executor_id)
-        if set(known) - set(self._executors):
-            self._placements.clear()  # newcomers: ask again where functions may run
-            for name in list(self._functions):
-                self._placements[name] = list(known)
-            for name in self._dags:
-                self._placements[name] = []
         self._executors = known
+        for name in list(self._functions):
+            self._placements[name] = list(pools.get(name, ()))
+        for name in self._dags:
+            self._placements[name] = []
+        self._release()
         parked, self._parked = self._parked, []
         for rid, attempt, avoid in parked:
-            self._send(rid, attempt, avoid)
+            pending = self._pending.get(rid)
+            if pending is not None and pending.invocation.attempt == attempt:
+                self._send(rid, attempt, avoid)
 
     def _apply(self, rid: int, instructions: list[inv.Instruction]) -> None:
         for instruction in instructions:
@@ -566,11 +685,18 @@ class Client:
         (finished calls, re-sent attempts); it is rebuilt when stale ones dominate.
         """
         heap, now = self._deadlines, time.monotonic()
+        expired = False
         while heap and heap[0][0] <= now:
             deadline, rid = heapq.heappop(heap)
             pending = self._pending.get(rid)
             if pending is not None and pending.invocation.deadline == deadline:
                 self._apply(rid, pending.invocation.handle(inv.Tick(), now))
+                expired = True
+        if expired and self._waiting:  # calls that gave up waiting leave the queues
+            for name, waiting in list(self._waiting.items()):
+                waiting = deque(w for w in waiting if self._still_waiting(*w))
+                self._waiting[name] = waiting
+            self._release()
         if len(heap) > 64 and len(heap) > 2 * len(self._pending):
             heap[:] = [
                 (p.invocation.deadline, rid)
@@ -609,6 +735,7 @@ def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> ex
         "InvocationTimeout": exc.InvocationTimeout,
         "ExecutorLost": exc.ExecutorLost,
         "ConflictError": exc.ConflictError,
+        "MemoryLimitExceeded": exc.MemoryLimitExceeded,
     }
     if kind in invocation_errors:
         return invocation_errors[kind](
@@ -620,6 +747,7 @@ def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> ex
         "SerializationError": exc.SerializationError,
         "PayloadTooLarge": exc.PayloadTooLarge,
         "NoCapacity": exc.NoCapacity,
+        "Overloaded": exc.Overloaded,
         "ConfigurationError": exc.ConfigurationError,
         "ClusterClosed": exc.ClusterClosed,
     }

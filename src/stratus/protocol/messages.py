@@ -40,7 +40,13 @@ class Resources(msgspec.Struct, frozen=True, gc=False):
 
 
 class FunctionOptions(msgspec.Struct, frozen=True, gc=False):
-    """Options of a registered function; ``resources`` are matched against executors."""
+    """Options of a registered function; ``resources`` are matched against executors.
+
+    The last five shape its warm pool (docs/autoscaling.md): ``min_instances`` ..
+    ``max_instances`` executors; ``concurrency`` calls sent to one executor at once (the
+    rest wait in the caller); ``max_queued`` calls waiting in one caller before
+    ``Overloaded``; ``preload`` modules imported before a new executor says hello.
+    """
 
     timeout: float | None = 300.0
     retries: int = 2
@@ -48,6 +54,11 @@ class FunctionOptions(msgspec.Struct, frozen=True, gc=False):
     consistency: Consistency = "eventual"
     is_class: bool = False
     volume: str = "default"  # the file-system volume ctx.fs opens
+    min_instances: int = 0
+    max_instances: int = 100
+    concurrency: int = 10_000
+    max_queued: int = 100_000
+    preload: tuple[str, ...] = ()
 
 
 class ExecutorAddress(msgspec.Struct, frozen=True, gc=False):
@@ -108,6 +119,7 @@ class ExecutorStatus(msgspec.Struct, frozen=True, gc=False):
     served: int
     loaded: list[str]
     metrics: list[FunctionMetrics] = []  # since the last report
+    pinned: list[str] = []  # functions whose warm pools it belongs to
 
 
 class FunctionMetrics(msgspec.Struct, frozen=True, gc=False):
@@ -131,6 +143,17 @@ class LogLine(msgspec.Struct, frozen=True, gc=False):
     attempt: int
     stream: str  # stdout, stderr, or the level of a ctx.logger record
     text: str
+
+
+class PoolStatus(msgspec.Struct, frozen=True, gc=False):
+    """A function's warm pool: the size wanted, and executors ready or starting in it."""
+
+    function: str
+    target: int
+    ready: int
+    starting: int
+    why: str = ""  # the last decision's reason
+    changed_at: float = 0.0  # CLOCK_MONOTONIC of the coordinator when the size last changed
 
 
 # --------------------------------------------------------------------------- handshake
@@ -166,6 +189,8 @@ class Call(_Msg, tag="call", frozen=True):
     plan: DagPlan | None = None
     node: int = -1
     refs: bool = False  # some arguments are stratus.Ref: resolve them from the kv cache
+    held_ns: int = 0  # how long the caller held it back, waiting for room in the pool
+    cold: bool = False  # ... because the pool was empty: the wait was a cold start
 
 
 class DagInput(_Msg, tag="dag_input", frozen=True):
@@ -192,6 +217,12 @@ class Deliver(_Msg, tag="deliver", frozen=True):
 
 class ShutdownExecutor(_Msg, tag="shutdown_executor", frozen=True):
     """The coordinator asks an executor to finish and exit."""
+
+
+class Unpin(_Msg, tag="unpin", frozen=True):
+    """The coordinator took ``functions`` off this executor: drop their code."""
+
+    functions: list[str]
 
 
 class FunctionCode(_Msg, tag="function_code", frozen=True):
@@ -222,6 +253,15 @@ class ExecutorHello(_Msg, tag="executor_hello", frozen=True):
     resources: Resources
 
 
+class FunctionLoad(msgspec.Struct, frozen=True, gc=False):
+    """One function's work on one executor: totals since it started, and right now."""
+
+    calls: int  # calls finished
+    busy: float  # seconds spent running them
+    running: int  # calls on the stack now
+    queued: int  # calls read and waiting to run
+
+
 class ExecutorLoad(_Msg, tag="executor_load", frozen=True):
     """Periodic report of an executor's work, for status and scheduling."""
 
@@ -229,6 +269,14 @@ class ExecutorLoad(_Msg, tag="executor_load", frozen=True):
     served: int
     loaded: list[str]
     metrics: list[FunctionMetrics] = []  # since the last report
+    functions: dict[str, FunctionLoad] = {}
+
+
+class Demand(_Msg, tag="demand", frozen=True):
+    """A caller holds ``queued`` calls of ``function`` that its warm pool cannot take."""
+
+    function: str
+    queued: int
 
 
 class Register(_Msg, tag="register", frozen=True):
@@ -346,6 +394,7 @@ class Resolved(_Msg, tag="resolved", frozen=True):
     functions: list[FunctionInfo]
     dag: list[DagNode] | None
     executors: list[ExecutorAddress]
+    pools: dict[str, list[str]] = {}  # function -> ids of the executors it is pinned on
 
 
 class StatusReply(_Msg, tag="status_reply", frozen=True):
@@ -355,6 +404,7 @@ class StatusReply(_Msg, tag="status_reply", frozen=True):
     functions: list[FunctionInfo]
     dags: list[str]
     metrics: str = ""  # host:port of the Prometheus endpoint, if served
+    pools: list[PoolStatus] = []
 
 
 class ShutdownStarted(_Msg, tag="shutdown_started", frozen=True):
@@ -396,9 +446,11 @@ class LogsPage(_Msg, tag="logs_page", frozen=True):
 
 
 class ExecutorsChanged(_Msg, tag="executors_changed", frozen=True):
-    """Pushed to clients when executors join or leave, so placements stay current."""
+    """Pushed to clients when executors join or leave or pools change, so placements
+    stay current."""
 
     executors: list[ExecutorAddress]
+    pools: dict[str, list[str]] = {}  # function -> ids of the executors it is pinned on
 
 
 # --------------------------------------------------------------------------- fork server
@@ -406,6 +458,7 @@ class ExecutorsChanged(_Msg, tag="executors_changed", frozen=True):
 
 class SpawnExecutor(_Msg, tag="spawn_executor", frozen=True):
     executor_id: str
+    preload: list[str] = []  # modules the fork server imports first (kept for later forks)
 
 
 class ExecutorSpawned(_Msg, tag="executor_spawned", frozen=True):
@@ -431,6 +484,7 @@ ToCoordinator = (
     | Resolve
     | FetchFunction
     | KillInvocation
+    | Demand
     | StatusRequest
     | ShutdownCluster
     | KvRead
@@ -452,6 +506,7 @@ ToClient = (
     | RequestFailed
     | FunctionCode
     | ShutdownExecutor
+    | Unpin
     | KvValue
     | KvWritten
     | KvKeys

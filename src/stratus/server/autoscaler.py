@@ -38,8 +38,9 @@ the ready executors, so a shell that is slow to start or stop executors cannot m
 target bounce; and the scale-to-zero grace counts from the last sampled call, not from the
 stable window draining, so an idle function releases its pool after 30 s.
 
-`QueuePolicy` decides the fate of one call at the door: run it now, queue it, or turn it
-away when the queue is full.
+`QueuePolicy` (in ``stratus.client.admission``, where callers apply it; re-exported
+here) decides the fate of one call at the door: run it now, queue it, or turn it away
+when the queue is full.
 """
 
 from __future__ import annotations
@@ -47,6 +48,23 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+
+from stratus.client.admission import Admission, Admit, Enqueue, QueuePolicy, Reject
+
+__all__ = [
+    "Admission",
+    "Admit",
+    "Autoscaler",
+    "Configure",
+    "Enqueue",
+    "Observed",
+    "PoolChanged",
+    "QueuePolicy",
+    "Reject",
+    "ScaleTo",
+    "Tick",
+    "share_capacity",
+]
 
 # --- configuration
 
@@ -328,56 +346,3 @@ def _proportional(amount: int, weights: dict[str, int], base: dict[str, int]) ->
 
 def _mean(values: list[int]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-# --- admission
-
-
-@dataclass(frozen=True)
-class Admit:
-    """Run the call now."""
-
-
-@dataclass(frozen=True)
-class Enqueue:
-    """Hold the call; it is ``position``-th in line (1 is next)."""
-
-    position: int
-
-
-@dataclass(frozen=True)
-class Reject:
-    """Turn the call away: the function is overloaded."""
-
-    reason: str
-
-
-Admission = Admit | Enqueue | Reject
-
-
-@dataclass(frozen=True)
-class QueuePolicy:
-    """Admission of one call: run within capacity, else queue up to ``max_queued``.
-
-    >>> policy = QueuePolicy(max_queued=1)
-    >>> policy.decide(in_flight=2, queued=0, capacity=2)
-    Enqueue(position=1)
-    >>> policy.decide(in_flight=2, queued=1, capacity=2)
-    Reject(reason='overloaded: 2 in flight, 1 queued')
-    """
-
-    max_queued: int = 100
-
-    def decide(self, in_flight: int, queued: int, capacity: int) -> Admission:
-        """``capacity`` is the calls the ready pool can run at once."""
-        # Calls already waiting go first: a new call only runs now if nobody is queued.
-        if queued == 0 and in_flight < capacity:
-            return Admit()
-        if queued < self.max_queued:
-            return Enqueue(queued + 1)
-        return Reject(f"overloaded: {in_flight} in flight, {queued} queued")
-
-    @staticmethod
-    def capacity(ready: int, target_concurrency: float) -> int:
-        """Calls a pool of ``ready`` executors runs at once at its target concurrency."""
-        return math.floor(ready * target_concurrency)

@@ -4,9 +4,14 @@ Theory of operation: clients and executors connect and say ``Hello``. Clients re
 functions and DAGs and ask where a name may run (``Resolve``); after that they call
 executors directly and come back only when the executor set changes, which the
 coordinator pushes to every client. Executors say ``ExecutorHello`` when they listen,
-report load every second and fetch code by (name, version). The pool itself is the
+report load every tick and fetch code by (name, version). The pool itself is the
 ``Scheduler`` state machine; this shell carries out its instructions with the fork
 server (spawn) and signals (kill).
+
+Warm pools (docs/autoscaling.md): every ``autoscaling.tick`` the load reports become one
+sample per function for ``Elastic`` (the autoscaler and the keep-alive policy), whose
+pool sizes go to the scheduler as ``SetPool``. A caller holding calls for an empty pool
+sends ``Demand``; that, and ``Resolve``, are decided at once: the cold path.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from stratus import _exceptions as exc
 from stratus.config import ClusterConfig
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
+from stratus.server import elastic as el
 from stratus.server import forkserver
 from stratus.server import scheduler as sched
 from stratus.server.clientkv import ClientKV
@@ -61,7 +67,11 @@ class Coordinator:
             self.reactor.close()
             raise
         self.registry = Registry()
-        self.scheduler = sched.Scheduler(config.pool_size, offer=config.executor_offer)
+        self.scheduler = sched.Scheduler(
+            config.pool_size, offer=config.executor_offer, drain=config.autoscaling.drain
+        )
+        self.elastic = el.Elastic(config.autoscaling)
+        self._loads = el.LoadBook()
         self._clients: dict[Connection, str] = {}
         self._executor_conns: dict[str, Connection] = {}
         self._pids: dict[str, int] = {}
@@ -72,7 +82,7 @@ class Coordinator:
     # ------------------------------------------------------------------ life cycle
 
     def when_ready(self, callback: Any) -> None:
-        """Call ``callback()`` once the first full pool of executors has said hello."""
+        """Call ``callback()`` once the coordinator serves (pools start empty)."""
         self._on_ready.append(callback)
 
     def watch_lifeline(self, fd: int) -> None:
@@ -82,6 +92,10 @@ class Coordinator:
     def run(self) -> None:
         self._apply(self.scheduler.handle(sched.Start(), time.monotonic()))
         self.reactor.call_later(_TICK, self._tick)
+        self.reactor.call_later(self.config.autoscaling.tick, self._autoscale)
+        for callback in self._on_ready:
+            callback()
+        self._on_ready.clear()
         while self.running:
             self.reactor.run_once(None)
         self._shutdown()
@@ -111,13 +125,50 @@ class Coordinator:
         self.observer.tick(list(self.scheduler.executors.values()))
         self.reactor.call_later(_TICK, self._tick)
 
+    def _autoscale(self) -> None:
+        now = time.monotonic()
+        for load in self._loads.loads():
+            self.elastic.handle(load, now)
+        self._resize(self.elastic.handle(el.Tick(f"tick {now:.3f}"), now))
+        self.reactor.call_later(self.config.autoscaling.tick, self._autoscale)
+
+    def _resize(self, resizes: list[el.Resize]) -> None:
+        now = time.monotonic()
+        for r in resizes:
+            log.info("pool %s -> %d: %s", r.function, r.size, r.reason)
+            versions = self.registry.functions.get(r.function)
+            preload = versions[-1].options.preload if versions else ()
+            partners = {  # co-located with the functions of its DAGs
+                n.function
+                for dag in self.registry.dags.values()
+                if any(n.function == r.function for n in dag)
+                for n in dag
+            } - {r.function}
+            pool = sched.SetPool(r.function, r.size, preload, tuple(sorted(partners)))
+            self._apply(self.scheduler.handle(pool, now))
+
+    def _demand(self, function: str, queued: int) -> None:
+        self._resize(self.elastic.handle(el.Demand(function, queued), time.monotonic()))
+
     # ------------------------------------------------------------------ instructions
 
     def _apply(self, instructions: list[sched.Instruction]) -> None:
         for instruction in instructions:
             match instruction:
-                case sched.Spawn(executor_id):
-                    self._forkserver.send(m.SpawnExecutor(executor_id))
+                case sched.Spawn(executor_id, preload):
+                    self._forkserver.send(m.SpawnExecutor(executor_id, list(preload)))
+                case sched.Retire(executor_id):
+                    if (conn := self._executor_conns.get(executor_id)) is not None:
+                        conn.send(m.ShutdownExecutor())
+                case sched.Pin(executor_id, function):
+                    conn = self._executor_conns.get(executor_id)
+                    versions = self.registry.functions.get(function)
+                    if conn is not None and versions:  # the code before the first call
+                        v = versions[-1]
+                        conn.send(m.FunctionCode(0, v.name, v.version, v.code, v.options))
+                case sched.Unpin(executor_id, function):
+                    if (conn := self._executor_conns.get(executor_id)) is not None:
+                        conn.send(m.Unpin([function]))
                 case sched.Kill(executor_id, reason):
                     log.info("killing executor %s: %s", executor_id, reason)
                     conn = self._executor_conns.get(executor_id)
@@ -125,14 +176,11 @@ class Coordinator:
                         conn.send(m.ShutdownExecutor())
                     elif executor_id in self._pids:
                         _kill(self._pids[executor_id])
-                case sched.ExecutorsChanged(executors):
-                    push = m.ExecutorsChanged(list(executors))
+                case sched.ExecutorsChanged(executors, pools):
+                    lists = {f: list(ids) for f, ids in pools.items()}
+                    push = m.ExecutorsChanged(list(executors), lists)
                     for conn in self._clients:
                         conn.send(push, flush=False)
-                    if self._on_ready and len(executors) >= self.config.pool_size:
-                        for callback in self._on_ready:
-                            callback()
-                        self._on_ready.clear()
 
     def _on_forkserver(self, conn: Connection, message: Any) -> None:
         now = time.monotonic()
@@ -144,6 +192,7 @@ class Coordinator:
                 self._pids.pop(executor_id, None)
                 self._executor_conns.pop(executor_id, None)
                 self.observer.executor_exited(executor_id)  # bill what it was running
+                self._loads.forget(executor_id)
                 self._apply(self.scheduler.handle(sched.Exited(executor_id), now))
 
     # ------------------------------------------------------------------ connections
@@ -184,13 +233,23 @@ class Coordinator:
                 self._executor_conns[address.executor_id] = conn
                 self._clients[conn] = address.executor_id  # executors call functions too
                 self._apply(self.scheduler.handle(sched.Ready(address, pid, resources), now))
-            case m.ExecutorLoad(inflight, served, loaded):
-                event = sched.LoadReported(conn.peer_id, inflight, served, frozenset(loaded))
+            case m.ExecutorLoad(
+                inflight=inflight, served=served, loaded=loaded, functions=functions
+            ):
+                queued = sum(f.queued for f in functions.values())
+                event = sched.LoadReported(
+                    conn.peer_id, inflight, served, frozenset(loaded), queued
+                )
+                self._loads.report(conn.peer_id, functions)
                 self._apply(self.scheduler.handle(event, now))
                 self.observer.load_reported(message)
+            case m.Demand(function, queued) if function in self.registry.functions:
+                self._demand(function, queued)
             case m.Register(rid, name, code, options):
                 entry = self.registry.register(name, code, options)
                 conn.send(m.Registered(rid, name, entry.version))
+                configure = el.Configure(name, options.min_instances, options.max_instances)
+                self._resize(self.elastic.handle(configure, now))
             case m.RegisterDag(rid, name, nodes):
                 self.registry.register_dag(name, nodes)
                 conn.send(m.Registered(rid, name, 1))
@@ -226,8 +285,14 @@ class Coordinator:
                     f"no executor can host {info.name}: it requests {info.options.resources}, "
                     f"executors offer {self.scheduler.offer}"
                 )
-        executors = self.scheduler.place(infos[0].options.resources, names[0])
-        return m.Resolved(rid, name, infos, dag, executors)
+        pools = self.scheduler.pools()
+        for n in names:  # a resolve comes right before a call: warm an empty pool now
+            if n not in pools:
+                self._demand(n, 1)
+        pools = self.scheduler.pools()
+        executors = [r.address for r in self.scheduler.ready() if r.address is not None]
+        lists = {n: list(pools.get(n, ())) for n in names}
+        return m.Resolved(rid, name, infos, dag, executors, lists)
 
     def _status(self, rid: int) -> m.StatusReply:
         executors = [
@@ -238,17 +303,24 @@ class Coordinator:
                 r.inflight,
                 r.served,
                 sorted(r.loaded),
+                pinned=sorted(r.pins),
             )
             for r in sorted(self.scheduler.executors.values(), key=lambda r: r.executor_id)
         ]
         functions = [v[-1].info() for v in self.registry.functions.values()]
+        pools = [
+            m.PoolStatus(name, size, *self.scheduler.pool_counts(name), why, changed_at)
+            for name, (size, why, changed_at) in self.elastic.sizes().items()
+        ]
+        dags = list(self.registry.dags)
         return m.StatusReply(
             rid,
             self.config.cluster_id,
             executors,
             functions,
-            list(self.registry.dags),
+            dags,
             metrics=self.observer.metrics.address,
+            pools=pools,
         )
 
 

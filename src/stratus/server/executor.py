@@ -10,13 +10,24 @@ the executor keeps serving while it waits.
 A function past its ``timeout`` is stopped by SIGALRM: its caller is told
 ``InvocationTimeout`` and the executor exits, to be replaced by a clean one. The
 executor exits too when its coordinator connection closes or its parent dies.
+
+``memory_mb`` caps the executor's data segment (RLIMIT_DATA: heap and private anonymous
+memory, where Python's objects live) while the function's calls run: an allocation
+past it raises MemoryError inside the function, the caller gets
+``MemoryLimitExceeded`` and the executor exits, to be replaced by a clean one.
+
+Load reports (per function: calls and busy seconds so far, calls running and queued)
+go to the coordinator every half tick while idle, and at most that often when a call
+starts or ends, for the autoscaler (docs/autoscaling.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import resource
 import signal
 import time
 import traceback
@@ -53,6 +64,7 @@ SERIALIZABLE_ATTEMPTS = 10  # runs of an invocation whose commit conflicts, then
 # run: two executors re-running at once would otherwise collide again and again.
 _CONFLICT_BACKOFF = 0.0005
 _CONFLICT_BACKOFF_MAX = 0.02
+_DRAIN_ON_EXIT = 0.05  # a retired executor serves calls already read for at most this
 _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
 # Replies of functions that usually run quicker than this are batched into one write
 # with the replies of the calls read in the same round; slower ones flush first.
@@ -122,6 +134,12 @@ class Executor:
         self._cost: dict[tuple[str, int], float] = {}  # moving average of run time, seconds
         self.served = 0
         self.running = True
+        self._calls: dict[str, int] = {}  # per function, for load reports
+        self._busy: dict[str, float] = {}  # seconds spent running each function
+        self._report_every = min(_LOAD_REPORT_INTERVAL, config.autoscaling.tick / 2)
+        self._report_due = 0.0  # perf_counter time after which a call start or end reports
+        self._memory_mb = 0  # the RLIMIT_DATA in force, 0: none
+        self._over_memory = False  # a call hit its memory limit: exit after replying
 
     # ------------------------------------------------------------------ life cycle
 
@@ -129,7 +147,7 @@ class Executor:
         signal.signal(signal.SIGALRM, self._on_alarm)
         address = m.ExecutorAddress(self.executor_id, self.unix, self.tcp)
         self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
-        self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
+        self.reactor.call_later(self._report_every, self._report_load)
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
         if self.kv_cache.signal is not None:
             self.reactor.watch_readable(self.kv_cache.signal.fileno(), self._on_store_signal)
@@ -139,6 +157,11 @@ class Executor:
             while self.running:
                 self.client.pump(None)
                 self.meter.settle()  # after the replies left: off the callers' wait
+            # Retired: serve what callers sent before they heard we left the pools.
+            deadline = time.monotonic() + _DRAIN_ON_EXIT
+            self.client.pump(0)
+            while time.monotonic() < deadline and self.reactor.ready:
+                self.client.pump(0.005)
         self.reactor.flush()
         self.meter.close()
         self.logs.close()
@@ -147,6 +170,18 @@ class Executor:
     def _on_control(self, conn: Connection, message: Any) -> None:
         if isinstance(message, m.ShutdownExecutor):
             self.running = False
+        elif isinstance(message, m.FunctionCode):
+            # Pinned: load now so the first call finds the code (and the instance) ready.
+            if (message.name, message.version) not in self._code:
+                # If it fails, the first call loads it again and reports the error.
+                with contextlib.suppress(exc.StratusError, _InitFailed):
+                    self._install(message)
+        elif isinstance(message, m.Unpin):
+            # Out of these pools: drop the code (and class instances) unless running.
+            running = {r.call.function for r in self._stack}
+            for key in [k for k in self._code if k[0] in message.functions]:
+                if key[0] not in running:
+                    del self._code[key]
         else:
             log.warning("executor %s: unexpected %s", self.executor_id, type(message).__name__)
 
@@ -155,12 +190,30 @@ class Executor:
         os._exit(0)
 
     def _report_load(self) -> None:
-        loaded = sorted({name for name, _ in self._code})
-        report = m.ExecutorLoad(len(self._stack), self.served, loaded, self.meter.report())
-        self.client.send_control(report)
+        self._send_load()
         self._drop_stale(time.monotonic())
         self.post.drop_unclaimed(time.monotonic())
-        self.reactor.call_later(_LOAD_REPORT_INTERVAL, self._report_load)
+        self.reactor.call_later(self._report_every, self._report_load)
+
+    def _send_load(self) -> None:
+        self._report_due = time.perf_counter() + self._report_every
+        running: dict[str, int] = {}
+        for r in self._stack:
+            running[r.call.function] = running.get(r.call.function, 0) + 1
+        queued: dict[str, int] = {}
+        for _, message in self.reactor.ready:
+            if isinstance(message, m.Call):
+                queued[message.function] = queued.get(message.function, 0) + 1
+        names = set(self._calls) | set(running) | set(queued)
+        functions = {
+            n: m.FunctionLoad(
+                self._calls.get(n, 0), self._busy.get(n, 0.0), running.get(n, 0), queued.get(n, 0)
+            )
+            for n in names
+        }
+        loaded = sorted({name for name, _ in self._code})
+        load = m.ExecutorLoad(len(self._stack), self.served, loaded, self.meter.report(), functions)
+        self.client.send_control(load)
 
     def _flush_meter(self) -> None:
         try:
@@ -297,12 +350,17 @@ class Executor:
         metered = self.meter.begin(
             call,
             options.resources.memory_mb,
-            queue_ns=loading - arrived if arrived else 0,
+            queue_ns=(loading - arrived if arrived else 0) + (0 if call.cold else call.held_ns),
             cold_start_ns=time.perf_counter_ns() - loading if cold else 0,
+            spawn_ns=call.held_ns if call.cold else 0,  # its pool started from nothing
         )
+        if options.resources.memory_mb != self._memory_mb:
+            self._limit_memory(options.resources.memory_mb)
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
         caller = conn if call.plan is None else self._callers.get(call.reply_to)
         self._stack.append(_Running(call, deadline, caller, metered))
+        if started >= self._report_due:  # the autoscaler should see a long call running
+            self._send_load()
         self._arm_alarm()
         self.post.begin(call.invocation_id)  # mail that arrived before we started is kept
         try:
@@ -318,12 +376,22 @@ class Executor:
             self._stack.pop()
             self._arm_alarm()
         self.meter.end(metered, _outcome(outcome), kv_reads=len(kv.reads))
-        self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (time.perf_counter() - started)
+        ended = time.perf_counter()
+        self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (ended - started)
         self.served += 1
+        name = call.function
+        self._calls[name] = self._calls.get(name, 0) + 1
+        self._busy[name] = self._busy.get(name, 0.0) + (ended - started)
         if isinstance(outcome, bytes) and call.plan is not None and call.node != call.plan.sink:
             self._forward(call, outcome, kv.export())
         else:
             self._reply(conn, call, outcome)
+        if self._over_memory:  # the heap may be left in any state: a fresh executor follows
+            self.reactor.flush()
+            self.meter.close()  # its record is stored now, not recovered as lost
+            os._exit(4)
+        if ended >= self._report_due:
+            self._send_load()
 
     def _invoke(
         self,
@@ -382,6 +450,12 @@ class Executor:
             except (exc.SerializationError, exc.PayloadTooLarge) as e:
                 fs.abandon()
                 return _error_info(e), kv
+            except MemoryError:
+                self._over_memory = True
+                self._limit_memory(0)  # room to build the reply; we exit after it
+                mb = options.resources.memory_mb
+                error = m.ErrorInfo("MemoryLimitExceeded", f"{call.function} used over {mb} MB")
+                return error, kv
             except BaseException as e:  # SystemExit too: the function failed, not the executor
                 stale = self._read_stale_fs(fs)
                 fs.abandon()
@@ -454,13 +528,17 @@ class Executor:
                 deferred, self._deferred = self._deferred, outer
                 self.reactor.ready.extendleft(reversed(deferred))
             assert isinstance(reply, m.FunctionCode)
-            fn, init_args, init_kwargs = serialization.loads(reply.code, what="function code")
-            if reply.options.is_class:
-                try:
-                    fn = fn(*init_args, **init_kwargs)
-                except Exception as e:
-                    raise _InitFailed(e) from e
-            loaded = self._code[(name, version)] = (fn, reply.options)
+            loaded = self._install(reply)
+        return loaded
+
+    def _install(self, code: m.FunctionCode) -> tuple[Any, m.FunctionOptions]:
+        fn, init_args, init_kwargs = serialization.loads(code.code, what="function code")
+        if code.options.is_class:
+            try:
+                fn = fn(*init_args, **init_kwargs)
+            except Exception as e:
+                raise _InitFailed(e) from e
+        loaded = self._code[(code.name, code.version)] = (fn, code.options)
         return loaded
 
     def _forward(self, call: m.Call, value: bytes, kv: bytes) -> None:
@@ -500,6 +578,15 @@ class Executor:
             conn.send(message, flush=False)
         else:  # the caller's Hello is still on its way
             self._undelivered.setdefault(caller, []).append((time.monotonic(), message))
+
+    def _limit_memory(self, memory_mb: int) -> None:
+        """Cap the data segment at ``memory_mb`` (0: no cap; see the module docstring)."""
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        limit = memory_mb * 2**20 if memory_mb else hard  # 0: lift it
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+        self._memory_mb = memory_mb
 
     # ------------------------------------------------------------------ timeouts
 

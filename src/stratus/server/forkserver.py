@@ -2,8 +2,10 @@
 
 The coordinator forks it once, before it starts any thread, over a private socket pair.
 Because it has already imported stratus, its dependencies and the user's ``preload``
-modules, a forked executor starts with all of them loaded. It reports each executor's
-pid, and each exit (from SIGCHLD), back to the coordinator.
+modules, a forked executor starts with all of them loaded. A spawn request may name more
+modules (a function's ``preload``): the fork server imports them first and keeps them,
+so they cost once and every later executor starts with them too. It reports each
+executor's pid, and each exit (from SIGCHLD), back to the coordinator.
 """
 
 from __future__ import annotations
@@ -48,11 +50,7 @@ def start(config: ClusterConfig) -> tuple[int, socket.socket]:
 def _serve(config: ClusterConfig, sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for name in config.preload:
-        try:
-            importlib.import_module(name)
-        except Exception:
-            log.exception("cannot preload %s", name)
+    _preload(config.preload)
     import stratus.server.executor  # noqa: F401  (warm: every executor needs it)
 
     # What is loaded now is shared by every executor: keep the collector away from it,
@@ -87,9 +85,21 @@ def _serve(config: ClusterConfig, sock: socket.socket) -> None:
                 return  # the coordinator is gone; executors die with us (PDEATHSIG)
             for frame in reader.feed(data):
                 request = codec.decode(frame)
+                if _preload([n for n in request.preload if n not in sys.modules]):
+                    gc.freeze()
                 pid = _fork_executor(config, request.executor_id, [sock.fileno(), wake_r, wake_w])
                 children[pid] = request.executor_id
                 sock.sendall(codec.encode(m.ExecutorSpawned(request.executor_id, pid)))
+
+
+def _preload(names: list[str]) -> bool:
+    """Import ``names``; a module that fails is logged and skipped. True if any were."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            log.exception("cannot preload %s", name)
+    return bool(names)
 
 
 def _fork_executor(config: ClusterConfig, executor_id: str, close: list[int]) -> int:

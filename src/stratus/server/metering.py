@@ -194,7 +194,7 @@ class Meter:
                 at = 64 + depth * _SLOT_SIZE
                 _STATE.pack_into(self._map, at + _SLOT_ROOM, 0, 0)  # running
                 self._map[at : at + len(entry)] = entry
-        if cold_start_ns:
+        if cold_start_ns or spawn_ns:
             self._stat(call.function).cold_starts += 1
         cache = self.cache
         hits, misses, read = (0, 0, 0) if cache is None else cache.counters()

@@ -96,7 +96,7 @@ class Metrics(Collector):
             ("calls", "Invocation attempts run", "calls"),
             ("errors", "Attempts that did not return a result", "errors"),
             ("timeouts", "Attempts stopped at their timeout", "timeouts"),
-            ("cold_starts", "First calls of a function on an executor", "cold_starts"),
+            ("cold_starts", "Calls that started cold (empty pool or code load)", "cold_starts"),
         ]
         for name, doc, attr in counters:
             family = CounterMetricFamily(f"stratus_{name}", doc, labels=["function"])

@@ -1,22 +1,34 @@
-"""The executor pool and placement decisions: a state machine without I/O.
+"""The executor pool and the functions pinned on it: a state machine without I/O.
 
-Theory of operation: the coordinator feeds events (an executor was spawned, said hello,
-reported its load, exited; a placement was asked; time passed) and carries out the
-instructions returned (spawn, kill, tell clients the executor set changed). The pool is
-kept at ``pool_size`` live executors. An executor that does not say hello within
-``start_timeout`` is killed and replaced. Executors that keep dying are replaced with a
-growing delay, so a crash loop does not eat the machine.
+Theory of operation: executors are generic processes (any of them can run any function);
+a function's *warm pool* is the set of executors it is pinned on, and clients send its
+calls only there. The coordinator sets each pool's size (``SetPool``, decided by the
+autoscaler and the keep-alive policy) and feeds what happens to executors; the
+scheduler pins and unpins functions, spawns executors while fewer than ``cap`` are live,
+and stops the executors left with no function, so an idle cluster holds no executor.
 
-    executor state   event              next        instructions
-    --------------   ----------------   ---------   ----------------------------------
-    (none)           (pool too small)   starting    Spawn
-    starting         Ready              ready       ExecutorsChanged
-    starting         Tick (too slow)    stopping    Kill
-    ready            KillRequested      stopping    Kill
-    any              Exited             (gone)      ExecutorsChanged (if was ready), Spawn
+    executor state   event                          next       instructions
+    --------------   ----------------------------   --------   ---------------------------
+    (none)           a pool needs an executor       starting   Spawn (below the cap)
+    starting         Ready                          ready      Pin (each function), ExecutorsChanged
+    starting         Tick (no hello in time)        stopping   Kill
+    ready            its last function unpinned     draining   Unpin, ExecutorsChanged
+    ready, draining  a pool needs an executor       ready      Pin, ExecutorsChanged (no fork)
+    draining         Tick (drained, reported idle)  stopping   Retire
+    ready            KillRequested                  stopping   Kill, ExecutorsChanged
+    any              Exited                         (gone)     ExecutorsChanged; pools refill
 
-Placement: among ready executors that offer the requested resources, those that already
-hold the function come first, then the least loaded; clients spread calls over that list.
+A pool that needs one more executor takes, in this order: a draining executor (already
+running), one that hosts a function of the same DAG (``colocate``: a DAG's steps then
+pass results inside one process), a new one while the cluster has fewer than ``cap``
+live executors (calls of different functions then do not wait for each other), else the
+live executor without
+the function that has the fewest pinned (so under the cap functions share executors,
+and a chain of nested calls never waits for an executor that cannot exist). A pool that
+shrinks leaves the executor with the fewest functions first, then the least loaded.
+A draining executor stays reachable, so calls sent before clients heard of the change
+finish; it stops once it has reported being idle. Executors that keep dying are
+replaced with a growing delay, so a crash loop does not eat the machine.
 """
 
 from __future__ import annotations
@@ -32,7 +44,11 @@ from stratus.protocol.messages import ExecutorAddress, Resources
 class ExecutorState(Enum):
     STARTING = "starting"
     READY = "ready"
+    DRAINING = "draining"
     STOPPING = "stopping"
+
+
+_LIVE = (ExecutorState.STARTING, ExecutorState.READY, ExecutorState.DRAINING)
 
 
 @dataclass
@@ -46,6 +62,9 @@ class ExecutorRecord:
     inflight: int = 0
     served: int = 0
     loaded: frozenset[str] = frozenset()
+    pins: set[str] = field(default_factory=set)
+    queued: int = 0
+    reported_at: float = -1.0
 
 
 # --- events
@@ -69,6 +88,7 @@ class LoadReported:
     inflight: int
     served: int
     loaded: frozenset[str]
+    queued: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,16 @@ class KillRequested:
 
 
 @dataclass(frozen=True)
+class SetPool:
+    """``function``'s warm pool should hold ``size`` executors (0: scale to zero)."""
+
+    function: str
+    size: int
+    preload: tuple[str, ...] = ()
+    colocate: tuple[str, ...] = ()  # functions sharing a DAG with it
+
+
+@dataclass(frozen=True)
 class Tick:
     pass
 
@@ -92,7 +122,7 @@ class Stop:
     pass
 
 
-Event = Start | Ready | LoadReported | Exited | KillRequested | Tick | Stop
+Event = Start | Ready | LoadReported | Exited | KillRequested | SetPool | Tick | Stop
 
 
 # --- instructions
@@ -101,6 +131,7 @@ Event = Start | Ready | LoadReported | Exited | KillRequested | Tick | Stop
 @dataclass(frozen=True)
 class Spawn:
     executor_id: str
+    preload: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,133 +141,252 @@ class Kill:
 
 
 @dataclass(frozen=True)
+class Retire:
+    """Ask an idle executor to finish and exit (it has no function left)."""
+
+    executor_id: str
+
+
+@dataclass(frozen=True)
+class Pin:
+    """``function`` joined a running executor's pool: it may load the code now."""
+
+    executor_id: str
+    function: str
+
+
+@dataclass(frozen=True)
+class Unpin:
+    """Tell a running executor that ``function`` left it: it may drop the code."""
+
+    executor_id: str
+    function: str
+
+
+@dataclass(frozen=True)
 class ExecutorsChanged:
     executors: tuple[ExecutorAddress, ...]
+    pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-Instruction = Spawn | Kill | ExecutorsChanged
+Instruction = Spawn | Kill | Retire | Pin | Unpin | ExecutorsChanged
 
 
 @dataclass
 class Scheduler:
-    pool_size: int
-    offer: Resources = Resources()  # what each executor of the pool offers
+    cap: int  # live executors at most
+    offer: Resources = Resources()  # what each executor offers
     start_timeout: float = 10.0
     crash_window: float = 10.0  # deaths within this window count toward back-off
+    drain: float = 0.2  # seconds a released executor stays reachable before it stops
     executors: dict[str, ExecutorRecord] = field(default_factory=dict)
+    targets: dict[str, int] = field(default_factory=dict)
+    preloads: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    partners: dict[str, tuple[str, ...]] = field(default_factory=dict)
     stopping: bool = False
     _deaths: deque[float] = field(default_factory=deque)
     _respawn_at: float | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _announced: tuple[object, ...] = ((), ())  # what clients were last told
     history: deque[str] = field(default_factory=lambda: deque(maxlen=200))
 
     def handle(self, event: Event, now: float) -> list[Instruction]:
         out: list[Instruction] = []
         match event:
             case Start():
-                out += self._fill(now)
+                pass
             case Ready(address, pid, resources):
                 rec = self.executors.get(address.executor_id)
                 if rec is None or rec.state is not ExecutorState.STARTING:
                     return [Kill(address.executor_id, "unexpected hello")]
                 rec.state, rec.since = ExecutorState.READY, now
                 rec.address, rec.pid, rec.resources = address, pid, resources
-                self._note(f"{address.executor_id} ready (pid {pid})")
-                out.append(self._changed())
-            case LoadReported(executor_id, inflight, served, loaded):
+                self._note(f"{address.executor_id} ready (pid {pid}) for {sorted(rec.pins)}")
+                out += [Pin(address.executor_id, f) for f in sorted(rec.pins)]
+            case LoadReported(executor_id, inflight, served, loaded, queued):
                 rec = self.executors.get(executor_id)
                 if rec is not None:
                     rec.inflight, rec.served, rec.loaded = inflight, served, loaded
+                    rec.queued, rec.reported_at = queued, now
             case Exited(executor_id):
                 rec = self.executors.pop(executor_id, None)
                 if rec is None:
                     return []
                 self._note(f"{executor_id} exited in state {rec.state.value}")
-                if rec.state is ExecutorState.READY:
-                    out.append(self._changed())
-                if not self.stopping:
-                    if rec.state is not ExecutorState.STOPPING:  # not killed on purpose
-                        self._deaths.append(now)
-                    out += self._fill(now)
+                if not self.stopping and rec.state is not ExecutorState.STOPPING:
+                    self._deaths.append(now)  # not stopped on purpose
             case KillRequested(executor_id, reason):
                 rec = self.executors.get(executor_id)
                 if rec is not None and rec.state is not ExecutorState.STOPPING:
-                    was_ready = rec.state is ExecutorState.READY
-                    rec.state, rec.since = ExecutorState.STOPPING, now
-                    self._note(f"kill {executor_id}: {reason}")
+                    self._stop(rec, now, f"kill: {reason}")
                     out.append(Kill(executor_id, reason))
-                    if was_ready:
-                        out.append(self._changed())
+            case SetPool(function, size, preload, colocate):
+                if size > 0:
+                    self.targets[function], self.preloads[function] = size, preload
+                    self.partners[function] = colocate
+                else:
+                    self.targets.pop(function, None)
+                    self.preloads.pop(function, None)
+                    self.partners.pop(function, None)
             case Tick():
                 for rec in list(self.executors.values()):
-                    late = now - rec.since > self.start_timeout
-                    if rec.state is ExecutorState.STARTING and late:
-                        rec.state, rec.since = ExecutorState.STOPPING, now
-                        self._note(f"kill {rec.executor_id}: no hello in {self.start_timeout} s")
+                    if rec.state is ExecutorState.STARTING and now - rec.since > self.start_timeout:
+                        self._stop(rec, now, f"no hello in {self.start_timeout} s")
                         out.append(Kill(rec.executor_id, "did not start in time"))
-                out += self._fill(now)
+                    elif rec.state is ExecutorState.DRAINING and self._drained(rec, now):
+                        self._stop(rec, now, "drained")
+                        out.append(Retire(rec.executor_id))
             case Stop():
                 self.stopping = True
-                announce = bool(self.ready())
                 for rec in self.executors.values():
                     if rec.state is not ExecutorState.STOPPING:
-                        rec.state = ExecutorState.STOPPING
+                        self._stop(rec, now, "cluster shutting down")
                         out.append(Kill(rec.executor_id, "cluster shutting down"))
-                if announce:
-                    out.append(self._changed())
+        out += self._fill(now)
+        out += self._announce()
         return out
 
     def place(self, request: Resources, function: str) -> list[ExecutorAddress]:
-        """Ready executors able to host ``request``: warm ones first, then least loaded."""
+        """The ready executors of ``function``'s pool able to host ``request``, least
+        loaded first."""
         fits = [
             rec
-            for rec in self.executors.values()
-            if rec.state is ExecutorState.READY
-            and rec.address is not None
-            and _fits(request, rec.resources)
+            for rec in self.ready()
+            if function in rec.pins and rec.address is not None and _fits(request, rec.resources)
         ]
-        fits.sort(key=lambda r: (function not in r.loaded, r.inflight, r.executor_id))
+        fits.sort(key=lambda r: (r.inflight, r.executor_id))
         return [r.address for r in fits if r.address is not None]
 
     def can_ever_host(self, request: Resources) -> bool:
-        """Whether an executor of this pool could host ``request`` once ready."""
+        """Whether an executor of this cluster could host ``request`` once ready."""
         return _fits(request, self.offer)
 
     def ready(self) -> list[ExecutorRecord]:
         return [r for r in self.executors.values() if r.state is ExecutorState.READY]
 
+    def pools(self) -> dict[str, tuple[str, ...]]:
+        """Each function's ready executors (ids, sorted)."""
+        pools: dict[str, list[str]] = {}
+        for rec in sorted(self.ready(), key=lambda r: r.executor_id):
+            for function in rec.pins:
+                pools.setdefault(function, []).append(rec.executor_id)
+        return {f: tuple(ids) for f, ids in sorted(pools.items())}
+
+    def pool_counts(self, function: str) -> tuple[int, int]:
+        """``function``'s executors ready and starting."""
+        recs = [r for r in self.executors.values() if function in r.pins]
+        ready = sum(1 for r in recs if r.state is ExecutorState.READY)
+        return ready, sum(1 for r in recs if r.state is ExecutorState.STARTING)
+
+    # ------------------------------------------------------------------ reconciling
+
     def _fill(self, now: float) -> list[Instruction]:
+        """Move pins and executors toward the targets; drain executors left empty."""
         if self.stopping:
             return []
+        out: list[Instruction] = []
+        live = [r for r in self.executors.values() if r.state in _LIVE]
+        for rec in live:  # functions scaled to zero leave every executor
+            for function in [f for f in rec.pins if f not in self.targets]:
+                out += self._unpin(rec, function)
+        for function in sorted(self.targets):
+            want = min(self.targets[function], self.cap)
+            have = [r for r in live if function in r.pins]
+            while len(have) > want:
+                leaving = min(have, key=_least_needed)
+                have.remove(leaving)
+                out += self._unpin(leaving, function)
+            while len(have) < want:
+                host = self._host_for(function, live, now, out)
+                if host is None:
+                    break
+                host.pins.add(function)
+                have.append(host)
+                if host.state is ExecutorState.DRAINING:
+                    host.state, host.since = ExecutorState.READY, now
+                    self._note(f"{host.executor_id} back from draining for {function}")
+                if host.state is ExecutorState.READY:
+                    out.append(Pin(host.executor_id, function))
+        for rec in live:
+            if rec.state is ExecutorState.READY and not rec.pins:
+                rec.state, rec.since = ExecutorState.DRAINING, now
+                self._note(f"{rec.executor_id} draining: no function pinned")
+        return out
+
+    def _host_for(
+        self, function: str, live: list[ExecutorRecord], now: float, out: list[Instruction]
+    ) -> ExecutorRecord | None:
+        """An executor to add to ``function``'s pool (spawning it if need be), or None."""
+        draining = [r for r in live if r.state is ExecutorState.DRAINING]
+        if draining:
+            return min(draining, key=lambda r: r.executor_id)
+        partners = set(self.partners.get(function, ()))
+        beside = [r for r in live if function not in r.pins and r.pins & partners]
+        if beside:
+            return min(beside, key=_least_needed)
+        if len(live) < self.cap and self._may_spawn(now):
+            executor_id = f"x{next(self._ids)}"
+            rec = ExecutorRecord(executor_id, ExecutorState.STARTING, now, resources=self.offer)
+            self.executors[executor_id] = rec
+            live.append(rec)
+            preload = self.preloads.get(function, ())
+            self._note(f"spawn {executor_id} for {function}")
+            out.append(Spawn(executor_id, preload))
+            return rec
+        others = [r for r in live if function not in r.pins]
+        if not others:
+            return None
+        return min(others, key=_least_needed)
+
+    def _may_spawn(self, now: float) -> bool:
         while self._deaths and now - self._deaths[0] > self.crash_window:
             self._deaths.popleft()
         if self._respawn_at is not None and now < self._respawn_at:
-            return []
-        live = sum(1 for r in self.executors.values() if r.state is not ExecutorState.STOPPING)
-        missing = self.pool_size - live
-        if missing <= 0:
-            return []
-        if self._respawn_at is None and len(self._deaths) > 2 * self.pool_size:
+            return False
+        if self._respawn_at is None and len(self._deaths) > 2 * self.cap:
             # A crash loop: wait before the next spawn, longer the more deaths we saw.
             self._respawn_at = now + min(5.0, 0.1 * len(self._deaths))
             self._note(f"crash loop: next spawn in {self._respawn_at - now:.1f} s")
-            return []
+            return False
         self._respawn_at = None
-        out: list[Instruction] = []
-        for _ in range(missing):
-            executor_id = f"x{next(self._ids)}"
-            self.executors[executor_id] = ExecutorRecord(
-                executor_id, ExecutorState.STARTING, now, resources=self.offer
-            )
-            out.append(Spawn(executor_id))
-        return out
+        return True
 
-    def _changed(self) -> ExecutorsChanged:
-        ready = sorted(self.ready(), key=lambda r: (len(r.executor_id), r.executor_id))
-        return ExecutorsChanged(tuple(r.address for r in ready if r.address is not None))
+    def _unpin(self, rec: ExecutorRecord, function: str) -> list[Instruction]:
+        rec.pins.discard(function)
+        self._note(f"unpin {function} from {rec.executor_id}")
+        return [Unpin(rec.executor_id, function)] if rec.state is ExecutorState.READY else []
+
+    def _drained(self, rec: ExecutorRecord, now: float) -> bool:
+        """Draining long enough that clients know, and idle in a report since then."""
+        idle = rec.inflight == 0 and rec.queued == 0 and rec.reported_at >= rec.since
+        return now - rec.since >= self.drain and idle
+
+    def _stop(self, rec: ExecutorRecord, now: float, why: str) -> None:
+        rec.state, rec.since = ExecutorState.STOPPING, now
+        rec.pins.clear()
+        self._note(f"stop {rec.executor_id}: {why}")
+
+    def _announce(self) -> list[Instruction]:
+        """``ExecutorsChanged`` when the reachable executors or the pools changed."""
+        reachable = sorted(
+            (r for r in self.executors.values() if r.state in _LIVE and r.address is not None),
+            key=lambda r: (len(r.executor_id), r.executor_id),
+        )
+        addresses = tuple(r.address for r in reachable if r.address is not None)
+        pools = self.pools()
+        view = (addresses, tuple(pools.items()))
+        if view == self._announced:
+            return []
+        self._announced = view
+        return [ExecutorsChanged(addresses, pools)]
 
     def _note(self, line: str) -> None:
         self.history.append(line)
+
+
+def _least_needed(rec: ExecutorRecord) -> tuple[int, int, str]:
+    """Order for sharing and for leaving: fewest functions pinned, then least loaded."""
+    return (len(rec.pins), rec.inflight + rec.queued, rec.executor_id)
 
 
 def _fits(request: Resources, offer: Resources) -> bool:
