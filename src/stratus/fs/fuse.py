@@ -4,8 +4,9 @@ Theory of operation: the kernel speaks in inode numbers, and so does the volume,
 map one to one (the root is inode 1 on both sides). Every request is its own transaction
 (``Volume.attempt``; on a conflict re-run after a randomized pause, other requests being
 served meanwhile, for up to ``Backoff.deadline`` seconds), committed before the kernel
-gets its reply, so a ``write`` that returned is in the store and another mount or a function sees
-it at once. Nothing is buffered here: ``flush`` and ``fsync`` have nothing left to do.
+gets its reply, so a ``write`` that returned is in the store and another mount or a
+function sees it at once; a request answered ``EIO`` wrote nothing. Nothing is buffered
+here: ``flush`` and ``fsync`` have nothing left to do.
 
     request             transaction                         state kept here
     ------------------  ----------------------------------  ------------------------------
@@ -13,7 +14,7 @@ it at once. Nothing is buffered here: ``flush`` and ``fsync`` have nothing left 
     create              create                              file handle -> inode (held)
     read / write        at the offset (O_APPEND: at the end) -
     unlink / rename     the same (noting an open target)    maybe-orphaned open inodes
-    release             none (a maybe-orphan: release)      handle dropped
+    release             none (a maybe-orphan: reap)         hold and handle dropped
     opendir             readdir: one consistent listing     dir handle -> that listing
     readdir             -                                   served from the listing
     lookup / getattr    from the cache, unvalidated (below) -
@@ -285,7 +286,7 @@ class VolumeFS(pyfuse3.Operations):
     def _handle_on(self, inode: int, flags: int) -> pyfuse3.FileInfo:
         """A new handle on ``inode``, held until it is released. The hold is taken after
         the transaction that found the inode committed: ``VolumeOps.hold`` inside
-        ``Volume.run`` would count twice when a conflict re-runs it (and holds are this
+        the transaction would count twice when a conflict re-runs it (and holds are this
         process's memory, which no other request touches in between)."""
         self.volume.hold(inode)
         handle = self._handle()
