@@ -81,3 +81,28 @@ def stratus(
     """``stratus mount --foreground`` of ``volume`` (created if missing) at ``mountpoint``."""
     argv = [*STRATUS, "mount", volume, str(mountpoint), "--data-dir", str(data_dir)]
     return serving([*argv, "--create", "--foreground", "--log-level", "INFO", *options], mountpoint)
+
+
+def conflicting(
+    store_path: Path, mountpoint: Path, control: Path, *, deadline: float = 0.0
+) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
+    """``conflicting_mount.py``: a stratus mount whose next commits (as many as the file
+    ``control`` says) meet a real conflict; requests re-run for ``deadline`` seconds."""
+    script = Path(__file__).with_name("conflicting_mount.py")
+    argv = [sys.executable, str(script), str(store_path), str(mountpoint), str(control)]
+    return serving([*argv, str(deadline)], mountpoint)
+
+
+def append_line(path: Path, line: str) -> bool:
+    """Append ``line`` with one ``write`` system call: True once it is in the file, False
+    (and nothing written) if the call failed. Not ``open(path, "a").write(line)``: after a
+    failed flush, Python's buffered file keeps its buffer and writes it again at close,
+    so a line reported failed could still be written."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line.encode())
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True

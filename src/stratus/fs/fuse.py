@@ -2,9 +2,11 @@
 
 Theory of operation: the kernel speaks in inode numbers, and so does the volume, so they
 map one to one (the root is inode 1 on both sides). Every request is its own transaction
-(``Volume.run``: re-run on conflict, a few times), committed before the kernel gets its
-reply, so a ``write`` that returned is in the store and another mount or a function sees
-it at once. Nothing is buffered here: ``flush`` and ``fsync`` have nothing left to do.
+(``Volume.attempt``; on a conflict re-run after a randomized pause, other requests being
+served meanwhile, for up to ``Backoff.deadline`` seconds), committed before the kernel
+gets its reply, so a ``write`` that returned is in the store and another mount or a
+function sees it at once; a request answered ``EIO`` wrote nothing. Nothing is buffered
+here: ``flush`` and ``fsync`` have nothing left to do.
 
     request             transaction                         state kept here
     ------------------  ----------------------------------  ------------------------------
@@ -12,7 +14,7 @@ it at once. Nothing is buffered here: ``flush`` and ``fsync`` have nothing left 
     create              create                              file handle -> inode (held)
     read / write        at the offset (O_APPEND: at the end) -
     unlink / rename     the same (noting an open target)    maybe-orphaned open inodes
-    release             none (a maybe-orphan: release)      handle dropped
+    release             none (a maybe-orphan: reap)         hold and handle dropped
     opendir             readdir: one consistent listing     dir handle -> that listing
     readdir             -                                   served from the listing
     lookup / getattr    from the cache, unvalidated (below) -
@@ -27,7 +29,7 @@ Appends go where the volume's file ends, whatever the kernel's cached size says,
 appenders here and elsewhere lose nothing. ``cache_timeout=0`` asks the volume every time.
 
 Errors: an ``OSError`` from the volume is the reply's errno (they are Linux's already).
-Anything else (a bug, the store gone, a conflict after every re-run) is logged with its
+Anything else (a bug, the store gone, conflicts until the deadline) is logged with its
 traceback and answered ``EIO``: a handler never takes the mount down.
 """
 
@@ -37,14 +39,18 @@ import errno
 import functools
 import logging
 import os
+import random
 import signal
 import stat
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
+from stratus._exceptions import ConflictError
+from stratus.fs.backoff import Backoff
 from stratus.fs.ops import VolumeOps
 from stratus.fs.records import ROOT_INO, Attr
 from stratus.fs.volume import Volume
@@ -55,6 +61,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 DEFAULT_CACHE_TIMEOUT = 1.0  # seconds the kernel may reuse attributes and names
+DEFAULT_BACKOFF = Backoff()  # conflicts re-run for up to 1.5 s before EIO
 
 assert ROOT_INO == pyfuse3.ROOT_INODE  # inode numbers map directly
 
@@ -85,10 +92,18 @@ class VolumeFS(pyfuse3.Operations):
 
     supports_dot_lookup = False  # "." and ".." are the kernel's; no NFS export
 
-    def __init__(self, volume: Volume, *, cache_timeout: float = DEFAULT_CACHE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        volume: Volume,
+        *,
+        cache_timeout: float = DEFAULT_CACHE_TIMEOUT,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> None:
         super().__init__()
         self.volume = volume
         self.cache_timeout = cache_timeout
+        self.backoff = backoff
+        self._rng = random.Random()
         self._files: dict[int, int] = {}  # file handle -> inode
         self._appending: set[int] = set()  # handles opened with O_APPEND
         self._maybe_orphans: set[int] = set()  # open inodes unlinked or renamed over here
@@ -111,14 +126,34 @@ class VolumeFS(pyfuse3.Operations):
         entry.entry_timeout = entry.attr_timeout = self.cache_timeout
         return entry
 
-    def _peek(self, fn: Callable[[VolumeOps], _T]) -> _T:
+    async def _run(self, fn: Callable[[VolumeOps], _T]) -> _T:
+        """``fn(ops)`` in a transaction, re-run after a randomized pause while it conflicts
+        (``self.backoff``); ``ConflictError`` (so ``EIO``) once its deadline has passed.
+        Other requests are served during the pauses; each run itself never yields."""
+        start = time.monotonic()
+        conflicts = 0
+        while True:
+            done = self.volume.attempt(fn)
+            if done is not None:
+                return done[0]
+            conflicts += 1
+            elapsed = time.monotonic() - start
+            pause = self.backoff.pause(conflicts, elapsed, self._rng)
+            if pause is None:
+                raise ConflictError(
+                    f"volume {self.volume.name}: reads changed in each of {conflicts} runs "
+                    f"({elapsed:.2f} s)"
+                )
+            await trio.sleep(pause)
+
+    async def _peek(self, fn: Callable[[VolumeOps], _T]) -> _T:
         """``fn`` for a read-only metadata request. With the kernel cache on, it reads the
         mount's cache (at most the cache's refresh interval, 20 ms, behind the store;
         this mount's own commits at once) without validating: the kernel keeps the answer
         for ``cache_timeout`` anyway, so a validation round trip would buy nothing. With
         the kernel cache off, a validated transaction like every other request."""
         if not self.cache_timeout:
-            return self.volume.run(fn)
+            return await self._run(fn)
         return fn(self.volume.ops(self.volume.begin()))
 
     def _handle(self) -> int:
@@ -132,11 +167,11 @@ class VolumeFS(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self._peek(lambda ops: ops.lookup(parent_inode, name)))
+        return self._entry(await self._peek(lambda ops: ops.lookup(parent_inode, name)))
 
     @_replies
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._entry(self._peek(lambda ops: ops.getattr(inode)))
+        return self._entry(await self._peek(lambda ops: ops.getattr(inode)))
 
     @_replies
     async def setattr(
@@ -147,7 +182,7 @@ class VolumeFS(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        changed = self.volume.run(
+        changed = await self._run(
             lambda ops: ops.setattr(
                 inode,
                 mode=stat.S_IMODE(attr.st_mode) if fields.update_mode else None,
@@ -162,11 +197,11 @@ class VolumeFS(pyfuse3.Operations):
 
     @_replies
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        return self._peek(lambda ops: ops.readlink(inode))
+        return await self._peek(lambda ops: ops.readlink(inode))
 
     @_replies
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        fs = self._peek(lambda ops: ops.statfs())
+        fs = await self._peek(lambda ops: ops.statfs())
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = fs.block_size
         data.f_blocks = fs.blocks
@@ -185,7 +220,7 @@ class VolumeFS(pyfuse3.Operations):
         if not stat.S_ISREG(mode):  # volumes hold no devices, FIFOs or sockets
             raise pyfuse3.FUSEError(errno.EPERM)
         return self._entry(
-            self.volume.run(
+            await self._run(
                 lambda ops: ops.create(parent_inode, name, stat.S_IMODE(mode), ctx.uid, ctx.gid)
             )
         )
@@ -195,7 +230,7 @@ class VolumeFS(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         return self._entry(
-            self.volume.run(
+            await self._run(
                 lambda ops: ops.mkdir(parent_inode, name, stat.S_IMODE(mode), ctx.uid, ctx.gid)
             )
         )
@@ -205,14 +240,14 @@ class VolumeFS(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         return self._entry(
-            self.volume.run(lambda ops: ops.symlink(parent_inode, name, target, ctx.uid, ctx.gid))
+            await self._run(lambda ops: ops.symlink(parent_inode, name, target, ctx.uid, ctx.gid))
         )
 
     @_replies
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self.volume.run(lambda ops: ops.link(inode, new_parent_inode, new_name)))
+        return self._entry(await self._run(lambda ops: ops.link(inode, new_parent_inode, new_name)))
 
     @_replies
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -220,11 +255,11 @@ class VolumeFS(pyfuse3.Operations):
             self._note_open_target(ops, parent_inode, name)
             ops.unlink(parent_inode, name)
 
-        self.volume.run(unlinked)
+        await self._run(unlinked)
 
     @_replies
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.volume.run(lambda ops: ops.rmdir(parent_inode, name))
+        await self._run(lambda ops: ops.rmdir(parent_inode, name))
 
     @_replies
     async def rename(
@@ -244,14 +279,14 @@ class VolumeFS(pyfuse3.Operations):
             self._note_open_target(ops, parent_inode_new, name_new)
             ops.rename(parent_inode_old, name_old, parent_inode_new, name_new, noreplace=noreplace)
 
-        self.volume.run(renamed)
+        await self._run(renamed)
 
     # -- files ----------------------------------------------------------------------------
 
     def _handle_on(self, inode: int, flags: int) -> pyfuse3.FileInfo:
         """A new handle on ``inode``, held until it is released. The hold is taken after
         the transaction that found the inode committed: ``VolumeOps.hold`` inside
-        ``Volume.run`` would count twice when a conflict re-runs it (and holds are this
+        the transaction would count twice when a conflict re-runs it (and holds are this
         process's memory, which no other request touches in between)."""
         self.volume.hold(inode)
         handle = self._handle()
@@ -277,14 +312,14 @@ class VolumeFS(pyfuse3.Operations):
         # The kernel has just looked the inode up; only O_TRUNC changes anything. (An
         # inode deleted elsewhere meanwhile fails its reads with ENOENT.)
         if flags & os.O_TRUNC:  # libfuse asks for atomic O_TRUNC: the kernel sends it here
-            self.volume.run(lambda ops: ops.setattr(inode, size=0))
+            await self._run(lambda ops: ops.setattr(inode, size=0))
         return self._handle_on(inode, flags)
 
     @_replies
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        attr = self.volume.run(
+        attr = await self._run(
             lambda ops: ops.create(parent_inode, name, stat.S_IMODE(mode), ctx.uid, ctx.gid)
         )
         return self._handle_on(attr.ino, flags), self._entry(attr)
@@ -292,7 +327,7 @@ class VolumeFS(pyfuse3.Operations):
     @_replies
     async def read(self, fh: int, off: int, size: int) -> bytes:
         inode = self._files[fh]
-        return self.volume.run(lambda ops: ops.read(inode, off, size))
+        return await self._run(lambda ops: ops.read(inode, off, size))
 
     @_replies
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -300,8 +335,8 @@ class VolumeFS(pyfuse3.Operations):
         if fh in self._appending:
             # At the end as the volume has it, in the same transaction: the kernel's
             # offset comes from its cached size, which misses appends made elsewhere.
-            return self.volume.run(lambda ops: ops.write(inode, ops.getattr(inode).size, buf))
-        return self.volume.run(lambda ops: ops.write(inode, off, buf))
+            return await self._run(lambda ops: ops.write(inode, ops.getattr(inode).size, buf))
+        return await self._run(lambda ops: ops.write(inode, off, buf))
 
     async def flush(self, fh: int) -> None:
         pass  # every write committed before it returned
@@ -315,11 +350,11 @@ class VolumeFS(pyfuse3.Operations):
         self._appending.discard(fh)
         # Only an inode whose last name went through this mount while it was open can be
         # left with no name: holds are this process's, so a removal elsewhere deletes at
-        # once. Any other release only drops the hold, with no transaction.
-        if inode not in self._maybe_orphans:
-            self.volume.release(inode)
+        # once. Any other release only drops the hold, with no transaction. The hold is
+        # dropped here, once: a re-run of the transaction must not drop it again.
+        if self.volume.release(inode) or inode not in self._maybe_orphans:
             return
-        self.volume.run(lambda ops: ops.release(inode))
+        await self._run(lambda ops: ops.reap(inode))
         if not self.volume.is_held(inode):
             self._maybe_orphans.discard(inode)
 
@@ -328,7 +363,7 @@ class VolumeFS(pyfuse3.Operations):
     @_replies
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         handle = self._handle()
-        self._listings[handle] = self.volume.run(lambda ops: ops.readdir(inode))
+        self._listings[handle] = await self._run(lambda ops: ops.readdir(inode))
         return handle
 
     @_replies
@@ -354,13 +389,14 @@ def serve(
     mountpoint: str,
     *,
     cache_timeout: float = DEFAULT_CACHE_TIMEOUT,
+    backoff: Backoff = DEFAULT_BACKOFF,
     ready: Callable[[], None] | None = None,
     debug: bool = False,
 ) -> None:
     """Mount ``volume`` at ``mountpoint`` (then call ``ready``) and answer requests until
     it is unmounted (``fusermount3 -u``) or this process gets SIGTERM or SIGINT; unmounts
     on the way out."""
-    fs = VolumeFS(volume, cache_timeout=cache_timeout)
+    fs = VolumeFS(volume, cache_timeout=cache_timeout, backoff=backoff)
     options = set(pyfuse3.default_options)
     options |= {f"fsname=stratus:{volume.name}", "subtype=stratus"}
     if debug:

@@ -373,7 +373,14 @@ class VolumeOps:
 
     def release(self, ino: int) -> None:
         """The end of a :meth:`hold`; the last release of an unlinked inode deletes it."""
-        if self.volume.release(ino):
+        if not self.volume.release(ino):
+            self.reap(ino)
+
+    def reap(self, ino: int) -> None:
+        """Delete ``ino`` if it has no name left and no hold (the end of an unlinked open
+        file); nothing otherwise. Unlike :meth:`release` it changes no hold, so a re-run
+        of its transaction is harmless."""
+        if self.volume.is_held(ino):
             return
         node = self._inodes.get(ino)
         if node is None:

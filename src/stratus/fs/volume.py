@@ -90,20 +90,28 @@ class Volume:
         if not txn.commit(self.store).ok:
             raise ConflictError(f"volume {self.name}: a read changed before the commit")
 
+    def attempt(self, fn: Callable[[VolumeOps], _T]) -> tuple[_T] | None:
+        """One run of ``fn(ops)`` in a transaction: ``(value,)`` once committed, or None
+        when the commit conflicted or ``fn`` raised after reading a state that had
+        already changed (nothing written either way: run it again). An error from a
+        consistent state is raised as it is."""
+        txn = self.begin()
+        try:
+            value = fn(self.ops(txn))
+        except Exception:
+            if txn.abort(self.store).ok:
+                raise
+            return None  # it may have failed because of what changed
+        return (value,) if txn.commit(self.store).ok else None
+
     def run(self, fn: Callable[[VolumeOps], _T], *, attempts: int = DEFAULT_ATTEMPTS) -> _T:
-        """``fn(ops)`` in a transaction, re-run when the commit conflicts or when it
-        raised after reading a state that had already changed (``ConflictError`` after
-        ``attempts`` runs). An error from a consistent state is raised as it is."""
+        """``fn(ops)`` in a transaction, re-run at once while :meth:`attempt` conflicts
+        (``ConflictError`` after ``attempts`` runs). An error from a consistent state is
+        raised as it is."""
         for _ in range(attempts):
-            txn = self.begin()
-            try:
-                value = fn(self.ops(txn))
-            except Exception:
-                if txn.abort(self.store).ok:
-                    raise
-                continue  # it may have failed because of what changed: run it again
-            if txn.commit(self.store).ok:
-                return value
+            done = self.attempt(fn)
+            if done is not None:
+                return done[0]
         raise ConflictError(f"volume {self.name}: reads changed in each of {attempts} runs")
 
     # Holds are per process: an open file of this process keeps an unlinked inode.
