@@ -312,6 +312,7 @@ class Reactor:
                 now = time.perf_counter()
                 if now >= until:
                     break
+                os.sched_yield()  # a peer waiting for this core runs now, not after the spin
             if timeout is not None:
                 timeout = max(0.0, timeout - self.spin)
         events = poll(-1 if timeout is None else int(timeout * 1000 + 0.999))
