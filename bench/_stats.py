@@ -206,6 +206,15 @@ def check_targets(
     return report
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``condition`` every 10 ms until it holds; RuntimeError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError("condition not reached in time")
+        time.sleep(0.01)
+
+
 def write_json(path: Path, document: dict[str, Any]) -> str:
     """Write ``document`` to ``path`` (creating its folder) and return the text written."""
     text = json.dumps(document, indent=2)

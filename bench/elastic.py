@@ -52,6 +52,7 @@ from _stats import (
     ratio,
     results_path,
     run_header,
+    wait_until,
 )
 
 RESULTS = results_path("elastic")
@@ -83,14 +84,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def wait_for(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError("condition not reached in time")
-        time.sleep(0.01)
-
-
 def at_zero(app: stratus.App) -> bool:
     status = app.status()
     return not status.executors and all(p.target == 0 for p in status.pools)
@@ -100,7 +93,7 @@ def cold_rounds(app: stratus.App, fn: Any, name: str, rounds: int) -> dict[str, 
     latency: list[int] = []
     from_decision: list[int] = []
     for i in range(rounds):
-        wait_for(lambda: at_zero(app))
+        wait_until(lambda: at_zero(app))
         start = time.perf_counter_ns()
         assert fn.remote(i).result(timeout=30) == i + 1
         done, served_at = time.perf_counter_ns(), time.monotonic_ns()
@@ -164,12 +157,12 @@ def measure_cold(settings: Settings, data_dir: Path) -> dict[str, Any]:
         fn.remote(0).result(timeout=30)
         cold = cold_rounds(app, fn, "incr", rounds)
         numpy_fn = app.function(preload=["numpy"])(with_numpy)
-        wait_for(lambda: at_zero(app))
+        wait_until(lambda: at_zero(app))
         start = time.perf_counter_ns()
         numpy_fn.remote(1).result(timeout=60)
         first_numpy = (time.perf_counter_ns() - start) / 1e6
         cold_numpy = cold_rounds(app, numpy_fn, "with_numpy", rounds)
-        wait_for(lambda: at_zero(app))
+        wait_until(lambda: at_zero(app))
         at_zero_memory = cluster_memory(app)
         warm = [fn.remote(i).result(timeout=30) for i in range(50)]
         assert warm == list(range(1, 51))
