@@ -153,6 +153,7 @@ def _add_setting_options(parser: argparse.ArgumentParser, settings: dict[str, An
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f"setting_{f.name}",
+            metavar=f.name.upper(),
             type=type(getattr(settings["full"], f.name)),
             default=None,
             help=f"default by mode: {by_mode}",
