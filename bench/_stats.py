@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -74,6 +75,21 @@ def results_path(name: str) -> Path:
     return base / f"{name}.json"
 
 
+def images_path(name: str) -> Path:
+    """Where benchmark ``name`` draws its own plot (most plots are the report's): the
+    folder named by ``$STRATUS_BENCH_IMAGES`` (the suite sets it to the report's), else
+    ``img/`` beside ``$STRATUS_BENCH_RESULTS`` when that is set, else ``docs/img/``."""
+    folder = os.environ.get("STRATUS_BENCH_IMAGES")
+    results = os.environ.get("STRATUS_BENCH_RESULTS")
+    if folder:
+        base = Path(folder)
+    elif results:
+        base = Path(results) / "img"
+    else:
+        base = Path(__file__).resolve().parents[1] / "docs" / "img"
+    return base / f"{name}.png"
+
+
 def add_mode_options(parser: argparse.ArgumentParser) -> None:
     """``--quick`` (the one-minute suite's settings) and ``--tiny`` (a smoke test)."""
     group = parser.add_mutually_exclusive_group()
@@ -94,13 +110,16 @@ def bench_main(
     *,
     peers: bool = False,
     options: dict[str, str] | None = None,
+    tunable: bool = False,
     argv: Sequence[str] | None = None,
 ) -> None:
     """The command line of a benchmark: ``--quick`` / ``--tiny`` pick ``settings[mode]``;
     with ``peers``, ``--no-ray`` and ``--no-dask`` leave a peer out; each of ``options``
     (``{name: help}``) is a string option ``--name`` (default empty) passed to ``run`` as
-    the keyword ``name``. ``run(settings, mode, ...)`` runs with stdout sent to stderr; its
-    document is printed and saved."""
+    the keyword ``name``; with ``tunable`` (settings that are dataclasses), each field is an
+    option ``--field-name`` of the field's type that overrides the mode's value.
+    ``run(settings, mode, ...)`` runs with stdout sent to stderr; its document is printed
+    and saved."""
     parser = argparse.ArgumentParser(description=description.splitlines()[0])
     add_mode_options(parser)
     if peers:
@@ -108,16 +127,37 @@ def bench_main(
         parser.add_argument("--no-dask", action="store_true", help="leave Dask out")
     for name, text in (options or {}).items():
         parser.add_argument(f"--{name}", default="", help=text)
+    if tunable:
+        _add_setting_options(parser, settings)
     parser.add_argument("--output", type=Path, default=results, help=f"default: {results}")
     args = parser.parse_args(argv)
     mode = chosen_mode(args)
+    chosen = settings[mode]
+    if tunable:
+        given = {f.name: getattr(args, f"setting_{f.name}") for f in dataclasses.fields(chosen)}
+        chosen = dataclasses.replace(chosen, **{k: v for k, v in given.items() if v is not None})
     keywords: dict[str, Any] = (
         {"with_ray": not args.no_ray, "with_dask": not args.no_dask} if peers else {}
     )
     keywords |= {name: getattr(args, name) for name in options or {}}
     with stdout_to_stderr():
-        document = run(settings[mode], mode, **keywords)
+        document = run(chosen, mode, **keywords)
     print(write_json(args.output, document))
+
+
+def _add_setting_options(parser: argparse.ArgumentParser, settings: dict[str, Any]) -> None:
+    """``--field-name`` for each field of the settings (dataclasses); its help gives the
+    value in each mode."""
+    for f in dataclasses.fields(settings["full"]):
+        by_mode = ", ".join(f"{mode} {getattr(s, f.name)}" for mode, s in settings.items())
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f"setting_{f.name}",
+            metavar=f.name.upper(),
+            type=type(getattr(settings["full"], f.name)),
+            default=None,
+            help=f"default by mode: {by_mode}",
+        )
 
 
 def run_header(name: str, mode: str, **versions: str | None) -> dict[str, Any]:
@@ -165,6 +205,15 @@ def check_targets(
             met = value <= bound if comparison == "<=" else value >= bound
         report[name] = {"target": f"{comparison} {bound:g}", "value": value, "met": met}
     return report
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``condition`` every 10 ms until it holds; RuntimeError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError("condition not reached in time")
+        time.sleep(0.01)
 
 
 def write_json(path: Path, document: dict[str, Any]) -> str:

@@ -1,11 +1,12 @@
 """Elasticity benchmark: cold starts of stratus's warm pools, and what scale to zero frees.
 
-Run it with ``.venv/bin/python bench/elastic.py`` (``--quick`` for a short run). It prints
-one JSON document on stdout and writes it to ``bench/results/elastic.json``; progress goes
-to stderr.
+Run it with ``.venv/bin/python bench/elastic.py`` (``--quick`` for a short run, ``--tiny``
+for the suite's smoke test, ``--rounds N`` to choose; ``make bench-elastic``). It prints one
+JSON document on stdout and writes it to ``bench/results/elastic.json`` (or
+``$STRATUS_BENCH_RESULTS``); progress goes to stderr.
 
-Set-up: an embedded cluster whose pools empty quickly (fixed keep-alive of 0.3 s, ticks of
-0.1 s), so that every round starts from zero executors.
+Set-up: an embedded cluster whose pools empty quickly (fixed keep-alive and scale-to-zero
+grace of 0.1 s, ticks of 0.1 s), so that every round starts from zero executors.
 
 What is measured (``time.perf_counter_ns``; CLOCK_MONOTONIC is one clock for every
 process of the machine, so the coordinator's timestamps compare with ours):
@@ -29,46 +30,58 @@ process of the machine, so the coordinator's timestamps compare with ours):
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 import stratus
+from _procs import descendants, memory_report, process_table, wait_for_no_children
 from _stats import (
-    git_revision,
+    bench_main,
+    check_targets,
     latency_summary,
     loadavg,
+    module_version,
     ratio,
-    stdout_to_stderr,
-    write_json,
+    results_path,
+    run_header,
+    wait_until,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results" / "elastic.json"
-FAST = stratus.AutoscalingConfig(
+RESULTS = results_path("elastic")
+TARGETS = {  # name: (path into the document, comparison, bound); "cold" names the report's row
+    "cold_start_decision_to_served_p50_ms": ("cold_start.decision_to_served_p50_ms", "<=", 20.0),
+}
+FAST = stratus.AutoscalingConfig(  # pools empty in a few ticks: each round starts from zero
     tick=0.1,
     stable_window=2.0,
     panic_window=0.5,
-    scale_to_zero_grace=0.2,
+    scale_to_zero_grace=0.1,
     keep_alive="fixed",
-    fixed_keep_alive=0.3,
+    fixed_keep_alive=0.1,
     drain=0.05,
 )
 
 
+@dataclass(frozen=True)
+class Settings:
+    rounds: int = 12  # of each kind: cold starts, numpy cold starts, first calls, interpreters
+    warm_calls: int = 600
+
+
+QUICK = Settings(rounds=6, warm_calls=200)
+TINY = Settings(rounds=2, warm_calls=20)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def wait_for(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def at_zero(app: stratus.App) -> bool:
@@ -80,16 +93,18 @@ def cold_rounds(app: stratus.App, fn: Any, name: str, rounds: int) -> dict[str, 
     latency: list[int] = []
     from_decision: list[int] = []
     for i in range(rounds):
-        wait_for(lambda: at_zero(app))
+        wait_until(lambda: at_zero(app))
         start = time.perf_counter_ns()
         assert fn.remote(i).result(timeout=30) == i + 1
         done, served_at = time.perf_counter_ns(), time.monotonic_ns()
         latency.append(done - start)
         pool = next(p for p in app.status().pools if p.function == name)
         from_decision.append(served_at - int(pool.changed_at * 1e9))
+    served = latency_summary(from_decision)
     return {
         "call": latency_summary(latency),
-        "decision_to_served": latency_summary(from_decision),
+        "decision_to_served": served,
+        "decision_to_served_p50_ms": round(served["p50_us"] / 1000, 2),
     }
 
 
@@ -120,36 +135,8 @@ def cluster_memory(app: stratus.App) -> dict[str, Any]:
     """RSS and PSS of the coordinator, the fork server and the executors, in MB."""
     cluster = app._cluster
     assert cluster is not None
-    root = cluster.process.pid
-    pids = [root, *_descendants(root)]
-    rss = pss = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-        except OSError:
-            continue
-    return {"processes": len(pids), "rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1)}
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out: list[int] = []
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    table = process_table()
+    return memory_report(table, descendants(table, cluster.process.pid))
 
 
 def incr(ctx: Any, x: int) -> int:
@@ -162,73 +149,113 @@ def with_numpy(ctx: Any, x: int) -> int:
     return int(numpy.int64(x) + 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds")
-    args = parser.parse_args()
-    rounds = 10 if args.quick else 40
-    document: dict[str, Any] = {
-        "benchmark": "elastic",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "quick": args.quick,
-        "git": git_revision(),
-        "loadavg_start": loadavg(),
-        "rounds": rounds,
-        "target_new_executor_ready_ms": 20,
+def measure_cold(settings: Settings, data_dir: Path) -> dict[str, Any]:
+    """Cold starts, plain and with numpy preloaded; memory with one executor and at zero."""
+    rounds = settings.rounds
+    with stratus.connect(data_dir=data_dir, executors=2, autoscaling=FAST) as app:
+        fn = app.function(incr)
+        fn.remote(0).result(timeout=30)
+        cold = cold_rounds(app, fn, "incr", rounds)
+        numpy_fn = app.function(preload=["numpy"])(with_numpy)
+        wait_until(lambda: at_zero(app))
+        start = time.perf_counter_ns()
+        numpy_fn.remote(1).result(timeout=60)
+        first_numpy = (time.perf_counter_ns() - start) / 1e6
+        cold_numpy = cold_rounds(app, numpy_fn, "with_numpy", rounds)
+        wait_until(lambda: at_zero(app))
+        at_zero_memory = cluster_memory(app)
+        warm = [fn.remote(i).result(timeout=30) for i in range(50)]
+        assert warm == list(range(1, 51))
+        warm_memory = cluster_memory(app)
+    return {
+        "cold_start": cold,
+        "cold_start_preload_numpy": {"first_ever_ms": round(first_numpy, 2), "later": cold_numpy},
+        "memory": {"one_warm_executor": warm_memory, "at_zero": at_zero_memory},
     }
-    with stdout_to_stderr(), tempfile.TemporaryDirectory() as tmp:
-        log("cold starts")
-        with stratus.connect(data_dir=Path(tmp) / "a", executors=2, autoscaling=FAST) as app:
-            fn = app.function(incr)
-            fn.remote(0).result(timeout=30)
-            cold = cold_rounds(app, fn, "incr", rounds)
-            numpy_fn = app.function(preload=["numpy"])(with_numpy)
-            wait_for(lambda: at_zero(app))
+
+
+def measure_running(settings: Settings, data_dir: Path) -> dict[str, Any]:
+    """First calls of new functions on an executor kept running, then warm calls."""
+    keep = stratus.AutoscalingConfig(tick=0.1, keep_alive="fixed", fixed_keep_alive=600.0)
+    with stratus.connect(data_dir=data_dir, executors=1, autoscaling=keep) as app:
+        anchor = app.function(min_instances=1)(incr)
+        anchor.remote(0).result(timeout=30)
+        first_call = first_call_rounds(app, settings.rounds)
+        warm_samples = []
+        for i in range(settings.warm_calls):
             start = time.perf_counter_ns()
-            numpy_fn.remote(1).result(timeout=60)
-            first_numpy = (time.perf_counter_ns() - start) / 1e6
-            cold_numpy = cold_rounds(app, numpy_fn, "with_numpy", rounds)
-            wait_for(lambda: at_zero(app))
-            at_zero_memory = cluster_memory(app)
-            warm = [fn.remote(i).result(timeout=30) for i in range(50)]
-            assert warm == list(range(1, 51))
-            warm_memory = cluster_memory(app)
-        log("first call on a running executor")
-        keep = stratus.AutoscalingConfig(tick=0.1, keep_alive="fixed", fixed_keep_alive=600.0)
-        with stratus.connect(data_dir=Path(tmp) / "b", executors=1, autoscaling=keep) as app:
-            anchor = app.function(min_instances=1)(incr)
-            anchor.remote(0).result(timeout=30)
-            first_call = first_call_rounds(app, rounds)
-            warm_samples = []
-            for i in range(rounds * 20):
-                start = time.perf_counter_ns()
-                anchor.remote(i).result(timeout=30)
-                warm_samples.append(time.perf_counter_ns() - start)
-        log("peers: interpreter starts")
-        bare = interpreter_start([sys.executable, "-c", "pass"], rounds)
-        imports = interpreter_start(
-            [sys.executable, "-c", "import stratus.server.executor"], rounds
-        )
-    served = cold["decision_to_served"]["p50_us"]
-    document.update(
+            assert anchor.remote(i).result(timeout=30) == i + 1
+            warm_samples.append(time.perf_counter_ns() - start)
+    return {
+        "first_call_on_running_executor": first_call,
+        "warm_call": latency_summary(warm_samples),
+    }
+
+
+def table(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's rows, one at a time (no throughput); ratio is the row's p50 over the
+    cold start's (decision to served)."""
+    base = doc["cold_start"]["decision_to_served"]
+    peers = doc["peers"]
+    rows = [
+        ("**stratus** new executor: scale-up decision to first call served", base),
+        ("stratus cold call, as the caller sees it", doc["cold_start"]["call"]),
+        (
+            'stratus new executor, `preload=["numpy"]` (after the first)',
+            doc["cold_start_preload_numpy"]["later"]["decision_to_served"],
+        ),
+        (
+            "stratus first call of a function on a running executor",
+            doc["first_call_on_running_executor"],
+        ),
+        ("stratus warm call, for reference", doc["warm_call"]),
+        ("`python -c pass` (an interpreter for nothing)", peers["python_c_pass"]),
+        ("`python -c 'import stratus.server.executor'`", peers["python_import_executor"]),
+    ]
+    return [
         {
-            "cold_start": cold,
-            "cold_start_preload_numpy": {
-                "first_ever_ms": round(first_numpy, 2),
-                "later": cold_numpy,
-            },
-            "first_call_on_running_executor": first_call,
-            "warm_call": latency_summary(warm_samples),
-            "peers": {"python_c_pass": bare, "python_import_executor": imports},
-            "memory": {"one_warm_executor": warm_memory, "at_zero": at_zero_memory},
-            "ratios": {
-                "import_floor_over_decision_to_served": ratio(imports["p50_us"], served),
-                "decision_to_served_over_target": ratio(served / 1000, 20),
-            },
-            "loadavg_end": loadavg(),
+            "system": system,
+            "p50_us": summary["p50_us"],
+            "p99_us": summary["p99_us"],
+            "per_s": None,
+            "ratio": ratio(summary["p50_us"], base["p50_us"]),
         }
-    )
-    print(write_json(RESULTS, document))
+        for system, summary in rows
+    ]
+
+
+def run(settings: Settings, mode: str) -> dict[str, Any]:
+    doc: dict[str, Any] = run_header("elastic", mode, numpy=module_version("numpy"))
+    doc["settings"] = asdict(settings)
+    doc["autoscaling"] = msgspec.structs.asdict(FAST)
+    with tempfile.TemporaryDirectory(prefix="stratus-elastic-bench-") as tmp:
+        log(f"elastic: 1/3 cold starts ({settings.rounds} rounds of each kind)")
+        doc |= measure_cold(settings, Path(tmp) / "a")
+        log("elastic: 2/3 first call on a running executor, warm calls")
+        doc |= measure_running(settings, Path(tmp) / "b")
+    log("elastic: 3/3 peers: interpreter starts")
+    imports = [sys.executable, "-c", "import stratus.server.executor"]
+    doc["peers"] = {
+        "python_c_pass": interpreter_start([sys.executable, "-c", "pass"], settings.rounds),
+        "python_import_executor": interpreter_start(imports, settings.rounds),
+    }
+    served = doc["cold_start"]["decision_to_served"]["p50_us"]
+    doc["ratios"] = {
+        "import_floor_over_decision_to_served": ratio(
+            doc["peers"]["python_import_executor"]["p50_us"], served
+        ),
+        "decision_to_served_over_target": ratio(served / 1000, 20),
+    }
+    doc["leftover_processes"] = wait_for_no_children(timeout=15.0)
+    doc["targets"] = check_targets(doc, TARGETS)
+    doc["table"] = table(doc)
+    doc["load"]["loadavg_end"] = loadavg()
+    return doc
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = {"full": Settings(), "quick": QUICK, "tiny": TINY}
+    bench_main(__doc__ or "", RESULTS, settings, run, tunable=True, argv=argv)
 
 
 if __name__ == "__main__":

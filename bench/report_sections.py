@@ -540,6 +540,106 @@ def fuse(r: Results, images: Path, link: Path) -> list[str]:
     ]
 
 
+def elastic(r: Results, images: Path, link: Path) -> list[str]:
+    doc = r.get("elastic")
+    if doc is None:
+        return ["", "## Cold starts", *_missing("elastic")]
+    warm = pick(r, "elastic", "memory.one_warm_executor") or {}
+    zero = pick(r, "elastic", "memory.at_zero") or {}
+    numpy_first = pick(r, "elastic", "cold_start_preload_numpy.first_ever_ms")
+    return [
+        "",
+        "## Cold starts: a new executor from zero (`bench/elastic.py`)",
+        "",
+        "An embedded cluster whose pools empty after 0.1 s idle; each round waits until no"
+        " executor is left, then makes one call. *Decision to served* runs from the"
+        " coordinator's scale-up decision (`PoolStatus.changed_at`, CLOCK_MONOTONIC) to the"
+        " result in the caller's hands: the fork of the pre-imported server, the executor's"
+        ' start, its hello, the code push and the call. With `preload=["numpy"]` the fork'
+        f" server imports numpy once (the first such call took {cell_ms(numpy_first)}), later"
+        " forks inherit it. The first call of a new function on a running executor pins it"
+        " there and fetches its code (no fork). The peers are interpreters started for"
+        " nothing and for what an executor imports: the floor of a cold start without a fork"
+        " server. One at a time, so no throughput; the ratio is the row's p50 over the cold"
+        f" start's. Scale to zero frees memory: with one warm executor the cluster is"
+        f" {len(warm.get('processes', []))} processes, {megabytes(warm.get('total_rss_mb'))}"
+        f" RSS ({megabytes(warm.get('total_pss_mb'))} PSS); at zero"
+        f" {len(zero.get('processes', []))}, {megabytes(zero.get('total_rss_mb'))}"
+        f" ({megabytes(zero.get('total_pss_mb'))}).",
+        "",
+        *table_of(doc),
+    ]
+
+
+def trace(r: Results, images: Path, link: Path) -> list[str]:
+    doc = r.get("trace")
+    if doc is None:
+        return ["", "## Keep-alive on a replayed trace", *_missing("trace")]
+    t = doc.get("trace", {})
+    rows = [
+        [
+            row["policy"],
+            f"{row['cold_start_pct']:.2f} % ({row['cold_starts']} of {row['calls']})",
+            f"{row['idle_memory_mb_s_wall']:,.0f} MB·s",
+            f"{row['idle_executor_seconds_wall']:,.1f}",
+            f"{row['mean_executors_alive']:.2f}",
+            f"{row['alone_cold_start_pct']:.2f} %, {row['alone_pool_executor_seconds_wall']:,.0f}",
+        ]
+        for row in doc.get("table", [])
+    ]
+    if len(rows) == 2:  # two decimals: the targets are ratios <= 1
+        fixed, learned = doc["table"]
+
+        def ratio_cell(key: str) -> str:
+            base = fixed[key]
+            return f"{learned[key] / base:.2f}x" if base else "-"
+
+        rows.append(
+            [
+                "learned / fixed",
+                ratio_cell("cold_start_pct"),
+                ratio_cell("idle_memory_mb_s_wall"),
+                ratio_cell("idle_executor_seconds_wall"),
+                ratio_cell("mean_executors_alive"),
+                f"{ratio_cell('alone_cold_start_pct')},"
+                f" {ratio_cell('alone_pool_executor_seconds_wall')}",
+            ]
+        )
+    lines = [
+        "",
+        "## Keep-alive: fixed 10 minutes versus learned, on a replayed trace (`bench/trace.py`)",
+        "",
+        f"A {t.get('source', '?')} trace in the Azure Functions 2019 format"
+        f" ({t.get('functions')} functions: {', '.join(t.get('triggers', []))}; {t.get('calls')}"
+        f" calls over {t.get('minutes')} trace minutes) replayed at"
+        f" {t.get('wall_seconds_per_minute')} s per trace minute by two embedded clusters at"
+        " once, one per policy: Azure's fixed 10-minute keep-alive and the hybrid histogram"
+        " of *Serverless in the Wild* (ATC 2020), both scaled to the compressed time. A call"
+        " is cold when the instance that served it was built after the call was issued;"
+        " idle memory is the executors alive and running no call, sampled every"
+        f" {pick(r, 'trace', 'settings.sample')} s, times an executor's mean PSS, in wall"
+        " seconds (x 60 / the seconds per minute for trace seconds). The last column is the"
+        " same trace through the pool-sizing state machine alone (a fake clock, no"
+        " processes): what the policy decides, without the machine's noise.",
+        "",
+        *markdown_table(
+            [
+                "policy",
+                "cold starts",
+                "idle executor memory",
+                "idle executor-seconds",
+                "mean executors alive",
+                "policy alone: cold, pool executor-s",
+            ],
+            rows,
+        ),
+    ]
+    if doc.get("plot"):
+        title = "Executors alive and call latency over the replayed trace"
+        lines += ["", f"![{title}]({(link / doc['plot']).as_posix()})"]
+    return lines
+
+
 SECTIONS: list[Callable[[Results, Path, Path], list[str]]] = [
     calls,
     composition,
@@ -552,6 +652,8 @@ SECTIONS: list[Callable[[Results, Path, Path], list[str]]] = [
     scaling,
     fs,
     fuse,
+    elastic,
+    trace,
     store,
     transport,
 ]

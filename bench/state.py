@@ -81,6 +81,7 @@ from _stats import (
     percentile,
     ratio,
     results_path,
+    wait_until,
 )
 from _timing import alternating, settle
 
@@ -594,11 +595,19 @@ def settings_budget(settings: Settings) -> float:
     return 140.0 if settings == Settings() else 30.0
 
 
+def pinned_to(app: stratus.App, function: str) -> set[int]:
+    """The pids of the ready executors in ``function``'s warm pool."""
+    return {e.pid for e in app.status().executors if function in e.pinned and e.state == "ready"}
+
+
 def measure_staleness(app: stratus.App, settings: Settings) -> dict[str, Any]:
     """Item 4: from a put's return until every executor's cache serves the new value."""
     clock = time.perf_counter_ns
-    reader = app.function(read_key)
-    executors = {e.pid for e in app.status().executors}
+    # A warm pool of every executor: each one's cache is measured (one executor would
+    # serve an unpinned function's pool of one).
+    reader = app.function(min_instances=EXECUTORS)(read_key)
+    wait_until(lambda: len(pinned_to(app, "read_key")) >= EXECUTORS, timeout=60.0)
+    executors = pinned_to(app, "read_key")
     key = "stale/key"
     jitter = random.Random(0)
     value = -1

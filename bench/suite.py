@@ -62,15 +62,23 @@ EXPERIMENTS = [
     Experiment("fs", tiny=("--tiny",)),
     Experiment("fuse", tiny=("--tiny",)),
     Experiment("metering", tiny=("--tiny",)),
+    Experiment("elastic", tiny=("--tiny",)),
+    # Not in the quick suite: the learned policy needs hours of trace to learn from.
+    Experiment("trace", quick=None, tiny=("--tiny",)),
 ]
 
 
-def run_experiment(experiment: Experiment, mode: str, results: Path) -> dict[str, Any]:
-    """Run one experiment's script; save its document; return how it went."""
+def run_experiment(
+    experiment: Experiment, mode: str, results: Path, images: Path | None = None
+) -> dict[str, Any]:
+    """Run one experiment's script; save its document; return how it went. An experiment
+    that draws its own plot draws it in ``images`` (see ``_stats.images_path``)."""
     args = experiment.args(mode)
     assert args is not None
     command = [sys.executable, str(BENCH / f"{experiment.name}.py"), *args]
     env = {**os.environ, "STRATUS_BENCH_RESULTS": str(results)}
+    if images is not None:
+        env["STRATUS_BENCH_IMAGES"] = str(images.resolve())
     print(f"suite: {experiment.name} {' '.join(args)}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     outcome: dict[str, Any] = {"name": experiment.name, "args": list(args)}
@@ -123,7 +131,7 @@ def run_suite(
         "command": " ".join(["bench/suite.py", *sys.argv[1:]]),
         "git": git_revision(),
         "loadavg_start": loadavg(),
-        "experiments": [run_experiment(e, mode, results) for e in chosen],
+        "experiments": [run_experiment(e, mode, results, images) for e in chosen],
     }
     suite["loadavg_end"] = loadavg()
     suite["seconds"] = round(time.perf_counter() - start, 1)

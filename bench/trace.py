@@ -1,10 +1,13 @@
 """Trace benchmark: fixed versus learned keep-alive, replaying one invocation trace.
 
-Run it with ``.venv/bin/python bench/trace.py`` (``--quick`` for a short run;
-``--trace FILE.csv`` to replay a trace of the Azure Functions 2019 public data set,
-``invocations_per_function_md.anon.dNN.csv``, instead of a synthetic one). It prints one
-JSON document on stdout, writes it to ``bench/results/trace.json`` and draws pool sizes and
-latencies over time in ``docs/img/elastic.png`` (matplotlib, from the ``bench`` extra).
+Run it with ``.venv/bin/python bench/trace.py`` (``--quick`` for a short run, ``--tiny``
+for the suite's smoke test; ``--trace FILE.csv`` to replay a trace of the Azure Functions
+2019 public data set, ``invocations_per_function_md.anon.dNN.csv``, instead of a synthetic
+one; ``--minutes``, ``--minute``, ``--functions`` and the other settings override the
+mode's). It prints one JSON document on stdout, writes it to ``bench/results/trace.json``
+(or ``$STRATUS_BENCH_RESULTS``) and draws pool sizes and latencies over time in
+``docs/img/elastic.png`` (or ``$STRATUS_BENCH_IMAGES``, see ``_stats.images_path``;
+matplotlib, from the ``bench`` extra).
 
 The trace format is Azure's: one row per function, ``HashOwner, HashApp, HashFunction,
 Trigger``, then invocations in each minute of the day (columns ``1`` .. ``1440``).
@@ -14,8 +17,8 @@ arrivals, mean rates log-uniform from one an hour to 10 a minute), timer-trigger
 functions firing every 1 to 30 minutes (cron's usual periods), and bursty ones (quiet, then
 a few minutes of many calls); 40 % timers, 40 % HTTP, 20 % bursty.
 
-Replay: time is compressed, one trace minute lasting ``--minute`` seconds (default 0.5 s,
-300 trace minutes in 150 s); the
+Replay: time is compressed, one trace minute lasting ``--minute`` seconds (0.25 s in the
+full suite: 240 trace minutes in 60 s, so that timers of up to 20 minutes are learned); the
 calls of a minute are spread uniformly at random over it. Two embedded clusters replay the
 same trace at the same time, one with a fixed keep-alive of 10 trace minutes (Azure's
 practice), one with the hybrid-histogram policy (1-minute bins over 4 trace hours, 10-minute
@@ -41,26 +44,55 @@ pool), and it is deterministic.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
+import os
 import random
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import stratus
-from _stats import git_revision, latency_summary, loadavg, ratio, stdout_to_stderr, write_json
+from _procs import pss_bytes, wait_for_no_children
+from _stats import (
+    bench_main,
+    check_targets,
+    images_path,
+    latency_summary,
+    loadavg,
+    ratio,
+    results_path,
+    run_header,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "trace.json"
-PLOT = ROOT / "docs" / "img" / "elastic.png"
+RESULTS = results_path("trace")
+PLOT = images_path("elastic")
+TARGETS = {  # name: (path into the document, comparison, bound)
+    "learned_over_fixed_cold_start_pct": ("ratios.cold_pct_learned_over_fixed", "<=", 1.0),
+    "learned_over_fixed_idle_memory_mb_s": ("ratios.idle_memory_learned_over_fixed", "<=", 1.0),
+}
 MINUTES_PER_DAY = 1440
 TIMER_PERIODS = [5, 15, 30, 2, 10, 20, 1]  # minutes
+
+
+@dataclass(frozen=True)
+class Settings:
+    functions: int = 12  # synthesized (or the first rows of --trace)
+    minutes: int = 240  # trace minutes replayed
+    minute: float = 0.25  # wall seconds per trace minute
+    cap: int = 16  # executors per cluster at most
+    work: float = 0.002  # seconds each call runs
+    sample: float = 0.1  # seconds between samples of the executors
+    seed: int = 5
+
+
+QUICK = Settings(functions=6, minutes=80)
+TINY = Settings(functions=5, minutes=12, minute=0.1, cap=8)
 
 
 def log(message: str) -> None:
@@ -187,7 +219,7 @@ def replay(
     rows: list[Row],
     calls: list[tuple[float, int]],
     start: float,
-    args: argparse.Namespace,
+    args: Settings,
     data_dir: Path,
 ) -> Replay:
     config = _autoscaling(policy, args.minute)
@@ -257,23 +289,13 @@ def _sample(
         result.samples.append((time.monotonic() - start, len(alive), busy))
         result.pool_sizes.append(sum(p.target for p in status.pools))
         if len(pss) < 50:
-            pss += [_pss_mb(e.pid) for e in alive if e.state == "ready" and e.pid]
-    known = [p for p in pss if p > 0]
+            pss += [pss_bytes(e.pid) or 0 for e in alive if e.state == "ready" and e.pid]
+    known = [p / 2**20 for p in pss if p > 0]
     result.executor_pss_mb = round(sum(known) / len(known), 1) if known else 0.0
 
 
-def _pss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def simulate(
-    policy: str, rows: list[Row], calls: list[tuple[float, int]], args: argparse.Namespace
+    policy: str, rows: list[Row], calls: list[tuple[float, int]], args: Settings
 ) -> dict[str, Any]:
     """The trace through `Elastic` alone, ticking every 0.1 s of wall time (see above)."""
     from stratus.server.elastic import Configure, Demand, Elastic, Load, Tick
@@ -304,7 +326,7 @@ def simulate(
     }
 
 
-def summarize(r: Replay, args: argparse.Namespace) -> dict[str, Any]:
+def summarize(r: Replay, args: Settings) -> dict[str, Any]:
     cold = sum(1 for _, _, c in r.calls if c)
     idle_executor_s = sum(max(0, alive - busy) * args.sample for _, alive, busy in r.samples)
     mb = r.executor_pss_mb
@@ -352,35 +374,50 @@ def plot(replays: list[Replay], path: Path, minute: float) -> str | None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    return str(path.relative_to(ROOT))
+    plt.close(fig)
+    return str(path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short trace")
-    parser.add_argument("--trace", type=Path, help="an Azure invocations_per_function CSV")
-    parser.add_argument("--functions", type=int, default=12, help="functions synthesized")
-    parser.add_argument("--minutes", type=int, default=300, help="trace minutes replayed")
-    parser.add_argument("--minute", type=float, default=0.5, help="wall seconds per minute")
-    parser.add_argument("--cap", type=int, default=16, help="executors per cluster at most")
-    parser.add_argument("--work", type=float, default=0.002, help="seconds each call runs")
-    parser.add_argument("--sample", type=float, default=0.1, help="seconds between samples")
-    parser.add_argument("--seed", type=int, default=5)
-    args = parser.parse_args()
-    if args.quick:
-        args.minutes, args.functions = 80, 6
-    with stdout_to_stderr(), tempfile.TemporaryDirectory() as tmp:
-        if args.trace:
-            rows = read_trace(args.trace)[: args.functions]
-            source = str(args.trace)
-        else:
-            rows = synthesize(args.functions, args.minutes, args.seed)
-            trace_file = Path(tmp) / "synthetic.csv"
-            write_trace(rows, trace_file)
-            rows = read_trace(trace_file)  # replay what was written: the reader is exercised
-            source = "synthetic"
+def table(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's rows: each policy's cold starts, idle executors and memory on the
+    cluster, and the pool-sizing state machine alone on the same trace."""
+    rows = []
+    for policy, key in (("fixed 10-minute keep-alive", "fixed_10_min"), ("learned", "learned")):
+        replayed, alone = doc[key], doc["policy_alone"][key]
+        rows.append(
+            {
+                "policy": policy,
+                "calls": replayed["calls"],
+                "cold_starts": replayed["cold_starts"],
+                "cold_start_pct": replayed["cold_start_pct"],
+                "idle_memory_mb_s_wall": replayed["idle_memory_mb_s_wall"],
+                "idle_executor_seconds_wall": replayed["idle_executor_seconds_wall"],
+                "mean_executors_alive": replayed["mean_executors_alive"],
+                "alone_cold_start_pct": alone["cold_start_pct"],
+                "alone_pool_executor_seconds_wall": alone["pool_executor_seconds_wall"],
+            }
+        )
+    return rows
+
+
+def load_rows(settings: Settings, trace: str, folder: Path) -> tuple[list[Row], str]:
+    """The trace's rows: the first of ``trace`` (a CSV), or a synthetic trace written to
+    ``folder`` and read back (so that the reader is exercised)."""
+    if trace:
+        return read_trace(Path(trace))[: settings.functions], trace
+    rows = synthesize(settings.functions, settings.minutes, settings.seed)
+    trace_file = folder / "synthetic.csv"
+    write_trace(rows, trace_file)
+    return read_trace(trace_file), "synthetic"
+
+
+def run(args: Settings, mode: str, trace: str = "") -> dict[str, Any]:
+    doc: dict[str, Any] = run_header("trace", mode)
+    doc["settings"] = asdict(args)
+    with tempfile.TemporaryDirectory(prefix="stratus-trace-bench-") as tmp:
+        rows, source = load_rows(args, trace, Path(tmp))
         calls = schedule(rows, args.minutes, args.minute, args.seed)
-        log(f"replaying {len(calls)} calls of {len(rows)} functions over {args.minutes} min")
+        log(f"trace: replaying {len(calls)} calls of {len(rows)} functions, {args.minutes} min")
         start = time.monotonic() + 3.0  # both clusters up before the first call
         results: dict[str, Replay] = {}
         threads = [
@@ -391,43 +428,45 @@ def main() -> None:
             )
             for p in ("fixed", "hybrid")
         ]
-        loadavg_start = loadavg()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        image = plot([results["fixed"], results["hybrid"]], PLOT, args.minute)
+    missing = {"fixed", "hybrid"} - set(results)
+    if missing:  # a replay's thread failed: its traceback is above
+        raise SystemExit(f"trace: the replay of {', '.join(sorted(missing))} failed")
+    doc["leftover_processes"] = wait_for_no_children(timeout=15.0)
+    image = plot([results["fixed"], results["hybrid"]], PLOT, args.minute)
     fixed, learned = summarize(results["fixed"], args), summarize(results["hybrid"], args)
-    document = {
-        "benchmark": "trace",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "quick": args.quick,
-        "git": git_revision(),
-        "trace": {
-            "source": source,
-            "functions": len(rows),
-            "triggers": sorted({r.trigger for r in rows}),
-            "minutes": args.minutes,
-            "wall_seconds_per_minute": args.minute,
-            "calls": len(calls),
-        },
-        "settings": {"cap": args.cap, "work_s": args.work, "sample_s": args.sample},
-        "loadavg_start": loadavg_start,
-        "fixed_10_min": fixed,
-        "learned": learned,
-        "ratios": {
-            "cold_pct_learned_over_fixed": ratio(
-                learned["cold_start_pct"], fixed["cold_start_pct"]
-            ),
-            "idle_memory_learned_over_fixed": ratio(
-                learned["idle_memory_mb_s_wall"], fixed["idle_memory_mb_s_wall"]
-            ),
-        },
-        "policy_alone": {p: simulate(p, rows, calls, args) for p in ("fixed", "hybrid")},
-        "plot": image,
-        "loadavg_end": loadavg(),
+    doc["trace"] = {
+        "source": source,
+        "functions": len(rows),
+        "triggers": sorted({r.trigger for r in rows}),
+        "minutes": args.minutes,
+        "wall_seconds_per_minute": args.minute,
+        "calls": len(calls),
     }
-    print(write_json(RESULTS, document))
+    doc["fixed_10_min"] = fixed
+    doc["learned"] = learned
+    doc["ratios"] = {
+        "cold_pct_learned_over_fixed": ratio(learned["cold_start_pct"], fixed["cold_start_pct"]),
+        "idle_memory_learned_over_fixed": ratio(
+            learned["idle_memory_mb_s_wall"], fixed["idle_memory_mb_s_wall"]
+        ),
+    }
+    alone = {p: simulate(p, rows, calls, args) for p in ("fixed", "hybrid")}
+    doc["policy_alone"] = {"fixed_10_min": alone["fixed"], "learned": alone["hybrid"]}
+    doc["plot"] = os.path.basename(image) if image else None
+    doc["targets"] = check_targets(doc, TARGETS)
+    doc["table"] = table(doc)
+    doc["load"]["loadavg_end"] = loadavg()
+    return doc
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = {"full": Settings(), "quick": QUICK, "tiny": TINY}
+    options = {"trace": "an Azure invocations_per_function CSV (default: a synthetic trace)"}
+    bench_main(__doc__ or "", RESULTS, settings, run, options=options, tunable=True, argv=argv)
 
 
 if __name__ == "__main__":

@@ -60,12 +60,18 @@ def test_the_tiny_suite_runs_every_experiment_and_writes_the_report(
     assert set(documents["scaling"]["systems"]) == {"stratus", "ray", "dask"}
     assert set(documents["social"]["levels"]) == {"eventual", "causal"}
     assert set(documents["fuse"]["results"]) == {"native", "passthrough", "stratus"}
+    # Both keep-alive policies served every call of the same trace.
+    trace = documents["trace"]
+    assert trace["fixed_10_min"]["calls"] == trace["learned"]["calls"] == trace["trace"]["calls"]
 
     report = docs.read_text()
     assert "## Targets" in report
     assert "is not in this run" not in report
     assert "## The file system in functions" in report and "## The FUSE mount" in report
-    for plot in ("calls_cdf", "composition_cdf", "serving_cdf", "social_cdf", "scaling"):
+    assert "## Cold starts" in report and "## Keep-alive" in report
+    assert "not measured by this suite yet" not in report  # elastic fills the cold-start row
+    plots = ("calls_cdf", "composition_cdf", "serving_cdf", "social_cdf", "scaling", "elastic")
+    for plot in plots:
         assert (images / f"{plot}.png").stat().st_size > 0
         assert f"](img/{plot}.png)" in report
 
