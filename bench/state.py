@@ -25,12 +25,14 @@ What is measured (latencies with ``time.perf_counter_ns``):
    misses are reported as anomalies (lost updates or stale reads).
 3. Cloudburst's locality experiment, small: one function sums 10 arrays of 1M float64
    (8 MB each) passed as 10 ``stratus.Ref``. ``warm``: the same keys each call, cached by
-   the executor the client routes Refs to. ``cold``: other keys, re-put (untimed) before
+   the executor the client routes Refs to (the function's warm pool: one executor, whose
+   pid each call returns). ``cold``: other keys, re-put (untimed) before
    each call so the executor's cache must read them from the store; the versions the
    function read are checked against those the puts returned. ``redis``: the function
    fetches the 10 arrays from Redis (GET and ``numpy.frombuffer``) on every call.
-4. Staleness under ``eventual``: a key kept in both executors' caches (readers are called
-   two at a time until each executor has returned the current value), then a random pause
+4. Staleness under ``eventual``: a key kept in both executors' caches (the reader is kept
+   warm on both, ``min_instances=2``, and called two at a time until each executor has
+   returned the current value), then a random pause
    (0-60 ms, so the put falls anywhere in the executors' refresh cycles), ``app.kv.put``
    of a new value and, from its return, readers two at a time until both executors return
    it. The staleness of a trial is when the second executor's first fresh reply arrived
@@ -69,6 +71,7 @@ import numpy as np
 import redis
 
 import stratus
+from _procs import wait_for_pools
 from _stats import (
     bench_main,
     check_targets,
@@ -597,8 +600,9 @@ def settings_budget(settings: Settings) -> float:
 def measure_staleness(app: stratus.App, settings: Settings) -> dict[str, Any]:
     """Item 4: from a put's return until every executor's cache serves the new value."""
     clock = time.perf_counter_ns
-    reader = app.function(read_key)
-    executors = {e.pid for e in app.status().executors}
+    # Its pool must span both executors (a new function's pool starts at one, or none).
+    reader = app.function(read_key, min_instances=EXECUTORS, max_instances=EXECUTORS)
+    executors = wait_for_pools(app, ["read_key"], EXECUTORS)
     key = "stale/key"
     jitter = random.Random(0)
     value = -1
