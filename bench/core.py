@@ -262,7 +262,7 @@ class StratusSide(Side):
         self.incr = self.app.function(incr, min_instances=everywhere)
         self.square = self.app.function(square, min_instances=everywhere)
         self.dag = self.app.dag("pipeline", self.incr >> self.square)
-        wait_for_pools(self.app, ["incr", "square"], everywhere)
+        wait_for_pools(self.app, [self.incr.name, self.square.name], everywhere)
         self.blocks = [
             ("sync_call", self.sync_call, plus_one, settings.stratus_sync_per_round),
             ("dag", self.dag_call, plus_one_squared, settings.stratus_dag_per_round),

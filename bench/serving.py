@@ -201,7 +201,7 @@ class StratusPipeline(Pipeline):
         ]
         last = app.function(average, **both)
         self.dag = app.dag("prediction", first >> models >> last)
-        wait_for_pools(app, ["preprocess", *MODELS, "average"], 2)
+        wait_for_pools(app, [fn.name for fn in (first, *models, last)], 2)
 
     def request(self, i: int) -> int:
         result: int = self.dag.remote(self.image(i)).result(timeout=RESULT_TIMEOUT)

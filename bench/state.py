@@ -26,17 +26,17 @@ What is measured (latencies with ``time.perf_counter_ns``):
 3. Cloudburst's locality experiment, small: one function sums 10 arrays of 1M float64
    (8 MB each) passed as 10 ``stratus.Ref``. ``warm``: the same keys each call, cached by
    the executor the client routes Refs to (the function's warm pool: one executor, whose
-   pid each call returns). ``cold``: other keys, re-put (untimed) before
-   each call so the executor's cache must read them from the store; the versions the
-   function read are checked against those the puts returned. ``redis``: the function
-   fetches the 10 arrays from Redis (GET and ``numpy.frombuffer``) on every call.
+   pid each call returns). ``cold``: other keys, re-put (untimed) before each call so the
+   executor's cache must read them from the store; the versions the function read are
+   checked against those the puts returned. ``redis``: the function fetches the 10 arrays
+   from Redis (GET and ``numpy.frombuffer``) on every call. First calls are untimed.
 4. Staleness under ``eventual``: a key kept in both executors' caches (the reader is kept
    warm on both, ``min_instances=2``, and called two at a time until each executor has
-   returned the current value), then a random pause
-   (0-60 ms, so the put falls anywhere in the executors' refresh cycles), ``app.kv.put``
-   of a new value and, from its return, readers two at a time until both executors return
-   it. The staleness of a trial is when the second executor's first fresh reply arrived
-   (an upper bound: it includes that call's round trip).
+   returned the current value), then a random pause (0-60 ms, so the put falls anywhere
+   in the executors' refresh cycles), ``app.kv.put`` of a new value and, from its return,
+   readers two at a time until both executors return it. The staleness of a trial is
+   when the second executor's first fresh reply arrived (an upper bound: it includes
+   that call's round trip).
 5. The overhead of ``causal`` and ``serializable`` over ``eventual``, from item 2.
 
 The machine is small and noisy, so items 1-3 run in rounds that alternate their order
@@ -602,7 +602,7 @@ def measure_staleness(app: stratus.App, settings: Settings) -> dict[str, Any]:
     clock = time.perf_counter_ns
     # Its pool must span both executors (a new function's pool starts at one, or none).
     reader = app.function(read_key, min_instances=EXECUTORS, max_instances=EXECUTORS)
-    executors = wait_for_pools(app, ["read_key"], EXECUTORS)
+    executors = wait_for_pools(app, [reader.name], EXECUTORS)
     key = "stale/key"
     jitter = random.Random(0)
     value = -1
