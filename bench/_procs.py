@@ -179,3 +179,20 @@ def wait_for_no_children(timeout: float) -> list[int]:
     while (left := our_children()) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
+
+
+def wait_for_pools(
+    app: Any, functions: Sequence[str], size: int, timeout: float = 60.0
+) -> set[int]:
+    """Wait until each function's warm pool has ``size`` ready executors (pinned, code
+    pushed), so that no cold start falls inside a timed block; the pids of those executors.
+    The coordinator decides a new ``min_instances`` on its next tick, hence the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = [e for e in app.status().executors if e.state == "ready"]
+        pools = {f: {e.pid for e in ready if f in e.pinned} for f in functions}
+        if all(len(pids) >= size for pids in pools.values()):
+            return set().union(*pools.values())
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"warm pools not at {size} after {timeout} s: {pools}")
+        time.sleep(0.02)

@@ -11,7 +11,8 @@ What is measured (latencies are per call, timed with ``time.perf_counter_ns``):
    signed request/reply (msgspec + HMAC + pickle, stratus's own frames) over a Unix
    socketpair to a forked server that returns x + 1, both sides spinning briefly as
    stratus does (``bench/transport.py``'s ``SignedEcho``): the least a remote call costs.
-2. A stratus synchronous call ``incr.remote(x).result()``, after a warm-up.
+2. A stratus synchronous call ``incr.remote(x).result()``, after a warm-up, ``incr`` and
+   ``square`` kept warm on every executor (``min_instances``, one executor per core).
 3. A stratus DAG ``square(incr(x))`` (``app.dag("pipeline", incr >> square)``): the
    Cloudburst paper's function composition.
 4. ``app.kv.put`` then ``app.kv.get`` of 100 bytes from the client (``put_get``).
@@ -74,6 +75,7 @@ from _procs import (
     ray_processes,
     stratus_cluster,
     wait_for_no_children,
+    wait_for_pools,
 )
 from _stats import (
     bench_main,
@@ -254,9 +256,13 @@ class StratusSide(Side):
 
     def __init__(self, data_dir: Path, settings: Settings) -> None:
         self.app = stratus.connect(data_dir=data_dir)
-        self.incr = self.app.function(incr)
-        self.square = self.app.function(square)
+        # Warm on every executor (the default cap: one per core), as the peers' workers
+        # are, so that no scale-up falls inside a timed run.
+        everywhere = os.cpu_count() or 1
+        self.incr = self.app.function(incr, min_instances=everywhere)
+        self.square = self.app.function(square, min_instances=everywhere)
         self.dag = self.app.dag("pipeline", self.incr >> self.square)
+        wait_for_pools(self.app, [self.incr.name, self.square.name], everywhere)
         self.blocks = [
             ("sync_call", self.sync_call, plus_one, settings.stratus_sync_per_round),
             ("dag", self.dag_call, plus_one_squared, settings.stratus_dag_per_round),

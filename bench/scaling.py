@@ -6,7 +6,8 @@ JSON document on stdout and writes it to ``bench/results/scaling.json``.
 The clients are **threads** of this one process (a closed loop each: call, wait for the
 result, call again), started together at a barrier and stopped at a deadline; each level
 of concurrency runs for a fixed time per system. Systems: a stratus synchronous call
-``incr.remote(i).result()`` on an embedded cluster of 2 executors; a Ray task
+``incr.remote(i).result()`` on an embedded cluster of 2 executors (``incr`` kept warm on
+both, ``min_instances=2``, so that no level pays a scale-up); a Ray task
 ``ray.get(incr.remote(i))`` (``ray.init(num_cpus=2)``); a Dask task
 ``client.submit(incr, i).result()`` on a ``LocalCluster`` of 2 worker processes. Every
 result is checked. Throughput is calls completed over the level's wall time; latencies
@@ -29,7 +30,7 @@ from typing import Any
 
 import stratus
 from _peers import DaskPeer, import_peer, start_ray
-from _procs import wait_for_no_children
+from _procs import wait_for_no_children, wait_for_pools
 from _stats import (
     bench_main,
     latency_summary,
@@ -124,7 +125,8 @@ def run(settings: Settings, mode: str, with_ray: bool, with_dask: bool) -> dict[
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stratus-scaling-")))
         app = stratus.connect(data_dir=base / "stratus", executors=2)
         stack.callback(app.close)
-        fn = app.function(incr)
+        fn = app.function(incr, min_instances=2)  # both executors, as Ray's and Dask's 2
+        wait_for_pools(app, [fn.name], 2)
         calls["stratus"] = lambda i: fn.remote(i).result(timeout=RESULT_TIMEOUT)
         if with_dask:
             progress("starting Dask")

@@ -15,7 +15,8 @@ Models are loaded once per warm worker, never per request:
 
 - stratus: each model is a class registered with ``app.function(Model, init_args=(blob,))``
   (``blob`` is the pickled model), built once per executor; the DAG is
-  ``preprocess >> [logistic, bayes, tree] >> average``.
+  ``preprocess >> [logistic, bayes, tree] >> average``; every step is kept warm on both
+  executors (``min_instances=2``).
 - Ray: one actor per model (built once), tasks for the two other steps; a request is
   ``average.remote(*(a.predict.remote(preprocess.remote(x)) for a in actors))``.
 - Dask: the models are scattered to every worker once (``broadcast=True``); a request
@@ -49,7 +50,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 import stratus
 from _peers import DaskPeer, import_peer, start_ray
-from _procs import wait_for_no_children
+from _procs import wait_for_no_children, wait_for_pools
 from _stats import (
     bench_main,
     latency_summary,
@@ -193,10 +194,14 @@ class StratusPipeline(Pipeline):
         self, app: stratus.App, blobs: dict[str, bytes], images: np.ndarray, answers: np.ndarray
     ) -> None:
         super().__init__(images, answers)
-        first = app.function(preprocess)
-        models = [app.function(Model, name=name, init_args=(blobs[name],)) for name in MODELS]
-        last = app.function(average)
+        both = {"min_instances": 2}  # every step on both executors, as Ray and Dask use 2 CPUs
+        first = app.function(preprocess, **both)
+        models = [
+            app.function(Model, name=name, init_args=(blobs[name],), **both) for name in MODELS
+        ]
+        last = app.function(average, **both)
         self.dag = app.dag("prediction", first >> models >> last)
+        wait_for_pools(app, [fn.name for fn in (first, *models, last)], 2)
 
     def request(self, i: int) -> int:
         result: int = self.dag.remote(self.image(i)).result(timeout=RESULT_TIMEOUT)

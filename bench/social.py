@@ -7,7 +7,8 @@ The Cloudburst paper's consistency experiment at one-machine scale, built on the
 of ``tests/integration/test_causal.py``. Users (three per client) each follow the next
 two. Client threads (in this process, each with its own stories, sharing one ``App``) run
 stories, each on one embedded cluster (2 executors), with the same functions registered
-twice (``consistency="eventual"`` and ``"causal"``, on separate keys):
+twice (``consistency="eventual"`` and ``"causal"``, on separate keys), each function
+kept warm on both executors (``min_instances=2``) before anything is timed:
 
 1. two ``peek`` calls look for a post that is about to be written (as readers refreshing
    a thread do): each executor's cache may now hold "no such post";
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import stratus
-from _procs import wait_for_no_children
+from _procs import wait_for_no_children, wait_for_pools
 from _stats import (
     bench_main,
     latency_summary,
@@ -136,9 +137,13 @@ class Network:
     def __init__(self, app: stratus.App, level: str, users: int) -> None:
         self.level, self.prefix, self.users = level, level[0], users
         self.fns = {
-            f.__name__: app.function(f, name=f"social-{f.__name__}-{level}", consistency=level)
+            # On both executors (min_instances): a stale cache needs another executor.
+            f.__name__: app.function(
+                f, name=f"social-{f.__name__}-{level}", consistency=level, min_instances=2
+            )
             for f in (peek, post, follow, timeline)
         }
+        wait_for_pools(app, [fn.name for fn in self.fns.values()], 2)
         self.ids = itertools.count()
         for user in range(users):
             for step in (1, 2):

@@ -25,16 +25,18 @@ What is measured (latencies with ``time.perf_counter_ns``):
    misses are reported as anomalies (lost updates or stale reads).
 3. Cloudburst's locality experiment, small: one function sums 10 arrays of 1M float64
    (8 MB each) passed as 10 ``stratus.Ref``. ``warm``: the same keys each call, cached by
-   the executor the client routes Refs to. ``cold``: other keys, re-put (untimed) before
-   each call so the executor's cache must read them from the store; the versions the
-   function read are checked against those the puts returned. ``redis``: the function
-   fetches the 10 arrays from Redis (GET and ``numpy.frombuffer``) on every call.
-4. Staleness under ``eventual``: a key kept in both executors' caches (readers are called
-   two at a time until each executor has returned the current value), then a random pause
-   (0-60 ms, so the put falls anywhere in the executors' refresh cycles), ``app.kv.put``
-   of a new value and, from its return, readers two at a time until both executors return
-   it. The staleness of a trial is when the second executor's first fresh reply arrived
-   (an upper bound: it includes that call's round trip).
+   the executor the client routes Refs to (the function's warm pool: one executor, whose
+   pid each call returns). ``cold``: other keys, re-put (untimed) before each call so the
+   executor's cache must read them from the store; the versions the function read are
+   checked against those the puts returned. ``redis``: the function fetches the 10 arrays
+   from Redis (GET and ``numpy.frombuffer``) on every call. First calls are untimed.
+4. Staleness under ``eventual``: a key kept in both executors' caches (the reader is kept
+   warm on both, ``min_instances=2``, and called two at a time until each executor has
+   returned the current value), then a random pause (0-60 ms, so the put falls anywhere
+   in the executors' refresh cycles), ``app.kv.put`` of a new value and, from its return,
+   readers two at a time until both executors return it. The staleness of a trial is
+   when the second executor's first fresh reply arrived (an upper bound: it includes
+   that call's round trip).
 5. The overhead of ``causal`` and ``serializable`` over ``eventual``, from item 2.
 
 The machine is small and noisy, so items 1-3 run in rounds that alternate their order
@@ -69,6 +71,7 @@ import numpy as np
 import redis
 
 import stratus
+from _procs import wait_for_pools
 from _stats import (
     bench_main,
     check_targets,
@@ -81,7 +84,6 @@ from _stats import (
     percentile,
     ratio,
     results_path,
-    wait_until,
 )
 from _timing import alternating, settle
 
@@ -595,19 +597,12 @@ def settings_budget(settings: Settings) -> float:
     return 140.0 if settings == Settings() else 30.0
 
 
-def pinned_to(app: stratus.App, function: str) -> set[int]:
-    """The pids of the ready executors in ``function``'s warm pool."""
-    return {e.pid for e in app.status().executors if function in e.pinned and e.state == "ready"}
-
-
 def measure_staleness(app: stratus.App, settings: Settings) -> dict[str, Any]:
     """Item 4: from a put's return until every executor's cache serves the new value."""
     clock = time.perf_counter_ns
-    # A warm pool of every executor: each one's cache is measured (one executor would
-    # serve an unpinned function's pool of one).
-    reader = app.function(min_instances=EXECUTORS)(read_key)
-    wait_until(lambda: len(pinned_to(app, "read_key")) >= EXECUTORS, timeout=60.0)
-    executors = pinned_to(app, "read_key")
+    # Its pool must span both executors (a new function's pool starts at one, or none).
+    reader = app.function(read_key, min_instances=EXECUTORS, max_instances=EXECUTORS)
+    executors = wait_for_pools(app, [reader.name], EXECUTORS)
     key = "stale/key"
     jitter = random.Random(0)
     value = -1
