@@ -1,8 +1,14 @@
-"""The first call of a function whose pool starts from nothing, when threads run late."""
+"""The first call of a function whose pool starts from nothing, when threads run late;
+and the code the cluster's processes run."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,3 +61,27 @@ def test_executors_run_this_checkouts_code(app: stratus.App) -> None:
         return stratus.__file__ or ""
 
     assert where.remote().result(timeout=30) == stratus.__file__
+
+
+def test_a_caller_running_another_checkout_gets_a_clear_error(tmp_path: Path) -> None:
+    """A caller that put another copy of stratus first on ``sys.path`` by hand would
+    get a coordinator and executors running the copy its interpreter finds: refused."""
+    other = tmp_path / "other"
+    shutil.copytree(Path(stratus.__file__).parent, other / "stratus")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(other)!r})
+        import stratus
+        assert stratus.__file__.startswith({str(other)!r})
+        try:
+            stratus.connect(data_dir={str(tmp_path / "data")!r}, executors=1)
+        except stratus.ConnectionFailed as e:
+            print(e)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"imports stratus from {other / 'stratus'}" in done.stdout
