@@ -597,8 +597,14 @@ def settings_budget(settings: Settings) -> float:
 def measure_staleness(app: stratus.App, settings: Settings) -> dict[str, Any]:
     """Item 4: from a put's return until every executor's cache serves the new value."""
     clock = time.perf_counter_ns
-    reader = app.function(read_key)
-    executors = {e.pid for e in app.status().executors}
+    # The caches compared are those of the reader's warm pool: it must span the cluster.
+    reader = app.function(read_key, min_instances=EXECUTORS)
+    executors: set[int] = set()
+    deadline = time.monotonic() + 30.0
+    while len(executors) < EXECUTORS and time.monotonic() < deadline:
+        pool = [e for e in app.status().executors if "read_key" in e.pinned]
+        executors = {e.pid for e in pool if e.state == "ready"}
+        time.sleep(0.05)
     key = "stale/key"
     jitter = random.Random(0)
     value = -1
