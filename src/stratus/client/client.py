@@ -411,18 +411,23 @@ class Client:
 
     def _resolve(self, name: str) -> list[m.FunctionInfo]:
         reply = self.request(lambda rid: m.Resolve(rid, name))
-        assert isinstance(reply, m.Resolved)
-        with self._lock:
-            for info in reply.functions:
-                self._functions[info.name] = info
-                self._placements[info.name] = list(reply.pools.get(info.name, ()))
-            for e in reply.executors:
-                self._executors[e.executor_id] = e
-            if reply.dag is not None:
-                self._dags[name] = reply.dag
-                self._dag_shapes.pop(name, None)
-                self._placements[name] = []
+        assert isinstance(reply, m.Resolved)  # _resolved applied it as it arrived
         return reply.functions
+
+    def _resolved(self, reply: m.Resolved) -> None:
+        """Learn a ``Resolved`` as it is read, in the coordinator's order. Applied later,
+        by the thread that asked, it could undo a newer ``ExecutorsChanged`` read in
+        between (the pool it starts comes up that fast) and leave calls waiting for a
+        push that already came."""
+        for info in reply.functions:
+            self._functions[info.name] = info
+            self._placements[info.name] = list(reply.pools.get(info.name, ()))
+        for e in reply.executors:
+            self._executors[e.executor_id] = e
+        if reply.dag is not None:
+            self._dags[reply.name] = reply.dag
+            self._dag_shapes.pop(reply.name, None)
+            self._placements[reply.name] = []
 
     def _pick(
         self, function: str, avoid: frozenset[str], refs: tuple[str, ...] = ()
@@ -582,9 +587,12 @@ class Client:
                     waiter.set_exception(error_from_info(error, "", ""))
             case m.FunctionCode(0) if self.on_other_message is not None:
                 self.on_other_message(conn, message)  # pushed to an executor: warm up
+            case m.Resolved(rid):
+                self._resolved(message)
+                if (waiter := self._requests.pop(rid, None)) is not None:
+                    waiter.set_result(message)
             case (
                 m.Registered(rid)
-                | m.Resolved(rid)
                 | m.StatusReply(rid)
                 | m.ShutdownStarted(rid)
                 | m.FunctionCode(rid)

@@ -13,9 +13,10 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from stratus import config as cfg
-from stratus._exceptions import StratusError
+from stratus._exceptions import ConfigurationError, StratusError
 from stratus.server.coordinator import Coordinator
 
 
@@ -30,6 +31,7 @@ def main() -> None:
     sys.path[:0] = [p for p in config.sys_path if p not in sys.path]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     try:
+        _check_same_stratus(config.sys_path)
         coordinator = Coordinator(config)
     except StratusError as e:  # tell the parent why, rather than only dying
         os.write(args.ready_fd, json.dumps({"error": str(e)}).encode() + b"\n")
@@ -43,6 +45,23 @@ def main() -> None:
 
     coordinator.when_ready(ready)
     coordinator.run()
+
+
+def _check_same_stratus(parent_path: list[str]) -> None:
+    """Refuse to run another checkout's code than the parent's. The parent's path is
+    applied only now, after this process imported ``stratus`` as its own interpreter
+    finds it (its venv, ``PYTHONPATH``): a parent that put another ``src`` on
+    ``sys.path`` by hand would get a coordinator and executors of other code."""
+    ours = Path(cfg.__file__).resolve().parent  # stratus/config.py: the package's directory
+    for entry in parent_path:
+        theirs = Path(entry, "stratus", "__init__.py")
+        if theirs.is_file():
+            if theirs.resolve().parent != ours:
+                raise ConfigurationError(
+                    f"the caller imports stratus from {theirs.parent}, but {sys.executable} "
+                    f"imports it from {ours}: run the caller with that checkout's interpreter"
+                )
+            return
 
 
 if __name__ == "__main__":
