@@ -290,11 +290,6 @@ def other_sections(results: dict[str, dict[str, Any]]) -> list[str]:
 def write_report(folder: Path, docs: Path, images: Path, note: str = "") -> str:
     """Write the report of the run in ``folder`` to ``docs``, its plots to ``images``."""
     results = load_results(folder)
-    note = note or (
-        "This run was made on a machine shared with other work (see the load average): its"
-        " numbers are noisier and slower than on a quiet machine. The lead regenerates this"
-        " file with `make bench` on a quiet machine."
-    )
     relative = Path(os.path.relpath(images, docs.parent))  # how the report links a plot
     body = [
         *header_section(results, note),

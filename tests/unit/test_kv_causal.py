@@ -153,3 +153,19 @@ def test_a_reader_sees_all_of_an_invocations_writes_or_none(store: MemoryStore) 
         reader.get("feed/1")
     rerun = txn(stale_cache, "r", required=retry.value.required)
     assert (rerun.get("post/1"), rerun.get("feed/1")) == ("hello", "post/1")
+
+
+def test_dependencies_are_transitive_through_superseded_versions(store: MemoryStore) -> None:
+    reader_cache = KVCache(store, max_staleness=3600)
+    assert txn(reader_cache, "r").get("post/1") is None  # cached absent, and stays so
+    for n, node in ((1, "x1"), (2, "x2")):
+        writer = txn(KVCache(store), node)
+        feed = writer.get("feed") or frozenset()
+        writer.put(f"post/{n}", n)
+        writer.merge("feed", GSet(frozenset(feed) | {n}))
+        commit(writer, store)
+    # The feed's last version was written after reading the first, which depends on
+    # post/1: a reader of the last version must see post/1 too.
+    reader = txn(reader_cache, "r")
+    assert reader.get("feed") == frozenset({1, 2})
+    assert reader.get("post/1") == 1

@@ -69,7 +69,14 @@ class CausalTransaction(KVTransaction):
     def put(self, key: str, value: Any) -> None:
         current = self.get_lattice(key)
         base = current if isinstance(current, CausalValue) else CausalValue(())
-        past = {k: c for k, c in self.seen.items() if k != key}
+        # Its past: every version read, and everything those versions depend on (the
+        # dependencies of a version it supersedes included), so a reader of this write
+        # is held to all of it, however many writes later.
+        past = dict(self.required)
+        for k, clock in self.seen.items():
+            known = past.get(k)
+            past[k] = clock if known is None else known.merge(clock)
+        past.pop(key, None)
         self._writes[key] = ("merge", base.write(self._node, value, past))
 
     def merge(self, key: str, value: Lattice) -> None:
