@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +177,19 @@ def test_recv_times_out(app: stratus.App) -> None:
         return "unexpected"
 
     assert lonely.remote().result(timeout=10) == "nobody wrote"
+
+
+@pytest.mark.parametrize("store", ["lmdb", "sqlite"])
+def test_a_cluster_serves_state_from_each_embedded_store(tmp_path: Path, store: str) -> None:
+    # LMDB allows one environment per process: executors must not inherit the coordinator's.
+    url = f"{store}:{tmp_path / 'state'}"
+    with stratus.connect(data_dir=tmp_path / "data", store=url, executors=2) as app:
+
+        @app.function(consistency="serializable")
+        def bump(ctx: stratus.Context, key: str) -> int:
+            count = int(ctx.kv.get(key, 0)) + 1
+            ctx.kv.put(key, count)
+            return count
+
+        assert [bump.remote("k").result(timeout=30) for _ in range(3)] == [1, 2, 3]
+        assert app.kv.get("k") == 3

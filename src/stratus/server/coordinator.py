@@ -25,6 +25,7 @@ from typing import Any
 
 from stratus import _exceptions as exc
 from stratus.config import ClusterConfig
+from stratus.kv.open import open_store
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.server import elastic as el
@@ -45,9 +46,13 @@ class Coordinator:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
-        self.kv = ClientKV(config.store_url)  # first: an unusable store stops us before forking
+        # First, an unusable store stops us before forking. It is closed again before the
+        # fork: an LMDB environment may be open once per process, and forked executors
+        # would inherit this one.
+        open_store(config.store_url).close()
         # Fork the fork server next, while this process has a single thread.
         self._forkserver_pid, forkserver_sock = forkserver.start(config)
+        self.kv = ClientKV(config.store_url)
         self.reactor = Reactor()
         max_frame = config.max_payload + FRAME_OVERHEAD
         self.codec = Codec(config.key, m.ToCoordinator, max_frame=max_frame)
