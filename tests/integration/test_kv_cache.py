@@ -19,11 +19,11 @@ def test_a_redis_backed_cache_learns_of_writes_from_the_signal_alone(redis_url: 
         writer.put("k", register("old", 1))
         # Polling alone would keep the stale entry for an hour: only the signal can help.
         cache = KVCache(store, max_staleness=3600, max_quiet=3600)
-        assert cache.signal is not None and cache.read("k")[1] == decode(writer.get("k").value)
+        assert cache.feed.signal is not None and cache.read("k")[1] == decode(writer.get("k").value)
         cache.refresh_if_stale()
         assert "k" in cache  # nothing was written: the entry stays
         writer.put("k", register("new", 2))
-        assert select.select([cache.signal], [], [], 10.0)[0] == [cache.signal]
+        assert select.select([cache.feed.signal], [], [], 10.0)[0] == [cache.feed.signal]
         cache.refresh_if_stale()
         assert "k" not in cache
         value = cache.read("k")[1]

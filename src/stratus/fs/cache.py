@@ -2,8 +2,9 @@
 
 Theory of operation: ``FsCache`` keeps raw values (inodes, directory entries, chunks)
 with their store versions, and directory listings with their prefix versions, across
-transactions. Freshness comes from the store's change feed, as for ``KVCache``:
-``refresh()`` drops every entry older than a version the feed lists for its key, and
+transactions. Freshness comes from the store's change feed (``ChangeFeed``, shared with
+the executor's ``KVCache``): each page drops every entry older than a version the feed lists
+for its key, and
 every listing older than a change to one of its entries (what this executor read or
 committed at that version or later is current, and stays). A stale entry is never a
 wrong answer: transactions record the version they read and the commit validates it, so
@@ -12,13 +13,13 @@ a stale read costs a conflict and a re-run, after which the conflicting keys are
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from stratus.fs.keys import ROOT
 from stratus.store.base import Store
+from stratus.store.feed import ChangeFeed
 
 Read = tuple[int, bytes | None]
 """``(version, value)`` of a key: ``(0, None)`` when never written."""
@@ -70,6 +71,7 @@ class FsCache(StoreReader):
         self,
         store: Store,
         *,
+        feed: ChangeFeed | None = None,
         capacity: int = 200_000,
         max_bytes: int = 256 * 1024 * 1024,
         max_staleness: float = 0.02,
@@ -77,12 +79,12 @@ class FsCache(StoreReader):
         super().__init__(store)
         self.capacity = capacity
         self.max_bytes = max_bytes
-        self.max_staleness = max_staleness
+        # Shared with the executor's kv cache; a feed of its own otherwise.
+        self.feed = feed or ChangeFeed(store, max_staleness=max_staleness)
+        self.feed.follow(self)
         self._entries: OrderedDict[str, Read] = OrderedDict()
         self._listings: dict[str, tuple[int, list[str]]] = {}
         self._bytes = 0
-        self._cursor = store.last_version()
-        self._refreshed = time.monotonic()
         self.hits = 0
         self.misses = 0
 
@@ -168,22 +170,20 @@ class FsCache(StoreReader):
             del self._listings[prefix]
 
     def refresh_if_stale(self) -> None:
-        if time.monotonic() - self._refreshed >= self.max_staleness:
-            self.refresh()
+        """Read the change feed if a write may have happened that was not dropped yet."""
+        self.feed.refresh_if_stale()
 
     def refresh(self) -> None:
-        """Drop every entry (and listing) older than what was written since the last
-        refresh."""
-        while True:
-            page = self.store.changes(self._cursor, 1000)
-            for key, version in page.keys:
-                if key.startswith(ROOT):
-                    self._forget_older(key, version)
-            if page.last < self._cursor:  # a different store under us: forget everything
-                self._entries.clear()
-                self._listings.clear()
-                self._bytes = 0
-            self._cursor = page.last
-            if len(page.keys) < 1000:
-                break
-        self._refreshed = time.monotonic()
+        """Drop every entry (and listing) older than what was written since the feed was
+        last read."""
+        self.feed.refresh()
+
+    def changed(self, changes: list[tuple[str, int]]) -> None:
+        for key, version in changes:
+            if key.startswith(ROOT):
+                self._forget_older(key, version)
+
+    def reset(self) -> None:
+        self._entries.clear()
+        self._listings.clear()
+        self._bytes = 0

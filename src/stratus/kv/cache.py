@@ -1,24 +1,23 @@
 """An executor's cache of kv entries: a hit costs no round trip and no decoding.
 
 Theory of operation: entries are kept decoded, with their store version. Freshness comes
-from the store's change feed: ``refresh()`` reads the keys written since the last cursor
-and drops them from the cache, so the next read fetches the new version. The executor
-refreshes before an invocation when the last refresh is older than ``max_staleness`` and
-on a timer while idle, which bounds how stale an ``eventual`` read can be. A store with a
-change signal (Redis pub/sub) says when something was written: while the signal is
-healthy the cache refreshes only then (and every ``max_quiet`` seconds in case), so a
-warm invocation pays no round trip to learn that nothing changed. Stale reads
+from the store's change feed (``stratus.store.feed.ChangeFeed``, shared with the
+executor's file-system cache): each page of keys written since the last read drops them
+from the cache, so the next read fetches the new version. The executor reads the feed
+before an invocation when the last read is older than ``max_staleness`` and on a timer
+while idle, which bounds how stale an ``eventual`` read can be; on a store with a change
+signal (Redis pub/sub) only when the signal says something was written. Stale reads
 are never wrong for ``serializable`` invocations: their commit validates every version
 read, and a conflict invalidates those keys before the retry.
 """
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 
 from stratus.lattice import Lattice, decode
 from stratus.store.base import Store
+from stratus.store.feed import ChangeFeed
 
 
 class KVCache:
@@ -29,6 +28,7 @@ class KVCache:
         self,
         store: Store,
         *,
+        feed: ChangeFeed | None = None,
         capacity: int = 100_000,
         max_staleness: float = 0.02,
         max_quiet: float = 1.0,
@@ -37,13 +37,11 @@ class KVCache:
         self.store = store
         self.hidden = hidden  # a prefix of keys that listings leave out (the platform's)
         self.capacity = capacity
-        self.max_staleness = max_staleness
-        self.max_quiet = max_quiet
-        self.signal = store.watch()  # before the cursor is read: no write falls between
+        # Shared with the executor's other caches; a feed of its own otherwise.
+        self.feed = feed or ChangeFeed(store, max_staleness=max_staleness, max_quiet=max_quiet)
+        self.feed.follow(self)
         self._entries: OrderedDict[str, tuple[int, Lattice | None]] = OrderedDict()
-        self._cursor = store.last_version()
         self._own: dict[str, int] = {}  # key -> version this executor committed and cached
-        self._refreshed = time.monotonic()
         self.hits = 0
         self.misses = 0
         self.read_bytes = 0  # fetched from the store on misses
@@ -103,26 +101,18 @@ class KVCache:
         self._own[key] = version
 
     def refresh_if_stale(self) -> None:
-        """Refresh if a write may have happened that the cache has not dropped yet."""
-        age = time.monotonic() - self._refreshed
-        signal = self.signal
-        if signal is not None and signal.healthy:
-            if signal.drain() or age >= self.max_quiet:
-                self.refresh()
-        elif age >= self.max_staleness:
-            self.refresh()
+        """Read the change feed if a write may have happened that was not dropped yet."""
+        self.feed.refresh_if_stale()
 
     def refresh(self) -> None:
-        """Drop every entry written since the last refresh."""
-        while True:
-            page = self.store.changes(self._cursor, 1000)
-            if self._entries:
-                for key, version in page.keys:
-                    if self._own.pop(key, None) != version:
-                        self._entries.pop(key, None)
-            if page.last < self._cursor:  # a different store under us: forget everything
-                self._entries.clear()
-            self._cursor = page.last
-            if len(page.keys) < 1000:
-                break
-        self._refreshed = time.monotonic()
+        """Drop every entry written since the feed was last read."""
+        self.feed.refresh()
+
+    def changed(self, changes: list[tuple[str, int]]) -> None:
+        if self._entries:
+            for key, version in changes:
+                if self._own.pop(key, None) != version:
+                    self._entries.pop(key, None)
+
+    def reset(self) -> None:
+        self._entries.clear()

@@ -52,6 +52,7 @@ from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
 from stratus.store.base import CommitResult, Put, Transaction
+from stratus.store.feed import ChangeFeed
 from stratus.transport.reactor import Connection, Reactor
 
 log = logging.getLogger("stratus.executor")
@@ -115,8 +116,9 @@ class Executor:
         self.client.on_other_message = self._on_control
         self.client.on_lost = self._on_coordinator_lost
         self.store = open_store(config.store_url)
-        self.kv_cache = KVCache(self.store, hidden=keys.RESERVED)
-        self.fs_cache = FsCache(self.store)
+        self.feed = ChangeFeed(self.store)  # one feed read refreshes both caches
+        self.kv_cache = KVCache(self.store, feed=self.feed, hidden=keys.RESERVED)
+        self.fs_cache = FsCache(self.store, feed=self.feed)
         self.volumes = Volumes(self.store, cache=self.fs_cache)
         self.meter = Meter(config.data_dir, config.cluster_id, executor_id, self.store)
         self.meter.cache = self.kv_cache
@@ -149,8 +151,8 @@ class Executor:
         self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(self._report_every, self._report_load)
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
-        if self.kv_cache.signal is not None:
-            self.reactor.watch_readable(self.kv_cache.signal.fileno(), self._on_store_signal)
+        if self.feed.signal is not None:
+            self.reactor.watch_readable(self.feed.signal.fileno(), self._on_store_signal)
         self.reactor.call_later(_METER_FLUSH_INTERVAL, self._flush_meter)
         self.logs.install()
         with self.client.polling():
@@ -226,16 +228,14 @@ class Executor:
         return self._stack[-1].call if self._stack else None
 
     def _refresh_cache(self) -> None:
-        if len(self.kv_cache):
-            self.kv_cache.refresh_if_stale()
-        if len(self.fs_cache):
-            self.fs_cache.refresh_if_stale()
+        if len(self.kv_cache) or len(self.fs_cache):
+            self.feed.refresh_if_stale()
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
 
     def _on_store_signal(self) -> None:
-        signal = self.kv_cache.signal
+        signal = self.feed.signal
         assert signal is not None
-        self.kv_cache.refresh_if_stale()
+        self.feed.refresh_if_stale()
         if not signal.healthy:
             log.warning("executor %s: store change signal lost, polling", self.executor_id)
             self.reactor.unwatch(signal.fileno())
@@ -414,8 +414,7 @@ class Executor:
         required: dict[str, VectorClock] = {}
         for run in range(runs):
             metered.runs = run + 1
-            self.kv_cache.refresh_if_stale()
-            self.fs_cache.refresh_if_stale()
+            self.feed.refresh_if_stale()
             fs = FsSession(self.volumes, options.volume)
             kv = (
                 CausalTransaction(self.kv_cache, self.clock, self.executor_id, required)
