@@ -7,11 +7,17 @@ REDIS  := /usr/bin/redis-server
 # FUSE: the mount helper (fusermount3) and the headers pyfuse3 compiles against.
 FUSE   := /usr/bin/fusermount3 /usr/include/fuse3/fuse_lowlevel.h /usr/bin/pkg-config
 
-.PHONY: demo test lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs bench-fuse bench-elastic bench-trace clean
+.PHONY: demo test lock lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs bench-fuse bench-elastic bench-trace clean
 
-$(VENV)/bin/python:
-	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+# uv installs from uv.lock (every package pinned with its hashes), itself pinned here and kept
+# outside the project's venv so that an exact sync never removes it.
+UV_VERSION := 0.13.9
+UV     := .uv/bin/uv
+SYNC   := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --python python3
+
+$(UV):
+	python3 -m venv .uv
+	.uv/bin/pip install --quiet uv==$(UV_VERSION)
 
 # Installed only when missing; CI runs as root on Debian.
 $(REDIS):
@@ -21,15 +27,24 @@ $(REDIS):
 $(FUSE) &:
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fuse3 libfuse3-dev pkg-config
 
-$(STAMP): pyproject.toml | $(VENV)/bin/python $(FUSE)
-	$(PY) -m pip install --quiet -e '.[dev,fuse]'
+# The demo needs the runtime only; --inexact keeps the test tools of an earlier `make test`.
+$(VENV)/.runtime: pyproject.toml uv.lock | $(UV)
+	$(SYNC) --inexact
+	touch $@
+
+# Every extra: dev tools, the FUSE mount, and the bench peers (a smoke test runs the suite).
+$(STAMP): pyproject.toml uv.lock | $(UV) $(FUSE)
+	$(SYNC) --all-extras
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Re-resolve every dependency to its newest allowed release; run `make test` on the result.
+lock: $(UV)
+	$(UV) lock --upgrade
+
+demo: $(VENV)/.runtime
 	$(PY) examples/demo.py
 
-# The bench extra too: a smoke test runs the benchmark suite on a tiny configuration.
-test: $(VENV)/.bench-installed $(REDIS) lint typecheck
+test: $(STAMP) $(REDIS) lint typecheck
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -39,41 +54,37 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-$(VENV)/.bench-installed: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,fuse,bench]'
-	touch $@
-
 # The whole suite (under 10 minutes): bench/results/*.json, docs/benchmarks.md, docs/img/.
-bench: $(VENV)/.bench-installed $(REDIS)
+bench: $(STAMP) $(REDIS)
 	$(PY) bench/suite.py
 
 # A one-minute subset into bench/results/quick/ (its report.md and img/ beside the JSON).
-bench-quick: $(VENV)/.bench-installed $(REDIS)
+bench-quick: $(STAMP) $(REDIS)
 	$(PY) bench/suite.py --quick
 
-bench-core: $(VENV)/.bench-installed $(REDIS)
+bench-core: $(STAMP) $(REDIS)
 	$(PY) bench/core.py
 
-bench-state: $(VENV)/.bench-installed $(REDIS)
+bench-state: $(STAMP) $(REDIS)
 	$(PY) bench/state.py
 
-bench-store: $(VENV)/.bench-installed $(REDIS)
+bench-store: $(STAMP) $(REDIS)
 	$(PY) bench/store.py
 
-bench-fs: $(VENV)/.bench-installed
+bench-fs: $(STAMP)
 	$(PY) bench/fs.py
 
-bench-transport: $(VENV)/.bench-installed
+bench-transport: $(STAMP)
 	$(PY) bench/transport.py
 
-bench-fuse: $(VENV)/.bench-installed
+bench-fuse: $(STAMP)
 	$(PY) bench/fuse.py
 
-bench-elastic: $(VENV)/.bench-installed
+bench-elastic: $(STAMP)
 	$(PY) bench/elastic.py
 
-bench-trace: $(VENV)/.bench-installed
+bench-trace: $(STAMP)
 	$(PY) bench/trace.py
 
 clean:
-	rm -rf $(VENV) .stratus .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .uv .stratus .pytest_cache .mypy_cache .ruff_cache

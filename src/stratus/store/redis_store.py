@@ -493,7 +493,8 @@ class _PubSubSignal:
     """A :class:`~stratus.store.base.ChangeSignal` on a pub/sub connection of its own."""
 
     def __init__(self, client: redis.Redis, channel: str) -> None:
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self.healthy: bool = False
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             self._pubsub.subscribe(channel)
             self._pubsub.get_message(timeout=1.0)  # the confirmation: subscribed from here on
