@@ -54,6 +54,11 @@ class App:
         return self._client.address
 
     @property
+    def store_url(self) -> str:
+        """The URL of the store the cluster keeps its state in ("" when not known)."""
+        return self._store_url
+
+    @property
     def kv(self) -> KV:
         """The cluster's kv store: ``get``, ``put``, ``merge``, ``delete``, ``keys``."""
         return KV(self._client)

@@ -22,6 +22,14 @@ def meter_batch(cluster_id: str, executor_id: str, batch: int) -> str:
     return f"{METER}{cluster_id}/{executor_id}/{batch:010d}"
 
 
+GATEWAY_TOKENS = RESERVED + "gateway/tokens/"
+"""Prefix of the HTTP gateway's tokens: ``GATEWAY_TOKENS + <sha256 of the token, hex>``."""
+
+
+def gateway_token(digest: str) -> str:
+    return GATEWAY_TOKENS + digest
+
+
 def is_reserved(key: str) -> bool:
     """Whether ``key`` belongs to the platform rather than to a user."""
     return key.startswith(RESERVED)

@@ -1,0 +1,368 @@
+"""The gateway's ASGI app: routes, authentication, request limits.
+
+Theory of operation: one Starlette app in front of one ``stratus.App`` (the Python
+client) and the cluster's store. A call to a function is the client's call, awaited on
+the event loop (the client's pump thread completes it). Store work (kv, files, token
+checks on a miss) runs in Starlette's thread pool, so a slow store never stalls the loop.
+Bodies are read with a cap and a deadline, so a large or slow upload cannot hold memory
+or a connection beyond them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from stratus._exceptions import StratusError
+from stratus.client.app import App
+from stratus.client.handles import Dag, Function
+from stratus.fs import Volumes
+from stratus.fs.session import transaction
+from stratus.gateway import openapi
+from stratus.gateway.errors import HTTPProblem, response_of
+from stratus.gateway.invocations import Invocations
+from stratus.gateway.kv import BulkGetRequest, KVGateway, TransactionRequest, etag_of, parse_etag
+from stratus.gateway.tokens import Tokens
+from stratus.store.base import Store
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Limits of the gateway; the defaults suit a gateway on the cluster's host."""
+
+    max_body: int = 16 * 1024 * 1024
+    """The largest request body, in bytes (413 past it)."""
+    body_timeout_s: float = 30.0
+    """A body must arrive within this (408 past it): slow clients do not hold a request."""
+    token_cache_s: float = 5.0
+    """How long a checked token is trusted without asking the store: a revoked token is
+    refused at most this long after its revocation."""
+
+
+class InvokeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+
+
+class _Gateway:
+    def __init__(self, app: App, store: Store, config: GatewayConfig) -> None:
+        self.app = app
+        self.store = store
+        self.config = config
+        self.kv = KVGateway(store)
+        self.volumes = Volumes(store)
+        self.tokens = Tokens(store)
+        self.invocations = Invocations()
+        self._handles: dict[str, Function | Dag] = {}
+        self._trusted: dict[str, tuple[str, float]] = {}  # token -> (owner, until)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def authenticate(self, request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPProblem(401, "Unauthorized", "send Authorization: Bearer <token>")
+        now = time.monotonic()
+        cached = self._trusted.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        owner = await run_in_threadpool(self.tokens.owner, token)
+        if owner is None:
+            raise HTTPProblem(401, "Unauthorized", "unknown or revoked token")
+        if len(self._trusted) > 10_000:
+            self._trusted.clear()  # bounded: tokens are few, garbage is not
+        self._trusted[token] = (owner, now + self.config.token_cache_s)
+        return owner
+
+    async def body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and (
+            not declared.isdigit() or int(declared) > self.config.max_body
+        ):
+            raise HTTPProblem(
+                413, "PayloadTooLarge", f"bodies are at most {self.config.max_body} bytes"
+            )
+
+        async def read() -> bytes:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.config.max_body:
+                    raise HTTPProblem(
+                        413, "PayloadTooLarge", f"bodies are at most {self.config.max_body} bytes"
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        try:
+            return await asyncio.wait_for(read(), self.config.body_timeout_s)
+        except TimeoutError:
+            raise HTTPProblem(408, "RequestTimeout", "the body did not arrive in time") from None
+
+    async def json_body(self, request: Request, type_: type[Any]) -> Any:
+        raw = await self.body(request)
+        if not raw.strip():
+            raw = b"{}"
+        try:
+            return msgspec.json.decode(raw, type=type_)
+        except msgspec.ValidationError as e:
+            raise HTTPProblem(400, "BadRequest", str(e)) from None
+        except msgspec.DecodeError as e:
+            raise HTTPProblem(400, "BadJSON", str(e)) from None
+
+    async def handle(self, name: str, kind: type[Function] | type[Dag]) -> Function | Dag:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = await run_in_threadpool(self.app.lookup, name)
+            if len(self._handles) > 10_000:
+                self._handles.clear()
+            self._handles[name] = handle
+        if not isinstance(handle, kind):
+            what = "DAG" if kind is Dag else "function"
+            raise HTTPProblem(404, "FunctionNotFound", f"{name!r} is not a {what}")
+        return handle
+
+    # ------------------------------------------------------------------ functions
+
+    async def list_functions(self, request: Request) -> Response:
+        await self.authenticate(request)
+        status = await run_in_threadpool(self.app.status)
+        functions = [
+            {"name": f.name, "version": f.version, "timeout": f.options.timeout}
+            for f in status.functions
+        ]
+        return JSONResponse({"functions": functions, "dags": status.dags})
+
+    async def invoke_function(self, request: Request) -> Response:
+        return await self._invoke(request, Function)
+
+    async def invoke_dag(self, request: Request) -> Response:
+        return await self._invoke(request, Dag)
+
+    async def _invoke(self, request: Request, kind: type[Function] | type[Dag]) -> Response:
+        await self.authenticate(request)
+        call = await self.json_body(request, InvokeRequest)
+        handle = await self.handle(request.path_params["name"], kind)
+        asynchronous = request.query_params.get("async", "0") not in ("0", "false", "")
+        if asynchronous:
+            self.invocations.check_room()
+        future = handle.remote(*call.args, **call.kwargs)
+        if asynchronous:
+            invocation_id = self.invocations.add(future)
+            return JSONResponse({"invocation_id": invocation_id}, status_code=202)
+        return _result_response(future.invocation_id, await future)
+
+    async def get_invocation(self, request: Request) -> Response:
+        await self.authenticate(request)
+        future = self.invocations.get(request.path_params["id"])
+        if not future.done():
+            return JSONResponse({"invocation_id": future.invocation_id, "status": "running"})
+        error = future.exception()
+        if error is not None:
+            body = response_of(error)
+            return JSONResponse(
+                {"invocation_id": future.invocation_id, "status": "failed"}
+                | msgspec.json.decode(body.body),
+            )
+        return _result_response(future.invocation_id, future.result())
+
+    # ------------------------------------------------------------------ kv
+
+    async def kv_get(self, request: Request) -> Response:
+        await self.authenticate(request)
+        value, version = await run_in_threadpool(self.kv.get, request.path_params["key"])
+        if version == 0 or value is None:
+            raise HTTPProblem(404, "KeyNotFound", f"no key {request.path_params['key']!r}")
+        return Response(
+            msgspec.json.encode(value),
+            media_type="application/json",
+            headers={"ETag": etag_of(version)},
+        )
+
+    async def kv_put(self, request: Request) -> Response:
+        await self.authenticate(request)
+        raw = await self.body(request)
+        try:
+            value = msgspec.json.decode(raw)
+        except msgspec.DecodeError as e:
+            raise HTTPProblem(400, "BadJSON", str(e)) from None
+        key = request.path_params["key"]
+        expected = _precondition(request)
+        version = await run_in_threadpool(self.kv.put, key, value, expected)
+        return JSONResponse(
+            {"key": key, "etag": etag_of(version)}, headers={"ETag": etag_of(version)}
+        )
+
+    async def kv_delete(self, request: Request) -> Response:
+        await self.authenticate(request)
+        key = request.path_params["key"]
+        expected = _precondition(request)
+        await run_in_threadpool(self.kv.delete, key, expected)
+        return Response(status_code=204)
+
+    async def kv_list(self, request: Request) -> Response:
+        await self.authenticate(request)
+        names = await run_in_threadpool(self.kv.keys, request.query_params.get("prefix", ""))
+        return JSONResponse({"keys": names})
+
+    async def kv_bulk_get(self, request: Request) -> Response:
+        await self.authenticate(request)
+        wanted = await self.json_body(request, BulkGetRequest)
+        return JSONResponse({"items": await run_in_threadpool(self.kv.get_many, wanted.keys)})
+
+    async def kv_transaction(self, request: Request) -> Response:
+        await self.authenticate(request)
+        txn = await self.json_body(request, TransactionRequest)
+        versions = await run_in_threadpool(self.kv.transact, txn.operations)
+        return JSONResponse({"etags": {k: etag_of(v) for k, v in versions.items()}})
+
+    # ------------------------------------------------------------------ files
+
+    async def list_volumes(self, request: Request) -> Response:
+        await self.authenticate(request)
+        return JSONResponse({"volumes": await run_in_threadpool(self.volumes.list)})
+
+    async def file_get(self, request: Request) -> Response:
+        await self.authenticate(request)
+        volume, path = request.path_params["volume"], "/" + request.path_params["path"]
+
+        def read() -> Response:
+            with transaction(self.volumes, volume) as fs:
+                if fs.isdir(path):
+                    return JSONResponse({"path": path, "entries": sorted(fs.listdir(path))})
+                return Response(fs.read_bytes(path), media_type="application/octet-stream")
+
+        return await run_in_threadpool(_files(read))
+
+    async def file_put(self, request: Request) -> Response:
+        await self.authenticate(request)
+        volume, path = request.path_params["volume"], "/" + request.path_params["path"]
+        data = await self.body(request)
+
+        def write() -> Response:
+            with transaction(self.volumes, volume) as fs:
+                parent = path.rsplit("/", 1)[0]
+                if parent:
+                    fs.makedirs(parent, exist_ok=True)
+                fs.write_bytes(path, data)
+            return JSONResponse({"path": path, "size": len(data)}, status_code=201)
+
+        return await run_in_threadpool(_files(write))
+
+    async def file_delete(self, request: Request) -> Response:
+        await self.authenticate(request)
+        volume, path = request.path_params["volume"], "/" + request.path_params["path"]
+
+        def remove() -> Response:
+            with transaction(self.volumes, volume) as fs:
+                fs.remove(path)
+            return Response(status_code=204)
+
+        return await run_in_threadpool(_files(remove))
+
+
+def _files(fn: Callable[[], Response]) -> Callable[[], Response]:
+    """``fn`` with the file system's ``OSError``s as HTTP problems."""
+
+    def run() -> Response:
+        try:
+            return fn()
+        except FileNotFoundError as e:
+            raise HTTPProblem(404, "FileNotFoundError", str(e)) from None
+        except IsADirectoryError as e:
+            raise HTTPProblem(409, "IsADirectoryError", str(e)) from None
+        except (NotADirectoryError, FileExistsError) as e:
+            raise HTTPProblem(409, type(e).__name__, str(e)) from None
+        except (OSError, ValueError) as e:
+            raise HTTPProblem(400, type(e).__name__, str(e)) from None
+
+    return run
+
+
+def _precondition(request: Request) -> int | None:
+    """The version ``If-Match`` requires, 0 for ``If-None-Match: *``, else None."""
+    if request.headers.get("if-none-match", "").strip() == "*":
+        return 0
+    return parse_etag(request.headers.get("if-match"))
+
+
+def _result_response(invocation_id: str, result: Any) -> Response:
+    try:
+        body = msgspec.json.encode(
+            {"invocation_id": invocation_id, "status": "done", "result": result}
+        )
+    except (TypeError, OverflowError) as e:
+        raise HTTPProblem(502, "ResultNotJSON", f"the function's result is not JSON: {e}") from None
+    return Response(body, media_type="application/json")
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _openapi(request: Request) -> Response:
+    return JSONResponse(openapi.SPEC)
+
+
+def _errors(handler: Handler) -> Handler:
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except (HTTPProblem, StratusError) as e:
+            return response_of(e)
+
+    return guarded
+
+
+def build_app(app: App, store: Store, config: GatewayConfig | None = None) -> Starlette:
+    """The gateway for ``app``'s cluster, whose state is in ``store``."""
+    g = _Gateway(app, store, config or GatewayConfig())
+    routes = [
+        Route("/v1/health", _health),
+        Route("/openapi.json", _openapi),
+        Route("/v1/functions", _errors(g.list_functions)),
+        Route("/v1/functions/{name}:invoke", _errors(g.invoke_function), methods=["POST"]),
+        Route("/v1/dags/{name}:invoke", _errors(g.invoke_dag), methods=["POST"]),
+        Route("/v1/invocations/{id}", _errors(g.get_invocation)),
+        Route("/v1/kv", _errors(g.kv_list)),
+        Route("/v1/kv:bulkget", _errors(g.kv_bulk_get), methods=["POST"]),
+        Route("/v1/kv:transaction", _errors(g.kv_transaction), methods=["POST"]),
+        Route("/v1/kv/{key:path}", _errors(g.kv_get), methods=["GET"]),
+        Route("/v1/kv/{key:path}", _errors(g.kv_put), methods=["PUT"]),
+        Route("/v1/kv/{key:path}", _errors(g.kv_delete), methods=["DELETE"]),
+        Route("/v1/volumes", _errors(g.list_volumes)),
+        Route("/v1/volumes/{volume}/files/{path:path}", _errors(g.file_get), methods=["GET"]),
+        Route("/v1/volumes/{volume}/files/{path:path}", _errors(g.file_put), methods=["PUT"]),
+        Route("/v1/volumes/{volume}/files/{path:path}", _errors(g.file_delete), methods=["DELETE"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def serve(
+    app: App, store: Store, host: str, port: int, config: GatewayConfig | None = None
+) -> None:
+    """Serve the gateway in the foreground until interrupted."""
+    import uvicorn
+
+    uvicorn.run(
+        build_app(app, store, config),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=5,
+        limit_concurrency=1000,
+    )

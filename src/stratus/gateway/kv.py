@@ -1,0 +1,146 @@
+"""The kv store over HTTP: values as JSON, versions as ETags (the Dapr state API's shape).
+
+A value written over HTTP is a plain JSON value, stored as an LWW register like
+``app.kv.put`` stores it, so Python and HTTP callers share keys. A read returns the
+register's value, or the lattice's value converted to JSON (sets as arrays). The ETag
+is the key's store version: ``If-Match`` makes a write conditional on it, validated by the
+store in the same atomic commit as the write (HTTP 412 when it changed).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from stratus._exceptions import ConfigurationError
+from stratus.gateway.errors import HTTPProblem
+from stratus.kv.values import as_lattice
+from stratus.lattice import HybridClock, Lattice, decode, encode
+from stratus.protocol import keys
+from stratus.store.base import Delete, Put, Store, Transaction, Write, check_key
+
+
+class Operation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One operation of ``POST /v1/kv:transaction``."""
+
+    operation: str  # "upsert" | "delete"
+    key: str
+    value: Any = None
+    etag: str | None = None  # the write happens only if the key's version is still this
+
+
+class TransactionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    operations: list[Operation]
+
+
+class BulkGetRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    keys: list[str]
+
+
+MAX_OPERATIONS = 100
+"""The most keys one bulk get or transaction may name."""
+
+
+def check_user_key(key: str) -> str:
+    if keys.is_reserved(key):
+        raise HTTPProblem(403, "ReservedKey", f"{key!r} belongs to the platform")
+    try:
+        check_key(key)
+    except ConfigurationError as e:
+        raise HTTPProblem(400, "BadKey", str(e)) from None
+    return key
+
+
+def parse_etag(etag: str | None) -> int | None:
+    """The version an ``If-Match`` or ``etag`` names: ``"12"`` or ``12``; ``*`` is None."""
+    if etag is None or etag.strip() == "*":
+        return None
+    text = etag.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise HTTPProblem(400, "BadETag", f"an ETag is a version number, not {etag!r}")
+    return int(text)
+
+
+def etag_of(version: int) -> str:
+    return f'"{version}"'
+
+
+class KVGateway:
+    """Blocking store calls behind the HTTP handlers (they run them in a thread pool)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._clock = HybridClock("gateway")
+
+    def get(self, key: str) -> tuple[Any, int]:
+        """The JSON-ready value and version of ``key``; version 0 when absent."""
+        entry = self._store.get(check_user_key(key))
+        if entry.value is None:
+            return None, entry.version
+        return _plain(decode(entry.value)), entry.version
+
+    def get_many(self, names: list[str]) -> list[dict[str, Any]]:
+        if len(names) > MAX_OPERATIONS:
+            raise HTTPProblem(413, "TooManyKeys", f"at most {MAX_OPERATIONS} keys per request")
+        entries = self._store.get_many([check_user_key(k) for k in names])
+        items = []
+        for key in names:
+            entry = entries[key]
+            if entry.value is not None:
+                value = _plain(decode(entry.value))
+                items.append({"key": key, "value": value, "etag": etag_of(entry.version)})
+        return items
+
+    def put(self, key: str, value: Any, if_match: int | None) -> int:
+        """Write ``value``; with ``if_match``, only if the version is still that (0: absent)."""
+        ops = [Operation("upsert", key, value, None if if_match is None else str(if_match))]
+        return self.transact(ops)[key]
+
+    def delete(self, key: str, if_match: int | None) -> int:
+        ops = [Operation("delete", key, None, None if if_match is None else str(if_match))]
+        return self.transact(ops)[key]
+
+    def transact(self, operations: list[Operation]) -> dict[str, int]:
+        """All operations at once or none; 412 if an ``etag`` no longer matches."""
+        if not operations or len(operations) > MAX_OPERATIONS:
+            raise HTTPProblem(400, "BadTransaction", f"1 to {MAX_OPERATIONS} operations")
+        reads: dict[str, int] = {}
+        writes: list[Write] = []
+        for op in operations:
+            key = check_user_key(op.key)
+            expected = parse_etag(op.etag)
+            if expected is not None:
+                reads[key] = expected
+            if op.operation == "upsert":
+                register = as_lattice(_checked_value(op.value), self._clock)
+                writes.append(Put(key, encode(register)))
+            elif op.operation == "delete":
+                writes.append(Delete(key))
+            else:
+                raise HTTPProblem(400, "BadTransaction", f"unknown operation {op.operation!r}")
+        result = self._store.commit(Transaction(reads, writes))
+        if not result.ok:
+            raise HTTPProblem(
+                412, "PreconditionFailed", f"changed since read: {', '.join(result.conflicts)}"
+            )
+        return result.versions
+
+    def keys(self, prefix: str) -> list[str]:
+        return [k for k in self._store.keys(prefix) if not keys.is_reserved(k)]
+
+
+def _checked_value(value: Any) -> Any:
+    if value is None:
+        raise HTTPProblem(400, "BadValue", "null is not a value; DELETE the key instead")
+    return value
+
+
+def _plain(lattice: Lattice) -> Any:
+    """What a JSON reader gets for a stored lattice: what ``app.kv.get`` returns."""
+    return lattice.value
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,86 @@
+"""Bearer tokens of the gateway, kept in the store as hashes only.
+
+A token is 32 random bytes, shown once when it is created. The store keeps the
+SHA-256 of it under ``keys.gateway_token(digest)``, holding the name of its owner, so a
+leaked store never yields a usable token. SHA-256 without a salt is enough here: a token
+has 256 bits of entropy, so there is no dictionary to try.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+import msgspec
+
+from stratus._exceptions import ConfigurationError
+from stratus.protocol import keys
+from stratus.store.base import Store
+
+
+class TokenRecord(msgspec.Struct, frozen=True):
+    """What the store keeps of a token: whose it is, never the token."""
+
+    owner: str
+    created_ms: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(TokenRecord)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Tokens:
+    """Create, check and revoke gateway tokens.
+
+    >>> token = Tokens(store).create("ops")   # shown once
+    >>> Tokens(store).owner(token)
+    'ops'
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def create(self, owner: str, *, now_ms: int) -> str:
+        if not owner or len(owner) > 64:
+            raise ConfigurationError("a token's owner is a name of 1 to 64 characters")
+        token = "st_" + secrets.token_urlsafe(32)
+        record = TokenRecord(owner, now_ms)
+        self._store.put(keys.gateway_token(digest(token)), _encoder.encode(record))
+        return token
+
+    def owner(self, token: str) -> str | None:
+        """The owner of ``token``, or None when it is unknown or revoked."""
+        if not token.startswith("st_") or len(token) > 128:
+            return None
+        wanted = digest(token)
+        entry = self._store.get(keys.gateway_token(wanted))
+        if entry.value is None:
+            return None
+        # The key was found by the digest; compare it again in constant time anyway, so
+        # that no code path ever branches on a partial match of a secret.
+        if not hmac.compare_digest(wanted, digest(token)):
+            return None
+        return _decoder.decode(entry.value).owner
+
+    def revoke(self, token: str) -> bool:
+        key = keys.gateway_token(digest(token))
+        if self._store.get(key).value is None:
+            return False
+        self._store.delete(key)
+        return True
+
+    def list(self) -> list[tuple[str, str]]:
+        """``(digest prefix, owner)`` of every live token: enough to tell them apart."""
+        found = []
+        for key in self._store.keys(keys.GATEWAY_TOKENS):
+            entry = self._store.get(key)
+            if entry.value is not None:
+                found.append(
+                    (key[len(keys.GATEWAY_TOKENS) :][:12], _decoder.decode(entry.value).owner)
+                )
+        return found
