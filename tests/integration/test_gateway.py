@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,39 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 import stratus
-from helpers import free_port, wait_until
-from stratus.gateway import Tokens, build_app
+from gateway_server import Served
+from helpers import wait_until
+from stratus.gateway import Tokens
 from stratus.gateway.app import GatewayConfig
-from stratus.kv.open import open_store
 
 CONFIG = GatewayConfig(max_body=64 * 1024, body_timeout_s=1.0, token_cache_s=0.0)
-
-
-class Served:
-    def __init__(self, app: stratus.App, config: GatewayConfig) -> None:
-        self.store = open_store(app.store_url)
-        self.token = Tokens(self.store).create("tests", now_ms=0)
-        self.port = free_port()
-        server_config = uvicorn.Config(
-            build_app(app, self.store, config), host="127.0.0.1", port=self.port, log_level="error"
-        )
-        self.server = uvicorn.Server(server_config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        assert wait_until(lambda: self.server.started, timeout=10)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
-        )
-
-    def close(self) -> None:
-        self.http.close()
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.store.close()
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +46,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
         app.dag("pipeline", incr >> square)
         served = Served(app, CONFIG)
-        served.app = app  # type: ignore[attr-defined]
         try:
             yield served
         finally:
@@ -194,8 +167,8 @@ def test_kv_round_trip_with_etags(gw: Served) -> None:
     read = gw.http.get("/v1/kv/http/greeting")
     assert read.json() == {"hello": ["world"]} and read.headers["ETag"] == etag
     # Python callers see the same key, and HTTP sees theirs
-    assert gw.app.kv.get("http/greeting") == {"hello": ["world"]}  # type: ignore[attr-defined]
-    gw.app.kv.put("http/from-python", [1, 2])  # type: ignore[attr-defined]
+    assert gw.app.kv.get("http/greeting") == {"hello": ["world"]}
+    gw.app.kv.put("http/from-python", [1, 2])
     assert gw.http.get("/v1/kv/http/from-python").json() == [1, 2]
 
 

@@ -9,6 +9,7 @@ store in the same atomic commit as the write (HTTP 412 when it changed).
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -22,13 +23,27 @@ from stratus.protocol import keys
 from stratus.store.base import Delete, Put, Store, Transaction, Write, check_key
 
 
-class Operation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One operation of ``POST /v1/kv:transaction``."""
+class Upsert(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="upsert", tag_field="operation"
+):
+    """Write ``value`` at ``key`` (in ``POST /v1/kv:transaction``), only if the key's
+    version is still ``etag`` when one is given."""
 
-    operation: str  # "upsert" | "delete"
     key: str
-    value: Any = None
-    etag: str | None = None  # the write happens only if the key's version is still this
+    value: Any
+    etag: str | None = None
+
+
+class Remove(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="delete", tag_field="operation"
+):
+    """Delete ``key``, only if its version is still ``etag`` when one is given."""
+
+    key: str
+    etag: str | None = None
+
+
+Operation = Upsert | Remove
 
 
 class TransactionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -42,10 +57,15 @@ class BulkGetRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 MAX_OPERATIONS = 100
 """The most keys one bulk get or transaction may name."""
 
+MAX_KEY_CHARS = 256
+"""The longest key over HTTP, in characters (4 bytes each at most: within the store's 1 KiB)."""
+
 
 def check_user_key(key: str) -> str:
     if keys.is_reserved(key):
         raise HTTPProblem(403, "ReservedKey", f"{key!r} belongs to the platform")
+    if len(key) > MAX_KEY_CHARS:
+        raise HTTPProblem(400, "BadKey", f"keys are at most {MAX_KEY_CHARS} characters")
     try:
         check_key(key)
     except ConfigurationError as e:
@@ -53,14 +73,18 @@ def check_user_key(key: str) -> str:
     return key
 
 
+ETAG_PATTERN = r'^(\*|(W/)?"?[0-9]{1,18}"?)$'
+"""An ETag as a caller may send it: ``"12"``, ``12``, ``W/"12"`` or ``*`` (any version)."""
+_ETAG = re.compile(ETAG_PATTERN)
+
+
 def parse_etag(etag: str | None) -> int | None:
-    """The version an ``If-Match`` or ``etag`` names: ``"12"`` or ``12``; ``*`` is None."""
-    if etag is None or etag.strip() == "*":
+    """The version an ``If-Match`` or ``etag`` names; None for ``*`` or no ETag."""
+    if etag is None or etag == "*":
         return None
-    text = etag.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not _ETAG.match(etag):
         raise HTTPProblem(400, "BadETag", f"an ETag is a version number, not {etag!r}")
-    return int(text)
+    return int(etag.removeprefix("W/").strip('"'))
 
 
 def etag_of(version: int) -> str:
@@ -95,11 +119,11 @@ class KVGateway:
 
     def put(self, key: str, value: Any, if_match: int | None) -> int:
         """Write ``value``; with ``if_match``, only if the version is still that (0: absent)."""
-        ops = [Operation("upsert", key, value, None if if_match is None else str(if_match))]
+        ops: list[Operation] = [Upsert(key, value, None if if_match is None else str(if_match))]
         return self.transact(ops)[key]
 
     def delete(self, key: str, if_match: int | None) -> int:
-        ops = [Operation("delete", key, None, None if if_match is None else str(if_match))]
+        ops: list[Operation] = [Remove(key, None if if_match is None else str(if_match))]
         return self.transact(ops)[key]
 
     def transact(self, operations: list[Operation]) -> dict[str, int]:
@@ -113,13 +137,12 @@ class KVGateway:
             expected = parse_etag(op.etag)
             if expected is not None:
                 reads[key] = expected
-            if op.operation == "upsert":
-                register = as_lattice(_checked_value(op.value), self._clock)
-                writes.append(Put(key, encode(register)))
-            elif op.operation == "delete":
-                writes.append(Delete(key))
-            else:
-                raise HTTPProblem(400, "BadTransaction", f"unknown operation {op.operation!r}")
+            match op:
+                case Upsert(value=value):
+                    register = as_lattice(_checked_value(value), self._clock)
+                    writes.append(Put(key, encode(register)))
+                case Remove():
+                    writes.append(Delete(key))
         result = self._store.commit(Transaction(reads, writes))
         if not result.ok:
             raise HTTPProblem(

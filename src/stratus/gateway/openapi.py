@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stratus.gateway.kv import ETAG_PATTERN
+
 _JSON = "application/json"
 
 
@@ -28,14 +30,26 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
 
 
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-_KEY = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
-_VOLUME = {"name": "volume", "in": "path", "required": True, "schema": {"type": "string"}}
+_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 256}
+_ETAG = {
+    "type": ["string", "null"],
+    "pattern": ETAG_PATTERN,
+    "description": "the version the key must still have",
+}
+_VALUE = {"not": {"type": "null"}, "description": "any JSON value but null"}
+_KEY = {"name": "key", "in": "path", "required": True, "schema": _KEY_SCHEMA}
+_VOLUME = {
+    "name": "volume",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+}
 _PATH = {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}
 _IF_MATCH = {
     "name": "If-Match",
     "in": "header",
     "required": False,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": ETAG_PATTERN},
     "description": "the key's ETag (its version): the write happens only if it is current",
 }
 _ASYNC = {
@@ -126,7 +140,7 @@ SPEC: dict[str, Any] = {
                 "write a key",
                 {"200": _json(_ref("Written"), "the new ETag")},
                 parameters=[_KEY, _IF_MATCH],
-                requestBody={"required": True, "content": {_JSON: {"schema": {}}}},
+                requestBody={"required": True, "content": {_JSON: {"schema": _VALUE}}},
             ),
             "delete": _op(
                 "delete a key",
@@ -156,7 +170,7 @@ SPEC: dict[str, Any] = {
                 {"201": _json(_ref("FileWritten"), "written")},
                 parameters=[_VOLUME, _PATH],
                 requestBody={
-                    "required": True,
+                    "required": False,  # no body: an empty file
                     "content": {"application/octet-stream": {"schema": {"type": "string"}}},
                 },
             ),
@@ -215,7 +229,7 @@ SPEC: dict[str, Any] = {
                 "type": "object",
                 "required": ["keys"],
                 "additionalProperties": False,
-                "properties": {"keys": {"type": "array", "items": {"type": "string"}}},
+                "properties": {"keys": {"type": "array", "items": _KEY_SCHEMA, "maxItems": 100}},
             },
             "BulkItems": {
                 "type": "object",
@@ -228,18 +242,31 @@ SPEC: dict[str, Any] = {
                 "properties": {
                     "operations": {
                         "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["operation", "key"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "operation": {"type": "string", "enum": ["upsert", "delete"]},
-                                "key": {"type": "string"},
-                                "value": {},
-                                "etag": {"type": "string"},
-                            },
-                        },
+                        "minItems": 1,
+                        "maxItems": 100,
+                        "items": {"oneOf": [_ref("Upsert"), _ref("Delete")]},
                     }
+                },
+            },
+            "Upsert": {
+                "type": "object",
+                "required": ["operation", "key", "value"],
+                "additionalProperties": False,
+                "properties": {
+                    "operation": {"const": "upsert"},
+                    "key": _KEY_SCHEMA,
+                    "value": _VALUE,
+                    "etag": _ETAG,
+                },
+            },
+            "Delete": {
+                "type": "object",
+                "required": ["operation", "key"],
+                "additionalProperties": False,
+                "properties": {
+                    "operation": {"const": "delete"},
+                    "key": _KEY_SCHEMA,
+                    "etag": _ETAG,
                 },
             },
             "Etags": {

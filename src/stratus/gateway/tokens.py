@@ -30,6 +30,10 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(TokenRecord)
 
 
+def new_token() -> str:
+    return "st_" + secrets.token_urlsafe(32)
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -45,10 +49,15 @@ class Tokens:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def create(self, owner: str, *, now_ms: int) -> str:
+    def create(self, owner: str, *, now_ms: int, token: str | None = None) -> str:
+        """A new token for ``owner``: random, or ``token`` when an operator provisions one
+        from a secret store (``st_`` and at least 32 more characters)."""
         if not owner or len(owner) > 64:
             raise ConfigurationError("a token's owner is a name of 1 to 64 characters")
-        token = "st_" + secrets.token_urlsafe(32)
+        if token is None:
+            token = new_token()
+        elif not token.startswith("st_") or not 35 <= len(token) <= 128:
+            raise ConfigurationError("a token is 'st_' and 32 to 125 more characters")
         record = TokenRecord(owner, now_ms)
         self._store.put(keys.gateway_token(digest(token)), _encoder.encode(record))
         return token
