@@ -40,7 +40,6 @@ types, so a caller can tell "my call was malformed" from "the function failed".
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -273,8 +272,9 @@ def _original_type(cls: type[RemoteError]) -> type[BaseException] | None:
 
 
 def _make_remote_type(original: type[BaseException]) -> type[RemoteError]:
-    """``RemoteError`` + ``original``, if it can be built, instantiated and pickled; only
-    for ordinary exceptions: not stratus's own, nor SystemExit / KeyboardInterrupt."""
+    """``RemoteError`` + ``original``, if it can be built and instantiated; only for
+    ordinary exceptions: not stratus's own, nor SystemExit / KeyboardInterrupt. It
+    pickles wherever ``original`` does (see ``RemoteError.__reduce__``)."""
     if not issubclass(original, Exception) or issubclass(original, StratusError):
         return RemoteError
     try:
@@ -285,7 +285,6 @@ def _make_remote_type(original: type[BaseException]) -> type[RemoteError]:
         )
         probe = made.__new__(made, "probe")
         RemoteError.__init__(probe, "probe", remote_type="", remote_traceback="")
-        pickle.loads(pickle.dumps(probe))
         str(probe)
         repr(probe)
     except Exception:
