@@ -118,7 +118,7 @@ class Executor:
         self.client.on_lost = self._on_coordinator_lost
         self.store = open_store(config.store_url)
         self.feed = ChangeFeed(self.store)  # one feed read refreshes both caches
-        self.kv_cache = KVCache(self.store, feed=self.feed, hidden=keys.RESERVED)
+        self.kv_cache = KVCache(self.store, feed=self.feed, hidden=keys.PLATFORM)
         self.fs_cache = FsCache(self.store, feed=self.feed)
         self.volumes = Volumes(self.store, cache=self.fs_cache)
         self.meter = Meter(config.data_dir, config.cluster_id, executor_id, self.store)
@@ -418,9 +418,11 @@ class Executor:
             self.feed.refresh_if_stale()
             fs = FsSession(self.volumes, options.volume)
             kv = (
-                CausalTransaction(self.kv_cache, self.clock, self.executor_id, required)
+                CausalTransaction(
+                    self.kv_cache, self.clock, self.executor_id, required, reserved=keys.PLATFORM
+                )
                 if causal
-                else KVTransaction(self.kv_cache, self.clock)
+                else KVTransaction(self.kv_cache, self.clock, reserved=keys.PLATFORM)
             )
             for exported in upstream_kv:
                 kv.absorb(exported)
