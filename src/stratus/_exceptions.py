@@ -4,34 +4,44 @@
 
     StratusError
     ├── ConfigurationError        bad options given to connect(), a function or a DAG
+    │   └── UnsupportedFunction   a function the platform cannot call (signature, async, generator)
     ├── ConnectionFailed          the cluster cannot be reached or refused our key
     ├── ClusterClosed             the client was closed, or its embedded cluster died
-    │   └── StoreClosed           (stratus.store) a store used after close or fork
-    ├── MergeContention           (stratus.store) a Redis merge that kept losing its race
+    │   └── StoreClosed           a store used after close or fork
+    ├── MergeContention           a Redis merge that kept losing its race
     ├── ProtocolError             a peer sent a frame we could not accept
+    │   └── BadSignature          a frame not signed with the cluster key
     ├── FunctionNotFound          no function or DAG of that name is registered
     ├── SerializationError        arguments or results that cannot be pickled or unpickled
     ├── PayloadTooLarge           a pickled value above the cluster's size limit
     ├── NoCapacity                no executor offers what the function requests
-    ├── VolumeNotFound            (stratus.fs) no file-system volume of that name
-    ├── VolumeExists              (stratus.fs) creating a volume whose name is taken
+    ├── ReservedKey               writing a kv key that belongs to the platform
+    ├── VolumeNotFound            no file-system volume of that name
+    ├── VolumeExists              creating a volume whose name is taken
     ├── Overloaded                the function's queue of waiting calls is full
-    ├── LatticeError              (stratus.lattice) a lattice value misused
+    ├── LatticeError              a lattice value misused
     │   ├── LatticeTypeError      merging lattices of different types
     │   ├── LatticeValueError     a value a lattice cannot hold
     │   └── LatticeDecodeError    stored bytes that are not a lattice (also a SerializationError)
-    └── InvocationError           an invocation failed (carries invocation id and function)
+    └── InvocationError           an invocation failed (carries invocation id, function, DAG step)
         ├── RemoteError           the function raised; carries the remote type and traceback
+        │   └── RemoteError[T]    made per original type T: ``except KeyError`` catches it too
         ├── InvocationTimeout     the function ran past its timeout and was killed
         ├── ConflictError         a serializable invocation kept conflicting and gave up
         ├── MemoryLimitExceeded   the function used more than its memory_mb and was stopped
         └── ExecutorLost          its executor died and the retries were spent
+
+Every exception class of stratus is defined here (other modules re-export some of them),
+and each has a wire kind in ``stratus.protocol.errors``.
 
 Local failures (the first group) and remote ones (``InvocationError``) are different
 types, so a caller can tell "my call was malformed" from "the function failed".
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 
 class StratusError(Exception):
@@ -42,6 +52,12 @@ class ConfigurationError(StratusError, ValueError):
     """Options given to stratus are invalid (bad address, unknown consistency level...)."""
 
 
+class UnsupportedFunction(ConfigurationError, TypeError):
+    """A function registered that the platform could not call: its first parameter is not
+    the ``Context`` (``def f(ctx, ...)``), or it is an ``async def`` or a generator, which
+    executors do not run yet. Raised by ``app.function``, before anything is sent."""
+
+
 class ConnectionFailed(StratusError, ConnectionError):
     """The cluster could not be reached, or it did not accept our cluster key."""
 
@@ -50,8 +66,29 @@ class ClusterClosed(StratusError):
     """The client has been closed, or the cluster it talked to has gone away."""
 
 
+class StoreClosed(ClusterClosed):
+    """The store was closed, or was opened by the parent of this forked process."""
+
+
+class MergeContention(StratusError):
+    """A merge (or a commit with merges) lost its optimistic race ``attempts`` times in a
+    row: other writers keep changing ``keys``. Nothing of it was written."""
+
+    def __init__(self, keys: Sequence[str], attempts: int) -> None:
+        super().__init__(
+            f"merging into {', '.join(map(repr, keys))} lost to concurrent writers "
+            f"{attempts} times in a row; nothing was written"
+        )
+        self.keys = list(keys)
+        self.attempts = attempts
+
+
 class ProtocolError(StratusError):
     """A peer sent a frame that is unsigned, badly signed, malformed or too large."""
+
+
+class BadSignature(ProtocolError):
+    """The frame was not signed with the cluster key: its sender is not one of us."""
 
 
 class FunctionNotFound(StratusError, LookupError):
@@ -79,6 +116,18 @@ class NoCapacity(StratusError):
     """No executor of the cluster offers the resources the function requests."""
 
 
+class ReservedKey(StratusError, ValueError):
+    """A kv write to a key that belongs to the platform (the file system's ``fs/...``
+    keys, metering records): those are written only through their own APIs."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"key {key!r} belongs to the stratus platform (file system or metering) "
+            "and cannot be written through the kv API"
+        )
+        self.key = key
+
+
 class VolumeNotFound(StratusError, LookupError):
     """No file-system volume of this name exists (or it was deleted meanwhile)."""
 
@@ -100,18 +149,59 @@ class Overloaded(StratusError):
     already waiting for it fill the queue (``max_queued``). Nothing of it ran."""
 
 
-class InvocationError(StratusError):
-    """An invocation failed. ``invocation_id`` and ``function`` say which one."""
+class LatticeError(StratusError):
+    """Root of the errors raised by ``stratus.lattice``."""
 
-    def __init__(self, message: str, *, invocation_id: str = "", function: str = "") -> None:
+
+class LatticeTypeError(LatticeError, TypeError):
+    """Two lattices of different types were merged or compared (``GSet`` with ``Counter``,
+    or two types under one key of a ``LatticeMap``), or a lattice was given contents of
+    the wrong type (an unhashable set element, a non-``int`` counter)."""
+
+
+class LatticeValueError(LatticeError, ValueError):
+    """A lattice was given contents of the right type but an impossible value: a negative
+    counter total, a NaN bound, an ``ORSet`` tag reused for another element."""
+
+
+class LatticeDecodeError(LatticeError, SerializationError):
+    """Bytes handed to :func:`stratus.lattice.decode` are not a lattice encoding."""
+
+
+class InvocationError(StratusError):
+    """An invocation failed. ``invocation_id`` and ``function`` say which one; when a
+    step of a DAG failed, ``step`` names its function and ``step_index`` its position
+    (0-based, in the DAG's topological order; ``None`` outside a DAG)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        invocation_id: str = "",
+        function: str = "",
+        step: str = "",
+        step_index: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.invocation_id = invocation_id
         self.function = function
+        self.step = step
+        self.step_index = step_index
 
 
 class RemoteError(InvocationError):
     """The function raised. ``remote_type``, ``remote_traceback`` and, when it could be
-    pickled, the original ``exception`` describe what happened on the executor."""
+    pickled, the original ``exception`` describe what happened on the executor.
+
+    When the original exception's type could be unpickled here, the error raised is of a
+    class made from both (built once per type), so ``except KeyError`` catches a remote
+    ``KeyError`` as ``except RemoteError`` does::
+
+        try:
+            lookup.remote("missing").result()
+        except KeyError as e:           # e is also a RemoteError
+            print(e.remote_traceback)
+    """
 
     def __init__(
         self,
@@ -122,14 +212,94 @@ class RemoteError(InvocationError):
         exception: BaseException | None = None,
         invocation_id: str = "",
         function: str = "",
+        step: str = "",
+        step_index: int | None = None,
     ) -> None:
-        super().__init__(message, invocation_id=invocation_id, function=function)
+        # Not ``super().__init__``: in a class made with the original type, that would
+        # reach the original's ``__init__``, whose signature is unknown.
+        BaseException.__init__(self, message)
+        self.invocation_id = invocation_id
+        self.function = function
+        self.step = step
+        self.step_index = step_index
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
         self.exception = exception
 
     def __str__(self) -> str:
-        return f"{self.remote_type}: {self.args[0]}\n\nRemote traceback:\n{self.remote_traceback}"
+        where = f" (DAG step {self.step_index}: {self.step})" if self.step else ""
+        return (
+            f"{self.remote_type}: {self.args[0]}{where}\n\n"
+            f"Remote traceback:\n{self.remote_traceback}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The class may be one made at run time: rebuild it from the original type.
+        fields = {k: v for k, v in vars(self).items() if not k.startswith("__")}
+        return (_rebuild_remote_error, (_original_type(type(self)), self.args[0], fields))
+
+
+def remote_error_type(original: type[BaseException] | None) -> type[RemoteError]:
+    """The ``RemoteError`` class to raise for a remote exception of type ``original``:
+    a subclass of both when that is safe, else ``RemoteError`` itself. Cached per type."""
+    if original is None:
+        return RemoteError
+    if issubclass(original, RemoteError):
+        return remote_error_type(_original_type(original))
+    made = _REMOTE_TYPES.get(original)
+    if made is None:
+        made = _REMOTE_TYPES[original] = _make_remote_type(original)
+    return made
+
+
+def new_remote_error(
+    original: type[BaseException] | None, message: str, **fields: Any
+) -> RemoteError:
+    """A ``RemoteError`` (of ``remote_error_type(original)``) without calling the original
+    type's ``__init__``, whose signature we cannot know."""
+    cls = remote_error_type(original)
+    error = cls.__new__(cls, message)
+    RemoteError.__init__(error, message, **fields)
+    return error
+
+
+_REMOTE_TYPES: dict[type[BaseException], type[RemoteError]] = {}
+
+
+def _original_type(cls: type[RemoteError]) -> type[BaseException] | None:
+    found: type[BaseException] | None = getattr(cls, "_stratus_original", None)
+    return found
+
+
+def _make_remote_type(original: type[BaseException]) -> type[RemoteError]:
+    """``RemoteError`` + ``original``, if it can be built and instantiated; only for
+    ordinary exceptions: not stratus's own, nor SystemExit / KeyboardInterrupt. It
+    pickles wherever ``original`` does (see ``RemoteError.__reduce__``)."""
+    if not issubclass(original, Exception) or issubclass(original, StratusError):
+        return RemoteError
+    try:
+        made: type[RemoteError] = type(
+            f"RemoteError[{original.__qualname__}]",
+            (RemoteError, original),
+            {"_stratus_original": original, "__module__": __name__},
+        )
+        probe = made.__new__(made, "probe")
+        RemoteError.__init__(probe, "probe", remote_type="", remote_traceback="")
+        str(probe)
+        repr(probe)
+    except Exception:
+        return RemoteError
+    return made
+
+
+def _rebuild_remote_error(
+    original: type[BaseException] | None, message: str, fields: dict[str, Any]
+) -> RemoteError:
+    cls = remote_error_type(original)
+    error = cls.__new__(cls, message)
+    BaseException.__init__(error, message)
+    error.__dict__.update(fields)
+    return error
 
 
 class InvocationTimeout(InvocationError, TimeoutError):

@@ -43,6 +43,13 @@ def test_chain(app: stratus.App, fns: dict[str, stratus.Function]) -> None:
     assert [dag.remote(x).result(timeout=10) for x in range(5)] == [1, 4, 9, 16, 25]
 
 
+def test_the_same_function_twice(app: stratus.App, fns: dict[str, stratus.Function]) -> None:
+    incr, square = fns["incr"], fns["square"]
+    assert app.dag("twice", incr >> incr).remote(1).result(timeout=10) == 3
+    dag = app.dag("again", square >> incr >> square >> [incr, fns["negate"]] >> fns["add"])
+    assert dag.remote(2).result(timeout=10) == ((2 * 2 + 1) ** 2 + 1) - (2 * 2 + 1) ** 2
+
+
 def test_fan_out_and_fan_in(app: stratus.App, fns: dict[str, stratus.Function]) -> None:
     dag = app.dag("diamond", fns["incr"] >> [fns["square"], fns["negate"]] >> fns["add"])
     assert dag.remote(3).result(timeout=10) == 16 - 4

@@ -75,12 +75,23 @@ def test_upstream_indexes_always_point_backwards() -> None:
 
 def test_cycle_is_detected() -> None:
     with pytest.raises(ConfigurationError, match="cycle"):
-        (a >> b >> a).nodes()
+        Graph.of([a >> b, b >> a]).nodes()
 
 
 def test_longer_cycle_is_detected() -> None:
     with pytest.raises(ConfigurationError, match="cycle"):
-        (a >> b >> c >> a).nodes()
+        Graph.of([a >> b >> c, c >> a]).nodes()
+
+
+def test_the_same_function_twice_in_a_chain_is_two_steps() -> None:
+    assert shape(a >> a) == [("a", []), ("a", [0])]
+    assert shape(a >> b >> a) == [("a", []), ("b", [0]), ("a", [1])]
+    assert shape(a >> a >> a) == [("a", []), ("a", [0]), ("a", [1])]
+
+
+def test_a_repeated_function_keeps_the_shape_of_its_branch() -> None:
+    assert shape(a >> [a, b] >> c) == [("a", []), ("a", [0]), ("b", [0]), ("c", [1, 2])]
+    assert shape((a >> b) >> (a >> b)) == [("a", []), ("b", [0]), ("a", [1]), ("b", [2])]
 
 
 @pytest.mark.parametrize("item", [[], "a", 3, None], ids=repr)

@@ -19,6 +19,7 @@ from stratus.client.embedded import EmbeddedCluster
 from stratus.client.fs import ClientFS
 from stratus.client.handles import Composable, Dag, Function, Graph
 from stratus.client.kv import KV
+from stratus.client.registration import check_callable, retry_on_names
 from stratus.fs.volume import check_volume_name
 from stratus.kv.open import check_url
 from stratus.protocol.messages import Consistency, FunctionOptions, Resources, StatusReply
@@ -92,6 +93,7 @@ class App:
         name: str | None = None,
         timeout: float | None = 300.0,
         retries: int = 2,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         memory_mb: int = 512,
         cpu: float = 1.0,
         gpus: int = 0,
@@ -111,6 +113,12 @@ class App:
         its ``Context``. A class is built once per warm executor with ``init_args`` and
         ``init_kwargs`` (load a model there); its ``__call__(self, ctx, ...)`` serves calls.
         Registering a name again makes a new version; calls in flight finish on the old.
+        A function that cannot be called so (no ``ctx`` parameter, ``async def``, a
+        generator) is refused at once with ``UnsupportedFunction``.
+
+        A call whose executor dies or times out is tried again, up to ``retries`` more
+        times; so is one whose function raised an exception of a type in ``retry_on``
+        (or a subclass): ``retry_on=(IOError,)``. ``ctx.attempt`` counts 1, 2, 3...
         ``ctx.fs`` is the file-system ``volume`` (created on first use).
 
         Its warm pool holds ``min_instances`` (0: it may scale to zero) to
@@ -132,6 +140,7 @@ class App:
             )
         if memory_mb < 1 or any(not isinstance(p, str) or not p for p in preload):
             raise exc.ConfigurationError("memory_mb must be >= 1; preload: module names")
+        retry_names = retry_on_names(retry_on)
 
         def register(target: Callable[..., Any]) -> Function:
             is_class = isinstance(target, type)
@@ -149,9 +158,11 @@ class App:
                 concurrency=concurrency,
                 max_queued=max_queued,
                 preload=tuple(preload),
+                retry_on=retry_names,
             )
             if not callable(target):
                 raise exc.ConfigurationError(f"{target!r} is not a function or a class")
+            check_callable(target)
             fn_name = name if name is not None else getattr(target, "__name__", None)
             if not fn_name or not isinstance(fn_name, str) or len(fn_name) > 256:
                 raise exc.ConfigurationError(f"bad function name {fn_name!r}: 1-256 characters")

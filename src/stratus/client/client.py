@@ -41,8 +41,8 @@ from stratus.client.admission import Enqueue, QueuePolicy, Reject
 from stratus.client.driver import Driver
 from stratus.client.future import Future
 from stratus.kv.ref import Ref
+from stratus.protocol import errors, serialization
 from stratus.protocol import messages as m
-from stratus.protocol import serialization
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.transport import addresses
 from stratus.transport.reactor import Connection, Reactor
@@ -584,7 +584,7 @@ class Client:
             case m.RequestFailed(rid, error):
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:
-                    waiter.set_exception(error_from_info(error, "", ""))
+                    waiter.set_exception(errors.decode(error, "", ""))
             case m.FunctionCode(0) if self.on_other_message is not None:
                 self.on_other_message(conn, message)  # pushed to an executor: warm up
             case m.Resolved(rid):
@@ -655,7 +655,7 @@ class Client:
                     pending = self._pending[rid]
                     self._finish(
                         rid,
-                        error=error_from_info(
+                        error=errors.decode(
                             error, pending.future.invocation_id, pending.invocation.function
                         ),
                     )
@@ -719,44 +719,3 @@ def _ref_keys(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
     keys = [a.key for a in args if isinstance(a, Ref)]
     keys += [v.key for v in kwargs.values() if isinstance(v, Ref)]
     return tuple(keys)
-
-
-def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> exc.StratusError:
-    """Turn an ``ErrorInfo`` from the wire into the matching stratus exception."""
-    kind = error.kind
-    if kind == "RemoteError":
-        original = None
-        if error.exception:
-            try:
-                original = serialization.loads(error.exception)
-            except exc.SerializationError:
-                original = None
-        return exc.RemoteError(
-            error.message,
-            remote_type=error.remote_type,
-            remote_traceback=error.traceback,
-            exception=original,
-            invocation_id=invocation_id,
-            function=function,
-        )
-    invocation_errors: dict[str, type[exc.InvocationError]] = {
-        "InvocationTimeout": exc.InvocationTimeout,
-        "ExecutorLost": exc.ExecutorLost,
-        "ConflictError": exc.ConflictError,
-        "MemoryLimitExceeded": exc.MemoryLimitExceeded,
-    }
-    if kind in invocation_errors:
-        return invocation_errors[kind](
-            error.message, invocation_id=invocation_id, function=function
-        )
-    if kind == "FunctionNotFound":
-        return exc.FunctionNotFound(error.message)
-    simple: dict[str, type[exc.StratusError]] = {
-        "SerializationError": exc.SerializationError,
-        "PayloadTooLarge": exc.PayloadTooLarge,
-        "NoCapacity": exc.NoCapacity,
-        "Overloaded": exc.Overloaded,
-        "ConfigurationError": exc.ConfigurationError,
-        "ClusterClosed": exc.ClusterClosed,
-    }
-    return simple.get(kind, exc.StratusError)(error.message)

@@ -78,11 +78,24 @@ class Dag(_Invocable):
 class Graph:
     """Functions wired by ``>>``: chains ``a >> b``, fan-out ``a >> [b, c]`` and fan-in
     ``[b, c] >> d``. A node's result is the argument of each node after it; a node with
-    several upstream nodes gets their results as arguments, in the order written."""
+    several upstream nodes gets their results as arguments, in the order written.
 
-    def __init__(self, upstream: dict[str, list[str]], tails: list[str]) -> None:
+    A function already on the left of ``>>`` is a new step when it appears on the right:
+    ``f >> f`` runs ``f`` twice, the second time on the first one's result. Inside a
+    list, the same function in several branches is one step (``[a >> c, b >> c]`` joins
+    at ``c``), so a cycle can only be written with lists, and is refused.
+    """
+
+    def __init__(
+        self,
+        upstream: dict[str, list[str]],
+        tails: list[str],
+        functions: dict[str, str] | None = None,
+    ) -> None:
         self.upstream = upstream  # node -> its upstream nodes, insertion-ordered
         self.tails = tails  # nodes the next ``>>`` connects from
+        # node -> its function; a node is named after its function, "f#2" for a repeat
+        self.functions = functions if functions is not None else {n: n for n in upstream}
 
     @staticmethod
     def of(item: Composable) -> Graph:
@@ -95,20 +108,44 @@ class Graph:
             for part in item:
                 graph = Graph.of(part)
                 merged.upstream = _merge(merged.upstream, graph.upstream)
+                merged.functions = {**merged.functions, **graph.functions}
                 merged.tails += [t for t in graph.tails if t not in merged.tails]
             return merged
         raise ConfigurationError(f"cannot put {item!r} in a DAG: use functions, >> and lists")
 
     def __rshift__(self, other: Composable) -> Graph:
-        right = Graph.of(other)
+        right = Graph.of(other)._renamed_apart(self)
         upstream = _merge(self.upstream, {})
         for node, ups in right.upstream.items():
             extra = list(self.tails) if not ups else []
             upstream[node] = [*upstream.get(node, []), *ups, *extra]
-        return Graph(upstream, right.tails)
+        return Graph(upstream, right.tails, {**self.functions, **right.functions})
 
     def __rrshift__(self, other: Composable) -> Graph:
         return Graph.of(other) >> self
+
+    def _renamed_apart(self, left: Graph) -> Graph:
+        """This graph with its nodes that ``left`` has too renamed to new steps."""
+        taken = set(left.upstream) | set(self.upstream)
+        renames: dict[str, str] = {}
+        for node in self.upstream:
+            if node in left.upstream:
+                function, k = self.functions[node], 2
+                while f"{function}#{k}" in taken:
+                    k += 1
+                renames[node] = f"{function}#{k}"
+                taken.add(renames[node])
+        if not renames:
+            return self
+
+        def new(n: str) -> str:
+            return renames.get(n, n)
+
+        return Graph(
+            {new(n): [new(u) for u in ups] for n, ups in self.upstream.items()},
+            [new(t) for t in self.tails],
+            {new(n): f for n, f in self.functions.items()},
+        )
 
     def nodes(self) -> list[DagNode]:
         """The nodes in topological order, upstream given as indexes."""
@@ -124,7 +161,7 @@ class Graph:
                 placed.add(n)
                 del pending[n]
         index = {n: i for i, n in enumerate(order)}
-        return [DagNode(n, [index[u] for u in self.upstream[n]]) for n in order]
+        return [DagNode(self.functions[n], [index[u] for u in self.upstream[n]]) for n in order]
 
 
 def _merge(a: dict[str, list[str]], b: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -127,7 +127,7 @@ class Invocation:
                 self.state = State.DONE
                 return [Complete(value)]
             case Failed(attempt, error) if attempt == self.attempt:
-                if error.kind in RETRYABLE:
+                if error.kind in RETRYABLE or error.retry:  # retry: the function's retry_on
                     self.avoid |= self.executors
                     return self._retry_or_fail(error)
                 self.state = State.FAILED

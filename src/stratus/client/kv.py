@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from stratus.protocol import keys, serialization
 from stratus.protocol import messages as m
-from stratus.protocol import serialization
 
 if TYPE_CHECKING:
     from stratus.client.client import Client
@@ -51,6 +51,7 @@ class KV:
         return keys
 
     def _write(self, op: Any, key: str, value: Any) -> int:
+        keys.check_user_key(key)  # the platform's keys: a clear error, not a broken store
         blob = serialization.dumps(value, limit=self._client.max_payload, what="value")
         reply = self._client.request(lambda rid: m.KvWrite(rid, op, key, blob))
         version: int = reply.version

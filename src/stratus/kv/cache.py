@@ -32,10 +32,10 @@ class KVCache:
         capacity: int = 100_000,
         max_staleness: float = 0.02,
         max_quiet: float = 1.0,
-        hidden: str = "",
+        hidden: tuple[str, ...] = (),
     ) -> None:
         self.store = store
-        self.hidden = hidden  # a prefix of keys that listings leave out (the platform's)
+        self.hidden = hidden  # prefixes of keys that listings leave out (the platform's)
         self.capacity = capacity
         # Shared with the executor's other caches; a feed of its own otherwise.
         self.feed = feed or ChangeFeed(store, max_staleness=max_staleness, max_quiet=max_quiet)
@@ -82,7 +82,7 @@ class KVCache:
 
     def keys(self, prefix: str) -> list[str]:
         found = self.store.keys(prefix)
-        if self.hidden and self.hidden.startswith(prefix):
+        if self.hidden:
             found = [k for k in found if not k.startswith(self.hidden)]
         return found
 

@@ -54,8 +54,10 @@ class CausalTransaction(KVTransaction):
         clock: HybridClock,
         node: str,
         required: dict[str, VectorClock] | None = None,
+        *,
+        reserved: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(reader, clock)
+        super().__init__(reader, clock, reserved=reserved)
         self._node = node
         self.seen: dict[str, VectorClock] = {}
         self.required: dict[str, VectorClock] = dict(required or {})
@@ -67,6 +69,7 @@ class CausalTransaction(KVTransaction):
         return default if value is None else resolve(value)
 
     def put(self, key: str, value: Any) -> None:
+        self.check_writable(key)
         current = self.get_lattice(key)
         base = current if isinstance(current, CausalValue) else CausalValue(())
         # Its past: every version read, and everything those versions depend on (the
@@ -80,6 +83,7 @@ class CausalTransaction(KVTransaction):
         self._writes[key] = ("merge", base.write(self._node, value, past))
 
     def merge(self, key: str, value: Lattice) -> None:
+        self.check_writable(key)
         current = self.get_lattice(key)
         siblings = current.siblings if isinstance(current, CausalValue) else ()
         if siblings and all(isinstance(s, Lattice) for s in siblings):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from stratus._exceptions import ReservedKey
 from stratus.kv.values import as_lattice, resolve
 from stratus.lattice import HybridClock, Lattice, LWWRegister, Timestamp, decode, encode
 from stratus.store.base import CommitResult, Delete, Merge, Put, Store, Transaction, Write
@@ -66,9 +67,12 @@ class KVTransaction:
     'hello'
     """
 
-    def __init__(self, reader: Reader, clock: HybridClock) -> None:
+    def __init__(
+        self, reader: Reader, clock: HybridClock, *, reserved: tuple[str, ...] = ()
+    ) -> None:
         self._reader = reader
         self._clock = clock
+        self.reserved = reserved  # prefixes of the platform's keys, which it may not write
         self.reads: dict[str, int] = {}
         self.prefix_reads: dict[str, int] = {}
         self._writes: dict[str, tuple[str, Lattice | None]] = {}
@@ -123,6 +127,7 @@ class KVTransaction:
     def put(self, key: str, value: Any) -> None:
         """Set ``key``. A plain value becomes an ``LWWRegister`` stamped now, merged with
         what is stored so the latest write wins; a lattice replaces what is stored."""
+        self.check_writable(key)
         if isinstance(value, Lattice):
             self._writes[key] = (_PUT, value)
             return
@@ -134,6 +139,7 @@ class KVTransaction:
 
     def merge(self, key: str, value: Lattice) -> None:
         """Merge a lattice into ``key`` (the store merges it with concurrent writes)."""
+        self.check_writable(key)
         if not isinstance(value, Lattice):
             self.put(key, value)  # a plain value: an LWW register
             return
@@ -148,7 +154,13 @@ class KVTransaction:
 
     def delete(self, key: str) -> None:
         """Delete ``key`` (a tombstone in the store)."""
+        self.check_writable(key)
         self._writes[key] = (_DELETE, None)
+
+    def check_writable(self, key: str) -> None:
+        """Raise ``ReservedKey`` for a key of the platform (the file system's...)."""
+        if key.startswith(self.reserved):
+            raise ReservedKey(key)
 
     # ------------------------------------------------------------------ committing
 

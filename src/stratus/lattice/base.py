@@ -18,26 +18,12 @@ from typing import Any, Self
 
 import msgspec
 
-from stratus._exceptions import SerializationError, StratusError
-
-
-class LatticeError(StratusError):
-    """Root of the errors raised by ``stratus.lattice``."""
-
-
-class LatticeTypeError(LatticeError, TypeError):
-    """Two lattices of different types were merged or compared (``GSet`` with ``Counter``,
-    or two types under one key of a ``LatticeMap``), or a lattice was given contents of
-    the wrong type (an unhashable set element, a non-``int`` counter)."""
-
-
-class LatticeValueError(LatticeError, ValueError):
-    """A lattice was given contents of the right type but an impossible value: a negative
-    counter total, a NaN bound, an ``ORSet`` tag reused for another element."""
-
-
-class LatticeDecodeError(LatticeError, SerializationError):
-    """Bytes handed to :func:`stratus.lattice.decode` are not a lattice encoding."""
+# The lattice errors are defined with the others, and re-exported here.
+from stratus._exceptions import LatticeDecodeError as LatticeDecodeError
+from stratus._exceptions import LatticeError as LatticeError
+from stratus._exceptions import LatticeTypeError as LatticeTypeError
+from stratus._exceptions import LatticeValueError as LatticeValueError
+from stratus._exceptions import SerializationError
 
 
 class Lattice(msgspec.Struct, frozen=True):

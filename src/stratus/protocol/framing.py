@@ -16,15 +16,12 @@ from typing import Any
 
 import msgspec
 
+from stratus._exceptions import BadSignature as BadSignature  # defined with the others
 from stratus._exceptions import ProtocolError
 
 _HEADER = struct.Struct("!I")
 _MAC_SIZE = hashlib.sha256().digest_size
 FRAME_OVERHEAD = _HEADER.size + _MAC_SIZE + 4096  # header, MAC and message fields around a payload
-
-
-class BadSignature(ProtocolError):
-    """The frame was not signed with the cluster key: its sender is not one of us."""
 
 
 class Codec:

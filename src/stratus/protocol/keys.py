@@ -1,13 +1,23 @@
 """Names of the keys and files the platform itself keeps (no I/O).
 
-Every key stratus writes for its own use starts with ``RESERVED`` so that it never
-collides with a user's key; ``app.kv.keys()`` hides them. Build names here, never inline.
+Every key stratus writes for its own use starts with one of the ``PLATFORM`` prefixes
+(``RESERVED`` for new ones; the file system's ``FS`` predates it), so that it never
+collides with a user's key: listings through ``ctx.kv`` and ``app.kv`` hide them, and
+writes to them through the kv API raise ``ReservedKey``. Build names here, never inline.
 """
 
 from __future__ import annotations
 
+from stratus._exceptions import ReservedKey
+
 RESERVED = "\x00stratus/"
 """Prefix of the platform's own keys: a NUL byte cannot start a key a user types."""
+
+FS = "fs/"
+"""Prefix of the file system's keys (``stratus.fs.keys`` lays them out)."""
+
+PLATFORM = (RESERVED, FS)
+"""Every prefix of keys that belong to the platform."""
 
 METER = RESERVED + "meter/"
 """Prefix of metering batches: ``METER + <cluster>/<executor>/<batch, 10 digits>``."""
@@ -32,7 +42,13 @@ def gateway_token(digest: str) -> str:
 
 def is_reserved(key: str) -> bool:
     """Whether ``key`` belongs to the platform rather than to a user."""
-    return key.startswith(RESERVED)
+    return key.startswith(PLATFORM)
+
+
+def check_user_key(key: str) -> None:
+    """Raise ``ReservedKey`` if a user may not write ``key`` through the kv API."""
+    if key.startswith(PLATFORM):
+        raise ReservedKey(key)
 
 
 # Files under the data directory.

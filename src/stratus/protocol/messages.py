@@ -17,6 +17,8 @@ from typing import Literal
 
 import msgspec
 
+from stratus.protocol.errors import ErrorInfo as ErrorInfo  # the failures messages carry
+
 Consistency = Literal["eventual", "causal", "serializable"]
 
 
@@ -42,10 +44,11 @@ class Resources(msgspec.Struct, frozen=True, gc=False):
 class FunctionOptions(msgspec.Struct, frozen=True, gc=False):
     """Options of a registered function; ``resources`` are matched against executors.
 
-    The last five shape its warm pool (docs/autoscaling.md): ``min_instances`` ..
-    ``max_instances`` executors; ``concurrency`` calls sent to one executor at once (the
-    rest wait in the caller); ``max_queued`` calls waiting in one caller before
-    ``Overloaded``; ``preload`` modules imported before a new executor says hello.
+    ``min_instances`` to ``preload`` shape its warm pool (docs/autoscaling.md):
+    ``min_instances`` .. ``max_instances`` executors; ``concurrency`` calls sent to one
+    executor at once (the rest wait in the caller); ``max_queued`` calls waiting in one
+    caller before ``Overloaded``; ``preload`` modules imported before a new executor
+    says hello. A call whose function raised a type ``retry_on`` names is retried.
     """
 
     timeout: float | None = 300.0
@@ -59,6 +62,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, gc=False):
     concurrency: int = 10_000
     max_queued: int = 100_000
     preload: tuple[str, ...] = ()
+    retry_on: tuple[str, ...] = ()  # exception types (protocol.errors.type_name) retried
 
 
 class ExecutorAddress(msgspec.Struct, frozen=True, gc=False):
@@ -67,16 +71,6 @@ class ExecutorAddress(msgspec.Struct, frozen=True, gc=False):
     executor_id: str
     unix: str
     tcp: str = ""
-
-
-class ErrorInfo(msgspec.Struct, frozen=True, gc=False):
-    """A failure sent back to a caller. ``kind`` names the stratus exception class."""
-
-    kind: str
-    message: str
-    remote_type: str = ""
-    traceback: str = ""
-    exception: bytes = b""  # the pickled original exception, when it could be pickled
 
 
 class PlanNode(msgspec.Struct, frozen=True, gc=False):

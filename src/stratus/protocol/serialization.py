@@ -15,6 +15,7 @@ from typing import Any
 import cloudpickle
 
 from stratus._exceptions import PayloadTooLarge, SerializationError
+from stratus.protocol import code
 
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 
@@ -40,7 +41,7 @@ def dumps_code(obj: Any, *, limit: int, defined_by: Any = None) -> bytes:
     try:
         if module is not None:
             cloudpickle.register_pickle_by_value(module)
-        data: bytes = cloudpickle.dumps(obj, protocol=5)
+        data = code.dumps(obj)  # file names and source lines kept for tracebacks
     except Exception as e:
         raise SerializationError(f"cannot pickle {obj!r}: {type(e).__name__}: {e}") from e
     finally:

@@ -12,7 +12,7 @@ from stratus import _exceptions as exc
 from stratus.kv import as_lattice
 from stratus.kv.open import open_store
 from stratus.lattice import HybridClock, Lattice, decode, encode
-from stratus.protocol import keys, serialization
+from stratus.protocol import errors, keys, serialization
 from stratus.protocol import messages as m
 
 _LIMIT = serialization.DEFAULT_MAX_PAYLOAD
@@ -29,7 +29,7 @@ class ClientKV:
         try:
             return self._handle(request)
         except exc.StratusError as e:
-            return m.RequestFailed(request.rid, m.ErrorInfo(type(e).__name__, str(e)))
+            return m.RequestFailed(request.rid, errors.encode(e))
 
     def _handle(self, request: m.KvRead | m.KvWrite | m.KvList) -> Any:
         match request:

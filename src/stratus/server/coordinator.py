@@ -26,6 +26,7 @@ from typing import Any
 from stratus import _exceptions as exc
 from stratus.config import ClusterConfig
 from stratus.kv.open import open_store
+from stratus.protocol import errors
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.server import elastic as el
@@ -221,10 +222,7 @@ class Coordinator:
         try:
             self._handle(conn, message)
         except exc.StratusError as e:
-            rid = getattr(message, "rid", 0)
-            kind = type(e).__name__
-            text = e.name if isinstance(e, exc.FunctionNotFound) else str(e)
-            conn.send(m.RequestFailed(rid, m.ErrorInfo(kind, text)))
+            conn.send(m.RequestFailed(getattr(message, "rid", 0), errors.encode(e)))
 
     def _handle(self, conn: Connection, message: Any) -> None:
         now = time.monotonic()

@@ -30,7 +30,6 @@ import random
 import resource
 import signal
 import time
-import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +42,7 @@ from stratus.kv import KVCache, KVTransaction, Ref
 from stratus.kv.causal import CausalRetry, CausalTransaction
 from stratus.kv.open import open_store
 from stratus.lattice import HybridClock, VectorClock
-from stratus.protocol import keys, serialization
+from stratus.protocol import errors, keys, serialization
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.protocol.metering import Outcome
@@ -84,6 +83,8 @@ class _Running:
     def timeout_reply(self) -> m.Failure:
         call = self.call
         error = m.ErrorInfo("InvocationTimeout", f"{call.function} ran past its {call.timeout} s")
+        if call.plan is not None:
+            error = errors.in_step(error, call.function, call.node)
         return m.Failure(call.rid, call.attempt, error)
 
 
@@ -117,7 +118,7 @@ class Executor:
         self.client.on_lost = self._on_coordinator_lost
         self.store = open_store(config.store_url)
         self.feed = ChangeFeed(self.store)  # one feed read refreshes both caches
-        self.kv_cache = KVCache(self.store, feed=self.feed, hidden=keys.RESERVED)
+        self.kv_cache = KVCache(self.store, feed=self.feed, hidden=keys.PLATFORM)
         self.fs_cache = FsCache(self.store, feed=self.feed)
         self.volumes = Volumes(self.store, cache=self.fs_cache)
         self.meter = Meter(config.data_dir, config.cluster_id, executor_id, self.store)
@@ -297,7 +298,7 @@ class Executor:
         try:
             args = tuple(serialization.loads(fanin.values[u]) for u in node.upstream)
         except exc.SerializationError as e:
-            self._reply_dag(message.rid, message.attempt, message.reply_to, _error_info(e))
+            self._reply_dag(message.rid, message.attempt, message.reply_to, errors.encode(e))
             return
         call = m.Call(
             message.rid,
@@ -319,7 +320,7 @@ class Executor:
         try:
             args, kwargs = serialization.loads(call.args, what="arguments")
         except exc.SerializationError as e:
-            self._reply(conn, call, _error_info(e))
+            self._reply(conn, call, errors.encode(e))
             return
         self._run(conn, call, args, kwargs, arrived=arrived)
 
@@ -339,10 +340,10 @@ class Executor:
         try:
             target, options = self._load(call.function, call.version)
         except exc.StratusError as e:
-            self._reply(conn, call, _error_info(e))
+            self._reply(conn, call, errors.encode(e))
             return
         except _InitFailed as e:
-            self._reply(conn, call, _remote_error(e, self.config.max_payload))
+            self._reply(conn, call, self._failed(e, None))
             return
         if self._cost.get(key, 1.0) > _BATCH_BELOW:
             self.reactor.flush()  # this may run long: don't hold earlier replies back
@@ -417,9 +418,11 @@ class Executor:
             self.feed.refresh_if_stale()
             fs = FsSession(self.volumes, options.volume)
             kv = (
-                CausalTransaction(self.kv_cache, self.clock, self.executor_id, required)
+                CausalTransaction(
+                    self.kv_cache, self.clock, self.executor_id, required, reserved=keys.PLATFORM
+                )
                 if causal
-                else KVTransaction(self.kv_cache, self.clock)
+                else KVTransaction(self.kv_cache, self.clock, reserved=keys.PLATFORM)
             )
             for exported in upstream_kv:
                 kv.absorb(exported)
@@ -448,7 +451,7 @@ class Executor:
                 continue
             except (exc.SerializationError, exc.PayloadTooLarge) as e:
                 fs.abandon()
-                return _error_info(e), kv
+                return errors.encode(e), kv
             except MemoryError:
                 self._over_memory = True
                 self._limit_memory(0)  # room to build the reply; we exit after it
@@ -460,7 +463,7 @@ class Executor:
                 fs.abandon()
                 if stale:
                     continue  # it may have failed because of what changed: run it again
-                return _remote_error(e, self.config.max_payload), kv
+                return self._failed(e, options), kv
             fs.txn.finished(result)
             if result.ok:
                 if commits:
@@ -564,8 +567,21 @@ class Executor:
                 lost = m.ErrorInfo("ExecutorLost", f"next DAG step unreachable: {e}")
                 self._reply_dag(call.rid, call.attempt, call.reply_to, lost)
 
+    def _failed(self, error: BaseException, options: m.FunctionOptions | None) -> m.ErrorInfo:
+        """The reply to a call whose function (or class constructor) raised ``error``."""
+        if isinstance(error, _InitFailed) and error.__cause__ is not None:
+            error = error.__cause__
+        return errors.encode_remote(
+            error,
+            limit=self.config.max_payload,
+            retry_on=options.retry_on if options is not None else (),
+            skip_frames=1,  # the executor's own frame that called the user's code
+        )
+
     def _reply(self, conn: Connection | None, call: m.Call, outcome: bytes | m.ErrorInfo) -> None:
         if call.plan is not None:
+            if isinstance(outcome, m.ErrorInfo):  # the caller learns which step failed
+                outcome = errors.in_step(outcome, call.function, call.node)
             self._reply_dag(call.rid, call.attempt, call.reply_to, outcome)
         elif conn is not None:
             conn.send(_reply_message(call.rid, call.attempt, outcome), flush=False)
@@ -636,25 +652,3 @@ def _reply_message(rid: int, attempt: int, outcome: bytes | m.ErrorInfo) -> Any:
     if isinstance(outcome, bytes):
         return m.Result(rid, attempt, outcome)
     return m.Failure(rid, attempt, outcome)
-
-
-def _error_info(error: exc.StratusError) -> m.ErrorInfo:
-    if isinstance(error, exc.FunctionNotFound):
-        return m.ErrorInfo("FunctionNotFound", error.name)
-    return m.ErrorInfo(type(error).__name__, str(error))
-
-
-def _remote_error(error: BaseException, limit: int) -> m.ErrorInfo:
-    if isinstance(error, _InitFailed) and error.__cause__ is not None:
-        error = error.__cause__
-    try:
-        pickled = serialization.dumps(error, limit=limit, what="exception")
-    except exc.StratusError:
-        pickled = b""
-    return m.ErrorInfo(
-        "RemoteError",
-        str(error),
-        remote_type=f"{type(error).__module__}.{type(error).__qualname__}",
-        traceback="".join(traceback.format_exception(error)),
-        exception=pickled,
-    )

@@ -65,9 +65,6 @@ def validate_dag(nodes: list[DagNode]) -> int:
     """Check a DAG's shape; return the index of its single sink."""
     if not nodes:
         raise ConfigurationError("a DAG needs at least one function")
-    names = [n.function for n in nodes]
-    if len(set(names)) != len(names):
-        raise ConfigurationError("a function may appear only once in a DAG")
     for i, node in enumerate(nodes):
         if any(not 0 <= u < i for u in node.upstream):
             raise ConfigurationError("DAG nodes must be listed in topological order")

@@ -43,7 +43,8 @@ from typing import Protocol, Self, TypeVar
 
 import msgspec
 
-from stratus._exceptions import ClusterClosed, ConfigurationError, PayloadTooLarge
+from stratus._exceptions import ConfigurationError, PayloadTooLarge
+from stratus._exceptions import StoreClosed as StoreClosed  # defined with the others
 
 MAX_KEY_BYTES = 1024
 """The longest key (and prefix), in bytes of UTF-8."""
@@ -55,10 +56,6 @@ MergeFn = Callable[[bytes | None, bytes], bytes]
 """``merge_fn(old_value_or_None, value) -> new_value``: how ``merge`` combines values."""
 
 _R = TypeVar("_R")
-
-
-class StoreClosed(ClusterClosed):
-    """The store was closed, or was opened by the parent of this forked process."""
 
 
 # --------------------------------------------------------------------------- value types

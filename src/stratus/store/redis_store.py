@@ -80,7 +80,11 @@ from typing import Any, NamedTuple, NoReturn, TypeVar, cast
 import redis
 from redis.commands.core import Script
 
-from stratus._exceptions import ConfigurationError, ConnectionFailed, StratusError
+from stratus._exceptions import (
+    ConfigurationError,
+    ConnectionFailed,
+    MergeContention,
+)
 from stratus.store.base import (
     DEFAULT_MAX_VALUE_BYTES,
     BaseStore,
@@ -108,22 +112,6 @@ DEFAULT_MERGE_ATTEMPTS = 100
 _BACKOFF = 50e-6  # seconds: the first backoff's bound, doubled up to 6.4 ms
 _BACKOFF_DOUBLINGS = 7
 _CONFLICT, _RETRY, _DONE = 0, 1, 2  # the first element of the commit script's reply (as in Lua)
-
-
-class MergeContention(StratusError):
-    """A merge (or a commit with merges) lost its optimistic race ``attempts`` times in a
-    row: other writers keep changing ``keys``. Nothing of it was written.
-
-    It belongs under ``StratusError`` in the tree of ``_exceptions.py``.
-    """
-
-    def __init__(self, keys: Sequence[str], attempts: int) -> None:
-        super().__init__(
-            f"merging into {', '.join(map(repr, keys))} lost to concurrent writers "
-            f"{attempts} times in a row; nothing was written"
-        )
-        self.keys = list(keys)
-        self.attempts = attempts
 
 
 class _Names(NamedTuple):
