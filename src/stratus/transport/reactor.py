@@ -306,7 +306,11 @@ class Reactor:
             if conn is self._holder:
                 self._holder = None
             self._resume_readers()
-        elif self._buffered > self.limits.max_buffered and conn is not self._holder:
+        elif (
+            self._buffered > self.limits.max_buffered
+            and conn is not self._holder
+            and not conn._paused  # a paused one read on POLLHUP: it already waits
+        ):
             if self._holder is None:
                 self._holder = conn  # one reader may always finish its frame: no deadlock
             else:
