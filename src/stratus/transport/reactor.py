@@ -23,6 +23,7 @@ time, the holder, may finish its frame, so the waiting always ends.
 from __future__ import annotations
 
 import errno
+import functools
 import heapq
 import itertools
 import logging
@@ -351,9 +352,12 @@ class Reactor:
         due = self.guard.next_wakeup()
         if due is not None and (self._guard_due is None or due < self._guard_due):
             self._guard_due = due
-            heapq.heappush(self._timers, (due, next(self._seq), self._guard_tick))
+            tick: Callable[[], None] = functools.partial(self._guard_tick, due)
+            heapq.heappush(self._timers, (due, next(self._seq), tick))
 
-    def _guard_tick(self) -> None:
+    def _guard_tick(self, due: float) -> None:
+        if due != self._guard_due:
+            return  # superseded by an earlier timer, which has re-armed the guard
         self._guard_due = None
         self._guard_event(gd.Tick())
 
