@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
+from pathlib import Path
 
 import msgspec
 
 from stratus._exceptions import ConfigurationError
 from stratus.protocol.messages import Resources
 from stratus.protocol.serialization import DEFAULT_MAX_PAYLOAD
+from stratus.transport import addresses
+from stratus.transport.guard import ConnectionLimits
 
 
 class AutoscalingConfig(msgspec.Struct, frozen=True):
@@ -44,6 +48,9 @@ class ClusterConfig(msgspec.Struct, frozen=True):
     key: bytes
     data_dir: str = ".stratus"
     listen: str = ""  # tcp://host:port for a server; empty for an embedded cluster
+    # The host executors give clients for their TCP listeners; empty: the listen host, or
+    # when that is a wildcard (0.0.0.0, ::), a routable address of this machine.
+    advertise: str = ""
     store: str = ""  # where state lives; empty: sqlite:<data_dir>/state.db
     executors: int = 0  # the most executor processes at once; 0: one per core
     max_payload: int = DEFAULT_MAX_PAYLOAD
@@ -52,6 +59,11 @@ class ClusterConfig(msgspec.Struct, frozen=True):
     log_level: str = "WARNING"
     metrics: str = ""  # host:port for the Prometheus endpoint; empty: not served
     autoscaling: AutoscalingConfig = AutoscalingConfig()
+    connections: ConnectionLimits = ConnectionLimits()  # what strangers may do (guard.py)
+
+    def __post_init__(self) -> None:
+        if self.advertise:
+            addresses.check_host(self.advertise)
 
     @property
     def coordinator_unix(self) -> str:
@@ -116,9 +128,49 @@ def load_key(key: bytes | str | None, data_dir: str | os.PathLike[str]) -> bytes
 
 
 def write_key(key: bytes, data_dir: str | os.PathLike[str]) -> str:
-    """Write a server's key to ``<data_dir>/key``, readable by its owner only."""
+    """Write a server's key to ``<data_dir>/key``, readable by its owner only (in a
+    directory that is its owner's only)."""
+    make_private_dir(data_dir)
     path = os.path.join(data_dir, "key")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # an older key file may have been readable by others
         f.write(key.hex() + "\n")
     return path
+
+
+def make_private_dir(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` (and its parents) if needed, and make it its owner's only (0700)."""
+    Path(path).mkdir(mode=0o700, parents=True, exist_ok=True)
+    _restrict(Path(path), 0o700)
+
+
+def secure_data_dir(config: ClusterConfig) -> None:
+    """Make what a cluster keeps on disk its owner's only: the data directory 0700; the
+    key and an embedded store's files (SQLite's database and journals, an LMDB
+    directory) 0600. A cluster started before this rule, or a file another program
+    created, is tightened here; new files are created private by the server's umask."""
+    make_private_dir(config.data_dir)
+    private = [Path(config.data_dir, "key")]
+    scheme, _, rest = config.store_url.partition(":")
+    if scheme in ("sqlite", "lmdb"):
+        store = Path(rest.partition("?")[0])
+        private += [store, *(Path(f"{store}{end}") for end in ("-wal", "-shm", "-journal"))]
+    for path in private:
+        if path.is_dir():  # LMDB: a directory of two files
+            _restrict(path, 0o700)
+            for entry in path.iterdir():
+                _restrict(entry, 0o600)
+        else:
+            _restrict(path, 0o600)
+
+
+def _restrict(path: Path, mode: int) -> None:
+    """chmod ``path`` to ``mode`` if it exists, is ours and is more open; else nothing (a
+    shared directory named as the data dir stays as its owner set it)."""
+    try:
+        st = path.lstat()
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+            path.chmod(mode)
+    except OSError:
+        pass

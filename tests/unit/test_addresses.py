@@ -7,7 +7,15 @@ import socket
 import pytest
 
 from stratus._exceptions import ConfigurationError
-from stratus.transport.addresses import DEFAULT_PORT, is_local, parse
+from stratus.transport.addresses import (
+    DEFAULT_PORT,
+    advertised,
+    check_host,
+    is_local,
+    parse,
+    routable_host,
+    tcp,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,3 +91,37 @@ def test_parse_bracketed_ipv6_without_port_uses_the_default_port() -> None:
 )
 def test_is_local(address: str, local: bool) -> None:
     assert is_local(address) is local
+
+
+@pytest.mark.parametrize("bound", ["tcp://0.0.0.0:7071", "tcp://[::]:7071"])
+def test_a_wildcard_listener_advertises_a_routable_address_of_this_host(bound: str) -> None:
+    family, (host, port) = parse(advertised(bound))  # type: ignore[misc]
+    assert host not in ("0.0.0.0", "::") and port == 7071
+    assert host == routable_host(family)
+
+
+def test_a_listener_on_a_host_advertises_that_host() -> None:
+    assert advertised("tcp://10.1.2.3:7071") == "tcp://10.1.2.3:7071"
+    assert advertised("unix:@stratus-x") == "unix:@stratus-x"
+
+
+@pytest.mark.parametrize(
+    ("advertise", "expected"),
+    [
+        ("node7.example.com", "tcp://node7.example.com:7071"),
+        ("tcp://10.9.8.7", "tcp://10.9.8.7:7071"),
+        ("[fd00::5]", "tcp://[fd00::5]:7071"),
+    ],
+)
+def test_advertise_replaces_the_bound_host(advertise: str, expected: str) -> None:
+    assert advertised("tcp://0.0.0.0:7071", advertise) == expected
+
+
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "::", "10.0.0.1:80", "a/b", "tcp://"])
+def test_advertising_a_non_host_is_a_configuration_error(host: str) -> None:
+    with pytest.raises(ConfigurationError):
+        check_host(host)
+
+
+def test_tcp_brackets_ipv6_so_that_parse_reads_it_back() -> None:
+    assert parse(tcp("::1", 9)) == (socket.AF_INET6, ("::1", 9))

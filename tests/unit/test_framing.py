@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from stratus._exceptions import ProtocolError
 from stratus.protocol import messages as m
-from stratus.protocol.framing import Codec, FrameReader
+from stratus.protocol.framing import FIRST_FRAME_LIMIT, Codec, FrameReader
 
 KEY = b"k" * 32
 MAX_FRAME = 1 << 16
@@ -175,6 +175,31 @@ def test_reader_refuses_an_oversized_frame_before_its_body_arrives() -> None:
 def test_reader_refuses_a_length_shorter_than_a_mac() -> None:
     with pytest.raises(ProtocolError):
         FrameReader(MAX_FRAME).feed(struct.pack("!I", MAC - 1) + bytes(MAC))
+
+
+BIG = 1 << 20
+
+
+def test_the_first_frame_is_refused_above_the_first_frame_limit() -> None:
+    reader = FrameReader(BIG, first_frame=1024)
+    refused = r"first frame of 60000000 bytes refused \(limit 1024\)"
+    with pytest.raises(ProtocolError, match=refused):
+        reader.feed(struct.pack("!I", 60_000_000) + b"junk")
+    assert FrameReader(BIG).limit == FIRST_FRAME_LIMIT == 64 * 1024
+
+
+def test_after_the_first_frame_the_full_limit_applies_even_in_the_same_feed() -> None:
+    reader = FrameReader(BIG, first_frame=1024)
+    hello = codec().encode(m.Result(1, 1, b"hello"))
+    large = struct.pack("!I", BIG) + bytes(BIG)
+    got = reader.feed(hello + large[:1000])  # a client pipelines Hello and a large call
+    assert [bytes(f) for f in got] == [hello[HEADER:]]
+    assert reader.limit == BIG and reader.buffered == 1000
+    assert len(reader.feed(large[1000:])) == 1 and reader.buffered == 0
+
+
+def test_a_first_frame_limit_above_the_frame_limit_is_the_frame_limit() -> None:
+    assert FrameReader(1000, first_frame=5000).limit == 1000
 
 
 # --- fuzzing

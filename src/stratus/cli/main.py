@@ -34,6 +34,12 @@ def cli() -> None:
     show_default=True,
     help="Address clients connect to.",
 )
+@click.option(
+    "--advertise",
+    default="",
+    callback=lambda ctx, param, value: _check_advertise(value),
+    help="Host executors give clients (default: the listen host; for 0.0.0.0, this host's IP).",
+)
 @click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
 @click.option("--executors", default=0, help="Executor processes at most (default: one per core).")
 @click.option(
@@ -50,6 +56,7 @@ def cli() -> None:
 )
 def up(
     listen: str,
+    advertise: str,
     data_dir: str,
     executors: int,
     store: str,
@@ -70,6 +77,7 @@ def up(
         key=key,
         data_dir=str(path.resolve()),
         listen=listen,
+        advertise=advertise,
         executors=executors,
         store=store,
         preload=list(preload),
@@ -104,6 +112,15 @@ def up(
         progress.stop()
         server_file.unlink(missing_ok=True)
     console.print(f"stopped: {coordinator.stop_reason}")
+
+
+def _check_advertise(host: str) -> str:
+    from stratus.transport.addresses import check_host
+
+    try:
+        return check_host(host) if host else ""
+    except exc.ConfigurationError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 class _StartProgress:

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from stratus import _exceptions as exc
+from stratus import config as cfg
 from stratus.config import ClusterConfig
 from stratus.kv.open import open_store
 from stratus.protocol import errors
@@ -47,6 +48,10 @@ class Coordinator:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
+        # What this server and its executors create (the store, spools, logs) is its
+        # owner's only; so is what an older version left readable.
+        os.umask(0o077)
+        cfg.secure_data_dir(config)
         # First, an unusable store stops us before forking. It is closed again before the
         # fork: an LMDB environment may be open once per process, and forked executors
         # would inherit this one.
@@ -54,7 +59,7 @@ class Coordinator:
         # Fork the fork server next, while this process has a single thread.
         self._forkserver_pid, forkserver_sock = forkserver.start(config)
         self.kv = ClientKV(config.store_url)
-        self.reactor = Reactor()
+        self.reactor = Reactor(limits=config.connections)
         max_frame = config.max_payload + FRAME_OVERHEAD
         self.codec = Codec(config.key, m.ToCoordinator, max_frame=max_frame)
         fork_codec = Codec(config.key, m.FromForkServer, max_frame=1 << 16)

@@ -52,6 +52,7 @@ from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
 from stratus.store.base import CommitResult, Put, Transaction
 from stratus.store.feed import ChangeFeed
+from stratus.transport import addresses
 from stratus.transport.reactor import Connection, Reactor
 
 log = logging.getLogger("stratus.executor")
@@ -99,13 +100,14 @@ class Executor:
     def __init__(self, config: ClusterConfig, executor_id: str) -> None:
         self.config = config
         self.executor_id = executor_id
-        self.reactor = Reactor(spin=SPIN)
+        self.reactor = Reactor(spin=SPIN, limits=config.connections)
         self.codec = Codec(config.key, m.ToExecutor, max_frame=config.max_payload + FRAME_OVERHEAD)
         self.unix = self.reactor.listen(config.executor_unix(executor_id), self._accept)
         self.tcp = ""
         if config.listen:
             host = config.listen.rpartition(":")[0]
-            self.tcp = self.reactor.listen(f"{host}:0", self._accept)
+            bound = self.reactor.listen(f"{host}:0", self._accept)
+            self.tcp = addresses.advertised(bound, config.advertise)  # not 0.0.0.0
         self.client = Client(
             config.coordinator_unix,
             config.key,

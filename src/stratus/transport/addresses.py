@@ -62,7 +62,69 @@ def listen(address: str) -> tuple[socket.socket, str]:
     if family == socket.AF_UNIX:
         return sock, address
     host, port = sock.getsockname()[:2]
-    return sock, f"tcp://{host}:{port}"
+    return sock, tcp(host, port)
+
+
+def tcp(host: str, port: int) -> str:
+    """``tcp://host:port``, with an IPv6 host in brackets."""
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def advertised(bound: str, advertise: str = "") -> str:
+    """The address peers should dial for a listener bound at ``bound``.
+
+    ``advertise`` (a host name or address) replaces the bound host; a wildcard host
+    (``0.0.0.0``, ``::``) is no place to dial from another machine, so it becomes this
+    machine's routable address. Unix addresses are returned as they are.
+    """
+    family, sockaddr = parse(bound)
+    if family == socket.AF_UNIX:
+        return bound
+    assert isinstance(sockaddr, tuple)
+    host, port = sockaddr
+    if advertise:
+        host = check_host(advertise)
+    elif host in _WILDCARDS:
+        host = routable_host(family)
+    return tcp(host, port)
+
+
+def check_host(host: str) -> str:
+    """``host`` without brackets; ``ConfigurationError`` unless it names one host."""
+    bare = host.strip().removeprefix("tcp://").strip("[]")
+    wrong = not bare or bare in _WILDCARDS or any(c in bare for c in "/@ ")
+    if not wrong and ":" in bare:  # IPv6, not host:port
+        try:
+            socket.inet_pton(socket.AF_INET6, bare)
+        except OSError:
+            wrong = True
+    if wrong:
+        raise ConfigurationError(f"cannot advertise {host!r}: give a host name or address")
+    return bare
+
+
+def routable_host(family: int = socket.AF_INET) -> str:
+    """The address of this machine that the default route leaves from (loopback when
+    there is no route). Connecting a UDP socket sends nothing; it only picks a source."""
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"  # documentation nets
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            host: str = sock.getsockname()[0]
+            if host not in _WILDCARDS:
+                return host
+    except OSError:
+        pass
+    try:
+        host = socket.gethostbyname(socket.gethostname())
+        if family == socket.AF_INET and not host.startswith("127."):
+            return host
+    except OSError:
+        pass
+    return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
 def connect(address: str, timeout: float = 5.0) -> socket.socket:

@@ -10,11 +10,20 @@ loop continues where the outer one stopped.
 The reactor has no thread of its own: whoever waits drives it, so a reply is read by the
 thread that wants it, without a hand-off between threads. ``wake()`` is the only method
 safe to call from another thread.
+
+Hostile peers (docs/reliability.md): a connection accepted on a listener is a stranger
+until its first frame passes the HMAC check. The ``Guard`` (transport/guard.py) gives
+strangers a handshake deadline and a cap per listener, and pauses a listener that hits
+the fd limit; a stranger's reads stop at its first frame (at most 64 KiB). Partial frames
+of all connections together are held under ``ConnectionLimits.max_buffered``: past it, a
+connection whose frame grows waits (its socket is not read) while one connection at a
+time, the holder, may finish its frame, so the waiting always ends.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import heapq
 import itertools
 import logging
@@ -30,6 +39,7 @@ from typing import Any
 from stratus._exceptions import ConnectionFailed, ProtocolError
 from stratus.protocol.framing import BadSignature, Codec, FrameReader
 from stratus.transport import addresses
+from stratus.transport import guard as gd
 
 log = logging.getLogger("stratus.transport")
 
@@ -55,9 +65,12 @@ class Connection:
         self.closed = False
         self.rejected = 0  # frames dropped for a bad signature or schema
         self.verified = False  # a frame signed with the cluster key has arrived
+        self.stranger = False  # accepted on a listener and not verified yet: guarded
         self.on_message: MessageHandler = _ignore
         self.on_close: CloseHandler = _ignore_close
-        self._reader = FrameReader(codec.max_frame)
+        self._reader = FrameReader(codec.max_frame, first_frame=reactor.limits.first_frame)
+        self._counted = 0  # bytes of a partial frame in the reactor's total
+        self._paused = False  # not read until the reactor's buffer budget allows
         self._out = bytearray()
         self._want_write = False
 
@@ -101,8 +114,12 @@ class Connection:
         self.on_close(self)
 
     def _on_readable(self) -> None:
+        reader = self._reader
+        # Before its first frame is verified, a peer's bytes are read no further than that
+        # frame can reach: a stranger never has more than first_frame bytes buffered.
+        size = _RECV if self.verified else max(1, min(_RECV, reader.limit + 4 - reader.buffered))
         try:
-            n = self.sock.recv_into(self.reactor._rbuf)
+            n = self.sock.recv_into(self.reactor._rbuf, size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -111,28 +128,44 @@ class Connection:
             self.close()
             return
         try:
-            frames = self._reader.feed(self.reactor._rview[:n])
+            frames = reader.feed(self.reactor._rview[:n])
         except ProtocolError as e:
-            log.warning("closing %r: %s", self, e)
+            self._complain(f"closing {self!r}: {e}")
             self.close()
             return
+        self.reactor._account(self)
         for frame in frames:
             try:
                 message = self.codec.decode(frame)
             except BadSignature as e:
                 self.rejected += 1
-                log.warning("dropped a frame from %r: %s", self, e)
                 if not self.verified:  # a stranger: hang up
+                    self._complain(f"closing {self!r}: {e}")
                     self.close()
                     return
+                log.warning("dropped a frame from %r: %s", self, e)
                 continue
             except ProtocolError as e:  # signed by a peer, but not a message we take
-                self.verified = True
+                self._verify()
                 self.rejected += 1
                 log.warning("dropped a frame from %r: %s", self, e)
                 continue
-            self.verified = True
+            if not self.verified:
+                self._verify()
             self.reactor.ready.append((self, message))
+
+    def _verify(self) -> None:
+        self.verified = True
+        if self.stranger:
+            self.stranger = False
+            self.reactor._guard_event(gd.Authenticated(self.fd))
+
+    def _complain(self, message: str) -> None:
+        """Log a refusal: plainly for a peer with the key, rate limited for a stranger."""
+        if self.verified:
+            log.warning("%s", message)
+        else:
+            self.reactor._guard_event(gd.Noted("stranger", message))
 
 
 class Reactor:
@@ -145,8 +178,15 @@ class Reactor:
     reactor never spins.
     """
 
-    def __init__(self, *, spin: float = 0.0) -> None:
+    def __init__(self, *, spin: float = 0.0, limits: gd.ConnectionLimits | None = None) -> None:
         self.spin = spin
+        self.limits = limits if limits is not None else gd.ConnectionLimits()
+        self.guard = gd.Guard(self.limits)
+        self._guard_due: float | None = None  # when the guard's timer fires next
+        self._accept_paused: set[int] = set()  # listeners backing off after EMFILE
+        self._buffered = 0  # bytes of partial frames, all connections together
+        self._holder: Connection | None = None  # may read past the budget: see the top
+        self._waiting: deque[Connection] = deque()  # paused until the budget allows
         # One receive buffer for all connections: a fresh 256 KiB bytes per recv() costs
         # an mmap and munmap each time.
         self._rbuf = bytearray(_RECV)
@@ -232,7 +272,7 @@ class Reactor:
 
     def _modify(self, conn: Connection) -> None:
         if conn.fd in self._conns:
-            mask = _READ | (select.POLLOUT if conn._want_write else 0)
+            mask = (0 if conn._paused else _READ) | (select.POLLOUT if conn._want_write else 0)
             self._poll.modify(conn.fd, mask)
             if self._polling:  # another thread is in poll(): make it see the new mask
                 self.wake()
@@ -241,6 +281,85 @@ class Reactor:
         if self._conns.pop(conn.fd, None) is not None:
             self._poll.unregister(conn.fd)
         self._dirty.discard(conn)
+        if conn.stranger:
+            conn.stranger = False
+            self._guard_event(gd.Closed(conn.fd))
+        if conn._paused:
+            conn._paused = False
+            self._waiting.remove(conn)
+        self._buffered -= conn._counted
+        conn._counted = 0
+        if conn is self._holder:
+            self._holder = None
+        self._resume_readers()
+
+    # --- the buffer budget
+
+    def _account(self, conn: Connection) -> None:
+        """Count ``conn``'s partial frame in the total; pause it if the total is too big."""
+        buffered = conn._reader.buffered
+        delta = buffered - conn._counted
+        if not delta:
+            return
+        conn._counted = buffered
+        self._buffered += delta
+        if delta < 0:  # a frame completed: its bytes went to the handlers
+            if conn is self._holder:
+                self._holder = None
+            self._resume_readers()
+        elif (
+            self._buffered > self.limits.max_buffered
+            and conn is not self._holder
+            and not conn._paused  # a paused one read on POLLHUP: it already waits
+        ):
+            if self._holder is None:
+                self._holder = conn  # one reader may always finish its frame: no deadlock
+            else:
+                conn._paused = True
+                self._waiting.append(conn)
+                self._modify(conn)
+
+    def _resume_readers(self) -> None:
+        while self._waiting and (
+            self._buffered <= self.limits.max_buffered or self._holder is None
+        ):
+            conn = self._waiting.popleft()
+            if self._buffered > self.limits.max_buffered:
+                self._holder = conn
+            conn._paused = False
+            self._modify(conn)
+
+    # --- the guard against strangers
+
+    def _guard_event(self, event: gd.Event) -> None:
+        for instruction in self.guard.handle(event, time.monotonic()):
+            match instruction:
+                case gd.Drop(fd, reason):
+                    conn = self._conns.get(fd)
+                    if conn is not None and conn.stranger:
+                        log.debug("closing %r: %s", conn, reason)
+                        conn.close()
+                case gd.PauseAccepting(fd):
+                    if fd in self._listeners and fd not in self._accept_paused:
+                        self._accept_paused.add(fd)
+                        self._poll.unregister(fd)
+                case gd.ResumeAccepting(fd):
+                    if fd in self._accept_paused:
+                        self._accept_paused.discard(fd)
+                        self._poll.register(fd, _READ)
+                case gd.Log(message):
+                    log.warning("%s", message)
+        due = self.guard.next_wakeup()
+        if due is not None and (self._guard_due is None or due < self._guard_due):
+            self._guard_due = due
+            tick: Callable[[], None] = functools.partial(self._guard_tick, due)
+            heapq.heappush(self._timers, (due, next(self._seq), tick))
+
+    def _guard_tick(self, due: float) -> None:
+        if due != self._guard_due:
+            return  # superseded by an earlier timer, which has re-armed the guard
+        self._guard_due = None
+        self._guard_event(gd.Tick())
 
     # --- timers and wake-ups
 
@@ -357,17 +476,23 @@ class Reactor:
 
     def _accept(self, fd: int) -> None:
         sock, on_accept = self._listeners[fd]
-        while True:
+        while fd not in self._accept_paused:
             try:
                 new, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE):
-                    log.error("cannot accept a connection: %s", e)
+                # Out of descriptors or memory, the listener stays readable: back off
+                # rather than spin on it (and log at most once per interval).
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._guard_event(gd.AcceptFailed(fd, str(e)))
                 return
             addresses.tune(new)
             on_accept(new)
+            conn = self._conns.get(new.fileno())
+            if conn is not None and conn.sock is new and not conn.verified:
+                conn.stranger = True
+                self._guard_event(gd.Accepted(conn.fd, fd))
 
     def close(self) -> None:
         if self._wake_r < 0:
@@ -376,8 +501,10 @@ class Reactor:
             conn.on_close = _ignore_close
             conn.close()
         for fd, (sock, _) in list(self._listeners.items()):
-            self._poll.unregister(fd)
+            if fd not in self._accept_paused:
+                self._poll.unregister(fd)
             sock.close()
+        self._accept_paused.clear()
         self._listeners.clear()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
