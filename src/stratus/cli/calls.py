@@ -130,7 +130,19 @@ def load_target(target: str) -> Any:
     fn = getattr(module, attribute, None)
     if not callable(fn):
         raise click.BadParameter(f"{path_text} defines no {attribute}", param_hint="FILE.py::FN")
+    _ship_neighbours(path.parent, module_name)
     return fn
+
+
+def _ship_neighbours(directory: Path, own: str) -> None:
+    """Have the modules FILE.py imported from its own directory pickled by value with
+    it: the server's executors cannot import them."""
+    import cloudpickle
+
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if name != own and file and Path(file).resolve().is_relative_to(directory):
+            cloudpickle.register_pickle_by_value(module)
 
 
 def _call(with_client: WithClient, address: str | None, data_dir: str | None, call: Any) -> Any:
