@@ -145,6 +145,8 @@ class Coordinator:
         now = time.monotonic()
         for load in self._loads.loads():
             self.elastic.handle(load, now)
+        for name in list(self.elastic.functions):  # a burst is measured against these
+            self.elastic.handle(el.PoolChanged(name, *self.scheduler.pool_counts(name)), now)
         self._resize(self.elastic.handle(el.Tick(f"tick {now:.3f}"), now))
         self.reactor.call_later(self.config.autoscaling.tick, self._autoscale)
 
@@ -164,7 +166,9 @@ class Coordinator:
             self._apply(self.scheduler.handle(pool, now))
 
     def _demand(self, function: str, queued: int) -> None:
-        self._resize(self.elastic.handle(el.Demand(function, queued), time.monotonic()))
+        now = time.monotonic()
+        self.elastic.handle(el.PoolChanged(function, *self.scheduler.pool_counts(function)), now)
+        self._resize(self.elastic.handle(el.Demand(function, queued), now))
 
     # ------------------------------------------------------------------ instructions
 
