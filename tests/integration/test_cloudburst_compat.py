@@ -94,33 +94,30 @@ def test_send_and_recv_between_invocations(cloud: CloudburstConnection) -> None:
 
 
 def test_invocations_meet_through_the_store(cloud: CloudburstConnection) -> None:
-    """Cloudburst's rendezvous: the receiver puts its id, the sender polls for it. Puts
-    are visible at once, so neither waits for the other to return (each gives up after
-    30 s, so a put that only shows at return fails the test instead of hanging it)."""
+    """Cloudburst's rendezvous: the receiver puts its id, the sender polls for it and
+    answers under a key named by that id, which the receiver polls. Puts are visible at
+    once, so neither waits for the other to return (each gives up after 30 s, so a put
+    that only shows at return fails the test instead of hanging it)."""
+
+    def poll(lib, key):  # type: ignore[no-untyped-def]
+        import time
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if (value := lib.get(key)) is not None:
+                return value
+            time.sleep(0.005)
+        return None
 
     def receiver(lib, name):  # type: ignore[no-untyped-def]
-        import time
-
         lib.put(f"rendezvous/{name}", lib.getid())
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            got = lib.recv()
-            if got:
-                return got[0][1]
-            time.sleep(0.005)
-        return None
+        return poll(lib, f"reply/{lib.getid()}")
 
     def sender(lib, name):  # type: ignore[no-untyped-def]
-        import time
-
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            dest = lib.get(f"rendezvous/{name}")
-            if dest is not None:
-                lib.send(dest, "found you")
-                return dest
-            time.sleep(0.005)
-        return None
+        dest = poll(lib, f"rendezvous/{name}")
+        if dest is not None:
+            lib.put(f"reply/{dest}", "found you")
+        return dest
 
     cloud.register(receiver, "receiver")
     cloud.register(sender, "sender")

@@ -10,28 +10,34 @@ import stratus
 from stratus.lattice import Counter
 
 
+def poll(ctx: stratus.Context, key: str) -> object:
+    """``key``'s value once someone puts it; None after 30 s."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if (value := ctx.kv_now.get(key)) is not None:
+            return value
+        time.sleep(0.005)
+    return None
+
+
 def test_a_put_is_seen_by_another_running_invocation(app: stratus.App) -> None:
     key = f"now/{uuid.uuid4().hex}"
 
     @app.function
-    def announce_then_wait(ctx: stratus.Context, key: str) -> str:
+    def announce_then_wait(ctx: stratus.Context, key: str) -> object:
         ctx.kv_now.put(key, ctx.invocation_id)
-        return str(ctx.recv(timeout=30))  # answered only by who saw the put
+        return poll(ctx, f"{key}/answer/{ctx.invocation_id}")  # answered by who saw it
 
     @app.function
-    def find_and_answer(ctx: stratus.Context, key: str) -> bool:
-        import time
-
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if (waiting := ctx.kv_now.get(key)) is not None:
-                ctx.send(waiting, "seen")
-                return True
-            time.sleep(0.005)
-        return False
+    def find_and_answer(ctx: stratus.Context, key: str) -> object:
+        waiting = poll(ctx, key)
+        ctx.kv_now.put(f"{key}/answer/{waiting}", "seen")
+        return waiting
 
     waiting = announce_then_wait.remote(key)
-    assert find_and_answer.remote(key).result(timeout=60) is True
+    assert find_and_answer.remote(key).result(timeout=60) == waiting.invocation_id
     assert waiting.result(timeout=60) == "seen"
     assert app.kv.get(key) == waiting.invocation_id
 
