@@ -153,6 +153,10 @@ def test_run_a_function_from_a_file_then_invoke_it(up: Up, elsewhere: Path) -> N
             def fails(ctx):
                 raise ValueError("nope")
 
+            def slow(ctx):
+                import time
+                time.sleep(5)
+
             if __name__ == "__main__":
                 raise SystemExit("the __main__ block must not run")
             """
@@ -168,6 +172,8 @@ def test_run_a_function_from_a_file_then_invoke_it(up: Up, elsewhere: Path) -> N
     failed = cli("run", "job.py::fails", cwd=elsewhere)
     assert failed.returncode != 0
     assert "ValueError: nope" in failed.stderr and "Traceback" in failed.stderr
+    late = cli("run", "job.py::slow", "--timeout", "0.5", cwd=elsewhere)
+    assert late.returncode != 0 and "no result in time" in late.stderr, late.stderr
     missing = cli("invoke", "nosuch", cwd=elsewhere)
     assert missing.returncode != 0 and "nosuch" in missing.stderr
     bad = cli("invoke", "add", "{not json", cwd=elsewhere)

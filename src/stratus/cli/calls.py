@@ -148,6 +148,8 @@ def _ship_neighbours(directory: Path, own: str) -> None:
 def _call(with_client: WithClient, address: str | None, data_dir: str | None, call: Any) -> Any:
     try:
         return with_client(address, data_dir, call)
+    except TimeoutError as e:  # our wait ran out (the call itself may still finish)
+        raise click.ClickException(f"no result in time: {e or 'timed out'}") from e
     except click.ClickException as e:
         cause = e.__cause__
         if isinstance(cause, exc.RemoteError):  # the remote traceback, then a short line
