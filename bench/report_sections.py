@@ -553,7 +553,7 @@ def elastic(r: Results, images: Path, link: Path) -> list[str]:
         "",
         "An embedded cluster whose pools empty after 0.1 s idle; each round waits until no"
         " executor is left, then makes one call. *Decision to served* runs from the"
-        " coordinator's scale-up decision (`PoolStatus.changed_at`, CLOCK_MONOTONIC) to the"
+        " coordinator's scale-up decision (`PoolStatus.changed_at`, wall clock) to the"
         " result in the caller's hands: the fork of the pre-imported server, the executor's"
         ' start, its hello, the code push and the call. With `preload=["numpy"]` the fork'
         f" server imports numpy once (the first such call took {cell_ms(numpy_first)}), later"

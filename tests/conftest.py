@@ -11,6 +11,18 @@ import redis_server
 import stratus
 
 
+@pytest.fixture(autouse=True)
+def user_config_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A config home of the test's own: ``stratus up`` never writes the user's real
+    ``~/.config/stratus/config.toml``, and commands never read it."""
+    home = tmp_path_factory.mktemp("config-home")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    monkeypatch.delenv("STRATUS_ADDRESS", raising=False)
+    return home
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stratus.App]:
     """One embedded cluster (two executors) shared by the tests of a module."""

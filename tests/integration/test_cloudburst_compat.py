@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -90,3 +91,38 @@ def test_send_and_recv_between_invocations(cloud: CloudburstConnection) -> None:
     heard = cloud.exec_func("listener", [])
     cloud.exec_func("talker", [heard.invocation_id]).get(timeout=30)
     assert heard.get(timeout=30) == b"hello there"
+
+
+def test_invocations_meet_through_the_store(cloud: CloudburstConnection) -> None:
+    """Cloudburst's rendezvous: the receiver puts its id, the sender polls for it and
+    answers under a key named by that id, which the receiver polls. Puts are visible at
+    once, so neither waits for the other to return (each gives up after 30 s, so a put
+    that only shows at return fails the test instead of hanging it)."""
+
+    def poll(lib, key):  # type: ignore[no-untyped-def]
+        import time
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if (value := lib.get(key)) is not None:
+                return value
+            time.sleep(0.005)
+        return None
+
+    def receiver(lib, name):  # type: ignore[no-untyped-def]
+        lib.put(f"rendezvous/{name}", lib.getid())
+        return poll(lib, f"reply/{lib.getid()}")
+
+    def sender(lib, name):  # type: ignore[no-untyped-def]
+        dest = poll(lib, f"rendezvous/{name}")
+        if dest is not None:
+            lib.put(f"reply/{dest}", "found you")
+        return dest
+
+    cloud.register(receiver, "receiver")
+    cloud.register(sender, "sender")
+    name = uuid.uuid4().hex  # the store may outlive this test run
+    heard = cloud.exec_func("receiver", [name])
+    sent_to = cloud.exec_func("sender", [name]).get(timeout=60)
+    assert sent_to == heard.invocation_id
+    assert heard.get(timeout=60) == "found you"

@@ -19,7 +19,6 @@ from stratus.server.autoscaler import (
     Reject,
     ScaleTo,
     Tick,
-    share_capacity,
 )
 from stratus.testing import FakeClock
 
@@ -248,60 +247,6 @@ def test_invalid_limits_are_refused(clock: FakeClock) -> None:
         Autoscaler().handle(Configure("f", 3, 2, 10.0), clock())
 
 
-# --- the cluster cap
-
-
-def test_the_cluster_cap_is_shared_between_two_functions(clock: FakeClock) -> None:
-    scaler = configured(clock, "f", "g", cluster_cap=10)
-    run(scaler, clock, 60, {"f": 70, "g": 70})  # each wants 10
-    assert (scaler.pools["f"].target, scaler.pools["g"].target) == (5, 5)
-    assert scaler.desired_total() == 10
-    assert "cluster cap 10 grants 5 of 10" in scaler.history[-1].reason
-
-
-def test_the_cluster_cap_shares_in_proportion_to_demand(clock: FakeClock) -> None:
-    scaler = configured(clock, "f", "g", cluster_cap=10)
-    run(scaler, clock, 60, {"f": 210, "g": 70})  # 30 and 10
-    assert (scaler.pools["f"].target, scaler.pools["g"].target) == (8, 2)
-
-
-def test_the_cluster_cap_serves_minimums_first(clock: FakeClock) -> None:
-    scaler = Autoscaler(cluster_cap=10)
-    scaler.handle(Configure("f", 0, 100, 10.0), clock())
-    scaler.handle(Configure("g", 4, 100, 10.0), clock())
-    run(scaler, clock, 60, {"f": 700, "g": 0})
-    assert (scaler.pools["f"].target, scaler.pools["g"].target) == (6, 4)
-
-
-def test_share_capacity_gives_everyone_their_wish_when_it_fits() -> None:
-    assert share_capacity(10, {"a": (1, 3), "b": (0, 7)}) == {"a": 3, "b": 7}
-
-
-def test_share_capacity_shares_minimums_when_they_do_not_fit() -> None:
-    assert share_capacity(3, {"a": (4, 4), "b": (2, 9)}) == {"a": 2, "b": 1}
-
-
-demands = st.dictionaries(
-    st.sampled_from("abcdef"),
-    st.tuples(st.integers(0, 20), st.integers(0, 200)),
-    min_size=1,
-)
-
-
-@given(st.integers(0, 100), demands)
-def test_share_capacity_respects_cap_minimums_and_wishes(
-    cap: int, wishes: dict[str, tuple[int, int]]
-) -> None:
-    granted = share_capacity(cap, wishes)
-    wanted = {n: max(lo, want) for n, (lo, want) in wishes.items()}
-    assert set(granted) == set(wishes)
-    assert sum(granted.values()) == min(cap, sum(wanted.values()))
-    for name, (lo, _) in wishes.items():
-        assert 0 <= granted[name] <= wanted[name]
-        if sum(lo for lo, _ in wishes.values()) <= cap:
-            assert granted[name] >= lo
-
-
 limits = st.tuples(st.integers(0, 5), st.integers(0, 30), st.sampled_from([1.0, 10.0, 100.0]))
 steps = st.lists(
     st.tuples(
@@ -315,19 +260,17 @@ steps = st.lists(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.tuples(limits, limits), st.integers(0, 40), steps)
-def test_targets_stay_within_bounds_and_the_cap(
+@given(st.tuples(limits, limits), steps)
+def test_targets_stay_within_bounds(
     both: tuple[tuple[int, int, float], ...],
-    cap: int,
     timeline: list[tuple[float, int, int, bool]],
 ) -> None:
     clock = FakeClock()
-    scaler = Autoscaler(cluster_cap=cap)
+    scaler = Autoscaler()
     bounds = {}
     for name, (lo, span, target) in zip("fg", both, strict=True):
         bounds[name] = (lo, lo + span)
         scaler.handle(Configure(name, lo, lo + span, target), clock())
-    mins_fit = sum(lo for lo, _ in bounds.values()) <= cap
     for advance, f_calls, g_calls, follow in timeline:
         clock.advance(advance)
         scaler.handle(Observed("f", f_calls, 0), clock())
@@ -338,12 +281,8 @@ def test_targets_stay_within_bounds_and_the_cap(
             assert instruction.size != before[instruction.function]
             if follow:
                 scaler.handle(PoolChanged(instruction.function, instruction.size, 0), clock())
-        assert scaler.desired_total() <= cap
         for name, (lo, hi) in bounds.items():
-            target = scaler.pools[name].target
-            assert target <= hi
-            if mins_fit:
-                assert target >= lo
+            assert lo <= scaler.pools[name].target <= hi
 
 
 # --- history

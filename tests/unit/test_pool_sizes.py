@@ -7,7 +7,16 @@ import pytest
 from stratus._exceptions import ConfigurationError
 from stratus.config import AutoscalingConfig
 from stratus.protocol.messages import FunctionLoad
-from stratus.server.elastic import Configure, Demand, Elastic, Load, LoadBook, Resize, Tick
+from stratus.server.elastic import (
+    Configure,
+    Demand,
+    Elastic,
+    Load,
+    LoadBook,
+    PoolChanged,
+    Resize,
+    Tick,
+)
 from stratus.testing import FakeClock
 
 CONFIG = AutoscalingConfig(
@@ -180,3 +189,23 @@ def test_load_book_turns_totals_into_differences() -> None:
 def test_bad_autoscaling_settings_are_configuration_errors(changes: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
         AutoscalingConfig(**changes)  # type: ignore[arg-type]
+
+
+def run_like_the_coordinator(e: Elastic, clock: FakeClock, running: int, ticks: int) -> None:
+    """``running`` calls on every tick, the pool's executors all ready at once."""
+    for _ in range(ticks):
+        e.handle(PoolChanged("f", size(e), 0), clock())
+        tick(e, clock, Load("f", running, float(running), running, 0))
+
+
+def test_panic_compares_a_burst_with_the_ready_executors(clock: FakeClock) -> None:
+    calm, burst = elastic(), elastic()
+    for e in (calm, burst):
+        run_like_the_coordinator(e, clock, 2, ticks=12)
+        assert size(e) == 2 and not e.scaler.pools["f"].panicking
+    run_like_the_coordinator(calm, clock, 3, ticks=1)  # 1.5 x the ready pool: no panic
+    assert not calm.scaler.pools["f"].panicking
+    run_like_the_coordinator(burst, clock, 4, ticks=1)  # twice the ready pool
+    assert burst.scaler.pools["f"].panicking
+    assert any("panic" in d.reason and "2 ready" in d.reason for d in burst.scaler.history)
+    assert size(burst) > 2  # grown on this very tick

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,11 @@ from rich.table import Table
 
 from stratus import _exceptions as exc
 from stratus import config as cfg
-from stratus.cli import observe
+from stratus.cli import calls, observe
+from stratus.cli.target import SERVER_FILE, Target, UserConfig, find, find_store
 
-console = Console()
-_SERVER_FILE = "server.json"
+# Piped output is not cut to 80 columns: tables are as wide as their contents.
+console = Console(width=None if sys.stdout.isatty() else 100_000)
 
 
 @click.group()
@@ -70,8 +73,7 @@ def up(
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
     path = Path(data_dir)
     path.mkdir(parents=True, exist_ok=True)
-    key = cfg.new_key()
-    key_file = cfg.write_key(key, path)
+    key, key_file = _server_key(path)
     config = cfg.ClusterConfig(
         cluster_id=cfg.new_cluster_id(),
         key=key,
@@ -88,10 +90,11 @@ def up(
         coordinator = Coordinator(config)
     except exc.StratusError as e:
         raise click.ClickException(str(e)) from e
-    server_file = path / _SERVER_FILE
+    server_file = path / SERVER_FILE
     address = coordinator.addresses[-1]
     info = {"address": address, "pid": os.getpid(), "cluster_id": config.cluster_id}
     server_file.write_text(json.dumps(info))
+    user_config = UserConfig(address, config.data_dir, config.store_url).write()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: coordinator.stop("signal"))
     progress = _StartProgress(coordinator, config.pool_size)
@@ -102,6 +105,10 @@ def up(
             f"[green]stratus[/green] cluster {config.cluster_id} listening on {address} "
             f"with up to {config.pool_size} executors; key in {key_file}"
         )
+        functions = len(coordinator.registry.functions)
+        if functions:
+            console.print(f"{functions} functions and {len(coordinator.registry.dags)} DAGs kept")
+        console.print(f"the default cluster of stratus commands ({user_config})")
         if coordinator.observer.metrics.address:
             console.print(f"metrics on http://{coordinator.observer.metrics.address}/metrics")
 
@@ -121,6 +128,19 @@ def _check_advertise(host: str) -> str:
         return check_host(host) if host else ""
     except exc.ConfigurationError as e:
         raise click.BadParameter(str(e)) from None
+
+
+def _server_key(data_dir: Path) -> tuple[bytes, str]:
+    """The key in ``data_dir`` (a restart keeps it, so clients and the stored registry stay
+    valid), or a new one written there."""
+    path = data_dir / "key"
+    try:
+        return cfg.load_key(path.read_text().strip(), data_dir), str(path)
+    except FileNotFoundError:
+        key = cfg.new_key()
+        return key, cfg.write_key(key, data_dir)
+    except (OSError, exc.ConfigurationError) as e:
+        raise click.ClickException(f"cannot use the key in {path}: {e}") from e
 
 
 class _StartProgress:
@@ -152,11 +172,17 @@ class _StartProgress:
             self.bar.stop()
 
 
+_ADDRESS_HELP = "Server address (default: $STRATUS_ADDRESS, --data-dir, the user config)."
+_DATA_DIR_HELP = "The server's data dir: its key, and its address while it runs."
+address_option = click.option("--address", default=None, help=_ADDRESS_HELP)
+data_dir_option = click.option("--data-dir", default=None, type=click.Path(), help=_DATA_DIR_HELP)
+
+
 @cli.command()
-@click.option("--address", default=None, help="Server address (default: from the data dir).")
-@click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
+@address_option
+@data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def status(address: str | None, data_dir: str, as_json: bool) -> None:
+def status(address: str | None, data_dir: str | None, as_json: bool) -> None:
     """Show a server's executors, functions, warm pools and DAGs."""
     import msgspec
 
@@ -187,9 +213,10 @@ def status(address: str | None, data_dir: str, as_json: bool) -> None:
             o.consistency,
         )
     console.print(functions)
-    pools = Table("pool", "size", "ready", "starting", "why")
+    pools = Table("pool", "size", "ready", "starting", "since", "why")
     for p in reply.pools:
-        pools.add_row(p.function, str(p.target), str(p.ready), str(p.starting), p.why)
+        since = _local_time(p.changed_at) if p.changed_at else ""
+        pools.add_row(p.function, str(p.target), str(p.ready), str(p.starting), since, p.why)
     console.print(pools)
     if reply.dags:
         console.print("DAGs: " + ", ".join(reply.dags))
@@ -197,10 +224,14 @@ def status(address: str | None, data_dir: str, as_json: bool) -> None:
         console.print(f"metrics: http://{reply.metrics}/metrics")
 
 
+def _local_time(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix).strftime("%Y-%m-%d %H:%M:%S")
+
+
 @cli.command()
-@click.option("--address", default=None, help="Server address (default: from the data dir).")
-@click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
-def down(address: str | None, data_dir: str) -> None:
+@address_option
+@data_dir_option
+def down(address: str | None, data_dir: str | None) -> None:
     """Stop a server and its executors."""
     _with_client(address, data_dir, lambda client: client.shutdown_cluster())
     console.print("shutdown started")
@@ -212,21 +243,22 @@ def volume() -> None:
 
 
 _store_option = click.option(
-    "--store", default="", help="The cluster's store URL (default: sqlite in the data dir)."
+    "--store",
+    default="",
+    help="The cluster's store URL (default: sqlite in --data-dir, else the user config's).",
 )
 _data_dir_option = click.option(
-    "--data-dir", default=".stratus", show_default=True, type=click.Path()
+    "--data-dir", default=None, type=click.Path(), help="The data dir of the cluster's store."
 )
 
 
-def _with_volumes(store: str, data_dir: str, action: Any) -> Any:
+def _with_volumes(store: str, data_dir: str | None, action: Any) -> Any:
     from stratus.fs import Volumes
     from stratus.kv.open import open_store
 
-    url = store or f"sqlite:{os.path.join(data_dir, 'state.db')}"
+    url, source = find_store(store, data_dir)
+    click.echo(f"stratus: store {url}, from {source}", err=True)
     try:
-        if not store:
-            Path(data_dir).mkdir(parents=True, exist_ok=True)
         with open_store(url) as opened:
             return action(Volumes(opened))
     except (exc.StratusError, OSError) as e:
@@ -237,7 +269,7 @@ def _with_volumes(store: str, data_dir: str, action: Any) -> Any:
 @click.argument("name")
 @_store_option
 @_data_dir_option
-def volume_create(name: str, store: str, data_dir: str) -> None:
+def volume_create(name: str, store: str, data_dir: str | None) -> None:
     """Create the volume NAME."""
     _with_volumes(store, data_dir, lambda volumes: volumes.create(name))
     console.print(f"created volume {name}")
@@ -246,7 +278,7 @@ def volume_create(name: str, store: str, data_dir: str) -> None:
 @volume.command("list")
 @_store_option
 @_data_dir_option
-def volume_list(store: str, data_dir: str) -> None:
+def volume_list(store: str, data_dir: str | None) -> None:
     """List the volumes, one per line."""
     for name in _with_volumes(store, data_dir, lambda volumes: volumes.list()):
         click.echo(name)
@@ -256,7 +288,7 @@ def volume_list(store: str, data_dir: str) -> None:
 @click.argument("name")
 @_store_option
 @_data_dir_option
-def volume_delete(name: str, store: str, data_dir: str) -> None:
+def volume_delete(name: str, store: str, data_dir: str | None) -> None:
     """Delete the volume NAME and everything in it."""
     _with_volumes(store, data_dir, lambda volumes: volumes.delete(name))
     console.print(f"deleted volume {name}")
@@ -265,8 +297,8 @@ def volume_delete(name: str, store: str, data_dir: str) -> None:
 @cli.command()
 @click.argument("volume")
 @click.argument("directory", type=click.Path())
-@click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
-@click.option("--store", default="", help="The store's URL (default: sqlite in the data dir).")
+@_data_dir_option
+@_store_option
 @click.option("--foreground", is_flag=True, help="Serve here until unmounted.")
 @click.option("--create", is_flag=True, help="Create the volume if it does not exist.")
 @click.option("--cache-timeout", default=1.0, show_default=True, help="Kernel cache, seconds.")
@@ -275,7 +307,13 @@ def mount(volume: str, directory: str, **options: Any) -> None:
     """Mount VOLUME at DIRECTORY (an empty directory) as a FUSE file system."""
     from stratus.cli import mount as fuse_mount
 
-    fuse_mount.mount(volume, directory, **options)
+    data_dir = options.pop("data_dir")
+    url, source = find_store(options.pop("store"), data_dir)
+    click.echo(f"stratus: store {url}, from {source}", err=True)
+    if not data_dir:  # where a detached mount writes its log
+        user = UserConfig.read()
+        data_dir = user.data_dir if user is not None else ".stratus"
+    fuse_mount.mount(volume, directory, data_dir=data_dir, store=url, **options)
 
 
 @cli.command()
@@ -287,14 +325,22 @@ def umount(directory: str) -> None:
     fuse_mount.umount(directory)
 
 
-def _with_client(address: str | None, data_dir: str, action: Any) -> Any:
+def _with_client(address: str | None, data_dir: str | None, action: Any) -> Any:
+    """Run ``action(client)`` on the cluster that the options name (``target.py``)."""
+    return _on_target(find(address, data_dir), action)
+
+
+def _on_target(target: Target, action: Any) -> Any:
     from stratus.client.client import Client
 
-    address = address or os.environ.get("STRATUS_ADDRESS") or _server_address(data_dir)
+    key = target.key()
     try:
-        client = Client(address, cfg.load_key(None, data_dir))
+        client = Client(target.address, key)
     except exc.StratusError as e:
-        raise click.ClickException(f"cannot reach a server at {address}: {e}") from e
+        raise click.ClickException(
+            f"cannot reach a server at {target.address} ({target.source}): {e}"
+        ) from e
+    click.echo(f"stratus: {target.describe(client.cluster_id)}", err=True)
     try:
         return action(client)
     except exc.StratusError as e:
@@ -303,14 +349,8 @@ def _with_client(address: str | None, data_dir: str, action: Any) -> Any:
         client.close()
 
 
-def _server_address(data_dir: str) -> str:
-    try:
-        return str(json.loads((Path(data_dir) / _SERVER_FILE).read_text())["address"])
-    except (OSError, ValueError, KeyError):
-        return "tcp://127.0.0.1:7070"
-
-
-observe.register(cli, _with_client, console)
+observe.register(cli, _with_client, console, address_option, data_dir_option)
+calls.register(cli, _with_client, address_option, data_dir_option)
 
 
 def main() -> None:

@@ -19,13 +19,20 @@ from stratus import _exceptions as exc
 from stratus.client import usage as usage_mod
 from stratus.protocol import messages as m
 
-WithClient = Callable[[str | None, str, Any], Any]
+WithClient = Callable[[str | None, str | None, Any], Any]
+Option = Callable[[Any], Any]
 
 _FOLLOW_POLL = 0.5  # seconds between reads of new log lines
 _DEFAULT = usage_mod.Prices()
 
 
-def register(cli: click.Group, with_client: WithClient, console: Console) -> None:
+def register(
+    cli: click.Group,
+    with_client: WithClient,
+    console: Console,
+    address_option: Option,
+    data_dir_option: Option,
+) -> None:
     """Add the commands to the ``stratus`` group (``with_client`` opens a connection)."""
 
     @cli.command()
@@ -53,8 +60,8 @@ def register(cli: click.Group, with_client: WithClient, console: Console) -> Non
         help="Price of a GB-second.",
     )
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-    @click.option("--address", default=None, help="Server address (default: from the data dir).")
-    @click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
+    @address_option
+    @data_dir_option
     def usage(
         function: str | None,
         since: str,
@@ -63,7 +70,7 @@ def register(cli: click.Group, with_client: WithClient, console: Console) -> Non
         per_gb_second: float,
         as_json: bool,
         address: str | None,
-        data_dir: str,
+        data_dir: str | None,
     ) -> None:
         """Metered totals per function and period, with their cost."""
         try:
@@ -103,19 +110,21 @@ def register(cli: click.Group, with_client: WithClient, console: Console) -> Non
     @click.option("--invocation", "invocation_id", default="", help="Only this invocation.")
     @click.option("--lines", "-n", default=100, show_default=True, help="How many to show.")
     @click.option("--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
-    @click.option("--address", default=None, help="Server address (default: from the data dir).")
-    @click.option("--data-dir", default=".stratus", show_default=True, type=click.Path())
+    @address_option
+    @data_dir_option
     def logs(
         function: str,
         invocation_id: str,
         lines: int,
         follow: bool,
         address: str | None,
-        data_dir: str,
+        data_dir: str | None,
     ) -> None:
         """Print what a function's invocations printed and logged."""
 
         def show(client: Any) -> None:
+            if function not in {f.name for f in client.status().functions}:
+                raise exc.FunctionNotFound(function)
             cursor: dict[str, int] | None = None
             while True:
                 build = partial(

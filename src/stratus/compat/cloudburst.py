@@ -23,9 +23,11 @@ How the interface maps (``docs/cloudburst.md`` has the full table):
   ``recv`` (non-blocking, a list of ``(sender, message)``), over ``ctx.kv`` and messages.
 
 Unlike Cloudburst's, futures block without polling the store, errors are exceptions
-(``stratus.RemoteError``...), and ``get`` takes a timeout. One semantic difference: a
-function's ``put``s become visible when it returns (all of them, or none if it fails),
-not at once, so invocations meet through ``send``/``recv`` rather than through the store.
+(``stratus.RemoteError``...), and ``get`` takes a timeout. As in Cloudburst, a function's
+``put`` is visible to every other invocation at once (``ctx.kv_now``), so programs that
+meet through the store work: a receiver puts its id, a sender polls ``get`` for it. Such
+a put stays if the function later fails. Under ``MULTI`` (causal) a DAG's ``put``s and
+``get``s instead join its causal transaction, and become visible at its sink.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 from stratus._exceptions import ConfigurationError, FunctionNotFound
 from stratus.client.app import App, connect
 from stratus.client.future import Future
+from stratus.kv.causal import CausalTransaction
 from stratus.kv.ref import Ref
 from stratus.server.context import Context
 from stratus.transport.addresses import DEFAULT_PORT
@@ -71,13 +74,25 @@ class CloudburstUserLibrary:
         self._ctx = ctx
 
     def get(self, keys: str | list[str]) -> Any:
+        """The latest value of each key (fresh from the store, so a poll sees a put that
+        another running invocation just made); causal reads under ``MULTI``."""
+        read = self._ctx.kv.get if self._causal else self._ctx.kv_now.get
         if isinstance(keys, list):
-            return [self._ctx.kv.get(k) for k in keys]
-        return self._ctx.kv.get(keys)
+            return [read(k) for k in keys]
+        return read(keys)
 
     def put(self, key: str, value: Any) -> bool:
-        self._ctx.kv.put(key, value)
+        """Write ``key``, visible to everyone at once (in the causal transaction under
+        ``MULTI``)."""
+        if self._causal:
+            self._ctx.kv.put(key, value)
+        else:
+            self._ctx.kv_now.put(key, value)
         return True
+
+    @property
+    def _causal(self) -> bool:
+        return isinstance(self._ctx.kv, CausalTransaction)
 
     def getid(self) -> str:
         return self._ctx.invocation_id

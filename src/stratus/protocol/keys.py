@@ -40,6 +40,23 @@ def gateway_token(digest: str) -> str:
     return GATEWAY_TOKENS + digest
 
 
+REGISTRY = RESERVED + "registry/"
+"""Prefix of a server's registry: its functions' versions and its DAGs (signed entries)."""
+
+REGISTRY_FUNCTIONS = REGISTRY + "fn/"
+REGISTRY_DAGS = REGISTRY + "dag/"
+
+
+def registry_function(name: str, version: int) -> str:
+    """The key of version ``version`` of function ``name``."""
+    return f"{REGISTRY_FUNCTIONS}{name}/{version:010d}"
+
+
+def registry_dag(name: str) -> str:
+    """The key of the DAG ``name``."""
+    return f"{REGISTRY_DAGS}{name}"
+
+
 def is_reserved(key: str) -> bool:
     """Whether ``key`` belongs to the platform rather than to a user."""
     return key.startswith(PLATFORM)

@@ -147,7 +147,7 @@ class PoolStatus(msgspec.Struct, frozen=True, gc=False):
     ready: int
     starting: int
     why: str = ""  # the last decision's reason
-    changed_at: float = 0.0  # CLOCK_MONOTONIC of the coordinator when the size last changed
+    changed_at: float = 0.0  # when the size last changed: Unix time (s), 0 never
 
 
 # --------------------------------------------------------------------------- handshake

@@ -25,10 +25,8 @@ Then, in this order: a move is limited to ``max_scale_up_rate`` times and
 ``1 / max_scale_down_rate`` of the current target per tick (scale to zero is exempt: it
 only follows a grace period without calls); a function that still has a pool and saw calls
 within the grace period keeps at least one executor; the size is clamped to the function's
-``[min_size, max_size]``; finally, when the sizes of all functions add up to more than
-``cluster_cap`` executors, the cap is shared: every function gets its ``min_size`` first,
-the rest in proportion to what each wants beyond its minimum (`share_capacity`). The cap is
-a hard limit: it wins over minimums and over "no scale-down while panicking".
+``[min_size, max_size]``. There is no cap across functions here: executors are shared
+between pools, and the scheduler holds the cluster to its number of executors.
 
 ``ScaleTo`` is emitted only when a function's target changes; every change and every panic
 transition lands in ``history`` with its cause and the stimulus that led to it.
@@ -63,7 +61,6 @@ __all__ = [
     "Reject",
     "ScaleTo",
     "Tick",
-    "share_capacity",
 ]
 
 # --- configuration
@@ -186,7 +183,6 @@ class Autoscaler:
     [ScaleTo(function='f', size=1, reason='min size 1')]
     """
 
-    cluster_cap: int | None = None  # executors for all functions together; None: no cap
     stable_window: float = 60.0
     panic_window: float = 6.0
     panic_threshold: float = 2.0  # panic when panic desired >= 200 % of ready executors
@@ -216,10 +212,6 @@ class Autoscaler:
                 return self._tick(now, stimulus_id)
         return []
 
-    def desired_total(self) -> int:
-        """Executors wanted by all functions together (the sum of current targets)."""
-        return sum(p.target for p in self.pools.values())
-
     def _pool(self, function: str, now: float) -> PoolState:
         pool = self.pools.get(function)
         if pool is None:
@@ -227,20 +219,10 @@ class Autoscaler:
         return pool
 
     def _tick(self, now: float, stimulus_id: str) -> list[Instruction]:
-        wants: dict[str, tuple[int, str]] = {}
-        for name in sorted(self.pools):
-            wants[name] = self._want(name, self.pools[name], now, stimulus_id)
-        demands = {name: (self.pools[name].limits.min_size, w) for name, (w, _) in wants.items()}
-        granted = (
-            share_capacity(self.cluster_cap, demands)
-            if self.cluster_cap is not None
-            else {name: w for name, (w, _) in wants.items()}
-        )
         out: list[Instruction] = []
-        for name, (want, reason) in wants.items():
-            pool, size = self.pools[name], granted[name]
-            if size < want:
-                reason = f"{reason}; cluster cap {self.cluster_cap} grants {size} of {want}"
+        for name in sorted(self.pools):
+            pool = self.pools[name]
+            size, reason = self._want(name, pool, now, stimulus_id)
             if size != pool.target:
                 pool.target = size
                 self._note(now, name, size, reason, stimulus_id)
@@ -248,7 +230,7 @@ class Autoscaler:
         return out
 
     def _want(self, name: str, pool: PoolState, now: float, stimulus_id: str) -> tuple[int, str]:
-        """The size ``pool`` should have, before the cluster cap, and why."""
+        """The size ``pool`` should have, and why."""
         limits = pool.limits
         while pool.samples and pool.samples[0][0] <= now - self.stable_window:
             pool.samples.popleft()
@@ -303,45 +285,6 @@ class Autoscaler:
 
     def _note(self, now: float, function: str, size: int, reason: str, stimulus_id: str) -> None:
         self.history.append(Decision(now, function, size, reason, stimulus_id))
-
-
-def share_capacity(cap: int, demands: dict[str, tuple[int, int]]) -> dict[str, int]:
-    """Share ``cap`` executors among functions wanting ``(min_size, desired)`` each.
-
-    Everyone gets what they want when it fits. Otherwise minimums come first, the rest goes
-    in proportion to what each wants beyond its minimum (largest remainder, ties by name).
-    If even the minimums do not fit, they are themselves shared in proportion.
-
-    >>> share_capacity(10, {"a": (0, 12), "b": (0, 4)})
-    {'a': 8, 'b': 2}
-    >>> share_capacity(10, {"a": (4, 12), "b": (2, 4)})
-    {'a': 7, 'b': 3}
-    """
-    wanted = {name: max(lo, want) for name, (lo, want) in demands.items()}
-    if sum(wanted.values()) <= cap:
-        return wanted
-    floors = {name: min(lo, wanted[name]) for name, (lo, _) in demands.items()}
-    if sum(floors.values()) >= cap:
-        return _proportional(max(0, cap), floors, dict.fromkeys(floors, 0))
-    extra = {name: wanted[name] - floors[name] for name in wanted}
-    return _proportional(cap - sum(floors.values()), extra, floors)
-
-
-def _proportional(amount: int, weights: dict[str, int], base: dict[str, int]) -> dict[str, int]:
-    """``base`` plus ``amount`` (< sum of weights) split by weight, largest remainder."""
-    total = sum(weights.values())
-    result = dict(base)
-    if total == 0:
-        return result
-    remainders: list[tuple[int, str]] = []
-    for name, weight in weights.items():
-        whole, rest = divmod(weight * amount, total)
-        result[name] += whole
-        remainders.append((-rest, name))
-    left = amount - sum(result.values()) + sum(base.values())
-    for _, name in sorted(remainders)[:left]:
-        result[name] += 1
-    return result
 
 
 def _mean(values: list[int]) -> float:

@@ -5,12 +5,71 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from stratus._exceptions import ConfigurationError
+from stratus.kv.values import as_lattice, resolve
+from stratus.lattice import HybridClock, Lattice, encode
+from stratus.protocol import keys
+
 if TYPE_CHECKING:
     from stratus.client.client import Client
     from stratus.client.future import Future
     from stratus.fs import FileSystem, FsSession
-    from stratus.kv import KVTransaction
+    from stratus.kv import KVCache, KVTransaction
     from stratus.server.mail import Mailbox, PostOffice
+
+
+class ImmediateKV:
+    """``ctx.kv_now``: kv writes visible to everyone at once, and reads of the latest
+    committed value, outside the invocation's transaction.
+
+    For programs whose running invocations meet through the store (Cloudburst's: a
+    receiver puts its id, a sender polls for it), which ``ctx.kv`` cannot serve: its
+    writes become visible when the function returns. The price is the transaction's
+    guarantees: each write here is committed on its own when it is made, stays if the
+    function then fails, and is made again if the invocation runs again (a retry, a
+    serializable conflict). Each call is a store round trip.
+
+    >>> ctx.kv_now.put(f"inbox/{name}", ctx.invocation_id)    # seen by others now
+    >>> ctx.kv_now.get(f"inbox/{peer}")                         # None until it is put
+    """
+
+    __slots__ = ("_cache", "_clock")
+
+    def __init__(self, cache: KVCache, clock: HybridClock) -> None:
+        self._cache = cache  # the executor's: what is written here is dropped from it
+        self._clock = clock
+
+    def put(self, key: str, value: Any) -> None:
+        """Set ``key`` now (a plain value as an LWW register stamped now, as ``ctx.kv``)."""
+        lattice = as_lattice(value, self._clock)
+        stored = encode(lattice)
+        store = self._cache.store
+        if isinstance(value, Lattice):
+            store.put(_user_key(key), stored)
+        else:  # merged, so that the latest write wins whatever order they arrive in
+            store.merge(_user_key(key), stored)
+        self._cache.invalidate([key])
+
+    def merge(self, key: str, value: Lattice) -> None:
+        """Merge a lattice into ``key`` now."""
+        self._cache.store.merge(_user_key(key), encode(as_lattice(value, self._clock)))
+        self._cache.invalidate([key])
+
+    def delete(self, key: str) -> None:
+        """Delete ``key`` now."""
+        self._cache.store.delete(_user_key(key))
+        self._cache.invalidate([key])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The latest committed value of ``key`` (read from the store, not the cache)."""
+        _, value = self._cache.read_fresh(_user_key(key))
+        return default if value is None else resolve(value)
+
+
+def _user_key(key: str) -> str:
+    if keys.is_reserved(key):
+        raise ConfigurationError(f"{key!r} is one of the platform's own keys")
+    return key
 
 
 class Context:
@@ -25,6 +84,7 @@ class Context:
     __slots__ = (
         "_client",
         "_fs",
+        "_kv_now",
         "_mailbox",
         "_post",
         "attempt",
@@ -46,12 +106,14 @@ class Context:
         executor_id: str,
         attempt: int,
         fs: FsSession | None = None,
+        kv_now: ImmediateKV | None = None,
     ) -> None:
         self._client = client
         self._fs = fs
         self._post = post
         self._mailbox: Mailbox | None = None
         self.kv = kv  # this invocation's reads and buffered writes; committed on return
+        self._kv_now = kv_now
         self.invocation_id = invocation_id
         self.function = function
         self.executor_id = executor_id
@@ -71,6 +133,14 @@ class Context:
         if self._fs is None:
             raise RuntimeError("this context has no file system")
         return self._fs.fs
+
+    @property
+    def kv_now(self) -> ImmediateKV:
+        """Kv writes visible to everyone at once and fresh reads, outside this
+        invocation's transaction (``ImmediateKV``); ``ctx.kv`` is the transaction."""
+        if self._kv_now is None:
+            raise RuntimeError("this context has no immediate kv")
+        return self._kv_now
 
     def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Invoke a function or DAG (a handle or a name) from inside a function.

@@ -36,6 +36,7 @@ from stratus.server import scheduler as sched
 from stratus.server.clientkv import ClientKV
 from stratus.server.observe import Observer
 from stratus.server.registry import Registry
+from stratus.server.saved_registry import SavedRegistry
 from stratus.transport.reactor import Connection, Reactor
 
 log = logging.getLogger("stratus.coordinator")
@@ -72,12 +73,18 @@ class Coordinator:
             if config.listen:
                 self.addresses.append(self.reactor.listen(config.listen, self._accept))
             self.observer = Observer(config, self.kv.store)  # metering, metrics, logs
+            # A server (``stratus up``) keeps its registry in the store across restarts; an
+            # embedded cluster lives as long as its program, which registers its functions.
+            self.saved: SavedRegistry | None = None
+            self.registry = Registry()
+            if config.listen:
+                self.saved = SavedRegistry(self.kv.store, config.key)
+                self.registry, _ = self.saved.load()
         except exc.StratusError:
             _kill(self._forkserver_pid)
             os.waitpid(self._forkserver_pid, 0)
             self.reactor.close()
             raise
-        self.registry = Registry()
         self.scheduler = sched.Scheduler(
             config.pool_size, offer=config.executor_offer, drain=config.autoscaling.drain
         )
@@ -102,6 +109,10 @@ class Coordinator:
 
     def run(self) -> None:
         self._apply(self.scheduler.handle(sched.Start(), time.monotonic()))
+        for versions in self.registry.functions.values():  # reloaded: their pool bounds
+            o = versions[-1].options
+            configure = el.Configure(versions[-1].name, o.min_instances, o.max_instances)
+            self._resize(self.elastic.handle(configure, time.monotonic()))
         self.reactor.call_later(_TICK, self._tick)
         self.reactor.call_later(self.config.autoscaling.tick, self._autoscale)
         for callback in self._on_ready:
@@ -140,6 +151,8 @@ class Coordinator:
         now = time.monotonic()
         for load in self._loads.loads():
             self.elastic.handle(load, now)
+        for name in list(self.elastic.functions):  # a burst is measured against these
+            self.elastic.handle(el.PoolChanged(name, *self.scheduler.pool_counts(name)), now)
         self._resize(self.elastic.handle(el.Tick(f"tick {now:.3f}"), now))
         self.reactor.call_later(self.config.autoscaling.tick, self._autoscale)
 
@@ -159,7 +172,9 @@ class Coordinator:
             self._apply(self.scheduler.handle(pool, now))
 
     def _demand(self, function: str, queued: int) -> None:
-        self._resize(self.elastic.handle(el.Demand(function, queued), time.monotonic()))
+        now = time.monotonic()
+        self.elastic.handle(el.PoolChanged(function, *self.scheduler.pool_counts(function)), now)
+        self._resize(self.elastic.handle(el.Demand(function, queued), now))
 
     # ------------------------------------------------------------------ instructions
 
@@ -254,14 +269,24 @@ class Coordinator:
             case m.Demand(function, queued) if function in self.registry.functions:
                 self._demand(function, queued)
             case m.Register(rid, name, code, options):
-                entry = self.registry.register(name, code, options)
+                entry = self.registry.next_version(name, code, options)
+                if self.saved is not None:  # stored before it is acknowledged
+                    self.saved.save_function(entry)
+                self.registry.add(entry)
                 conn.send(m.Registered(rid, name, entry.version))
                 configure = el.Configure(name, options.min_instances, options.max_instances)
                 self._resize(self.elastic.handle(configure, now))
             case m.RegisterDag(rid, name, nodes):
+                self.registry.check_dag(name, nodes)
+                if self.saved is not None:
+                    self.saved.save_dag(name, nodes)
                 self.registry.register_dag(name, nodes)
                 conn.send(m.Registered(rid, name, 1))
             case m.DeleteDag(rid, name):
+                if name not in self.registry.dags:
+                    raise exc.FunctionNotFound(name)
+                if self.saved is not None:
+                    self.saved.delete_dag(name)
                 self.registry.delete_dag(name)
                 conn.send(m.Registered(rid, name, 0))
             case m.Resolve(rid, name):
@@ -316,8 +341,16 @@ class Coordinator:
             for r in sorted(self.scheduler.executors.values(), key=lambda r: r.executor_id)
         ]
         functions = [v[-1].info() for v in self.registry.functions.values()]
+        # The state machines run on the monotonic clock; people read wall-clock times.
+        to_wall = time.time() - time.monotonic()
         pools = [
-            m.PoolStatus(name, size, *self.scheduler.pool_counts(name), why, changed_at)
+            m.PoolStatus(
+                name,
+                size,
+                *self.scheduler.pool_counts(name),
+                why,
+                changed_at and changed_at + to_wall,
+            )
             for name, (size, why, changed_at) in self.elastic.sizes().items()
         ]
         dags = list(self.registry.dags)

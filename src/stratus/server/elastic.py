@@ -2,7 +2,8 @@
 
 Theory of operation: every tick the coordinator turns its executors' load reports into
 one ``Load`` per function (calls finished and seconds spent running them over the
-tick, calls running and queued now), then sends ``Tick``. ``Elastic`` feeds them to its
+tick, calls running and queued now) and the scheduler's count of each pool's executors
+(``PoolChanged``), then sends ``Tick``. ``Elastic`` feeds them to its
 two state machines and combines their answers:
 
 - the `Autoscaler` gets ``Observed(in_flight, queued)`` with ``in_flight`` the larger of
@@ -65,11 +66,21 @@ class Demand:
 
 
 @dataclass(frozen=True)
+class PoolChanged:
+    """The scheduler's count of ``function``'s executors, ready and starting: a burst
+    panics the autoscaler when it wants twice the executors that are ready."""
+
+    function: str
+    ready: int
+    starting: int
+
+
+@dataclass(frozen=True)
 class Tick:
     stimulus_id: str = ""
 
 
-Event = Configure | Load | Demand | Tick
+Event = Configure | Load | Demand | PoolChanged | Tick
 
 
 # --- instructions
@@ -143,6 +154,8 @@ class Elastic:
                 return self._decide(now)
             case Load(function):
                 self._function(function).load = event
+            case PoolChanged(function, ready, starting):
+                self.scaler.handle(ks.PoolChanged(function, ready, starting), now)
             case Demand(function, queued):
                 fn = self._function(function)
                 self.scaler.handle(ks.Observed(function, 0, queued, "demand"), now)

@@ -46,7 +46,7 @@ from stratus.protocol import errors, keys, serialization
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.protocol.metering import Outcome
-from stratus.server.context import Context
+from stratus.server.context import Context, ImmediateKV
 from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
@@ -128,6 +128,7 @@ class Executor:
         self.logs = InvocationLogs(config.data_dir, config.cluster_id, executor_id, self._current)
         self._arrived: dict[int, int] = {}  # id(deferred call) -> when it arrived, ns
         self.clock = HybridClock(executor_id)
+        self.kv_now = ImmediateKV(self.kv_cache, self.clock)  # ctx.kv_now
         self.post = PostOffice(self.client, executor_id, config.max_payload)
         self._code: dict[tuple[str, int], tuple[Any, m.FunctionOptions]] = {}
         self._callers: dict[str, Connection] = {}  # client id -> its connection to us
@@ -437,6 +438,7 @@ class Executor:
                 executor_id=self.executor_id,
                 attempt=call.attempt,
                 fs=fs,
+                kv_now=self.kv_now,
             )
             try:
                 if call.refs:
