@@ -11,6 +11,7 @@
     ├── ProtocolError             a peer sent a frame we could not accept
     ├── FunctionNotFound          no function or DAG of that name is registered
     ├── SerializationError        arguments or results that cannot be pickled or unpickled
+    │   └── ForgedValue           a stored object without the cluster's seal (never unpickled)
     ├── PayloadTooLarge           a pickled value above the cluster's size limit
     ├── NoCapacity                no executor offers what the function requests
     ├── VolumeNotFound            (stratus.fs) no file-system volume of that name
@@ -64,6 +65,12 @@ class FunctionNotFound(StratusError, LookupError):
 
 class SerializationError(StratusError):
     """A value could not be pickled, or could not be unpickled on the other side."""
+
+
+class ForgedValue(SerializationError):
+    """A value read from the store holds a pickle that does not carry the cluster's seal
+    (an HMAC under a key derived from the cluster key): someone without the key wrote it.
+    It was not unpickled; the key keeps its bytes until it is written again."""
 
 
 class PayloadTooLarge(StratusError):

@@ -753,6 +753,7 @@ def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> ex
         return exc.FunctionNotFound(error.message)
     simple: dict[str, type[exc.StratusError]] = {
         "SerializationError": exc.SerializationError,
+        "ForgedValue": exc.ForgedValue,
         "PayloadTooLarge": exc.PayloadTooLarge,
         "NoCapacity": exc.NoCapacity,
         "Overloaded": exc.Overloaded,
