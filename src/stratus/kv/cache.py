@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from stratus.lattice import DATA_ONLY, Lattice, LatticeCodec
+from stratus.lattice import Lattice, LatticeCodec
+from stratus.lattice.encoding import DATA_ONLY
 from stratus.store.base import Store
 from stratus.store.feed import ChangeFeed
 

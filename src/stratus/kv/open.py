@@ -14,7 +14,8 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlencode
 
 from stratus._exceptions import ConfigurationError
-from stratus.lattice import DATA_ONLY, LatticeCodec
+from stratus.lattice import LatticeCodec
+from stratus.lattice.encoding import DATA_ONLY
 from stratus.store import LMDBStore, MemoryStore, SQLiteStore
 from stratus.store.base import Store
 

@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 from stratus.lattice import (
-    DATA_ONLY,
     CausalValue,
     HybridClock,
     Lattice,
@@ -26,6 +25,7 @@ from stratus.lattice import (
     LWWRegister,
     ValueSeal,
 )
+from stratus.lattice.encoding import DATA_ONLY
 
 
 def codec_for(cluster_key: bytes) -> LatticeCodec:

@@ -35,7 +35,7 @@ from stratus.lattice.bounds import Max, Min
 from stratus.lattice.causal import CausalValue, CausalVersion
 from stratus.lattice.clock import HybridClock, Timestamp
 from stratus.lattice.counter import Counter
-from stratus.lattice.encoding import DATA_ONLY, LatticeCodec, decode, encode
+from stratus.lattice.encoding import LatticeCodec, decode, encode
 from stratus.lattice.maps import LatticeMap
 from stratus.lattice.register import LWWRegister
 from stratus.lattice.sealing import ValueSeal
@@ -43,7 +43,6 @@ from stratus.lattice.sets import GSet, ORSet
 from stratus.lattice.vector import Causality, VectorClock
 
 __all__ = [
-    "DATA_ONLY",
     "CausalValue",
     "CausalVersion",
     "Causality",

@@ -23,10 +23,8 @@ import hmac
 import pickle
 from typing import Any
 
-import cloudpickle
-
-from stratus._exceptions import ForgedValue, SerializationError
-from stratus.lattice.base import LatticeDecodeError
+from stratus._exceptions import ForgedValue
+from stratus.lattice.base import LatticeDecodeError, pickled
 
 LABEL = b"stratus: seal of user objects in the store, v1"
 TAG_BYTES = 32
@@ -51,8 +49,9 @@ class ValueSeal:
         return "ValueSeal(<key>)"  # never the key itself
 
     def seal(self, obj: Any) -> bytes:
-        """The envelope of ``obj``; :class:`SerializationError` if it cannot be pickled."""
-        data = pickle_value(obj)
+        """The envelope of ``obj`` (its ``pickle``, protocol 5, as ties compare it);
+        :class:`~stratus._exceptions.SerializationError` if it cannot be pickled."""
+        data = pickled(obj)
         return hmac.digest(self._key, data, "sha256") + data
 
     def open(self, envelope: bytes | memoryview) -> Any:
@@ -75,20 +74,3 @@ class ValueSeal:
             return pickle.loads(data)
         except Exception as e:
             raise LatticeDecodeError(f"a sealed value does not unpickle: {e!r}") from e
-
-
-def pickle_value(obj: Any) -> bytes:
-    """``obj`` pickled (protocol 5): plain ``pickle`` (fast) unless it refers to
-    ``__main__`` or cannot be pickled by name (lambdas, closures), then cloudpickle,
-    which pickles those by value so another process can load them."""
-    try:
-        data = pickle.dumps(obj, protocol=5)
-        if b"__main__" not in data:
-            return data
-    except Exception:
-        pass
-    try:
-        pickled: bytes = cloudpickle.dumps(obj, protocol=5)
-    except Exception as e:
-        raise SerializationError(f"cannot pickle {type(obj).__name__}: {e!r}") from e
-    return pickled
