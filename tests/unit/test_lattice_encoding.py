@@ -263,6 +263,12 @@ def _sealed_bytes(seal: ValueSeal, data: bytes) -> bytes:
     return hmac.digest(subkey, data, "sha256") + data
 
 
+@given(st.binary(max_size=300))
+def test_the_seal_is_hmac_sha256_under_the_derived_key(data: bytes) -> None:
+    subkey = hmac.digest(KEY, LABEL, "sha256")
+    assert ValueSeal(KEY)._tag(data) == hmac.digest(subkey, data, "sha256")
+
+
 def test_the_seal_key_is_derived_and_never_shown() -> None:
     seal = ValueSeal(KEY)
     envelope = seal.seal("x")

@@ -73,6 +73,7 @@ _Clock = list[tuple[str, _Count]]
 SEALED_EXT = 1  # the MessagePack ext type of a sealed pickle
 _INT_RANGE = (-(2**63), 2**64)  # what a MessagePack int holds
 _MAX_DEPTH = 32  # plain lists and dicts nested deeper are sealed instead
+_SCALARS = frozenset({type(None), bool, float, str, bytes})  # int: only in 64 bits
 # Tags of the layout before values were sealed: bytes with them are refused by name.
 _UNSEALED_TAGS = frozenset({"lww", "gset", "orset", "max", "min", "map", "causal"})
 
@@ -193,10 +194,13 @@ class LatticeCodec:
     # ------------------------------------------------------------------ values
 
     def _value(self, value: Any) -> msgspec.Raw:
+        return msgspec.Raw(self._value_bytes(value))
+
+    def _value_bytes(self, value: Any) -> bytes:
         """The encoded bytes of one user value: plain data, else a sealed pickle."""
         if _is_data(value, 0):
             try:
-                return msgspec.Raw(_ENCODER.encode(value))
+                return _ENCODER.encode(value)
             except UnicodeEncodeError:
                 pass  # a str with lone surrogates: pickle keeps it exactly
         if self.seal is None:
@@ -204,8 +208,7 @@ class LatticeCodec:
                 f"a {type(value).__name__} is not plain data (None, bool, int, float, str, "
                 "bytes, list, dict with str keys): storing it needs the cluster key"
             )
-        envelope = msgspec.msgpack.Ext(SEALED_EXT, self.seal.seal(value))
-        return msgspec.Raw(_ENCODER.encode(envelope))
+        return _ENCODER.encode(msgspec.msgpack.Ext(SEALED_EXT, self.seal.seal(value)))
 
     def _open(self, code: int, data: memoryview) -> Any:
         if code != SEALED_EXT:
@@ -215,7 +218,7 @@ class LatticeCodec:
         return self.seal.open(data)
 
     def _sorted(self, values: Any) -> list[msgspec.Raw]:
-        return [msgspec.Raw(b) for b in sorted(bytes(self._value(v)) for v in values)]
+        return [msgspec.Raw(b) for b in sorted(map(self._value_bytes, values))]
 
     def _to_wire(self, lattice: Lattice) -> _AnyWire:
         match lattice:
@@ -224,7 +227,7 @@ class LatticeCodec:
             case GSet(elements=elements):
                 return _GSet(self._sorted(elements))
             case ORSet(added=added, removed=removed):
-                pairs = sorted((bytes(self._value(e)), tag) for e, tag in added)
+                pairs = sorted((self._value_bytes(e), tag) for e, tag in added)
                 return _ORSet([(msgspec.Raw(e), tag) for e, tag in pairs], sorted(removed))
             case Counter(positive=positive, negative=negative):
                 writers = sorted(positive.keys() | negative.keys())
@@ -237,7 +240,7 @@ class LatticeCodec:
                 return _VectorClock(_clock(counters))
             case LatticeMap(entries=entries):
                 keyed = sorted(
-                    ((bytes(self._value(k)), self._to_wire(v)) for k, v in entries.items()),
+                    ((self._value_bytes(k), self._to_wire(v)) for k, v in entries.items()),
                     key=_first,
                 )
                 return _Map([(msgspec.Raw(k), v) for k, v in keyed])
@@ -276,17 +279,22 @@ def decode(data: bytes | bytearray | memoryview) -> Lattice:
 def _is_data(value: Any, depth: int) -> bool:
     """Whether MessagePack gives ``value`` back exactly: same types, same values."""
     kind = type(value)
-    if kind is str or kind is float or kind is bool or kind is bytes or value is None:
+    if kind in _SCALARS:
         return True
     if kind is int:
         return bool(_INT_RANGE[0] <= value < _INT_RANGE[1])
     if depth >= _MAX_DEPTH:
         return False
     if kind is list:
-        return all(_is_data(item, depth + 1) for item in value)
-    if kind is dict:
-        return all(type(k) is str and _is_data(v, depth + 1) for k, v in value.items())
-    return False
+        items = value
+    elif kind is dict:
+        if not all(type(k) is str for k in value):
+            return False
+        items = value.values()
+    else:
+        return False
+    # Scalars inline: a container of them costs one loop, not one call per item.
+    return all(type(item) in _SCALARS or _is_data(item, depth + 1) for item in items)
 
 
 def _old_layout(data: bytes | bytearray | memoryview) -> str:

@@ -19,6 +19,7 @@ it is stored). Those lose or move data the cluster wrote; they run no code.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import pickle
 from typing import Any
@@ -38,12 +39,18 @@ class ValueSeal:
     (1, 2)
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_inner", "_outer")
 
     def __init__(self, cluster_key: bytes) -> None:
         if not isinstance(cluster_key, bytes) or not cluster_key:
             raise TypeError("a ValueSeal needs the cluster key (non-empty bytes)")
-        self._key = hmac.digest(cluster_key, LABEL, "sha256")
+        key = hmac.digest(cluster_key, LABEL, "sha256")
+        # HMAC (RFC 2104) from the hash states after the padded keys: copying them costs
+        # ~1.2 us a value where hmac.digest costs ~4 us (OpenSSL 3 looks the hash up on
+        # every call). test_lattice_encoding checks it against hmac.digest.
+        padded = key.ljust(64, b"\0")  # 32 bytes: under SHA-256's 64-byte block
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
 
     def __repr__(self) -> str:
         return "ValueSeal(<key>)"  # never the key itself
@@ -52,7 +59,7 @@ class ValueSeal:
         """The envelope of ``obj`` (its ``pickle``, protocol 5, as ties compare it);
         :class:`~stratus._exceptions.SerializationError` if it cannot be pickled."""
         data = pickled(obj)
-        return hmac.digest(self._key, data, "sha256") + data
+        return self._tag(data) + data
 
     def open(self, envelope: bytes | memoryview) -> Any:
         """The object sealed in ``envelope``, after its tag is verified.
@@ -61,11 +68,11 @@ class ValueSeal:
         and :class:`~stratus.lattice.LatticeDecodeError` if a genuine pickle fails to load
         (a class the process cannot import).
         """
-        view = memoryview(envelope)
-        if len(view) < TAG_BYTES:
+        raw = bytes(envelope)  # one copy: slicing bytes is cheaper than memoryviews here
+        if len(raw) < TAG_BYTES:
             raise ForgedValue("a sealed value is shorter than its tag")
-        tag, data = view[:TAG_BYTES], view[TAG_BYTES:]
-        if not hmac.compare_digest(hmac.digest(self._key, data, "sha256"), tag):
+        data = raw[TAG_BYTES:]
+        if not hmac.compare_digest(self._tag(data), raw[:TAG_BYTES]):
             raise ForgedValue(
                 "a sealed value in the store does not carry this cluster's seal: it was "
                 "written by someone without the cluster key, and was not loaded"
@@ -74,3 +81,11 @@ class ValueSeal:
             return pickle.loads(data)
         except Exception as e:
             raise LatticeDecodeError(f"a sealed value does not unpickle: {e!r}") from e
+
+    def _tag(self, data: bytes | memoryview) -> bytes:
+        """HMAC-SHA256 of ``data`` under the derived key."""
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
