@@ -19,7 +19,7 @@ class Served:
 
     def __init__(self, app: stratus.App, config: GatewayConfig, token: str | None = None) -> None:
         self.app = app
-        self.store = open_store(app.store_url)
+        self.store = open_store(app.store_url, app.values)
         self.token = Tokens(self.store).create("tests", now_ms=0, token=token)
         self.port = free_port()
         server_config = uvicorn.Config(

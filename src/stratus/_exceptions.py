@@ -13,6 +13,7 @@
     │   └── BadSignature          a frame not signed with the cluster key
     ├── FunctionNotFound          no function or DAG of that name is registered
     ├── SerializationError        arguments or results that cannot be pickled or unpickled
+    │   └── ForgedValue           a stored object without the cluster's seal (never unpickled)
     ├── PayloadTooLarge           a pickled value above the cluster's size limit
     ├── NoCapacity                no executor offers what the function requests
     ├── ReservedKey               writing a kv key that belongs to the platform
@@ -101,6 +102,12 @@ class FunctionNotFound(StratusError, LookupError):
 
 class SerializationError(StratusError):
     """A value could not be pickled, or could not be unpickled on the other side."""
+
+
+class ForgedValue(SerializationError):
+    """A value read from the store holds a pickle that does not carry the cluster's seal
+    (an HMAC under a key derived from the cluster key): someone without the key wrote it.
+    It was not unpickled; the key keeps its bytes until it is written again."""
 
 
 class PayloadTooLarge(StratusError):

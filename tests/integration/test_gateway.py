@@ -168,8 +168,11 @@ def test_kv_round_trip_with_etags(gw: Served) -> None:
     assert read.json() == {"hello": ["world"]} and read.headers["ETag"] == etag
     # Python callers see the same key, and HTTP sees theirs
     assert gw.app.kv.get("http/greeting") == {"hello": ["world"]}
-    gw.app.kv.put("http/from-python", [1, 2])
+    gw.app.kv.put("http/from-python", (1, 2))  # a tuple: sealed with the cluster's key
     assert gw.http.get("/v1/kv/http/from-python").json() == [1, 2]
+    gw.app.kv.put("http/opaque", object())
+    opaque = gw.http.get("/v1/kv/http/opaque")
+    assert opaque.status_code == 406 and error_type(opaque) == "ValueNotJSON"
 
 
 def test_if_match_makes_a_write_conditional(gw: Served) -> None:

@@ -22,6 +22,8 @@ from stratus.client.kv import KV
 from stratus.client.registration import check_callable, retry_on_names
 from stratus.fs.volume import check_volume_name
 from stratus.kv.open import check_url
+from stratus.kv.values import codec_for
+from stratus.lattice import LatticeCodec
 from stratus.protocol.messages import Consistency, FunctionOptions, Resources, StatusReply
 from stratus.protocol.serialization import DEFAULT_MAX_PAYLOAD
 
@@ -41,10 +43,16 @@ class App:
     """
 
     def __init__(
-        self, client: Client, cluster: EmbeddedCluster | None = None, *, store: str = ""
+        self,
+        client: Client,
+        cluster: EmbeddedCluster | None = None,
+        *,
+        store: str = "",
+        key: bytes = b"",
     ) -> None:
         self._client = client
         self._cluster = cluster
+        self._key = cluster.key if cluster is not None else key
         self._store_url = cluster.config.store_url if cluster is not None else store
         self._fs: ClientFS | None = None
         client.on_lost = self._on_lost
@@ -58,6 +66,12 @@ class App:
     def store_url(self) -> str:
         """The URL of the store the cluster keeps its state in ("" when not known)."""
         return self._store_url
+
+    @property
+    def values(self) -> LatticeCodec:
+        """How the cluster's kv values are stored: data, or objects sealed with its key
+        (for programs that open the store themselves, like the HTTP gateway)."""
+        return codec_for(self._key)
 
     @property
     def kv(self) -> KV:
@@ -290,8 +304,9 @@ def connect(
             cluster.close()
             raise
         return App(client, cluster)
-    client = Client(address, cfg.load_key(key, data_dir), max_payload=max_payload)
-    return App(client, store=store)  # app.fs of a remote cluster opens its store
+    cluster_key = cfg.load_key(key, data_dir)
+    client = Client(address, cluster_key, max_payload=max_payload)
+    return App(client, store=store, key=cluster_key)  # app.fs of a remote cluster opens its store
 
 
 @atexit.register

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     store_url = args.store or f"sqlite:{os.path.join(args.data_dir, 'state.db')}"
     host, _, port = args.http.rpartition(":")
     app = stratus.connect(args.address, key=cfg.load_key(None, args.data_dir), store=store_url)
-    store = open_store(store_url)
+    store = open_store(store_url, app.values)
     if args.create_token:
         print(Tokens(store).create(args.create_token, now_ms=now_ms()), flush=True)
     print(f"gateway of {app.cluster_id} on http://{host}:{port}", file=sys.stderr, flush=True)

@@ -81,7 +81,7 @@ class _Gateway:
         self.app = app
         self.store = store
         self.config = config
-        self.kv = KVGateway(store)
+        self.kv = KVGateway(store, app.values)
         self.volumes = Volumes(store)
         self.tokens = Tokens(store)
         self.invocations = Invocations()
@@ -204,7 +204,7 @@ class _Gateway:
         if version == 0 or value is None:
             raise HTTPProblem(404, "KeyNotFound", f"no key {request.path_params['key']!r}")
         return Response(
-            msgspec.json.encode(value),
+            _json_of(value, "the value"),
             media_type="application/json",
             headers={"ETag": etag_of(version)},
         )
@@ -234,7 +234,8 @@ class _Gateway:
 
     async def kv_bulk_get(self, request: Request) -> Response:
         wanted = await self.json_body(request, BulkGetRequest)
-        return JSONResponse({"items": await run_in_threadpool(self.kv.get_many, wanted.keys)})
+        items = await run_in_threadpool(self.kv.get_many, wanted.keys)
+        return Response(_json_of({"items": items}, "a value"), media_type="application/json")
 
     async def kv_transaction(self, request: Request) -> Response:
         txn = await self.json_body(request, TransactionRequest)
@@ -337,6 +338,16 @@ def _result_response(invocation_id: str, result: Any) -> Response:
     except (TypeError, OverflowError) as e:
         raise HTTPProblem(502, "ResultNotJSON", f"the function's result is not JSON: {e}") from None
     return Response(body, media_type="application/json")
+
+
+def _json_of(value: Any, what: str) -> bytes:
+    """``value`` as JSON, or 406 for a value a Python caller stored that JSON cannot hold."""
+    try:
+        return msgspec.json.encode(value)
+    except (TypeError, OverflowError) as e:
+        raise HTTPProblem(
+            406, "ValueNotJSON", f"{what} is not representable as JSON: {e}"
+        ) from None
 
 
 async def _health(request: Request) -> Response:

@@ -18,7 +18,7 @@ import msgspec
 from stratus._exceptions import ConfigurationError
 from stratus.gateway.errors import HTTPProblem
 from stratus.kv.values import as_lattice
-from stratus.lattice import HybridClock, Lattice, decode, encode
+from stratus.lattice import HybridClock, Lattice, LatticeCodec
 from stratus.protocol import keys
 from stratus.store.base import Delete, Put, Store, Transaction, Write, check_key
 
@@ -94,8 +94,9 @@ def etag_of(version: int) -> str:
 class KVGateway:
     """Blocking store calls behind the HTTP handlers (they run them in a thread pool)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, values: LatticeCodec) -> None:
         self._store = store
+        self._values = values
         self._clock = HybridClock("gateway")
 
     def get(self, key: str) -> tuple[Any, int]:
@@ -103,7 +104,7 @@ class KVGateway:
         entry = self._store.get(check_user_key(key))
         if entry.value is None:
             return None, entry.version
-        return _plain(decode(entry.value)), entry.version
+        return _plain(self._values.decode(entry.value)), entry.version
 
     def get_many(self, names: list[str]) -> list[dict[str, Any]]:
         if len(names) > MAX_OPERATIONS:
@@ -113,7 +114,7 @@ class KVGateway:
         for key in names:
             entry = entries[key]
             if entry.value is not None:
-                value = _plain(decode(entry.value))
+                value = _plain(self._values.decode(entry.value))
                 items.append({"key": key, "value": value, "etag": etag_of(entry.version)})
         return items
 
@@ -140,7 +141,7 @@ class KVGateway:
             match op:
                 case Upsert(value=value):
                     register = as_lattice(_checked_value(value), self._clock)
-                    writes.append(Put(key, encode(register)))
+                    writes.append(Put(key, self._values.encode(register)))
                 case Remove():
                     writes.append(Delete(key))
         result = self._store.commit(Transaction(reads, writes))

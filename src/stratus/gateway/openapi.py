@@ -22,7 +22,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _ERROR = _json(_ref("Error"), "an error, named by its stratus type")
-_ERRORS = {str(code): _ERROR for code in (400, 401, 404, 408, 409, 412, 413, 429, 502, 503, 504)}
+_ERRORS = {
+    str(code): _ERROR for code in (400, 401, 403, 404, 406, 408, 409, 412, 413, 429, 502, 503, 504)
+}
 
 
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -4,6 +4,6 @@ per-invocation transactions. It knows the store and the lattices, nothing above 
 from stratus.kv.cache import KVCache
 from stratus.kv.ref import Ref
 from stratus.kv.transaction import KVTransaction, Reader
-from stratus.kv.values import as_lattice, merge_encoded
+from stratus.kv.values import as_lattice, codec_for, merge_encoded
 
-__all__ = ["KVCache", "KVTransaction", "Reader", "Ref", "as_lattice", "merge_encoded"]
+__all__ = ["KVCache", "KVTransaction", "Reader", "Ref", "as_lattice", "codec_for", "merge_encoded"]

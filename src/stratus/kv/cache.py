@@ -15,19 +15,23 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from stratus.lattice import Lattice, decode
+from stratus.lattice import Lattice, LatticeCodec
+from stratus.lattice.encoding import DATA_ONLY
 from stratus.store.base import Store
 from stratus.store.feed import ChangeFeed
 
 
 class KVCache:
     """Decoded entries by key, invalidated by the store's change feed. Implements
-    ``Reader`` for ``KVTransaction``."""
+    ``Reader`` for ``KVTransaction``. ``values`` is the cluster's codec (the default
+    reads and writes plain data only); a forged stored value raises ``ForgedValue`` from
+    ``read`` and is not cached."""
 
     def __init__(
         self,
         store: Store,
         *,
+        values: LatticeCodec = DATA_ONLY,
         feed: ChangeFeed | None = None,
         capacity: int = 100_000,
         max_staleness: float = 0.02,
@@ -35,6 +39,7 @@ class KVCache:
         hidden: tuple[str, ...] = (),
     ) -> None:
         self.store = store
+        self.values = values
         self.hidden = hidden  # prefixes of keys that listings leave out (the platform's)
         self.capacity = capacity
         # Shared with the executor's other caches; a feed of its own otherwise.
@@ -61,7 +66,7 @@ class KVCache:
         stored = self.store.get(key)
         if stored.value is not None:
             self.read_bytes += len(stored.value)
-        entry = (stored.version, None if stored.value is None else decode(stored.value))
+        entry = (stored.version, None if stored.value is None else self.values.decode(stored.value))
         self._entries[key] = entry
         if len(self._entries) > self.capacity:
             self._entries.popitem(last=False)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlencode
 
 from stratus._exceptions import ConfigurationError
-from stratus.kv.values import merge_encoded
+from stratus.lattice import LatticeCodec
+from stratus.lattice.encoding import DATA_ONLY
 from stratus.store import LMDBStore, MemoryStore, SQLiteStore
 from stratus.store.base import Store
 
@@ -25,8 +26,11 @@ def check_url(url: str) -> None:
     _parse(url)
 
 
-def open_store(url: str) -> Store:
-    """The store named by ``url``, merging with lattice semantics."""
+def open_store(url: str, values: LatticeCodec = DATA_ONLY) -> Store:
+    """The store named by ``url``, merging kv values with ``values`` (the cluster's codec,
+    ``stratus.kv.codec_for(key)``). Without it, merges handle plain-data values only:
+    enough for tools that never merge kv values (the file system, volume commands)."""
+    merge_encoded = values.merge
     scheme, path, options = _parse(url)
     if scheme == "sqlite":
         synchronous = options.get("synchronous", "NORMAL").upper()

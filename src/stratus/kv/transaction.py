@@ -28,7 +28,7 @@ import msgspec
 
 from stratus._exceptions import ReservedKey
 from stratus.kv.values import as_lattice, resolve
-from stratus.lattice import HybridClock, Lattice, LWWRegister, Timestamp, decode, encode
+from stratus.lattice import HybridClock, Lattice, LatticeCodec, LWWRegister, Timestamp
 from stratus.store.base import CommitResult, Delete, Merge, Put, Store, Transaction, Write
 
 if TYPE_CHECKING:
@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 
 
 class Reader(Protocol):
-    """Where a transaction reads committed state from (a cache, or the store itself)."""
+    """Where a transaction reads committed state from (a cache, or the store itself), and
+    the codec of the values stored there."""
+
+    values: LatticeCodec
 
     def read(self, key: str) -> tuple[int, Lattice | None]:
         """``(version, value)`` of ``key``; ``(0, None)`` if it never existed."""
@@ -71,6 +74,7 @@ class KVTransaction:
         self, reader: Reader, clock: HybridClock, *, reserved: tuple[str, ...] = ()
     ) -> None:
         self._reader = reader
+        self._values = reader.values  # encodes the writes as the store's readers decode them
         self._clock = clock
         self.reserved = reserved  # prefixes of the platform's keys, which it may not write
         self.reads: dict[str, int] = {}
@@ -180,7 +184,7 @@ class KVTransaction:
                 ops.append(Delete(key))
             else:
                 assert value is not None
-                ops.append((Put if kind == _PUT else Merge)(key, encode(value)))
+                ops.append((Put if kind == _PUT else Merge)(key, self._values.encode(value)))
         return ops
 
     def export(self) -> bytes:
@@ -193,7 +197,7 @@ class KVTransaction:
 
     def _carried(self) -> _Carried:
         writes = [
-            (kind, key, b"" if value is None else encode(value))
+            (kind, key, b"" if value is None else self._values.encode(value))
             for key, (kind, value) in self._writes.items()
         ]
         return _Carried(dict(self.reads), dict(self.prefix_reads), writes)
@@ -212,9 +216,9 @@ class KVTransaction:
             if kind == _DELETE:
                 self._writes[key] = (_DELETE, None)
             elif kind == _PUT or key not in self._writes:
-                self._writes[key] = (kind, decode(value))
+                self._writes[key] = (kind, self._values.decode(value))
             else:
-                KVTransaction.merge(self, key, decode(value))
+                KVTransaction.merge(self, key, self._values.decode(value))
         return carried
 
     def validate_reads(self, store: Store) -> CommitResult:

@@ -1,8 +1,14 @@
 """How user values become stored bytes, and how the store merges them.
 
-A lattice is stored as its encoding (``stratus.lattice.encode``). A plain Python value is
-stored as an ``LWWRegister`` stamped by the writer's hybrid logical clock, so concurrent
-writers of one key agree on the winner whatever order their commits reach the store in.
+A lattice is stored as its encoding by a ``LatticeCodec``: user values that MessagePack
+holds exactly as plain data, any other object as a pickle sealed with the cluster key
+(``stratus.lattice.sealing``), so bytes in the store never run code unless the cluster
+wrote them. A plain Python value is stored as an ``LWWRegister`` stamped by the writer's
+hybrid logical clock, so concurrent writers of one key agree on the winner whatever order
+their commits reach the store in.
+
+Every process that reads or writes kv values builds one codec from the cluster key
+(:func:`codec_for`) and hands it to ``open_store`` (as the store's merge) and ``KVCache``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,21 @@ import functools
 import time
 from typing import Any
 
-from stratus.lattice import CausalValue, HybridClock, Lattice, LWWRegister, decode, encode
+from stratus.lattice import (
+    CausalValue,
+    HybridClock,
+    Lattice,
+    LatticeCodec,
+    LWWRegister,
+    ValueSeal,
+)
+from stratus.lattice.encoding import DATA_ONLY
+
+
+def codec_for(cluster_key: bytes) -> LatticeCodec:
+    """The codec of a cluster's kv values: objects sealed with a key derived from
+    ``cluster_key``."""
+    return LatticeCodec(ValueSeal(cluster_key))
 
 
 def as_lattice(value: Any, clock: HybridClock) -> Lattice:
@@ -22,14 +42,13 @@ def as_lattice(value: Any, clock: HybridClock) -> Lattice:
 
 
 def merge_encoded(old: bytes | None, new: bytes) -> bytes:
-    """The store's ``merge_fn``: decode both sides, merge, encode.
+    """A store's ``merge_fn`` for plain-data values only (``DATA_ONLY.merge``); a cluster
+    merges with its own codec's ``merge``.
 
     Raises ``LatticeTypeError`` when the two are different lattices (say a plain value
     merged into a counter); the store then writes nothing.
     """
-    if old is None:
-        return new
-    return encode(decode(old).merge(decode(new)))
+    return DATA_ONLY.merge(old, new)
 
 
 def resolve(value: Lattice) -> Any:

@@ -17,7 +17,9 @@ type               merge                                                ``value`
 ``CausalValue``    union of versions less the superseded ones           siblings tuple
 =================  ===================================================  ===============
 
-``encode`` and ``decode`` turn any of them into MessagePack bytes and back.
+A ``LatticeCodec`` turns any of them into MessagePack bytes and back, with user objects
+that are not plain data pickled under the cluster's ``ValueSeal``; ``encode`` and
+``decode`` are the codec without a key (plain data only).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from stratus.lattice.bounds import Max, Min
 from stratus.lattice.causal import CausalValue, CausalVersion
 from stratus.lattice.clock import HybridClock, Timestamp
 from stratus.lattice.counter import Counter
-from stratus.lattice.encoding import decode, encode
+from stratus.lattice.encoding import LatticeCodec, decode, encode
 from stratus.lattice.maps import LatticeMap
 from stratus.lattice.register import LWWRegister
+from stratus.lattice.sealing import ValueSeal
 from stratus.lattice.sets import GSet, ORSet
 from stratus.lattice.vector import Causality, VectorClock
 
@@ -48,6 +51,7 @@ __all__ = [
     "HybridClock",
     "LWWRegister",
     "Lattice",
+    "LatticeCodec",
     "LatticeDecodeError",
     "LatticeError",
     "LatticeMap",
@@ -57,6 +61,7 @@ __all__ = [
     "Min",
     "ORSet",
     "Timestamp",
+    "ValueSeal",
     "VectorClock",
     "decode",
     "encode",

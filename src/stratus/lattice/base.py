@@ -61,8 +61,8 @@ class Lattice(msgspec.Struct, frozen=True):
 def pickled(value: Any) -> bytes:
     """The canonical bytes of a user value: ``pickle`` protocol 5.
 
-    Used both to break ties deterministically and to store user values in the encoding,
-    so that a merge done on encoded bytes (a Redis script) agrees with one done here.
+    Used to break ties deterministically, and (sealed with the cluster key) to store the
+    user values that MessagePack cannot hold exactly.
     Raises :class:`~stratus._exceptions.SerializationError` if ``value`` cannot be pickled.
     """
     try:

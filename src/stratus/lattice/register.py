@@ -7,8 +7,9 @@ two elements of a total order is a join, so merge is commutative, associative an
 idempotent even on ties. Plain Python values put into the kv store without a lattice are
 stored as ``LWWRegister``.
 
-Ties compare ``pickle`` protocol 5 bytes, the same bytes the encoding stores, so a Redis
-script comparing encoded registers agrees with :meth:`LWWRegister.merge`. The tie-break
+Ties compare ``pickle`` protocol 5 bytes (not the stored bytes: plain values are stored
+as MessagePack, other objects sealed, see ``stratus.lattice.encoding``), so a merge needs
+the decoded values, which only Python has. The tie-break
 is reproducible across processes for values whose pickle is (``int``, ``str``, ``bytes``,
 tuples and dicts of those...), but not for sets of strings, whose iteration order
 depends on the process's hash seed.

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from stratus._exceptions import ConfigurationError
 from stratus.kv.values import as_lattice, resolve
-from stratus.lattice import HybridClock, Lattice, encode
+from stratus.lattice import HybridClock, Lattice
 from stratus.protocol import keys
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ class ImmediateKV:
     def put(self, key: str, value: Any) -> None:
         """Set ``key`` now (a plain value as an LWW register stamped now, as ``ctx.kv``)."""
         lattice = as_lattice(value, self._clock)
-        stored = encode(lattice)
+        stored = self._cache.values.encode(lattice)
         store = self._cache.store
         if isinstance(value, Lattice):
             store.put(_user_key(key), stored)
@@ -52,7 +51,8 @@ class ImmediateKV:
 
     def merge(self, key: str, value: Lattice) -> None:
         """Merge a lattice into ``key`` now."""
-        self._cache.store.merge(_user_key(key), encode(as_lattice(value, self._clock)))
+        encoded = self._cache.values.encode(as_lattice(value, self._clock))
+        self._cache.store.merge(_user_key(key), encoded)
         self._cache.invalidate([key])
 
     def delete(self, key: str) -> None:
@@ -67,8 +67,7 @@ class ImmediateKV:
 
 
 def _user_key(key: str) -> str:
-    if keys.is_reserved(key):
-        raise ConfigurationError(f"{key!r} is one of the platform's own keys")
+    keys.check_user_key(key)  # ReservedKey, as ctx.kv says
     return key
 
 

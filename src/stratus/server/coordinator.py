@@ -27,6 +27,7 @@ from stratus import _exceptions as exc
 from stratus import config as cfg
 from stratus.config import ClusterConfig
 from stratus.kv.open import open_store
+from stratus.kv.values import codec_for
 from stratus.protocol import errors
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
@@ -59,7 +60,7 @@ class Coordinator:
         open_store(config.store_url).close()
         # Fork the fork server next, while this process has a single thread.
         self._forkserver_pid, forkserver_sock = forkserver.start(config)
-        self.kv = ClientKV(config.store_url)
+        self.kv = ClientKV(config.store_url, codec_for(config.key))
         self.reactor = Reactor(limits=config.connections)
         max_frame = config.max_payload + FRAME_OVERHEAD
         self.codec = Codec(config.key, m.ToCoordinator, max_frame=max_frame)

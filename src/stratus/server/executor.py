@@ -41,6 +41,7 @@ from stratus.fs import FsCache, FsSession, Volumes
 from stratus.kv import KVCache, KVTransaction, Ref
 from stratus.kv.causal import CausalRetry, CausalTransaction
 from stratus.kv.open import open_store
+from stratus.kv.values import codec_for
 from stratus.lattice import HybridClock, VectorClock
 from stratus.protocol import errors, keys, serialization
 from stratus.protocol import messages as m
@@ -118,9 +119,10 @@ class Executor:
         )
         self.client.on_other_message = self._on_control
         self.client.on_lost = self._on_coordinator_lost
-        self.store = open_store(config.store_url)
+        values = codec_for(config.key)  # user objects in the store carry the cluster's seal
+        self.store = open_store(config.store_url, values)
         self.feed = ChangeFeed(self.store)  # one feed read refreshes both caches
-        self.kv_cache = KVCache(self.store, feed=self.feed, hidden=keys.PLATFORM)
+        self.kv_cache = KVCache(self.store, values=values, feed=self.feed, hidden=keys.PLATFORM)
         self.fs_cache = FsCache(self.store, feed=self.feed)
         self.volumes = Volumes(self.store, cache=self.fs_cache)
         self.meter = Meter(config.data_dir, config.cluster_id, executor_id, self.store)
