@@ -16,8 +16,9 @@ from stratus.compat.cloudburst import (
 
 
 @pytest.fixture(scope="module")
-def cloud() -> Iterator[CloudburstConnection]:
-    connection = CloudburstConnection("127.0.0.1", "127.0.0.1", local=True)
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudburstConnection]:
+    data_dir = tmp_path_factory.mktemp("cloudburst")
+    connection = CloudburstConnection("127.0.0.1", "127.0.0.1", local=True, data_dir=data_dir)
     yield connection
     connection.close()
 

@@ -150,14 +150,17 @@ def _spread(upstream: list[Any]) -> tuple[Any, ...]:
 
 
 class CloudburstConnection:
-    """A Cloudburst client whose calls run on a stratus cluster."""
+    """A Cloudburst client whose calls run on a stratus cluster; ``options`` go to
+    ``stratus.connect`` (say ``data_dir=`` of a local cluster)."""
 
-    def __init__(self, func_addr: str, ip: str = "", tid: int = 0, local: bool = False) -> None:
+    def __init__(
+        self, func_addr: str, ip: str = "", tid: int = 0, local: bool = False, **options: Any
+    ) -> None:
         if local:
-            self.app: App = connect()
+            self.app: App = connect(**options)
         else:
             address = func_addr if "://" in func_addr else f"tcp://{func_addr}:{DEFAULT_PORT}"
-            self.app = connect(address)
+            self.app = connect(address, **options)
         self._targets: dict[str, Any] = {}
 
     def register(self, function: Any, name: str) -> Callable[..., CloudburstFuture] | None:
