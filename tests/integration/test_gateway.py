@@ -100,7 +100,7 @@ def test_a_revoked_token_is_refused(gw: Served) -> None:
 def test_the_store_keeps_only_hashes_of_tokens(gw: Served) -> None:
     stored = b"".join(gw.store.get(k).value or b"" for k in gw.store.keys("\x00stratus/gateway"))
     assert gw.token.encode() not in stored
-    assert any(owner == "tests" for _, owner in Tokens(gw.store).list())
+    assert any(owner == "tests" for _, owner, _ in Tokens(gw.store).list())
 
 
 # ---------------------------------------------------------------------- functions and DAGs

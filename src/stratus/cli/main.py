@@ -17,7 +17,7 @@ from rich.table import Table
 
 from stratus import _exceptions as exc
 from stratus import config as cfg
-from stratus.cli import calls, observe
+from stratus.cli import calls, gateway, observe
 from stratus.cli.target import SERVER_FILE, Target, UserConfig, find, find_store
 
 # Piped output is not cut to 80 columns: tables are as wide as their contents.
@@ -57,6 +57,7 @@ def cli() -> None:
     default="",
     help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464; port 0: any).",
 )
+@click.option("--http", default="", help="Also serve the HTTP gateway on HOST:PORT (docs/http.md).")
 def up(
     listen: str,
     advertise: str,
@@ -66,6 +67,7 @@ def up(
     preload: tuple[str, ...],
     log_level: str,
     metrics: str,
+    http: str,
 ) -> None:
     """Run a cluster in the foreground as a long-lived server."""
     from stratus.server.coordinator import Coordinator
@@ -111,13 +113,20 @@ def up(
         console.print(f"the default cluster of stratus commands ({user_config})")
         if coordinator.observer.metrics.address:
             console.print(f"metrics on http://{coordinator.observer.metrics.address}/metrics")
+        if http:
+            children.append(gateway.start(address, config.data_dir, config.store_url, http))
+            console.print(f"HTTP gateway on http://{http} (tokens: `stratus token create`)")
 
+    children: list[Any] = []
     coordinator.when_ready(ready)
     try:
         coordinator.run()
     finally:
         progress.stop()
         server_file.unlink(missing_ok=True)
+        for child in children:
+            child.terminate()
+            child.wait()
     console.print(f"stopped: {coordinator.stop_reason}")
 
 
@@ -351,6 +360,7 @@ def _on_target(target: Target, action: Any) -> Any:
 
 observe.register(cli, _with_client, console, address_option, data_dir_option)
 calls.register(cli, _with_client, address_option, data_dir_option)
+gateway.register(cli, address_option, data_dir_option)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from stratus.gateway.app import serve
 from stratus.gateway.kv import now_ms
 from stratus.gateway.tokens import Tokens
 from stratus.kv.open import open_store
+from stratus.server.lifeline import die_with_parent
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--create-token", metavar="TENANT", default="", help="print a new token for TENANT first"
     )
+    parser.add_argument("--parent", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.parent:
+        die_with_parent(args.parent)  # started by `stratus up --http`: go with it
     store_url = args.store or f"sqlite:{os.path.join(args.data_dir, 'state.db')}"
     host, _, port = args.http.rpartition(":")
     app = stratus.connect(args.address, key=cfg.load_key(None, args.data_dir), store=store_url)

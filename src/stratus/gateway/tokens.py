@@ -76,20 +76,28 @@ class Tokens:
             return None
         return _decoder.decode(entry.value).owner
 
-    def revoke(self, token: str) -> bool:
-        key = keys.gateway_token(digest(token))
-        if self._store.get(key).value is None:
+    def revoke(self, token_or_digest: str) -> bool:
+        """Revoke a token, given itself or a prefix (8 hex digits at least) of its hash, as
+        ``list`` shows them; False when none, or more than one, matches."""
+        if token_or_digest.startswith("st_"):
+            matches = [keys.gateway_token(digest(token_or_digest))]
+        elif len(token_or_digest) >= 8:
+            matches = self._store.keys(keys.GATEWAY_TOKENS + token_or_digest.lower())
+        else:
             return False
-        self._store.delete(key)
+        if len(matches) != 1 or self._store.get(matches[0]).value is None:
+            return False
+        self._store.delete(matches[0])
         return True
 
-    def list(self) -> list[tuple[str, str]]:
-        """``(digest prefix, owner)`` of every live token: enough to tell them apart."""
+    def list(self) -> list[tuple[str, str, int]]:
+        """``(hash prefix, owner, created_ms)`` of every live token: enough to tell them
+        apart and revoke one, nothing to use."""
         found = []
         for key in self._store.keys(keys.GATEWAY_TOKENS):
             entry = self._store.get(key)
             if entry.value is not None:
-                found.append(
-                    (key[len(keys.GATEWAY_TOKENS) :][:12], _decoder.decode(entry.value).owner)
-                )
+                record = _decoder.decode(entry.value)
+                digest_prefix = key[len(keys.GATEWAY_TOKENS) :][:12]
+                found.append((digest_prefix, record.owner, record.created_ms))
         return found
