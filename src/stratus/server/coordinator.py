@@ -28,8 +28,8 @@ from stratus.config import ClusterConfig
 from stratus.kv.open import open_store
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
+from stratus.server import cgroups, forkserver
 from stratus.server import elastic as el
-from stratus.server import forkserver
 from stratus.server import scheduler as sched
 from stratus.server.clientkv import ClientKV
 from stratus.server.observe import Observer
@@ -117,13 +117,32 @@ class Coordinator:
         deadline = time.monotonic() + 2.0
         while self._pids and time.monotonic() < deadline and not self._forkserver.closed:
             self.reactor.run_once(0.05)
-        for pid in [*list(self._pids.values()), self._forkserver_pid]:
+        for pid in self._pids.values():
             _kill(pid)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self._forkserver_pid, 0)
+        self._stop_forkserver()
         self.observer.close()
         self.kv.close()
         self.reactor.close()
+
+    def _stop_forkserver(self) -> None:
+        """SIGTERM first: the fork server then kills what executors started (their
+        groups); SIGKILL if it does not exit in time. Then sweep the cluster's cgroups,
+        in case the fork server could not."""
+        pid = self._forkserver_pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 2.0
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    _kill(pid)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.005)
+        support = cgroups.detect()
+        if support.cgroups:
+            with contextlib.suppress(OSError):
+                cgroups.ClusterGroups(self.config.cluster_id, support).kill_all()
 
     def _tick(self) -> None:
         self._apply(self.scheduler.handle(sched.Tick(), time.monotonic()))

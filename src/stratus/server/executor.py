@@ -14,7 +14,11 @@ executor exits too when its coordinator connection closes or its parent dies.
 ``memory_mb`` caps the executor's data segment (RLIMIT_DATA: heap and private anonymous
 memory, where Python's objects live) while the function's calls run: an allocation
 past it raises MemoryError inside the function, the caller gets
-``MemoryLimitExceeded`` and the executor exits, to be replaced by a clean one.
+``MemoryLimitExceeded`` and the executor exits, to be replaced by a clean one. Where the
+machine has a memory cgroup for us (``cgroups``), the executor's group is capped at
+``memory_mb`` too, which also counts shared memory, page cache and the processes the
+function started; reaching it stops the group, the fork server signals ``OVER_MEMORY``
+and the handler reports ``MemoryLimitExceeded`` like a timeout, then exits.
 
 Load reports (per function: calls and busy seconds so far, calls running and queued)
 go to the coordinator every half tick while idle, and at most that often when a call
@@ -47,6 +51,7 @@ from stratus.protocol import keys, serialization
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.protocol.metering import Outcome
+from stratus.server import cgroups
 from stratus.server.context import Context
 from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
@@ -95,9 +100,16 @@ class _FanIn:
 
 
 class Executor:
-    def __init__(self, config: ClusterConfig, executor_id: str) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        executor_id: str,
+        *,
+        cgroup: cgroups.ExecutorGroup | None = None,
+    ) -> None:
         self.config = config
         self.executor_id = executor_id
+        self.cgroup = cgroup  # the group the fork server put us in (None: a session)
         self.reactor = Reactor(spin=SPIN)
         self.codec = Codec(config.key, m.ToExecutor, max_frame=config.max_payload + FRAME_OVERHEAD)
         self.unix = self.reactor.listen(config.executor_unix(executor_id), self._accept)
@@ -147,6 +159,7 @@ class Executor:
 
     def run(self) -> None:
         signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.signal(cgroups.OVER_MEMORY, self._on_over_memory)
         address = m.ExecutorAddress(self.executor_id, self.unix, self.tcp)
         self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(self._report_every, self._report_load)
@@ -585,6 +598,8 @@ class Executor:
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+        if self.cgroup is not None:
+            self.cgroup.limit_memory(memory_mb)
         self._memory_mb = memory_mb
 
     # ------------------------------------------------------------------ timeouts
@@ -610,6 +625,24 @@ class Executor:
                     pass
         # Whatever the function was doing is abandoned; a fresh executor replaces us.
         os._exit(3)
+
+    def _on_over_memory(self, signum: int, frame: Any) -> None:
+        """Our group reached its memory limit (sent by the fork server, which raised the
+        limit a little so that this reply can be built): report it and exit."""
+        for running in self._stack:
+            self.meter.abort(running.metered, "error")
+            if running.conn is None:
+                continue
+            call = running.call
+            error = m.ErrorInfo(
+                "MemoryLimitExceeded", f"{call.function} used over {self._memory_mb} MB"
+            )
+            with contextlib.suppress(OSError):
+                running.conn.sock.setblocking(True)
+                running.conn.sock.sendall(
+                    running.conn.codec.encode(m.Failure(call.rid, call.attempt, error))
+                )
+        os._exit(4)
 
 
 def _resolve_refs(kv: KVTransaction, args: Any, kwargs: Any) -> tuple[Any, Any]:
