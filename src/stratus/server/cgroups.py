@@ -225,14 +225,16 @@ class ExecutorGroup:
         return event
 
     def over_memory(self) -> bool:
-        """Whether the group is at its limit now (after a memory event)."""
-        if self._memory is None or not self.memory_mb:
+        """Whether the group is at its limit now (after a memory event). Read from the
+        group's files: the limit is set by the executor, in another process."""
+        if self._memory is None:
             return False
         path, h = self._memory
         try:
             if h.v2:
+                high = (path / "memory.high").read_text().strip()
                 current = int((path / "memory.current").read_text())
-                return current >= self.memory_mb * 2**20
+                return high != "max" and current >= int(high)
             return "under_oom 1" in (path / "memory.oom_control").read_text()
         except (OSError, ValueError):
             return False
@@ -242,12 +244,12 @@ class ExecutorGroup:
         assert self._memory is not None
         path, h = self._memory
         self.raised = True
-        limit = self.memory_mb * 2**20 + HEADROOM
-        with contextlib.suppress(OSError):
-            if h.v2:
+        with contextlib.suppress(OSError, ValueError):
+            if h.v2:  # memory.max is HEADROOM above it already
                 _write(path / "memory.high", "max")
             else:
-                _set_v1_limit(path, limit)
+                limit = int((path / "memory.limit_in_bytes").read_text())
+                _set_v1_limit(path, limit + HEADROOM)
 
     def kill(self) -> None:
         """SIGKILL every process in the group, whatever it forked meanwhile."""
