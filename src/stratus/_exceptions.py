@@ -25,7 +25,8 @@
         ├── InvocationTimeout     the function ran past its timeout and was killed
         ├── ConflictError         a serializable invocation kept conflicting and gave up
         ├── MemoryLimitExceeded   the function used more than its memory_mb and was stopped
-        └── ExecutorLost          its executor died and the retries were spent
+        ├── ExecutorLost          its executor died and the retries were spent
+        └── ExecutorStartFailed   no executor could start to run it; carries the start error
 
 Local failures (the first group) and remote ones (``InvocationError``) are different
 types, so a caller can tell "my call was malformed" from "the function failed".
@@ -148,3 +149,9 @@ class MemoryLimitExceeded(InvocationError, MemoryError):
 
 class ExecutorLost(InvocationError):
     """The executor running the call died and the function's ``retries`` were spent."""
+
+
+class ExecutorStartFailed(InvocationError):
+    """The call waited for an executor (its warm pool was empty) and none could start:
+    the message carries the start error (e.g. the store is unreachable). The function
+    did not run. Executors keep trying; a later call may succeed."""

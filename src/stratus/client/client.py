@@ -581,6 +581,8 @@ class Client:
                 self._settle(conn, rid, inv.Failed(attempt, error))
             case m.ExecutorsChanged(executors, pools):
                 self._executors_changed(executors, pools)
+            case m.ExecutorStartFailed(error=error):
+                self._start_failed(error)
             case m.RequestFailed(rid, error):
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:
@@ -640,6 +642,22 @@ class Client:
             pending = self._pending.get(rid)
             if pending is not None and pending.invocation.attempt == attempt:
                 self._send(rid, attempt, avoid)
+
+    def _start_failed(self, error: m.ErrorInfo) -> None:
+        """No executor could start: calls held for an empty warm pool (and DAG calls
+        parked for one) fail now with the start error, instead of at their deadline."""
+        for name, waiting in list(self._waiting.items()):
+            if any(e in self._executors for e in self._placements.get(name, ())):
+                continue  # executors of its pool are running: they will take it
+            del self._waiting[name]
+            for rid, attempt, avoid in waiting:
+                if self._still_waiting(rid, attempt, avoid):
+                    self._finish(rid, error=_start_error(error, self._pending[rid]))
+        parked, self._parked = self._parked, []
+        for rid, attempt, avoid in parked:
+            if self._still_waiting(rid, attempt, avoid):
+                self._finish(rid, error=_start_error(error, self._pending[rid]))
+        self._release()  # stops watching for pushes if nothing waits any more
 
     def _apply(self, rid: int, instructions: list[inv.Instruction]) -> None:
         for instruction in instructions:
@@ -719,6 +737,15 @@ def _ref_keys(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
     keys = [a.key for a in args if isinstance(a, Ref)]
     keys += [v.key for v in kwargs.values() if isinstance(v, Ref)]
     return tuple(keys)
+
+
+def _start_error(error: m.ErrorInfo, pending: _Pending) -> exc.ExecutorStartFailed:
+    invocation = pending.invocation
+    return exc.ExecutorStartFailed(
+        f"no executor could start for {invocation.function}: {error.message}",
+        invocation_id=invocation.invocation_id,
+        function=invocation.function,
+    )
 
 
 def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> exc.StratusError:

@@ -81,6 +81,9 @@ class Coordinator:
         self._executor_conns: dict[str, Connection] = {}
         self._pids: dict[str, int] = {}
         self._on_ready: list[Any] = []
+        # Why the last executor could not start, until one does: a caller demanding an
+        # empty pool meanwhile hears it at once instead of waiting for its deadline.
+        self._start_error: m.ExecutorStartFailed | None = None
         self.running = True
         self.stop_reason = ""
 
@@ -211,8 +214,14 @@ class Coordinator:
         match message:
             case m.ExecutorSpawned(executor_id, pid):
                 self._pids[executor_id] = pid
-            case m.ExecutorExited(executor_id, pid, status):
+            case m.ExecutorExited(executor_id, pid, status, error):
                 log.info("executor %s (pid %d) exited with %d", executor_id, pid, status)
+                rec = self.scheduler.executors.get(executor_id)
+                if rec is not None and rec.address is None and not self.scheduler.stopping:
+                    why = f"executor {executor_id} exited with status {status} before it was ready"
+                    kind = error.partition(":")[0] if error else "ExecutorExited"
+                    info = m.ErrorInfo(kind, f"{why}: {error}" if error else why)
+                    self._start_failed(m.ExecutorStartFailed(executor_id, info))
                 self._pids.pop(executor_id, None)
                 self._executor_conns.pop(executor_id, None)
                 self.observer.executor_exited(executor_id)  # bill what it was running
@@ -254,6 +263,7 @@ class Coordinator:
                     self._clients[conn] = peer_id
                 conn.send(m.Welcome(self.config.cluster_id))
             case m.ExecutorHello(address, pid, resources):
+                self._start_error = None
                 self._executor_conns[address.executor_id] = conn
                 self._clients[conn] = address.executor_id  # executors call functions too
                 self._apply(self.scheduler.handle(sched.Ready(address, pid, resources), now))
@@ -267,8 +277,14 @@ class Coordinator:
                 self._loads.report(conn.peer_id, functions)
                 self._apply(self.scheduler.handle(event, now))
                 self.observer.load_reported(message)
+            case m.ExecutorStartFailed(executor_id, _, retrying):
+                self._start_failed(message)
+                if retrying:
+                    self._apply(self.scheduler.handle(sched.StartDelayed(executor_id), now))
             case m.Demand(function, queued) if function in self.registry.functions:
                 self._demand(function, queued)
+                if self._start_error is not None and function not in self.scheduler.pools():
+                    conn.send(self._start_error)
             case m.Register(rid, name, code, options):
                 entry = self.registry.register(name, code, options)
                 conn.send(m.Registered(rid, name, entry.version))
@@ -298,6 +314,13 @@ class Coordinator:
                 conn.send(self.kv.handle(message))
             case m.MeterRead() | m.LogsRead():
                 conn.send(self.observer.handle(message))
+
+    def _start_failed(self, failure: m.ExecutorStartFailed) -> None:
+        """Tell every caller: those holding calls for an empty pool fail them."""
+        log.warning("%s", failure.error.message)
+        self._start_error = failure
+        for conn in self._clients:
+            conn.send(failure, flush=False)
 
     def _resolve(self, rid: int, name: str) -> m.Resolved:
         dag = self.registry.dags.get(name)

@@ -28,7 +28,9 @@ starts or ends, for the autoscaler (docs/autoscaling.md).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import math
 import os
 import random
 import resource
@@ -43,6 +45,7 @@ from stratus import _exceptions as exc
 from stratus.client.client import SPIN, Client
 from stratus.config import ClusterConfig
 from stratus.fs import FsCache, FsSession, Volumes
+from stratus.fs.backoff import Backoff
 from stratus.kv import KVCache, KVTransaction, Ref
 from stratus.kv.causal import CausalRetry, CausalTransaction
 from stratus.kv.open import open_store
@@ -56,7 +59,7 @@ from stratus.server.context import Context
 from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
-from stratus.store.base import CommitResult, Put, Transaction
+from stratus.store.base import CommitResult, Put, Store, Transaction
 from stratus.store.feed import ChangeFeed
 from stratus.transport.reactor import Connection, Reactor
 
@@ -70,6 +73,9 @@ SERIALIZABLE_ATTEMPTS = 10  # runs of an invocation whose commit conflicts, then
 # run: two executors re-running at once would otherwise collide again and again.
 _CONFLICT_BACKOFF = 0.0005
 _CONFLICT_BACKOFF_MAX = 0.02
+# An unreachable store is retried after a random pause below this, doubled each time.
+_STORE_RETRY_FIRST = 0.05
+_STORE_RETRY_CAP = 1.0
 _DRAIN_ON_EXIT = 0.05  # a retired executor serves calls already read for at most this
 _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
 # Replies of functions that usually run quicker than this are batched into one write
@@ -127,7 +133,7 @@ class Executor:
         )
         self.client.on_other_message = self._on_control
         self.client.on_lost = self._on_coordinator_lost
-        self.store = open_store(config.store_url)
+        self.store = self._open_store()
         self.feed = ChangeFeed(self.store)  # one feed read refreshes both caches
         self.kv_cache = KVCache(self.store, feed=self.feed, hidden=keys.RESERVED)
         self.fs_cache = FsCache(self.store, feed=self.feed)
@@ -156,6 +162,23 @@ class Executor:
         self._over_memory = False  # a call hit its memory limit: exit after replying
 
     # ------------------------------------------------------------------ life cycle
+
+    def _open_store(self) -> Store:
+        """The store, waiting out an unreachable one (Redis down): retried with back-off,
+        each failure told to the coordinator (its callers then fail fast), instead of
+        exiting to be replaced in a crash loop."""
+        backoff = Backoff(first=_STORE_RETRY_FIRST, cap=_STORE_RETRY_CAP, deadline=math.inf)
+        rng = random.Random()
+        for attempt in itertools.count(1):
+            try:
+                return open_store(self.config.store_url)
+            except exc.ConnectionFailed as e:
+                message = f"executor {self.executor_id} cannot reach its store: {e}"
+                log.warning("%s (attempt %d, retrying)", message, attempt)
+                error = m.ErrorInfo("ConnectionFailed", f"{message} (attempt {attempt})")
+                self.client.send_control(m.ExecutorStartFailed(self.executor_id, error, True))
+                time.sleep(backoff.pause(attempt, 0.0, rng) or _STORE_RETRY_FIRST)
+        raise AssertionError("unreachable")
 
     def run(self) -> None:
         signal.signal(signal.SIGALRM, self._on_alarm)

@@ -61,6 +61,7 @@ def start(config: ClusterConfig) -> tuple[int, socket.socket]:
 class _Child:
     executor_id: str
     group: cgroups.ExecutorGroup | None
+    errors: int  # read end of a pipe where it writes what it raised, if it fails
     watch: int | None = None  # its group's memory-event descriptor
 
 
@@ -135,9 +136,13 @@ class _ForkServer:
                 group = self.groups.create(request.executor_id)
             except OSError as e:
                 log.warning("no cgroup for executor %s: %s", request.executor_id, e)
-        close = [self.sock.fileno(), self.wake_r, self.wake_w, *self.watches]
-        pid = _fork_executor(self.config, request.executor_id, group, close)
-        child = self.children[pid] = _Child(request.executor_id, group)
+        errors, error_w = os.pipe()
+        os.set_blocking(errors, False)
+        others = [c.errors for c in self.children.values()]
+        close = [self.sock.fileno(), self.wake_r, self.wake_w, errors, *self.watches, *others]
+        pid = _fork_executor(self.config, request.executor_id, group, close, error_w)
+        os.close(error_w)
+        child = self.children[pid] = _Child(request.executor_id, group, errors)
         if group is not None:
             try:
                 child.watch = group.memory_events()
@@ -154,7 +159,12 @@ class _ForkServer:
             if child is None:
                 continue  # an orphaned descendant of an executor: reaped, nothing to tell
             self._contain(pid, child)
-            message = m.ExecutorExited(child.executor_id, pid, status)
+            error = b""
+            with contextlib.suppress(OSError):
+                error = os.read(child.errors, select.PIPE_BUF)
+            os.close(child.errors)
+            text = error.decode(errors="replace")
+            message = m.ExecutorExited(child.executor_id, pid, status, text)
             self.sock.sendall(self.codec.encode(message))
 
     def _contain(self, pid: int, child: _Child) -> None:
@@ -219,7 +229,11 @@ def _preload(names: list[str]) -> bool:
 
 
 def _fork_executor(
-    config: ClusterConfig, executor_id: str, group: cgroups.ExecutorGroup | None, close: list[int]
+    config: ClusterConfig,
+    executor_id: str,
+    group: cgroups.ExecutorGroup | None,
+    close: list[int],
+    errors: int,
 ) -> int:
     parent = os.getpid()
     pid = os.fork()
@@ -241,8 +255,10 @@ def _fork_executor(
 
         Executor(config, executor_id, cgroup=group).run()
         code = 0
-    except BaseException:
+    except BaseException as e:
         log.exception("executor %s failed", executor_id)
+        with contextlib.suppress(OSError):  # for the coordinator, if it was not ready yet
+            os.write(errors, f"{type(e).__name__}: {e}".encode()[: select.PIPE_BUF])
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
