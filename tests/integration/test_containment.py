@@ -108,6 +108,18 @@ def test_closing_the_cluster_leaves_no_process_behind(tmp_path: Path) -> None:
     assert wait_until(lambda: not _running(tag)), f"survivors: {_running(tag)}"
 
 
+def test_sigkill_of_the_coordinator_leaves_no_process_behind(contained_app: stratus.App) -> None:
+    """The fork server dies with the coordinator (SIGTERM from the kernel) and takes
+    every executor group with it."""
+    tag = _tagged()
+    spawn = contained_app.function(name="spawn")(lambda ctx, tag: _start_sleepers(tag))
+    spawn.remote(tag).result(timeout=30)
+    assert wait_until(lambda: len(_running(tag)) == 2), _running(tag)
+    assert contained_app._cluster is not None
+    os.kill(contained_app._cluster.process.pid, signal.SIGKILL)
+    assert wait_until(lambda: not _running(tag)), f"survivors: {_running(tag)}"
+
+
 def test_an_executor_that_finished_a_call_keeps_running(contained_app: stratus.App) -> None:
     """Containment does not kill a live executor's children: only a dead one's."""
     tag = _tagged()
@@ -133,3 +145,21 @@ def test_shared_memory_past_memory_mb_is_memory_limit_exceeded(fresh_app: stratu
         hog.remote(1 << 30).result(timeout=60)
     # The executor was replaced; the same function within its limit still runs.
     assert hog.remote(64 << 20).result(timeout=30) == "touched"
+
+
+def _memset_shared(ctx: stratus.Context, size: int) -> str:
+    """Like ``_touch_shared``, in one C call: no Python signal handler runs meanwhile."""
+    import ctypes
+
+    shared = mmap.mmap(-1, size)
+    ctypes.memset(ctypes.addressof(ctypes.c_char.from_buffer(shared)), 1, size)
+    return "touched"
+
+
+@pytest.mark.skipif(not cgroups.detect().memory, reason="no memory cgroup controller for us")
+def test_memory_past_the_limit_in_c_code_ends_the_call_too(fresh_app: stratus.App) -> None:
+    """The executor cannot report from inside C code: its group is killed at the
+    headroom, and the caller hears at once (here ExecutorLost: retries=0)."""
+    hog = fresh_app.function(name="hog", memory_mb=256, retries=0, timeout=120)(_memset_shared)
+    with pytest.raises((stratus.MemoryLimitExceeded, stratus.ExecutorLost)):
+        hog.remote(1 << 30).result(timeout=60)

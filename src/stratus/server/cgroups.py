@@ -392,6 +392,8 @@ def _mounts(path: Path) -> list[tuple[str, Path, str, set[str]]]:
     found = []
     for line in path.read_text().splitlines():
         fields = line.split()
+        if "-" not in fields:
+            continue
         sep = fields.index("-")
         fstype = fields[sep + 1]
         if fstype in ("cgroup", "cgroup2"):
