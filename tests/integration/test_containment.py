@@ -13,6 +13,7 @@ import mmap
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,3 +164,25 @@ def test_memory_past_the_limit_in_c_code_ends_the_call_too(fresh_app: stratus.Ap
     hog = fresh_app.function(name="hog", memory_mb=256, retries=0, timeout=120)(_memset_shared)
     with pytest.raises((stratus.MemoryLimitExceeded, stratus.ExecutorLost)):
         hog.remote(1 << 30).result(timeout=60)
+
+
+def _child_touches_shared(ctx: stratus.Context, size: int, tag: str) -> str:
+    """A child process (not the executor) maps and touches ``size`` bytes."""
+    program = (
+        "import mmap, sys\n"
+        f"m = mmap.mmap(-1, {size})\n"
+        f"for i in range(0, {size}, mmap.PAGESIZE): m[i] = 1\n"
+    )
+    subprocess.run([sys.executable, "-c", program, tag], check=True)
+    return "touched"
+
+
+@pytest.mark.skipif(not cgroups.detect().memory, reason="no memory cgroup controller for us")
+def test_memory_of_the_processes_a_function_starts_counts_too(fresh_app: stratus.App) -> None:
+    tag = _tagged()
+    hog = fresh_app.function(name="hog", memory_mb=256, retries=0, timeout=60)(
+        _child_touches_shared
+    )
+    with pytest.raises(stratus.MemoryLimitExceeded):
+        hog.remote(1 << 30, tag).result(timeout=60)
+    assert wait_until(lambda: not _running(tag)), f"survivors: {_running(tag)}"

@@ -187,9 +187,12 @@ class _ForkServer:
         child = self.children[pid]
         group = child.group
         assert group is not None
+        # Consume the event: v1's eventfd is read; v2's memory.events is read from the
+        # start, which re-arms its notification (an eventfd cannot seek).
         with contextlib.suppress(OSError):
             os.lseek(fd, 0, os.SEEK_SET)
-            os.read(fd, 4096)  # re-arms the notification
+        with contextlib.suppress(OSError):
+            os.read(fd, 4096)
         if not group.over_memory():
             return
         if group.raised:  # it did not stop at the headroom: no report, just a kill
