@@ -186,3 +186,22 @@ def test_memory_of_the_processes_a_function_starts_counts_too(fresh_app: stratus
     with pytest.raises(stratus.MemoryLimitExceeded):
         hog.remote(1 << 30, tag).result(timeout=60)
     assert wait_until(lambda: not _running(tag)), f"survivors: {_running(tag)}"
+
+
+@pytest.mark.skipif(not cgroups.detect().cgroups, reason="no writable cgroup hierarchy")
+def test_a_new_cluster_removes_the_groups_of_a_cluster_that_is_gone(tmp_path: Path) -> None:
+    """A cluster SIGKILLed whole (coordinator and fork server at once) leaves its groups;
+    the next fork server on the machine kills what is in them and removes them."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid plays the fork server of a cluster that is gone
+    groups = cgroups.ClusterGroups("gone", cgroups.detect(), owner=gone.pid)
+    tag = _tagged()
+    left = subprocess.Popen(["sleep", tag], preexec_fn=groups.create("x1").enter)
+    try:
+        with stratus.connect(data_dir=tmp_path / "stratus", executors=1) as app:
+            app.function(name="ping")(lambda ctx: 1).remote().result(timeout=30)
+            assert wait_until(lambda: left.poll() is not None), "the leftover still runs"
+        assert not any(root.exists() for root in groups.roots)
+    finally:
+        left.kill()
+        left.wait()

@@ -8,13 +8,13 @@ end of the cluster), the fork server kills the whole group and removes it. Two k
 group, chosen once per process by :func:`detect`:
 
 - **cgroups** (Linux, writable by us, usually as root): a cluster cgroup
-  ``stratus-<cluster id>`` beside the fork server's own cgroup in each usable hierarchy,
-  with one child per executor. The cgroup v2 hierarchy (even without controllers) gives
-  ``cgroup.kill``, which kills every member at once, whatever it forked meanwhile.
-  The memory controller (v2, else v1) caps the executor group's memory with swap off
-  (:meth:`ExecutorGroup.limit_memory`), counting what ``RLIMIT_DATA`` does not:
-  shared and file-backed pages. The pids controller (v2, else v1) caps the number of
-  tasks, so a fork bomb cannot outrun the kill.
+  ``stratus-<cluster id>-<fork server pid>`` beside the fork server's own cgroup in
+  each usable hierarchy, with one child per executor. The cgroup v2 hierarchy (even
+  without controllers) gives ``cgroup.kill``, which kills every member at once, whatever
+  it forked meanwhile. The memory controller (v2, else v1) caps the executor group's
+  memory with swap off (:meth:`ExecutorGroup.limit_memory`), counting what
+  ``RLIMIT_DATA`` does not: shared and file-backed pages. The pids controller (v2, else
+  v1) caps the number of tasks, so a fork bomb cannot outrun the kill.
 - **process groups** (no writable cgroup): the executor calls ``setsid`` and the fork
   server, a child subreaper, kills the group; descendants that left it (``setsid``) are
   re-parented to the fork server and killed when an executor exits
@@ -124,11 +124,24 @@ def detect(proc: Path = Path("/proc/self")) -> Support:
 
 
 class ClusterGroups:
-    """The cluster's groups: one per executor, under ``stratus-<cluster_id>``."""
+    """The cluster's groups: one per executor, under ``stratus-<cluster>-<owner>`` in
+    each hierarchy, where ``owner`` is the fork server's pid. Creating them also removes
+    the groups of clusters whose fork server is gone (killed with its coordinator by
+    SIGKILL): what their executors started is killed then."""
 
-    def __init__(self, cluster_id: str, support: Support) -> None:
+    def __init__(
+        self, cluster_id: str, support: Support, owner: int = 0, *, create: bool = True
+    ) -> None:
         self.support = support
-        self.roots = [h.base / f"stratus-{cluster_id}" for h in support.hierarchies]
+        name = f"stratus-{cluster_id}-{owner or os.getpid()}"
+        self.roots = [h.base / name for h in support.hierarchies]
+        if not create:
+            return
+        for h in support.hierarchies:
+            for root in h.base.glob("stratus-*-*"):
+                if root.name != name and root.is_dir() and _abandoned(root):
+                    log.warning("removing the cgroup %s of a cluster that is gone", root)
+                    _kill_tree(root)
         for root, h in zip(self.roots, support.hierarchies, strict=True):
             with contextlib.suppress(FileExistsError):
                 root.mkdir()
@@ -150,17 +163,35 @@ class ClusterGroups:
     def kill_all(self) -> None:
         """Kill every process of every executor group and remove the groups."""
         for root in self.roots:
-            with contextlib.suppress(OSError):
-                for child in root.iterdir():
-                    if child.is_dir():
-                        _kill_dir(child)
-        for root in self.roots:
-            with contextlib.suppress(OSError):
-                for child in root.iterdir():
-                    if child.is_dir():
-                        _remove(child, time.monotonic() + _REMOVE_WAIT)
-            with contextlib.suppress(OSError):
-                root.rmdir()
+            _kill_tree(root)
+
+
+def _kill_tree(root: Path) -> None:
+    """Kill the processes of ``root``'s child groups, then remove them and ``root``."""
+    with contextlib.suppress(OSError):
+        for child in root.iterdir():
+            if child.is_dir():
+                _kill_dir(child)
+    with contextlib.suppress(OSError):
+        for child in root.iterdir():
+            if child.is_dir():
+                _remove(child, time.monotonic() + _REMOVE_WAIT)
+    with contextlib.suppress(OSError):
+        root.rmdir()
+
+
+def _abandoned(root: Path) -> bool:
+    """Whether ``root`` (``stratus-<cluster>-<owner pid>``) belongs to a dead fork server."""
+    owner = root.name.rpartition("-")[2]
+    if not owner.isdigit():
+        return False
+    try:
+        os.kill(int(owner), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class ExecutorGroup:

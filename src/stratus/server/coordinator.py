@@ -145,7 +145,8 @@ class Coordinator:
         support = cgroups.detect()
         if support.cgroups:
             with contextlib.suppress(OSError):
-                cgroups.ClusterGroups(self.config.cluster_id, support).kill_all()
+                cluster = cgroups.ClusterGroups(self.config.cluster_id, support, pid, create=False)
+                cluster.kill_all()
 
     def _tick(self) -> None:
         self._apply(self.scheduler.handle(sched.Tick(), time.monotonic()))
