@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import stratus
-from helpers import wait_until
+from helpers import alive, wait_until
 from stratus.server import cgroups
 
 _tags = itertools.count(1)
@@ -205,3 +206,27 @@ def test_a_new_cluster_removes_the_groups_of_a_cluster_that_is_gone(tmp_path: Pa
     finally:
         left.kill()
         left.wait()
+
+
+def _touch_shared_pid(ctx: stratus.Context, size: int) -> int:
+    _touch_shared(ctx, size)
+    return os.getpid()
+
+
+@pytest.mark.skipif(not cgroups.detect().memory, reason="no memory cgroup controller for us")
+def test_the_reply_an_executor_sent_before_exiting_wins_over_the_news_of_its_exit(
+    fresh_app: stratus.App,
+) -> None:
+    """The executor replies MemoryLimitExceeded, then exits; the coordinator then tells
+    the caller it left. Both arrive before the caller reads either (nobody polls until
+    ``result``): the reply must still be the answer, not ExecutorLost."""
+    hog = fresh_app.function(name="hog", memory_mb=256, retries=0, max_instances=1)(
+        _touch_shared_pid
+    )
+    executor = hog.remote(1 << 20).result(timeout=30)
+    future = hog.remote(1 << 30)  # sent at once; nothing is read until result()
+    assert wait_until(lambda: not alive(executor))
+    news = fresh_app._client._coordinator.sock
+    assert select.select([news], [], [], 10)[0], "the coordinator did not tell us"
+    with pytest.raises(stratus.MemoryLimitExceeded):
+        future.result(timeout=30)

@@ -630,6 +630,8 @@ class Client:
     ) -> None:
         known = {e.executor_id: e for e in executors}
         for executor_id in set(self._executors) - set(known):
+            if (conn := self._conns.get(executor_id)) is not None:
+                self._last_words(conn)
             self._executor_gone(executor_id)
         self._executors = known
         for name in list(self._functions):
@@ -642,6 +644,26 @@ class Client:
             pending = self._pending.get(rid)
             if pending is not None and pending.invocation.attempt == attempt:
                 self._send(rid, attempt, avoid)
+
+    def _last_words(self, conn: Connection) -> None:
+        """Handle what an executor that left sent before it left (a timeout or memory
+        reply just before it exits): its socket and the coordinator's are not ordered,
+        and the news that it left must not turn that reply into ExecutorLost."""
+        self._handle_now(conn)  # read, not yet handled
+        if not conn.closed:
+            conn._on_readable()  # not read yet (an EOF here closes it: nothing was left)
+            self._handle_now(conn)
+
+    def _handle_now(self, conn: Connection) -> None:
+        """Handle ``conn``'s messages waiting in the reactor's queue ahead of the rest."""
+        ready = self._reactor.ready
+        theirs = [item for item in ready if item[0] is conn]
+        if theirs:
+            rest = [item for item in ready if item[0] is not conn]
+            ready.clear()
+            ready.extend(rest)
+            for c, message in theirs:
+                self._on_message(c, message)
 
     def _start_failed(self, error: m.ErrorInfo) -> None:
         """No executor could start: calls held for an empty warm pool (and DAG calls

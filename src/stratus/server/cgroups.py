@@ -266,7 +266,12 @@ class ExecutorGroup:
                 high = (path / "memory.high").read_text().strip()
                 current = int((path / "memory.current").read_text())
                 return high != "max" and current >= int(high)
-            return "under_oom 1" in (path / "memory.oom_control").read_text()
+            # Stopped at the limit in force now: a notification of the episode before the
+            # limit was raised can arrive late, while the group is still marked.
+            if "under_oom 1" not in (path / "memory.oom_control").read_text():
+                return False
+            usage = int((path / "memory.usage_in_bytes").read_text())
+            return usage >= int((path / "memory.limit_in_bytes").read_text()) - HEADROOM // 2
         except (OSError, ValueError):
             return False
 
