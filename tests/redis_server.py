@@ -64,6 +64,34 @@ def serve(directory: Path, options: Sequence[str] = NO_PERSISTENCE) -> Iterator[
         _stop(process)
 
 
+def launch(directory: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start a ``redis-server`` (no persistence) on ``port`` and wait until it answers;
+    for tests that stop a server and start it again at the same address."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: `make test` installs it (Debian)")
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no"]
+    command += ["--dir", str(directory), "--logfile", str(directory / f"redis-{port}.log")]
+    process = subprocess.Popen([*command, *NO_PERSISTENCE], stdin=subprocess.DEVNULL)
+    try:
+        if not _wait_ready(process, port):
+            raise RuntimeError(f"redis-server did not start on port {port}")
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server that :func:`launch` started."""
+    _stop(process)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    return _free_port()
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

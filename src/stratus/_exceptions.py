@@ -30,7 +30,8 @@
         ├── InvocationTimeout     the function ran past its timeout and was killed
         ├── ConflictError         a serializable invocation kept conflicting and gave up
         ├── MemoryLimitExceeded   the function used more than its memory_mb and was stopped
-        └── ExecutorLost          its executor died and the retries were spent
+        ├── ExecutorLost          its executor died and the retries were spent
+        └── ExecutorStartFailed   no executor could start to run it; carries the start error
 
 Every exception class of stratus is defined here (other modules re-export some of them),
 and each has a wire kind in ``stratus.protocol.errors``.
@@ -325,3 +326,9 @@ class MemoryLimitExceeded(InvocationError, MemoryError):
 
 class ExecutorLost(InvocationError):
     """The executor running the call died and the function's ``retries`` were spent."""
+
+
+class ExecutorStartFailed(InvocationError):
+    """The call waited for an executor (its warm pool was empty) and none could start:
+    the message carries the start error (e.g. the store is unreachable). The function
+    did not run. Executors keep trying; a later call may succeed."""

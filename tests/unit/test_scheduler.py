@@ -19,6 +19,7 @@ from stratus.server.scheduler import (
     SetPool,
     Spawn,
     Start,
+    StartDelayed,
     Stop,
     Tick,
     Unpin,
@@ -185,6 +186,16 @@ def test_tick_kills_and_replaces_executors_that_did_not_say_hello(clock: FakeClo
     out = scheduler.handle(Tick(), clock())
     assert out == [Kill("x1", "did not start in time"), Spawn("x2")]
     assert scheduler.executors["x1"].state is ExecutorState.STOPPING
+
+
+def test_an_executor_waiting_for_its_store_is_not_killed_as_too_slow(clock: FakeClock) -> None:
+    scheduler = started(clock, cap=1, start_timeout=10.0)
+    for _ in range(5):  # it reports every few seconds that it still waits
+        clock.advance(8)
+        assert scheduler.handle(StartDelayed("x1"), clock()) == []
+        assert scheduler.handle(Tick(), clock()) == []
+    clock.advance(11)  # then it goes silent
+    assert scheduler.handle(Tick(), clock())[0] == Kill("x1", "did not start in time")
 
 
 def test_late_hello_of_a_killed_executor_is_killed(clock: FakeClock) -> None:

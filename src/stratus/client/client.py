@@ -581,6 +581,8 @@ class Client:
                 self._settle(conn, rid, inv.Failed(attempt, error))
             case m.ExecutorsChanged(executors, pools):
                 self._executors_changed(executors, pools)
+            case m.ExecutorStartFailed(error=error):
+                self._start_failed(error)
             case m.RequestFailed(rid, error):
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:
@@ -628,6 +630,8 @@ class Client:
     ) -> None:
         known = {e.executor_id: e for e in executors}
         for executor_id in set(self._executors) - set(known):
+            if (conn := self._conns.get(executor_id)) is not None:
+                self._last_words(conn)
             self._executor_gone(executor_id)
         self._executors = known
         for name in list(self._functions):
@@ -640,6 +644,42 @@ class Client:
             pending = self._pending.get(rid)
             if pending is not None and pending.invocation.attempt == attempt:
                 self._send(rid, attempt, avoid)
+
+    def _last_words(self, conn: Connection) -> None:
+        """Handle what an executor that left sent before it left (a timeout or memory
+        reply just before it exits): its socket and the coordinator's are not ordered,
+        and the news that it left must not turn that reply into ExecutorLost."""
+        self._handle_now(conn)  # read, not yet handled
+        if not conn.closed:
+            conn._on_readable()  # not read yet (an EOF here closes it: nothing was left)
+            self._handle_now(conn)
+
+    def _handle_now(self, conn: Connection) -> None:
+        """Handle ``conn``'s messages waiting in the reactor's queue ahead of the rest."""
+        ready = self._reactor.ready
+        theirs = [item for item in ready if item[0] is conn]
+        if theirs:
+            rest = [item for item in ready if item[0] is not conn]
+            ready.clear()
+            ready.extend(rest)
+            for c, message in theirs:
+                self._on_message(c, message)
+
+    def _start_failed(self, error: m.ErrorInfo) -> None:
+        """No executor could start: calls held for an empty warm pool (and DAG calls
+        parked for one) fail now with the start error, instead of at their deadline."""
+        for name, waiting in list(self._waiting.items()):
+            if any(e in self._executors for e in self._placements.get(name, ())):
+                continue  # executors of its pool are running: they will take it
+            del self._waiting[name]
+            for rid, attempt, avoid in waiting:
+                if self._still_waiting(rid, attempt, avoid):
+                    self._finish(rid, error=_start_error(error, self._pending[rid]))
+        parked, self._parked = self._parked, []
+        for rid, attempt, avoid in parked:
+            if self._still_waiting(rid, attempt, avoid):
+                self._finish(rid, error=_start_error(error, self._pending[rid]))
+        self._release()  # stops watching for pushes if nothing waits any more
 
     def _apply(self, rid: int, instructions: list[inv.Instruction]) -> None:
         for instruction in instructions:
@@ -719,3 +759,12 @@ def _ref_keys(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
     keys = [a.key for a in args if isinstance(a, Ref)]
     keys += [v.key for v in kwargs.values() if isinstance(v, Ref)]
     return tuple(keys)
+
+
+def _start_error(error: m.ErrorInfo, pending: _Pending) -> exc.ExecutorStartFailed:
+    invocation = pending.invocation
+    return exc.ExecutorStartFailed(
+        f"no executor could start for {invocation.function}: {error.message}",
+        invocation_id=invocation.invocation_id,
+        function=invocation.function,
+    )

@@ -31,6 +31,7 @@ ErrorKind = Literal[
     "ConflictError",
     "ConnectionFailed",
     "ExecutorLost",
+    "ExecutorStartFailed",
     "ForgedValue",
     "FunctionNotFound",
     "InvocationError",

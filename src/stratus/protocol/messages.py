@@ -247,6 +247,17 @@ class ExecutorHello(_Msg, tag="executor_hello", frozen=True):
     resources: Resources
 
 
+class ExecutorStartFailed(_Msg, tag="executor_start_failed", frozen=True):
+    """An executor could not start: sent by the executor (``retrying``: it tries again,
+    e.g. its store is unreachable) or by the coordinator when one exited before it was
+    ready; pushed by the coordinator to callers, whose calls held for an empty warm
+    pool then fail with ``ExecutorStartFailed`` instead of waiting for their deadline."""
+
+    executor_id: str
+    error: ErrorInfo
+    retrying: bool = False
+
+
 class FunctionLoad(msgspec.Struct, frozen=True, gc=False):
     """One function's work on one executor: totals since it started, and right now."""
 
@@ -464,6 +475,7 @@ class ExecutorExited(_Msg, tag="executor_exited", frozen=True):
     executor_id: str
     pid: int
     status: int
+    error: str = ""  # what the executor raised, if it failed (e.g. while starting)
 
 
 # What a listener accepts from the peers that connected to it:
@@ -471,6 +483,7 @@ ToExecutor = Hello | Call | DagInput | Deliver
 ToCoordinator = (
     Hello
     | ExecutorHello
+    | ExecutorStartFailed
     | ExecutorLoad
     | Register
     | RegisterDag
@@ -497,6 +510,7 @@ ToClient = (
     | StatusReply
     | ShutdownStarted
     | ExecutorsChanged
+    | ExecutorStartFailed
     | RequestFailed
     | FunctionCode
     | ShutdownExecutor

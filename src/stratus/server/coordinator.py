@@ -31,8 +31,8 @@ from stratus.kv.values import codec_for
 from stratus.protocol import errors
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
+from stratus.server import cgroups, forkserver
 from stratus.server import elastic as el
-from stratus.server import forkserver
 from stratus.server import scheduler as sched
 from stratus.server.clientkv import ClientKV
 from stratus.server.observe import Observer
@@ -95,6 +95,9 @@ class Coordinator:
         self._executor_conns: dict[str, Connection] = {}
         self._pids: dict[str, int] = {}
         self._on_ready: list[Any] = []
+        # Why the last executor could not start, until one does: a caller demanding an
+        # empty pool meanwhile hears it at once instead of waiting for its deadline.
+        self._start_error: m.ExecutorStartFailed | None = None
         self.running = True
         self.stop_reason = ""
 
@@ -135,13 +138,33 @@ class Coordinator:
         deadline = time.monotonic() + 2.0
         while self._pids and time.monotonic() < deadline and not self._forkserver.closed:
             self.reactor.run_once(0.05)
-        for pid in [*list(self._pids.values()), self._forkserver_pid]:
+        for pid in self._pids.values():
             _kill(pid)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self._forkserver_pid, 0)
+        self._stop_forkserver()
         self.observer.close()
         self.kv.close()
         self.reactor.close()
+
+    def _stop_forkserver(self) -> None:
+        """SIGTERM first: the fork server then kills what executors started (their
+        groups); SIGKILL if it does not exit in time. Then sweep the cluster's cgroups,
+        in case the fork server could not."""
+        pid = self._forkserver_pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 2.0
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    _kill(pid)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.005)
+        support = cgroups.detect()
+        if support.cgroups:
+            with contextlib.suppress(OSError):
+                cluster = cgroups.ClusterGroups(self.config.cluster_id, support, pid, create=False)
+                cluster.kill_all()
 
     def _tick(self) -> None:
         self._apply(self.scheduler.handle(sched.Tick(), time.monotonic()))
@@ -214,8 +237,13 @@ class Coordinator:
         match message:
             case m.ExecutorSpawned(executor_id, pid):
                 self._pids[executor_id] = pid
-            case m.ExecutorExited(executor_id, pid, status):
+            case m.ExecutorExited(executor_id, pid, status, error):
                 log.info("executor %s (pid %d) exited with %d", executor_id, pid, status)
+                rec = self.scheduler.executors.get(executor_id)
+                if rec is not None and rec.address is None and not self.scheduler.stopping:
+                    why = f"executor {executor_id} exited with status {status} before it was ready"
+                    info = m.ErrorInfo("ExecutorStartFailed", f"{why}: {error}" if error else why)
+                    self._start_failed(m.ExecutorStartFailed(executor_id, info))
                 self._pids.pop(executor_id, None)
                 self._executor_conns.pop(executor_id, None)
                 self.observer.executor_exited(executor_id)  # bill what it was running
@@ -254,6 +282,7 @@ class Coordinator:
                     self._clients[conn] = peer_id
                 conn.send(m.Welcome(self.config.cluster_id))
             case m.ExecutorHello(address, pid, resources):
+                self._start_error = None
                 self._executor_conns[address.executor_id] = conn
                 self._clients[conn] = address.executor_id  # executors call functions too
                 self._apply(self.scheduler.handle(sched.Ready(address, pid, resources), now))
@@ -267,8 +296,14 @@ class Coordinator:
                 self._loads.report(conn.peer_id, functions)
                 self._apply(self.scheduler.handle(event, now))
                 self.observer.load_reported(message)
+            case m.ExecutorStartFailed(executor_id, _, retrying):
+                self._start_failed(message)
+                if retrying:
+                    self._apply(self.scheduler.handle(sched.StartDelayed(executor_id), now))
             case m.Demand(function, queued) if function in self.registry.functions:
                 self._demand(function, queued)
+                if self._start_error is not None and function not in self.scheduler.pools():
+                    conn.send(self._start_error)
             case m.Register(rid, name, code, options):
                 entry = self.registry.next_version(name, code, options)
                 if self.saved is not None:  # stored before it is acknowledged
@@ -308,6 +343,13 @@ class Coordinator:
                 conn.send(self.kv.handle(message))
             case m.MeterRead() | m.LogsRead():
                 conn.send(self.observer.handle(message))
+
+    def _start_failed(self, failure: m.ExecutorStartFailed) -> None:
+        """Tell every caller: those holding calls for an empty pool fail them."""
+        log.warning("%s", failure.error.message)
+        self._start_error = failure
+        for conn in self._clients:
+            conn.send(failure, flush=False)
 
     def _resolve(self, rid: int, name: str) -> m.Resolved:
         dag = self.registry.dags.get(name)

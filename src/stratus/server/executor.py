@@ -14,7 +14,11 @@ executor exits too when its coordinator connection closes or its parent dies.
 ``memory_mb`` caps the executor's data segment (RLIMIT_DATA: heap and private anonymous
 memory, where Python's objects live) while the function's calls run: an allocation
 past it raises MemoryError inside the function, the caller gets
-``MemoryLimitExceeded`` and the executor exits, to be replaced by a clean one.
+``MemoryLimitExceeded`` and the executor exits, to be replaced by a clean one. Where the
+machine has a memory cgroup for us (``cgroups``), the executor's group is capped at
+``memory_mb`` too, which also counts shared memory, page cache and the processes the
+function started; reaching it stops the group, the fork server signals ``OVER_MEMORY``
+and the handler reports ``MemoryLimitExceeded`` like a timeout, then exits.
 
 Load reports (per function: calls and busy seconds so far, calls running and queued)
 go to the coordinator every half tick while idle, and at most that often when a call
@@ -24,7 +28,9 @@ starts or ends, for the autoscaler (docs/autoscaling.md).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import math
 import os
 import random
 import resource
@@ -38,20 +44,22 @@ from stratus import _exceptions as exc
 from stratus.client.client import SPIN, Client
 from stratus.config import ClusterConfig
 from stratus.fs import FsCache, FsSession, Volumes
+from stratus.fs.backoff import Backoff
 from stratus.kv import KVCache, KVTransaction, Ref
 from stratus.kv.causal import CausalRetry, CausalTransaction
 from stratus.kv.open import open_store
 from stratus.kv.values import codec_for
-from stratus.lattice import HybridClock, VectorClock
+from stratus.lattice import HybridClock, LatticeCodec, VectorClock
 from stratus.protocol import errors, keys, serialization
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.protocol.metering import Outcome
+from stratus.server import cgroups
 from stratus.server.context import Context, ImmediateKV
 from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
-from stratus.store.base import CommitResult, Put, Transaction
+from stratus.store.base import CommitResult, Put, Store, Transaction
 from stratus.store.feed import ChangeFeed
 from stratus.transport import addresses
 from stratus.transport.reactor import Connection, Reactor
@@ -66,6 +74,9 @@ SERIALIZABLE_ATTEMPTS = 10  # runs of an invocation whose commit conflicts, then
 # run: two executors re-running at once would otherwise collide again and again.
 _CONFLICT_BACKOFF = 0.0005
 _CONFLICT_BACKOFF_MAX = 0.02
+# An unreachable store is retried after a random pause below this, doubled each time.
+_STORE_RETRY_FIRST = 0.05
+_STORE_RETRY_CAP = 1.0
 _DRAIN_ON_EXIT = 0.05  # a retired executor serves calls already read for at most this
 _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
 # Replies of functions that usually run quicker than this are batched into one write
@@ -98,9 +109,16 @@ class _FanIn:
 
 
 class Executor:
-    def __init__(self, config: ClusterConfig, executor_id: str) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        executor_id: str,
+        *,
+        cgroup: cgroups.ExecutorGroup | None = None,
+    ) -> None:
         self.config = config
         self.executor_id = executor_id
+        self.cgroup = cgroup  # the group the fork server put us in (None: a session)
         self.reactor = Reactor(spin=SPIN, limits=config.connections)
         self.codec = Codec(config.key, m.ToExecutor, max_frame=config.max_payload + FRAME_OVERHEAD)
         self.unix = self.reactor.listen(config.executor_unix(executor_id), self._accept)
@@ -120,7 +138,7 @@ class Executor:
         self.client.on_other_message = self._on_control
         self.client.on_lost = self._on_coordinator_lost
         values = codec_for(config.key)  # user objects in the store carry the cluster's seal
-        self.store = open_store(config.store_url, values)
+        self.store = self._open_store(values)
         self.feed = ChangeFeed(self.store)  # one feed read refreshes both caches
         self.kv_cache = KVCache(self.store, values=values, feed=self.feed, hidden=keys.PLATFORM)
         self.fs_cache = FsCache(self.store, feed=self.feed)
@@ -151,8 +169,26 @@ class Executor:
 
     # ------------------------------------------------------------------ life cycle
 
+    def _open_store(self, values: LatticeCodec) -> Store:
+        """The store, waiting out an unreachable one (Redis down): retried with back-off,
+        each failure told to the coordinator (its callers then fail fast), instead of
+        exiting to be replaced in a crash loop."""
+        backoff = Backoff(first=_STORE_RETRY_FIRST, cap=_STORE_RETRY_CAP, deadline=math.inf)
+        rng = random.Random()
+        for attempt in itertools.count(1):
+            try:
+                return open_store(self.config.store_url, values)
+            except exc.ConnectionFailed as e:
+                message = f"executor {self.executor_id} cannot reach its store: {e}"
+                log.warning("%s (attempt %d, retrying)", message, attempt)
+                error = m.ErrorInfo("ConnectionFailed", f"{message} (attempt {attempt})")
+                self.client.send_control(m.ExecutorStartFailed(self.executor_id, error, True))
+                time.sleep(backoff.pause(attempt, 0.0, rng) or _STORE_RETRY_FIRST)
+        raise AssertionError("unreachable")
+
     def run(self) -> None:
         signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.signal(cgroups.OVER_MEMORY, self._on_over_memory)
         address = m.ExecutorAddress(self.executor_id, self.unix, self.tcp)
         self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(self._report_every, self._report_load)
@@ -607,6 +643,8 @@ class Executor:
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+        if self.cgroup is not None:
+            self.cgroup.limit_memory(memory_mb)
         self._memory_mb = memory_mb
 
     # ------------------------------------------------------------------ timeouts
@@ -632,6 +670,24 @@ class Executor:
                     pass
         # Whatever the function was doing is abandoned; a fresh executor replaces us.
         os._exit(3)
+
+    def _on_over_memory(self, signum: int, frame: Any) -> None:
+        """Our group reached its memory limit (sent by the fork server, which raised the
+        limit a little so that this reply can be built): report it and exit."""
+        for running in self._stack:
+            self.meter.abort(running.metered, "error")
+            if running.conn is None:
+                continue
+            call = running.call
+            error = m.ErrorInfo(
+                "MemoryLimitExceeded", f"{call.function} used over {self._memory_mb} MB"
+            )
+            with contextlib.suppress(OSError):
+                running.conn.sock.setblocking(True)
+                running.conn.sock.sendall(
+                    running.conn.codec.encode(m.Failure(call.rid, call.attempt, error))
+                )
+        os._exit(4)
 
 
 def _resolve_refs(kv: KVTransaction, args: Any, kwargs: Any) -> tuple[Any, Any]:

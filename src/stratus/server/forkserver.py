@@ -6,10 +6,17 @@ modules, a forked executor starts with all of them loaded. A spawn request may n
 modules (a function's ``preload``): the fork server imports them first and keeps them,
 so they cost once and every later executor starts with them too. It reports each
 executor's pid, and each exit (from SIGCHLD), back to the coordinator.
+
+Each executor runs in a group of its own (``cgroups``): a cgroup where the machine lets
+us, else its own session. When it exits, the fork server kills what is left in the
+group, so nothing a function started outlives its executor; and when the fork server
+itself ends (the coordinator closed the socket, or died: SIGTERM), it kills them all.
+It also turns a group's memory event into the executor's ``MemoryLimitExceeded``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import logging
@@ -18,11 +25,13 @@ import select
 import signal
 import socket
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 from stratus.config import ClusterConfig
 from stratus.protocol import messages as m
 from stratus.protocol.framing import Codec, FrameReader
-from stratus.server import lifeline
+from stratus.server import cgroups, lifeline
 
 log = logging.getLogger("stratus.forkserver")
 
@@ -36,8 +45,9 @@ def start(config: ClusterConfig) -> tuple[int, socket.socket]:
         ours.close()
         code = 1
         try:
-            lifeline.die_with_parent(parent)
-            _serve(config, theirs)
+            # SIGTERM, not SIGKILL: its handler kills the executors' groups first.
+            lifeline.die_with_parent(parent, signal.SIGTERM)
+            _ForkServer(config, theirs).serve()
             code = 0
         except BaseException:
             log.exception("fork server failed")
@@ -47,49 +57,168 @@ def start(config: ClusterConfig) -> tuple[int, socket.socket]:
     return pid, ours
 
 
-def _serve(config: ClusterConfig, sock: socket.socket) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _preload(config.preload)
-    import stratus.server.executor  # noqa: F401  (warm: every executor needs it)
+@dataclass
+class _Child:
+    executor_id: str
+    group: cgroups.ExecutorGroup | None
+    errors: int  # read end of a pipe where it writes what it raised, if it fails
+    watch: int | None = None  # its group's memory-event descriptor
 
-    # What is loaded now is shared by every executor: keep the collector away from it,
-    # so collections stay cheap and do not copy shared pages on write.
-    gc.freeze()
 
-    codec = Codec(config.key, m.ToForkServer, max_frame=1 << 16)
-    reader = FrameReader(codec.max_frame)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    children: dict[int, str] = {}
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-    while True:
+class _ForkServer:
+    def __init__(self, config: ClusterConfig, sock: socket.socket) -> None:
+        self.config = config
+        self.sock = sock
+        self.codec = Codec(config.key, m.ToForkServer, max_frame=1 << 16)
+        self.children: dict[int, _Child] = {}
+        self.watches: dict[int, int] = {}  # memory-event descriptor -> executor pid
+        self.leftovers: list[cgroups.ExecutorGroup] = []  # killed, not yet removable
+        self.poller = select.poll()
+        # Descendants that outlive their parent come to us: reaped, and killed with
+        # their executor's group (or, without cgroups, by kill_orphans).
+        cgroups.set_child_subreaper()
+        support = cgroups.detect()
+        self.groups: cgroups.ClusterGroups | None = None
+        if support.cgroups:
+            try:
+                self.groups = cgroups.ClusterGroups(config.cluster_id, support)
+            except OSError as e:
+                log.warning("cannot create the cluster's cgroups, using process groups: %s", e)
+        contained = support.describe() if self.groups else "process groups"
+        log.info("executors are contained by %s", contained)
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop
+        signal.signal(signal.SIGTERM, self._on_term)
+        _preload(self.config.preload)
+        import stratus.server.executor  # noqa: F401  (warm: every executor needs it)
+
+        # What is loaded now is shared by every executor: keep the collector away from it,
+        # so collections stay cheap and do not copy shared pages on write.
+        gc.freeze()
+
+        reader = FrameReader(self.codec.max_frame)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.poller.register(self.sock.fileno(), select.POLLIN)
+        self.poller.register(self.wake_r, select.POLLIN)
         try:
-            events = poller.poll()
-        except InterruptedError:
-            continue
-        for fd, _ in events:
-            if fd == wake_r:
-                _drain(wake_r)
-                for pid, status in _reap():
-                    executor_id = children.pop(pid, "")
-                    sock.sendall(codec.encode(m.ExecutorExited(executor_id, pid, status)))
-                continue
-            data = sock.recv(1 << 16)
-            if not data:
-                return  # the coordinator is gone; executors die with us (PDEATHSIG)
-            for frame in reader.feed(data):
-                request = codec.decode(frame)
-                if _preload([n for n in request.preload if n not in sys.modules]):
-                    gc.freeze()
-                pid = _fork_executor(config, request.executor_id, [sock.fileno(), wake_r, wake_w])
-                children[pid] = request.executor_id
-                sock.sendall(codec.encode(m.ExecutorSpawned(request.executor_id, pid)))
+            while True:
+                try:
+                    events = self.poller.poll(100 if self.leftovers else None)
+                except InterruptedError:
+                    continue
+                self.leftovers = [g for g in self.leftovers if not g.remove()]
+                for fd, _ in events:
+                    if fd == self.wake_r:
+                        _drain(self.wake_r)
+                        self._reap()
+                    elif fd in self.watches:
+                        self._on_memory_event(fd)
+                    else:
+                        data = self.sock.recv(1 << 16)
+                        if not data:
+                            return  # the coordinator is gone
+                        for frame in reader.feed(data):
+                            self._spawn(self.codec.decode(frame))
+        finally:
+            self._kill_all()
+
+    def _spawn(self, request: m.SpawnExecutor) -> None:
+        if _preload([n for n in request.preload if n not in sys.modules]):
+            gc.freeze()
+        group = None
+        if self.groups is not None:
+            try:
+                group = self.groups.create(request.executor_id)
+            except OSError as e:
+                log.warning("no cgroup for executor %s: %s", request.executor_id, e)
+        errors, error_w = os.pipe()
+        os.set_blocking(errors, False)
+        others = [c.errors for c in self.children.values()]
+        close = [self.sock.fileno(), self.wake_r, self.wake_w, errors, *self.watches, *others]
+        pid = _fork_executor(self.config, request.executor_id, group, close, error_w)
+        os.close(error_w)
+        child = self.children[pid] = _Child(request.executor_id, group, errors)
+        if group is not None:
+            try:
+                child.watch = group.memory_events()
+            except OSError as e:
+                log.warning("no memory events for executor %s: %s", request.executor_id, e)
+            if child.watch is not None:
+                self.watches[child.watch] = pid
+                self.poller.register(child.watch, select.POLLIN | select.POLLPRI)
+        self.sock.sendall(self.codec.encode(m.ExecutorSpawned(request.executor_id, pid)))
+
+    def _reap(self) -> None:
+        for pid, status in _exited():
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue  # an orphaned descendant of an executor: reaped, nothing to tell
+            self._contain(pid, child)
+            error = b""
+            with contextlib.suppress(OSError):
+                error = os.read(child.errors, select.PIPE_BUF)
+            os.close(child.errors)
+            text = error.decode(errors="replace")
+            message = m.ExecutorExited(child.executor_id, pid, status, text)
+            self.sock.sendall(self.codec.encode(message))
+
+    def _contain(self, pid: int, child: _Child) -> None:
+        """Kill whatever the exited executor ``pid`` left running, and forget its group."""
+        if child.watch is not None:
+            self.poller.unregister(child.watch)
+            del self.watches[child.watch]
+            os.close(child.watch)
+        if child.group is not None:
+            child.group.kill()
+            if not child.group.remove():
+                self.leftovers.append(child.group)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # its session's group outlives it
+        cgroups.kill_orphans(set(self.children))
+
+    def _on_memory_event(self, fd: int) -> None:
+        pid = self.watches[fd]
+        child = self.children[pid]
+        group = child.group
+        assert group is not None
+        # Consume the event: v1's eventfd is read; v2's memory.events is read from the
+        # start, which re-arms its notification (an eventfd cannot seek).
+        with contextlib.suppress(OSError):
+            os.lseek(fd, 0, os.SEEK_SET)
+        with contextlib.suppress(OSError):
+            os.read(fd, 4096)
+        if not group.over_memory():
+            return
+        if group.raised:  # it did not stop at the headroom: no report, just a kill
+            log.warning("executor %s went past its memory headroom: killed", child.executor_id)
+            group.kill()
+            return
+        # Signal first: it is pending when the stopped task resumes.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, cgroups.OVER_MEMORY)
+        group.raise_limit()
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self._kill_all()
+        os._exit(0)
+
+    def _kill_all(self) -> None:
+        """Leave no executor, and nothing an executor started, behind."""
+        for pid, child in list(self.children.items()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if child.group is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+        if self.groups is not None:
+            self.groups.kill_all()
+        cgroups.kill_orphans(set())
 
 
 def _preload(names: list[str]) -> bool:
@@ -102,31 +231,44 @@ def _preload(names: list[str]) -> bool:
     return bool(names)
 
 
-def _fork_executor(config: ClusterConfig, executor_id: str, close: list[int]) -> int:
+def _fork_executor(
+    config: ClusterConfig,
+    executor_id: str,
+    group: cgroups.ExecutorGroup | None,
+    close: list[int],
+    errors: int,
+) -> int:
     parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
+        # Before anything else: what the executor starts must land in its group.
+        os.setsid()
+        if group is not None:
+            group.enter()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for fd in close:
             os.close(fd)
         lifeline.die_with_parent(parent)
         from stratus.server.executor import Executor
 
-        Executor(config, executor_id).run()
+        Executor(config, executor_id, cgroup=group).run()
         code = 0
-    except BaseException:
+    except BaseException as e:
         log.exception("executor %s failed", executor_id)
+        with contextlib.suppress(OSError):  # for the coordinator, if it was not ready yet
+            os.write(errors, f"{type(e).__name__}: {e}".encode()[: select.PIPE_BUF])
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
 
 
-def _reap() -> list[tuple[int, int]]:
+def _exited() -> list[tuple[int, int]]:
     exited: list[tuple[int, int]] = []
     while True:
         try:

@@ -11,6 +11,7 @@ and stops the executors left with no function, so an idle cluster holds no execu
     --------------   ----------------------------   --------   ---------------------------
     (none)           a pool needs an executor       starting   Spawn (below the cap)
     starting         Ready                          ready      Pin (each function), ExecutorsChanged
+    starting         StartDelayed (store away)      starting   (its start timeout restarts)
     starting         Tick (no hello in time)        stopping   Kill
     ready            its last function unpinned     draining   Unpin, ExecutorsChanged
     ready, draining  a pool needs an executor       ready      Pin, ExecutorsChanged (no fork)
@@ -83,6 +84,13 @@ class Ready:
 
 
 @dataclass(frozen=True)
+class StartDelayed:
+    """A starting executor is alive but waiting (for its store): not a start timeout."""
+
+    executor_id: str
+
+
+@dataclass(frozen=True)
 class LoadReported:
     executor_id: str
     inflight: int
@@ -122,7 +130,7 @@ class Stop:
     pass
 
 
-Event = Start | Ready | LoadReported | Exited | KillRequested | SetPool | Tick | Stop
+Event = Start | Ready | StartDelayed | LoadReported | Exited | KillRequested | SetPool | Tick | Stop
 
 
 # --- instructions
@@ -203,6 +211,10 @@ class Scheduler:
                 rec.address, rec.pid, rec.resources = address, pid, resources
                 self._note(f"{address.executor_id} ready (pid {pid}) for {sorted(rec.pins)}")
                 out += [Pin(address.executor_id, f) for f in sorted(rec.pins)]
+            case StartDelayed(executor_id):
+                rec = self.executors.get(executor_id)
+                if rec is not None and rec.state is ExecutorState.STARTING:
+                    rec.since = now  # its start timeout runs from its last sign of life
             case LoadReported(executor_id, inflight, served, loaded, queued):
                 rec = self.executors.get(executor_id)
                 if rec is not None:
