@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import resource
 import signal
 import time
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stratus import _exceptions as exc
+from stratus import backoff
 from stratus.client.client import SPIN, Client
 from stratus.config import ClusterConfig
 from stratus.fs import FsCache, FsSession, Volumes
@@ -61,10 +61,6 @@ _LOAD_REPORT_INTERVAL = 1.0
 _METER_FLUSH_INTERVAL = 0.25  # metering records reach the store at least this often
 _CACHE_REFRESH_INTERVAL = 0.05  # while idle: bounds how stale a cached entry can be
 SERIALIZABLE_ATTEMPTS = 10  # runs of an invocation whose commit conflicts, then ConflictError
-# Before re-running a conflicted invocation, wait a random time below this, doubled each
-# run: two executors re-running at once would otherwise collide again and again.
-_CONFLICT_BACKOFF = 0.0005
-_CONFLICT_BACKOFF_MAX = 0.02
 _DRAIN_ON_EXIT = 0.05  # a retired executor serves calls already read for at most this
 _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
 # Replies of functions that usually run quicker than this are batched into one write
@@ -467,7 +463,7 @@ class Executor:
                     kv.remember_commit(self.kv_cache, result)
                 return outcome, kv
             self.kv_cache.invalidate(result.conflicts)
-            time.sleep(random.uniform(0, min(_CONFLICT_BACKOFF * 2**run, _CONFLICT_BACKOFF_MAX)))
+            backoff.CONFLICT.sleep(run + 1)
         conflict = m.ErrorInfo(
             "ConflictError", f"{call.function}: its reads changed in each of {runs} runs"
         )  # serializable: commits conflicted; causal: reads kept breaking the causal cut

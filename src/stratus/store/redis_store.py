@@ -72,14 +72,13 @@ connection for its duration). In a child made by ``fork`` the store is closed, a
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn, TypeVar, cast
 
 import redis
 from redis.commands.core import Script
 
+from stratus import backoff
 from stratus._exceptions import ConfigurationError, ConnectionFailed, StratusError
 from stratus.store.base import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -105,8 +104,6 @@ _R = TypeVar("_R")
 DEFAULT_MERGE_ATTEMPTS = 100
 """How many times a merge is tried before :class:`MergeContention`."""
 
-_BACKOFF = 50e-6  # seconds: the first backoff's bound, doubled up to 6.4 ms
-_BACKOFF_DOUBLINGS = 7
 _CONFLICT, _RETRY, _DONE = 0, 1, 2  # the first element of the commit script's reply (as in Lua)
 
 
@@ -414,7 +411,7 @@ class RedisStore(BaseStore):
                 guards = enumerate(view.guards)
                 rows = rows | {key: (reply[2 * i + 1], reply[2 * i + 2]) for i, key in guards}
             else:
-                time.sleep(random.uniform(0, _BACKOFF * 2 ** min(attempt, _BACKOFF_DOUBLINGS)))
+                backoff.MERGE.sleep(attempt)
                 rows = self._read_rows(merged)
         raise MergeContention(merged, self.merge_attempts)
 
