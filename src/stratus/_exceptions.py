@@ -8,6 +8,8 @@
     ├── ClusterClosed             the client was closed, or its embedded cluster died
     │   └── StoreClosed           (stratus.store) a store used after close or fork
     ├── MergeContention           (stratus.store) a Redis merge that kept losing its race
+    ├── StoreUnavailable          the store did not answer in time (a lock held too long)
+    │   └── StoreFull             the store's disk is full: nothing was written
     ├── ProtocolError             a peer sent a frame we could not accept
     ├── FunctionNotFound          no function or DAG of that name is registered
     ├── SerializationError        arguments or results that cannot be pickled or unpickled
@@ -25,7 +27,8 @@
         ├── InvocationTimeout     the function ran past its timeout and was killed
         ├── ConflictError         a serializable invocation kept conflicting and gave up
         ├── MemoryLimitExceeded   the function used more than its memory_mb and was stopped
-        └── ExecutorLost          its executor died and the retries were spent
+        ├── ExecutorLost          its executor died and the retries were spent
+        └── ResultLost            it was applied, but its result was too large to keep
 
 Local failures (the first group) and remote ones (``InvocationError``) are different
 types, so a caller can tell "my call was malformed" from "the function failed".
@@ -147,4 +150,21 @@ class MemoryLimitExceeded(InvocationError, MemoryError):
 
 
 class ExecutorLost(InvocationError):
-    """The executor running the call died and the function's ``retries`` were spent."""
+    """The executor running the call died and the function's ``retries`` were spent.
+
+    The last attempt's effects *may* have been applied (it may have died between its
+    commit and its reply); earlier attempts' were applied at most once in all."""
+
+
+class ResultLost(InvocationError):
+    """The invocation was applied (its writes are committed, once), but an executor died
+    before replying and its result was too large to keep for the retry."""
+
+
+class StoreUnavailable(StratusError):
+    """The store could not do the operation in time (its write lock stayed taken past the
+    deadline, or it failed): nothing was written. Reads may still work."""
+
+
+class StoreFull(StoreUnavailable):
+    """The store's disk (or memory) is full: nothing was written; reads keep working."""

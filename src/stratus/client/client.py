@@ -744,6 +744,7 @@ def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> ex
         "ExecutorLost": exc.ExecutorLost,
         "ConflictError": exc.ConflictError,
         "MemoryLimitExceeded": exc.MemoryLimitExceeded,
+        "ResultLost": exc.ResultLost,
     }
     if kind in invocation_errors:
         return invocation_errors[kind](
@@ -758,5 +759,7 @@ def error_from_info(error: m.ErrorInfo, invocation_id: str, function: str) -> ex
         "Overloaded": exc.Overloaded,
         "ConfigurationError": exc.ConfigurationError,
         "ClusterClosed": exc.ClusterClosed,
+        "StoreUnavailable": exc.StoreUnavailable,
+        "StoreFull": exc.StoreFull,
     }
     return simple.get(kind, exc.StratusError)(error.message)

@@ -135,7 +135,9 @@ class Invocation:
             case ExecutorDied(executor_id) if executor_id in self.executors:
                 self.avoid |= {executor_id}
                 lost = ErrorInfo(
-                    "ExecutorLost", f"executor {executor_id} died during attempt {self.attempt}"
+                    "ExecutorLost",
+                    f"executor {executor_id} died during attempt {self.attempt} "
+                    "(had it committed, its effects are applied, once)",
                 )
                 return self._retry_or_fail(lost)
             case Tick() if self.deadline is not None and now >= self.deadline:

@@ -51,6 +51,7 @@ from stratus.server.context import Context
 from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
+from stratus.store import records
 from stratus.store.base import CommitResult, Put, Transaction
 from stratus.store.feed import ChangeFeed
 from stratus.transport.reactor import Connection, Reactor
@@ -66,6 +67,9 @@ _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped
 # Replies of functions that usually run quicker than this are batched into one write
 # with the replies of the calls read in the same round; slower ones flush first.
 _BATCH_BELOW = 0.0002
+# Tests only (docs/reliability.md): the executor kills itself right after attempt 1 of
+# the function of this name committed, before replying, as a crash there would.
+_EXIT_AFTER_COMMIT = os.environ.get("STRATUS_TEST_EXIT_AFTER_COMMIT", "")
 
 
 @dataclass
@@ -408,6 +412,11 @@ class Executor:
         commits = call.plan is None or call.node == call.plan.sink
         runs = SERIALIZABLE_ATTEMPTS  # only a conflict (or a causal retry) runs it again
         required: dict[str, VectorClock] = {}
+        record_key = keys.invocation_record(call.invocation_id, call.node)
+        if call.attempt > 1:  # an earlier attempt may have committed, then died
+            recorded = self._recorded(call, record_key)
+            if recorded is not None:
+                return recorded
         for run in range(runs):
             metered.runs = run + 1
             self.feed.refresh_if_stale()
@@ -435,9 +444,12 @@ class Executor:
                 value = target(ctx, *args, **kwargs)
                 outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
                 fs.finish()  # files left open are flushed into the transaction
-                result = self._commit(kv, fs, metered, validate=validate, commits=commits)
+                record = _Record(record_key, call.attempt, outcome, kv, carries=not commits)
+                result = self._commit(kv, fs, metered, record, validate=validate, commits=commits)
                 if result is None:
                     return outcome, kv
+                if result.ok and call.function == _EXIT_AFTER_COMMIT and call.attempt == 1:
+                    os.kill(os.getpid(), signal.SIGKILL)  # tests only: die before replying
             except CausalRetry as retry:
                 fs.abandon()
                 required = retry.required  # run again, reading at least these versions
@@ -462,6 +474,10 @@ class Executor:
                 if commits:
                     kv.remember_commit(self.kv_cache, result)
                 return outcome, kv
+            if record_key in result.conflicts:  # another attempt committed it first
+                recorded = self._recorded(call, record_key)
+                if recorded is not None:
+                    return recorded
             self.kv_cache.invalidate(result.conflicts)
             backoff.CONFLICT.sleep(run + 1)
         conflict = m.ErrorInfo(
@@ -474,12 +490,14 @@ class Executor:
         kv: KVTransaction,
         fs: FsSession,
         metered: Running,
+        record: _Record,
         *,
         validate: bool,
         commits: bool,
     ) -> CommitResult | None:
-        """Commit the invocation's kv and fs transactions as one (None: nothing to do);
-        once it committed, note what it wrote on the attempt's metering."""
+        """Commit the invocation's kv and fs transactions as one (None: nothing to do),
+        with its invocation record when it writes (``stratus.store.records``); once it
+        committed, note what it wrote on the attempt's metering."""
         kv_commits = commits and (kv.has_writes or (validate and bool(kv.reads)))
         if not kv_commits and not fs.used:
             return None
@@ -488,12 +506,12 @@ class Executor:
         if (kv_commits and kv.has_writes) or fs.txn.has_writes:
             own = kv.transaction(validate=validate) if kv_commits else Transaction({}, [])
             txn, files = own, fs.txn.store_writes() if fs.used else []
-            if fs.used:  # its reads are checked too, even when it wrote no file
-                txn = Transaction(
-                    {**own.reads, **fs.txn.reads},
-                    [*own.writes, *files],
-                    {**own.prefix_reads, **fs.txn.prefix_reads},
-                )
+            # The record is written only if absent: with the writes, exactly once.
+            txn = Transaction(
+                {**own.reads, **(fs.txn.reads if fs.used else {}), record.key: 0},
+                [*own.writes, *files, Put(record.key, record.encode())],
+                {**own.prefix_reads, **(fs.txn.prefix_reads if fs.used else {})},
+            )
             result = self.store.commit(txn)
             if result.ok:  # billed from the spool: a death before ``end`` bills it lost
                 self.meter.note_writes(metered, own.writes)
@@ -503,6 +521,27 @@ class Executor:
         # Read-only: a check of the versions read, no write lock.
         result = kv.validate_reads(self.store) if kv_commits else CommitResult(ok=True)
         return fs.txn.validate(self.store) if result.ok and fs.used else result
+
+    def _recorded(
+        self, call: m.Call, record_key: str
+    ) -> tuple[bytes | m.ErrorInfo, KVTransaction] | None:
+        """What an earlier attempt of ``call`` committed (its result, and for a DAG step
+        the kv state it handed on), or None when no attempt did."""
+        record = records.read(self.store, record_key)
+        if record is None:
+            return None
+        kv = KVTransaction(self.kv_cache, self.clock)
+        if record.result is None:
+            lost = m.ErrorInfo(
+                "ResultLost",
+                f"{call.function} was applied by attempt {record.attempt}, whose executor "
+                f"died before replying; its result was over {records.MAX_RECORDED_RESULT} "
+                "bytes and was not kept",
+            )
+            return lost, kv
+        if record.carried:
+            kv.absorb(record.carried)
+        return record.result, kv
 
     def _read_stale_fs(self, fs: FsSession) -> bool:
         """Whether the fs state a failed run read had already changed."""
@@ -613,6 +652,22 @@ def _resolve_refs(kv: KVTransaction, args: Any, kwargs: Any) -> tuple[Any, Any]:
     args = tuple(kv.get(a.key) if isinstance(a, Ref) else a for a in args)
     kwargs = {k: kv.get(v.key) if isinstance(v, Ref) else v for k, v in kwargs.items()}
     return args, kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """The invocation record a commit writes, built only if it writes something."""
+
+    key: str
+    attempt: int
+    result: bytes
+    kv: KVTransaction
+    carries: bool  # a DAG step before the sink: keep the kv state it hands on
+
+    def encode(self) -> bytes:
+        carried = self.kv.export() if self.carries else b""
+        now_ms = time.time_ns() // 1_000_000
+        return records.InvocationRecord.of(self.attempt, now_ms, self.result, carried).encode()
 
 
 class _InitFailed(Exception):
