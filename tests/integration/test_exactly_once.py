@@ -42,6 +42,7 @@ def test_a_crash_after_commit_applies_the_call_once_and_answers_its_result(
         # A writer per attempt: a second application would count 2.
         writer = f"{ctx.invocation_id}/{ctx.attempt}"
         ctx.kv.merge("calls", Counter().increment(writer))
+        ctx.kv.incr("incremented", x)
         with ctx.fs.open("/log.txt", "a") as f:
             f.write(f"{x}\n")
         return x * 10
@@ -50,6 +51,7 @@ def test_a_crash_after_commit_applies_the_call_once_and_answers_its_result(
     assert fn.remote(4).result(timeout=60) == 40
     assert log_lines(app) == ["4"]  # the append happened once
     assert app.kv.get("calls") == 1
+    assert app.kv.get("incremented") == 4
     # The record of the invocation is the platform's: users do not see it.
     listed = app.kv.keys("")
     assert not [k for k in listed if keys.is_reserved(k)]
@@ -82,3 +84,21 @@ def test_calls_that_do_not_crash_are_unaffected(crashing_app: stratus.App) -> No
 
     assert [append.remote(i).result(timeout=60) for i in range(3)] == [0, 1, 2]
     assert log_lines(app) == ["0", "1", "2"]
+
+
+def test_incr_counts_every_call_once_and_the_counter_stays_small(app: stratus.App) -> None:
+    @app.function
+    def visit(ctx: Any, n: int) -> None:
+        ctx.kv.incr("visits", n)
+
+    futures = [visit.remote(1) for _ in range(60)] + [visit.remote(-1) for _ in range(10)]
+    for future in futures:
+        future.result(timeout=60)
+    app.kv.incr("visits", 5)
+    app.kv.incr("visits")
+    assert app.kv.get("visits") == 56
+    counter = app.kv.get_lattice("visits")
+    assert isinstance(counter, Counter)
+    assert len(counter.positive) <= 4  # one writer per executor (and the coordinator)
+    with pytest.raises(stratus.ConfigurationError, match="int"):
+        app.kv.incr("visits", 1.5)  # type: ignore[arg-type]

@@ -334,10 +334,11 @@ class KvRead(_Msg, tag="kv_read", frozen=True):
 
 
 class KvWrite(_Msg, tag="kv_write", frozen=True):
-    """``op`` is put, merge or delete; ``value`` is the pickled value or lattice."""
+    """``op`` is put, merge, delete or incr; ``value`` is the pickled value, lattice or
+    amount."""
 
     rid: int
-    op: Literal["put", "merge", "delete"]
+    op: Literal["put", "merge", "delete", "incr"]
     key: str
     value: bytes = b""
 

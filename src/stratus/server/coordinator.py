@@ -39,6 +39,7 @@ from stratus.transport.reactor import Connection, Reactor
 log = logging.getLogger("stratus.coordinator")
 
 _TICK = 0.5
+_COLLECT_EVERY = 60.0  # seconds between deletions of expired invocation records
 
 
 class Coordinator:
@@ -52,8 +53,9 @@ class Coordinator:
         open_store(config.store_url).close()
         # Fork the fork server next, while this process has a single thread.
         self._forkserver_pid, forkserver_sock = forkserver.start(config)
-        self.kv = ClientKV(config.store_url)
+        self.kv = ClientKV(config.store_url, on_stuck=self._kill_stuck)
         self.reactor = Reactor()
+        self.reactor.watch_readable(self.kv.fileno(), self._send_kv_replies)
         max_frame = config.max_payload + FRAME_OVERHEAD
         self.codec = Codec(config.key, m.ToCoordinator, max_frame=max_frame)
         fork_codec = Codec(config.key, m.FromForkServer, max_frame=1 << 16)
@@ -97,6 +99,7 @@ class Coordinator:
     def run(self) -> None:
         self._apply(self.scheduler.handle(sched.Start(), time.monotonic()))
         self.reactor.call_later(_TICK, self._tick)
+        self.reactor.call_later(_COLLECT_EVERY, self._collect_records)
         self.reactor.call_later(self.config.autoscaling.tick, self._autoscale)
         for callback in self._on_ready:
             callback()
@@ -124,6 +127,24 @@ class Coordinator:
         self.observer.close()
         self.kv.close()
         self.reactor.close()
+
+    def _send_kv_replies(self) -> None:
+        for conn, reply in self.kv.replies():
+            if not conn.closed:
+                conn.send(reply)
+
+    def _kill_stuck(self, pids: list[int]) -> bool:
+        """Kill those of ``pids`` that are our executors (they held the store's write lock
+        past its deadline: stopped, or hung); whether any was. Runs on the kv worker."""
+        ours = set(pids) & set(self._pids.copy().values())
+        for pid in ours:
+            log.warning("killing executor process %d: it held the store's write lock", pid)
+            _kill(pid)
+        return bool(ours)
+
+    def _collect_records(self) -> None:
+        self.kv.collect_records()
+        self.reactor.call_later(_COLLECT_EVERY, self._collect_records)
 
     def _tick(self) -> None:
         self._apply(self.scheduler.handle(sched.Tick(), time.monotonic()))
@@ -276,7 +297,7 @@ class Coordinator:
                 conn.send(m.ShutdownStarted(rid))
                 self.stop(f"asked by {conn.peer_id}")
             case m.KvRead() | m.KvWrite() | m.KvList():
-                conn.send(self.kv.handle(message))
+                self.kv.submit(conn, message)  # answered off the loop: the store may wait
             case m.MeterRead() | m.LogsRead():
                 conn.send(self.observer.handle(message))
 

@@ -41,6 +41,7 @@ from stratus.config import ClusterConfig
 from stratus.fs import FsCache, FsSession, Volumes
 from stratus.kv import KVCache, KVTransaction, Ref
 from stratus.kv.causal import CausalRetry, CausalTransaction
+from stratus.kv.counters import CounterWriters
 from stratus.kv.open import open_store
 from stratus.lattice import HybridClock, VectorClock
 from stratus.protocol import keys, serialization
@@ -125,6 +126,7 @@ class Executor:
         self.logs = InvocationLogs(config.data_dir, config.cluster_id, executor_id, self._current)
         self._arrived: dict[int, int] = {}  # id(deferred call) -> when it arrived, ns
         self.clock = HybridClock(executor_id)
+        self.counters = CounterWriters(executor_id)  # writer ids of ctx.kv.incr
         self.post = PostOffice(self.client, executor_id, config.max_payload)
         self._code: dict[tuple[str, int], tuple[Any, m.FunctionOptions]] = {}
         self._callers: dict[str, Connection] = {}  # client id -> its connection to us
@@ -426,6 +428,7 @@ class Executor:
                 if causal
                 else KVTransaction(self.kv_cache, self.clock)
             )
+            kv.counters = self.counters
             for exported in upstream_kv:
                 kv.absorb(exported)
             ctx = Context(
@@ -446,24 +449,35 @@ class Executor:
                 fs.finish()  # files left open are flushed into the transaction
                 record = _Record(record_key, call.attempt, outcome, kv, carries=not commits)
                 result = self._commit(kv, fs, metered, record, validate=validate, commits=commits)
+                # A step before a DAG's sink hands its increments on: their fate is unknown here.
+                kv.settle_counters((result is not None and result.ok) if commits else None)
                 if result is None:
                     return outcome, kv
                 if result.ok and call.function == _EXIT_AFTER_COMMIT and call.attempt == 1:
                     os.kill(os.getpid(), signal.SIGKILL)  # tests only: die before replying
             except CausalRetry as retry:
+                kv.settle_counters(False)
                 fs.abandon()
                 required = retry.required  # run again, reading at least these versions
                 continue
             except (exc.SerializationError, exc.PayloadTooLarge) as e:
+                kv.settle_counters(None)
                 fs.abandon()
                 return _error_info(e), kv
+            except exc.StoreUnavailable as e:  # the commit failed: a platform error, typed
+                kv.settle_counters(None)
+                fs.abandon()
+                kind = "StoreFull" if isinstance(e, exc.StoreFull) else "StoreUnavailable"
+                return m.ErrorInfo(kind, str(e)), kv
             except MemoryError:
+                kv.settle_counters(None)
                 self._over_memory = True
                 self._limit_memory(0)  # room to build the reply; we exit after it
                 mb = options.resources.memory_mb
                 error = m.ErrorInfo("MemoryLimitExceeded", f"{call.function} used over {mb} MB")
                 return error, kv
             except BaseException as e:  # SystemExit too: the function failed, not the executor
+                kv.settle_counters(None)  # maybe it was the commit that failed
                 stale = self._read_stale_fs(fs)
                 fs.abandon()
                 if stale:
