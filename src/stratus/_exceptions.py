@@ -8,8 +8,9 @@
     ├── ClusterClosed             the client was closed, or its embedded cluster died
     │   └── StoreClosed           (stratus.store) a store used after close or fork
     ├── MergeContention           (stratus.store) a Redis merge that kept losing its race
-    ├── StoreUnavailable          the store did not answer in time (a lock held too long)
-    │   └── StoreFull             the store's disk is full: nothing was written
+    ├── StoreUnavailable          the store could not write: nothing was written
+    │   ├── StoreFull             the store's disk (or memory) is full; reads keep working
+    │   └── StoreLockTimeout      (stratus.store) its write lock stayed taken past the deadline
     ├── ProtocolError             a peer sent a frame we could not accept
     ├── FunctionNotFound          no function or DAG of that name is registered
     ├── SerializationError        arguments or results that cannot be pickled or unpickled

@@ -102,3 +102,25 @@ def test_incr_counts_every_call_once_and_the_counter_stays_small(app: stratus.Ap
     assert len(counter.positive) <= 4  # one writer per executor (and the coordinator)
     with pytest.raises(stratus.ConfigurationError, match="int"):
         app.kv.incr("visits", 1.5)  # type: ignore[arg-type]
+
+
+def test_a_dag_whose_sink_dies_after_commit_applies_every_step_once(
+    crashing_app: stratus.App,
+) -> None:
+    app = crashing_app
+
+    @app.function
+    def first(ctx: Any, x: int) -> int:
+        ctx.kv.incr("steps")  # carried to the sink, committed there
+        return x + 1
+
+    def sink(ctx: Any, x: int) -> int:
+        ctx.kv.incr("steps")
+        with ctx.fs.open("/log.txt", "a") as f:
+            f.write(f"{x}\n")
+        return x * 2
+
+    pipeline = app.dag("pipeline", first >> app.function(sink, name=DIES))
+    assert pipeline.remote(1).result(timeout=60) == 4
+    assert app.kv.get("steps") == 2
+    assert log_lines(app) == ["2"]

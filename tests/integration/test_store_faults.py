@@ -161,3 +161,25 @@ def test_a_full_disk_is_store_full_and_reads_keep_working(tmp_path: Path) -> Non
                 return ctx.kv.get("kept")
 
             assert read.remote().result(timeout=30) == "yes"
+
+
+def test_a_redis_store_out_of_memory_is_store_full_and_reads_keep_working(
+    redis_url: str,
+) -> None:
+    import redis
+
+    from stratus.kv.values import merge_encoded
+    from stratus.store.redis_store import RedisStore
+
+    admin = redis.Redis.from_url(redis_url)
+    with RedisStore(redis_url, merge_encoded, namespace="full-test") as store:
+        store.put("kept", b"yes")
+        admin.config_set("maxmemory", 1)  # noeviction (the default): writes are refused
+        try:
+            with pytest.raises(stratus.StoreFull, match="full"):
+                store.put("more", b"x")
+            assert store.get("kept").value == b"yes"
+        finally:
+            admin.config_set("maxmemory", 0)
+        store.put("more", b"x")  # room again
+    admin.close()

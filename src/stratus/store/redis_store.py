@@ -79,7 +79,7 @@ import redis
 from redis.commands.core import Script
 
 from stratus import backoff
-from stratus._exceptions import ConfigurationError, ConnectionFailed, StratusError
+from stratus._exceptions import ConfigurationError, ConnectionFailed, StoreFull, StratusError
 from stratus.store.base import (
     DEFAULT_MAX_VALUE_BYTES,
     BaseStore,
@@ -457,6 +457,9 @@ class RedisStore(BaseStore):
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
             # A write cut off here may or may not have been applied.
             raise ConnectionFailed(f"lost the Redis store at {self.address}: {exc}") from exc
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
+            # maxmemory reached: the script was refused before it started (``#!lua``).
+            raise StoreFull(f"the Redis store at {self.address} is full: {exc}") from exc
         raise exc
 
     def _open(self) -> redis.Redis:
