@@ -768,6 +768,21 @@ def test_records_past_the_retention_are_collected(store: Store) -> None:
     assert store.get("user").value == b"kept"
 
 
+def test_purge_removes_keys_and_their_tombstones_without_a_version(store: Store) -> None:
+    store.put("a", b"1")
+    store.put("b", b"2")
+    store.delete("b")  # a tombstone
+    store.put("c", b"3")
+    store.put("last", b"4")  # holds the last version: kept, it is the sequence
+    assert store.purge(["a", "b", "last", "never"]) == 2
+    assert store.get("a") == Entry(None, 0) and store.get("b") == Entry(None, 0)
+    assert store.get("last") == Entry(b"4", 5) and store.last_version() == 5
+    assert store.keys() == ["c", "last"]
+    assert store.changes(0).keys == [("c", 4), ("last", 5)]
+    assert store.put("a", b"again") == 6  # the sequence goes on
+    assert store.purge([]) == 0
+
+
 def test_a_too_large_result_is_recorded_as_lost() -> None:
     big = b"x" * (records.MAX_RECORDED_RESULT + 1)
     assert records.InvocationRecord.of(1, 5, big).result is None

@@ -261,6 +261,13 @@ class _LMDBView:
         # Versions only grow and are written in order: append at the end of the feed.
         self._txn.put(_VERSION.pack(version), encoded, db=self._feed, append=True)
 
+    def remove(self, key: str) -> None:
+        physical = _physical(key.encode())
+        old = self._txn.get(physical, db=self._kv)
+        if old is not None:
+            self._txn.delete(bytes(old[:8]), db=self._feed)
+            self._txn.delete(physical, db=self._kv)
+
     def prefix_version(self, prefix: str) -> int:
         return _prefix_version(self._txn.cursor(db=self._kv), prefix.encode())
 

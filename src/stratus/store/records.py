@@ -22,9 +22,9 @@ replaced by a marker, and a retry then gets ``ResultLost``: applied, result not 
 attempt that committed, when, and for a DAG step that is not the sink the kv state it hands
 on. A read-only invocation writes no record: running it twice has no effect.
 
-Records are collected once older than a retention window (:func:`expired`); a window far
-longer than any retry horizon (see docs/reliability.md) means no retry can arrive after its
-record is gone.
+Records are purged (no tombstone left) once older than a retention window
+(:func:`expired`); a window far longer than any retry horizon (see docs/reliability.md)
+means no retry can arrive after its record is gone.
 """
 
 from __future__ import annotations
@@ -93,11 +93,10 @@ def expired(store: Store, prefix: str, now_ms: int, retention: float) -> list[st
 
 
 def collect(store: Store, prefix: str, now_ms: int, retention: float) -> int:
-    """Delete the expired records under ``prefix``; how many were deleted."""
+    """Remove the expired records under ``prefix`` (no tombstones: the store does not grow
+    with the invocations); how many were removed."""
     old = expired(store, prefix, now_ms, retention)
-    for key in old:
-        store.delete(key)
-    return len(old)
+    return sum(store.purge(old[start : start + 500]) for start in range(0, len(old), 500))
 
 
 _ENCODER = msgspec.msgpack.Encoder()

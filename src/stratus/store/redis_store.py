@@ -252,6 +252,26 @@ return {2, base}  -- DONE
 )
 
 
+# KEYS values, feed, live, names, seq; ARGV keys -> how many were removed. The key at the
+# last version stays (base.py: purge), as in the other backends.
+_PURGE = """#!lua
+local values, feed, live, names = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local last = tonumber(redis.call('GET', KEYS[5]) or 0)
+local removed = 0
+for _, key in ipairs(ARGV) do
+  local version = redis.call('ZSCORE', feed, key)
+  if version and tonumber(version) ~= last then
+    redis.call('HDEL', values, key)
+    redis.call('ZREM', feed, key)
+    redis.call('ZREM', live, key)
+    redis.call('ZREM', names, key)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -294,8 +314,10 @@ class RedisStore(BaseStore):
         self._prefix_version = client.register_script(_PREFIX_VERSION)
         self._changes = client.register_script(_CHANGES)
         self._commit = client.register_script(_COMMIT)
+        self._purge = client.register_script(_PURGE)
+        scripts = (self._get_rows, self._prefix_version, self._changes, self._commit, self._purge)
         try:
-            for script in (self._get_rows, self._prefix_version, self._changes, self._commit):
+            for script in scripts:
                 client.script_load(script.script)  # also checks the server is there
         except redis.ResponseError as exc:
             pool.disconnect()
@@ -432,6 +454,15 @@ class RedisStore(BaseStore):
         reply: list[Any] = self._call(self._commit, self._names, args)
         return reply
 
+    def purge(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` entirely (no tombstone, no new version); how many were."""
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            check_key(key)
+        if not wanted:
+            return 0
+        return int(self._call(self._purge, self._names, wanted))
+
     @staticmethod
     def _conflicts(
         reads: Mapping[str, int], prefix_reads: Mapping[str, int], reply: list[Any]
@@ -551,6 +582,9 @@ class _StagingView:
 
     def prefix_version(self, prefix: str) -> int:
         raise AssertionError("apply_writes reads no prefix")  # pragma: no cover
+
+    def remove(self, key: str) -> None:
+        raise AssertionError("apply_writes removes nothing")  # pragma: no cover
 
 
 def _lex_range(prefix: bytes) -> tuple[bytes, bytes]:

@@ -229,6 +229,9 @@ class _SQLiteView:
     def write(self, key: str, value: bytes | None, version: int) -> None:
         self._conn.execute(_UPSERT, (key, value, version))
 
+    def remove(self, key: str) -> None:
+        self._conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+
     def prefix_version(self, prefix: str) -> int:
         return _prefix_version(self._conn, prefix)
 
