@@ -97,6 +97,37 @@ def test_an_executor_stopped_holding_the_write_lock_is_killed_and_writes_go_on(
     assert app.kv.get("after") == 3
 
 
+def test_a_call_whose_commit_meets_a_stopped_lock_holder_gets_through(
+    app: stratus.App, db: Path
+) -> None:
+    lock_path = f"{db}.writer-lock"
+
+    @app.function
+    def write(ctx: Any, x: int) -> int:
+        ctx.kv.incr("writes", x)
+        return x
+
+    @app.function(retries=0)
+    def hold_the_lock(ctx: Any) -> None:
+        fd = os.open(lock_path, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    assert write.remote(1).result(timeout=30) == 1
+    held = hold_the_lock.remote()
+    inode = os.stat(lock_path).st_ino
+    holder = wait_for(
+        lambda: [p for p in flock_holders(inode) if stopped(p)], what="a stopped holder"
+    )[0]
+    # Its commit times out on the lock; its executor reports the holder, which is killed;
+    # the call is retried (nothing was written) and gets through, applied once.
+    assert write.remote(2).result(timeout=30) == 2
+    wait_for(lambda: not alive(holder), what="the holder's death")
+    assert app.kv.get("writes") == 3
+    with pytest.raises(stratus.ExecutorLost):
+        held.result(timeout=30)
+
+
 def test_a_lock_held_by_another_program_is_a_typed_error_and_the_cluster_keeps_serving(
     app: stratus.App, db: Path
 ) -> None:

@@ -272,6 +272,13 @@ class ExecutorLoad(_Msg, tag="executor_load", frozen=True):
     functions: dict[str, FunctionLoad] = {}
 
 
+class StoreStuck(_Msg, tag="store_stuck", frozen=True):
+    """An executor's write waited past the store's lock deadline: ``holders`` (process ids)
+    hold the lock. The coordinator kills those that are its executors."""
+
+    holders: list[int]
+
+
 class Demand(_Msg, tag="demand", frozen=True):
     """A caller holds ``queued`` calls of ``function`` that its warm pool cannot take."""
 
@@ -479,6 +486,7 @@ ToCoordinator = (
     Hello
     | ExecutorHello
     | ExecutorLoad
+    | StoreStuck
     | Register
     | RegisterDag
     | DeleteDag

@@ -135,7 +135,8 @@ class Coordinator:
 
     def _kill_stuck(self, pids: list[int]) -> bool:
         """Kill those of ``pids`` that are our executors (they held the store's write lock
-        past its deadline: stopped, or hung); whether any was. Runs on the kv worker."""
+        past its deadline: stopped, or hung); whether any was. Called on the kv worker, or
+        on the loop when an executor reports it (``StoreStuck``)."""
         ours = set(pids) & set(self._pids.copy().values())
         for pid in ours:
             log.warning("killing executor process %d: it held the store's write lock", pid)
@@ -269,6 +270,8 @@ class Coordinator:
                 self._loads.report(conn.peer_id, functions)
                 self._apply(self.scheduler.handle(event, now))
                 self.observer.load_reported(message)
+            case m.StoreStuck(holders) if conn.peer_id in self._executor_conns:
+                self._kill_stuck(holders)
             case m.Demand(function, queued) if function in self.registry.functions:
                 self._demand(function, queued)
             case m.Register(rid, name, code, options):

@@ -55,6 +55,7 @@ from stratus.server.metering import Meter, Running
 from stratus.store import records
 from stratus.store.base import CommitResult, Put, Transaction
 from stratus.store.feed import ChangeFeed
+from stratus.store.lock import StoreLockTimeout
 from stratus.transport.reactor import Connection, Reactor
 
 log = logging.getLogger("stratus.executor")
@@ -467,6 +468,8 @@ class Executor:
             except exc.StoreUnavailable as e:  # the commit failed: a platform error, typed
                 kv.settle_counters(None)
                 fs.abandon()
+                if isinstance(e, StoreLockTimeout):  # the coordinator kills stuck executors
+                    self.client.send_control(m.StoreStuck(e.holders))
                 kind = "StoreFull" if isinstance(e, exc.StoreFull) else "StoreUnavailable"
                 return m.ErrorInfo(kind, str(e)), kv
             except MemoryError:
