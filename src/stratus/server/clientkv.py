@@ -19,7 +19,7 @@ the loop, which watches the pipe (:meth:`ClientKV.fileno`), sends them
                                                    did, the request is tried once more
 
 Every write waits at most the store's lock deadline, so every request is answered.
-The worker also deletes expired invocation records (``collect_records``).
+Another thread purges expired invocation records (``collect_records``).
 """
 
 from __future__ import annotations
@@ -51,10 +51,6 @@ _LIMIT = serialization.DEFAULT_MAX_PAYLOAD
 Request = m.KvRead | m.KvWrite | m.KvList
 
 
-class _Collect:
-    """The worker's order to delete expired invocation records."""
-
-
 class ClientKV:
     """``app.kv`` requests, answered by a worker thread (see the module docstring).
 
@@ -75,14 +71,13 @@ class ClientKV:
         self._counters = CounterWriters("coordinator")
         self._on_stuck = on_stuck
         self.retention = retention
-        self._requests: queue.SimpleQueue[tuple[Any, Request | _Collect] | None] = (
-            queue.SimpleQueue()
-        )
+        self._requests: queue.SimpleQueue[tuple[Any, Request] | None] = queue.SimpleQueue()
         self._done: deque[tuple[Any, Any]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._worker = threading.Thread(target=self._work, name="stratus-clientkv", daemon=True)
         self._worker.start()
+        self._collector: threading.Thread | None = None
 
     # ------------------------------------------------------------------ the loop's side
 
@@ -95,8 +90,14 @@ class ClientKV:
         self._requests.put((conn, request))
 
     def collect_records(self) -> None:
-        """Queue a deletion of the invocation records older than ``retention``."""
-        self._requests.put((None, _Collect()))
+        """Purge the invocation records older than ``retention``, on a thread of its own
+        (a pass lists every record: ``app.kv`` requests must not wait for it); nothing if
+        the previous pass is still running."""
+        if self._collector is None or not self._collector.is_alive():
+            self._collector = threading.Thread(
+                target=self._collect, name="stratus-records", daemon=True
+            )
+            self._collector.start()
 
     def replies(self) -> list[tuple[Any, Any]]:
         """The ``(conn, reply)`` pairs ready, without blocking."""
@@ -130,9 +131,6 @@ class ClientKV:
     def _work(self) -> None:
         while (item := self._requests.get()) is not None:
             conn, request = item
-            if isinstance(request, _Collect):
-                self._collect()
-                continue
             try:
                 reply = self.handle(request)
             except Exception as e:  # a bug must not kill the worker: answer, log
@@ -193,6 +191,8 @@ class ClientKV:
     def close(self) -> None:
         self._requests.put(None)
         self._worker.join(timeout=5.0)
+        if self._collector is not None:
+            self._collector.join(timeout=5.0)
         self.store.close()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
