@@ -9,6 +9,9 @@
     ├── ClusterClosed             the client was closed, or its embedded cluster died
     │   └── StoreClosed           a store used after close or fork
     ├── MergeContention           a Redis merge that kept losing its race
+    ├── StoreUnavailable          the store could not write: nothing was written
+    │   ├── StoreFull             the store's disk (or memory) is full; reads keep working
+    │   └── StoreLockTimeout      its write lock stayed taken past the deadline
     ├── ProtocolError             a peer sent a frame we could not accept
     │   └── BadSignature          a frame not signed with the cluster key
     ├── FunctionNotFound          no function or DAG of that name is registered
@@ -31,7 +34,8 @@
         ├── ConflictError         a serializable invocation kept conflicting and gave up
         ├── MemoryLimitExceeded   the function used more than its memory_mb and was stopped
         ├── ExecutorLost          its executor died and the retries were spent
-        └── ExecutorStartFailed   no executor could start to run it; carries the start error
+        ├── ExecutorStartFailed   no executor could start to run it; carries the start error
+        └── ResultLost            it was applied, but its result was too large to keep
 
 Every exception class of stratus is defined here (other modules re-export some of them),
 and each has a wire kind in ``stratus.protocol.errors``.
@@ -325,10 +329,42 @@ class MemoryLimitExceeded(InvocationError, MemoryError):
 
 
 class ExecutorLost(InvocationError):
-    """The executor running the call died and the function's ``retries`` were spent."""
+    """The executor running the call died and the function's ``retries`` were spent.
+
+    The last attempt's effects *may* have been applied (it may have died between its
+    commit and its reply); earlier attempts' were applied at most once in all."""
 
 
 class ExecutorStartFailed(InvocationError):
     """The call waited for an executor (its warm pool was empty) and none could start:
     the message carries the start error (e.g. the store is unreachable). The function
     did not run. Executors keep trying; a later call may succeed."""
+
+
+class ResultLost(InvocationError):
+    """The invocation was applied (its writes are committed, once), but an executor died
+    before replying and its result was too large to keep for the retry."""
+
+
+class StoreUnavailable(StratusError):
+    """The store could not do the operation in time (its write lock stayed taken past the
+    deadline, or it failed): nothing was written. Reads may still work."""
+
+
+class StoreFull(StoreUnavailable):
+    """The store's disk (or memory) is full: nothing was written; reads keep working."""
+
+
+class StoreLockTimeout(StoreUnavailable):
+    """Another process held the store's write lock past the deadline (``holders``: their
+    process ids, when the kernel lists them). Nothing was written."""
+
+    def __init__(self, path: str, timeout: float, holders: list[int]) -> None:
+        who = ", ".join(map(str, holders)) or "unknown"
+        super().__init__(
+            f"the write lock of {path} stayed taken for {timeout} s (held by process {who}); "
+            "nothing was written"
+        )
+        self.path = path
+        self.timeout = timeout
+        self.holders = holders

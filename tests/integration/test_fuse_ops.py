@@ -14,8 +14,8 @@ import pyfuse3
 import pytest
 import trio
 
+from stratus.backoff import Backoff
 from stratus.fs import ROOT_INO, Volume, Volumes
-from stratus.fs.backoff import Backoff
 from stratus.fs.fuse import VolumeFS
 from stratus.kv.values import merge_encoded
 from stratus.store import MemoryStore

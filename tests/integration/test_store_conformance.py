@@ -37,6 +37,7 @@ from hypothesis.stateful import (
 import redis_server
 from stratus._exceptions import ConfigurationError, ConnectionFailed, PayloadTooLarge
 from stratus.kv.open import open_store
+from stratus.protocol import keys
 from stratus.store import (
     Changes,
     CommitResult,
@@ -52,6 +53,7 @@ from stratus.store import (
     StoreClosed,
     Transaction,
     Write,
+    records,
 )
 from stratus.store.redis_store import MergeContention, RedisStore
 
@@ -728,6 +730,86 @@ def test_optimistic_commits_from_two_processes_are_serializable(kind: str, tmp_p
     _run_two(_race_commits, kind, tmp_path, 300)
     with open_backend(kind, tmp_path, add_le) as store:
         assert store.get("n") == Entry(le(600), 600)
+
+
+# --------------------------------------------------------------------------- invocation records
+
+
+def record_commit(key: str, attempt: int, *writes: Write) -> Transaction:
+    """What an executor commits: the writes plus the invocation record, if absent."""
+    record = records.InvocationRecord.of(attempt, 1_000, b"result").encode()
+    return Transaction(reads={key: 0}, writes=[*writes, Put(key, record)])
+
+
+@pytest.mark.parametrize("merge_fn", [add_le])
+def test_an_invocation_record_commits_its_effects_once(opener: Opener, merge_fn: MergeFn) -> None:
+    store = opener(merge_fn)
+    key = keys.invocation_record("inv-1")
+    assert store.commit(record_commit(key, 1, Merge("n", le(1)), Put("f", b"x"))).ok
+    # A retry that ran again finds the record: a conflict, and nothing of it is written.
+    again = store.commit(record_commit(key, 2, Merge("n", le(1)), Put("f", b"y")))
+    assert not again.ok and again.conflicts == [key]
+    assert store.get("n").value == le(1) and store.get("f").value == b"x"
+    recorded = records.read(store, key)
+    assert recorded == records.InvocationRecord(1, 1_000, b"result")
+    # Another invocation is another record.
+    assert store.commit(record_commit(keys.invocation_record("inv-2"), 1, Merge("n", le(1)))).ok
+    assert store.get("n").value == le(2)
+
+
+def test_records_past_the_retention_are_collected(store: Store) -> None:
+    old, new = keys.invocation_record("old"), keys.invocation_record("new", 3)
+    store.put(old, records.InvocationRecord(1, 1_000, b"").encode())
+    store.put(new, records.InvocationRecord(1, 50_000, None).encode())
+    store.put("user", b"kept")
+    assert records.expired(store, keys.INVOCATIONS, 60_000, retention=30.0) == [old]
+    assert records.collect(store, keys.INVOCATIONS, 60_000, retention=30.0) == 1
+    assert records.read(store, old) is None and records.read(store, new) is not None
+    assert store.get("user").value == b"kept"
+
+
+def test_purge_removes_keys_and_their_tombstones_without_a_version(store: Store) -> None:
+    store.put("a", b"1")
+    store.put("b", b"2")
+    store.delete("b")  # a tombstone
+    store.put("c", b"3")
+    store.put("last", b"4")  # holds the last version: kept, it is the sequence
+    assert store.purge(["a", "b", "last", "never"]) == 2
+    assert store.get("a") == Entry(None, 0) and store.get("b") == Entry(None, 0)
+    assert store.get("last") == Entry(b"4", 5) and store.last_version() == 5
+    assert store.keys() == ["c", "last"]
+    assert store.changes(0).keys == [("c", 4), ("last", 5)]
+    assert store.put("a", b"again") == 6  # the sequence goes on
+    assert store.purge([]) == 0
+
+
+def test_a_too_large_result_is_recorded_as_lost() -> None:
+    big = b"x" * (records.MAX_RECORDED_RESULT + 1)
+    assert records.InvocationRecord.of(1, 5, big).result is None
+    assert records.InvocationRecord.of(1, 5, b"ok", b"kv").carried == b"kv"
+
+
+def _race_invocation(kind: str, path: str, barrier: Any, results: Any, count: int) -> None:
+    try:
+        applied = 0
+        with open_backend(kind, Path(path), add_le, durable=False) as store:
+            barrier.wait(timeout=60)
+            for i in range(count):  # both processes commit every invocation, as a retry would
+                key = keys.invocation_record(f"inv-{i}")
+                applied += store.commit(record_commit(key, 1, Merge("n", le(1)))).ok
+        results.put(("ok", applied))
+    except BaseException:
+        results.put(("error", traceback.format_exc()))
+
+
+@pytest.mark.parametrize("kind", SHARED_BACKENDS, indirect=True)
+def test_two_processes_committing_one_invocation_apply_it_once(kind: str, tmp_path: Path) -> None:
+    with open_backend(kind, tmp_path, add_le) as store:
+        store.put("other", b"")
+    applied = _run_two(_race_invocation, kind, tmp_path, 200)
+    assert sum(applied) == 200
+    with open_backend(kind, tmp_path, add_le) as store:
+        assert store.get("n").value == le(200)
 
 
 # --------------------------------------------------------------------------- model check

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stratus.backoff import Backoff
 from stratus.fs import FsCache, Volumes
-from stratus.fs.backoff import Backoff
 from stratus.fs.fuse import serve
 from stratus.kv.open import open_store
 from stratus.store.base import CommitResult, Store, Transaction

@@ -127,7 +127,19 @@ def test_death_with_retries_spent_rejects_with_executor_lost(clock: FakeClock) -
     [reject] = inv.handle(ExecutorDied("x1"), clock())
     assert isinstance(reject, Reject)
     assert reject.error.kind == "ExecutorLost"
+    assert "applied" in reject.error.message  # it may have been: it says so
     assert inv.state is State.FAILED
+
+
+def test_a_store_that_could_not_take_the_commit_is_retried_but_a_full_one_is_not(
+    clock: FakeClock,
+) -> None:
+    inv = started(clock)
+    stuck = ErrorInfo("StoreUnavailable", "the write lock stayed taken")
+    assert inv.handle(Failed(1, stuck), clock()) == [Resend(2, frozenset({"x1"}))]
+    inv = started(clock)
+    full = ErrorInfo("StoreFull", "the disk is full")
+    assert inv.handle(Failed(1, full), clock()) == [Reject(full)]
 
 
 # --- deadlines

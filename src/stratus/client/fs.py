@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from stratus import backoff
 from stratus._exceptions import ConfigurationError, ConflictError
 from stratus.fs import FileSystem, FsSession, Volumes
 from stratus.fs.session import transaction
@@ -63,10 +64,12 @@ class ClientFS:
         volume: str = "default",
         attempts: int = DEFAULT_ATTEMPTS,
     ) -> _T:
-        """``fn(fs)`` in a transaction, re-run on conflict up to ``attempts`` times (like
-        an invocation is), then ``ConflictError``."""
+        """``fn(fs)`` in a transaction, re-run on conflict after a random pause, up to
+        ``attempts`` times (like an invocation is), then ``ConflictError``."""
         volumes = self.volumes
-        for _ in range(attempts):
+        for run in range(attempts):
+            if run:
+                backoff.CONFLICT.sleep(run)
             session = FsSession(volumes, volume)
             try:
                 value = fn(session.fs)

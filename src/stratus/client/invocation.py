@@ -32,8 +32,10 @@ from stratus.protocol.messages import ErrorInfo
 DEADLINE_GRACE = 2.0
 
 #: Error kinds after which an invocation is re-sent: the attempt died or was stopped
-#: by the platform, so its effects were discarded and it may run again.
-RETRYABLE = frozenset({"ExecutorLost", "InvocationTimeout"})
+#: by the platform, or the store could not take its commit for now (a stuck write lock,
+#: whose holder the coordinator kills), so it may run again; its invocation record makes
+#: sure its effects apply once (docs/reliability.md). A full store is not retried.
+RETRYABLE = frozenset({"ExecutorLost", "InvocationTimeout", "StoreUnavailable"})
 
 
 class State(Enum):
@@ -135,7 +137,9 @@ class Invocation:
             case ExecutorDied(executor_id) if executor_id in self.executors:
                 self.avoid |= {executor_id}
                 lost = ErrorInfo(
-                    "ExecutorLost", f"executor {executor_id} died during attempt {self.attempt}"
+                    "ExecutorLost",
+                    f"executor {executor_id} died during attempt {self.attempt} "
+                    "(had it committed, its effects are applied, once)",
                 )
                 return self._retry_or_fail(lost)
             case Tick() if self.deadline is not None and now >= self.deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from stratus._exceptions import ConfigurationError
 from stratus.protocol import keys, serialization
 from stratus.protocol import messages as m
 
@@ -44,6 +45,16 @@ class KV:
 
     def delete(self, key: str) -> int:
         return self._write("delete", key, None)
+
+    def incr(self, key: str, n: int = 1) -> None:
+        """Add ``n`` (negative: subtract) to the counter at ``key``, created at 0; read
+        it with ``get(key)``, an ``int``. Concurrent increments all count.
+
+        >>> app.kv.incr("visits")
+        """
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise ConfigurationError(f"incr adds an int, not {type(n).__name__}")
+        self._write("incr", key, n)
 
     def keys(self, prefix: str = "") -> list[str]:
         reply = self._client.request(lambda rid: m.KvList(rid, prefix))

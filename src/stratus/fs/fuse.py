@@ -50,7 +50,7 @@ import pyfuse3
 import trio
 
 from stratus._exceptions import ConflictError
-from stratus.fs.backoff import Backoff
+from stratus.backoff import Backoff
 from stratus.fs.ops import VolumeOps
 from stratus.fs.records import ROOT_INO, Attr
 from stratus.fs.volume import Volume

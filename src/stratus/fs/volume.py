@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from stratus import backoff
 from stratus._exceptions import ConfigurationError, ConflictError, VolumeExists, VolumeNotFound
 from stratus.fs import keys as k
 from stratus.fs.cache import FsCache, Reader, StoreReader
@@ -105,10 +106,12 @@ class Volume:
         return (value,) if txn.commit(self.store).ok else None
 
     def run(self, fn: Callable[[VolumeOps], _T], *, attempts: int = DEFAULT_ATTEMPTS) -> _T:
-        """``fn(ops)`` in a transaction, re-run at once while :meth:`attempt` conflicts
-        (``ConflictError`` after ``attempts`` runs). An error from a consistent state is
-        raised as it is."""
-        for _ in range(attempts):
+        """``fn(ops)`` in a transaction, re-run after a random pause (``backoff.CONFLICT``)
+        while :meth:`attempt` conflicts (``ConflictError`` after ``attempts`` runs). An
+        error from a consistent state is raised as it is."""
+        for run in range(attempts):
+            if run:
+                backoff.CONFLICT.sleep(run)
             done = self.attempt(fn)
             if done is not None:
                 return done[0]

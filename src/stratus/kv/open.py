@@ -1,9 +1,10 @@
 """Opening the store a cluster keeps its state in, from its URL.
 
 ``sqlite:PATH`` (the default, under the data directory), ``sqlite:PATH?synchronous=FULL``,
-``lmdb:PATH``, ``redis://HOST:PORT/DB`` (``rediss://`` for TLS; ``?namespace=NAME``, default
-``stratus``; other options are redis-py's) and ``memory:`` (a process-local store, for tests
-of one process).
+``lmdb:PATH`` (both take ``?lock_timeout=SECONDS``: how long a write waits for another
+process's, default 10), ``redis://HOST:PORT/DB`` (``rediss://`` for TLS;
+``?namespace=NAME``, default ``stratus``; other options are redis-py's) and ``memory:`` (a
+process-local store, for tests of one process).
 ``synchronous=NORMAL`` is the default for SQLite: a commit survives SIGKILL of every
 process; only a power loss may take the last commits (never corrupting the file), and a
 durable commit costs an fsync (~200 us on these VMs), more than a whole call.
@@ -18,6 +19,7 @@ from stratus.lattice import LatticeCodec
 from stratus.lattice.encoding import DATA_ONLY
 from stratus.store import LMDBStore, MemoryStore, SQLiteStore
 from stratus.store.base import Store
+from stratus.store.lock import DEFAULT_LOCK_TIMEOUT
 
 
 def check_url(url: str) -> None:
@@ -34,9 +36,15 @@ def open_store(url: str, values: LatticeCodec = DATA_ONLY) -> Store:
     scheme, path, options = _parse(url)
     if scheme == "sqlite":
         synchronous = options.get("synchronous", "NORMAL").upper()
-        return SQLiteStore(path, merge_encoded, synchronous=synchronous)  # type: ignore[arg-type]
+        return SQLiteStore(
+            path,
+            merge_encoded,
+            synchronous=synchronous,  # type: ignore[arg-type]
+            lock_timeout=_lock_timeout(options),
+        )
     if scheme == "lmdb":
-        return LMDBStore(path, merge_encoded, sync=options.get("sync", "1") != "0")
+        sync = options.get("sync", "1") != "0"
+        return LMDBStore(path, merge_encoded, sync=sync, lock_timeout=_lock_timeout(options))
     if scheme in ("redis", "rediss"):
         from stratus.store.redis_store import RedisStore  # redis-py takes ~160 ms to import
 
@@ -64,4 +72,20 @@ def _parse(url: str) -> tuple[str, str, dict[str, str]]:
         "NORMAL",
     ):
         raise ConfigurationError(f"synchronous must be FULL or NORMAL in {url!r}")
+    if scheme in ("sqlite", "lmdb"):
+        _lock_timeout(options)
     return scheme, path, options
+
+
+def _lock_timeout(options: dict[str, str]) -> float:
+    """``lock_timeout=SECONDS`` of an embedded store's URL (positive)."""
+    raw = options.get("lock_timeout")
+    if raw is None:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ConfigurationError(f"lock_timeout must be a positive number of seconds: {raw!r}")
+    return seconds

@@ -16,6 +16,10 @@ so it leaves nothing behind and may be run again.
     Merge(a)            merge(b)              Merge(a.merge(b))
     Delete              merge(b)              Put(b)
     any                 put(l) / delete       Put(l) / Delete
+
+``incr(key, n)`` is a merge of a ``Counter`` delta under a writer id lent by the process's
+``CounterWriters`` (``kv.counters``); whoever commits the transaction calls
+``settle_counters`` with the outcome, so the id's totals stay right.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from stratus._exceptions import ReservedKey
+from stratus._exceptions import ConfigurationError, ReservedKey
 from stratus.kv.values import as_lattice, resolve
-from stratus.lattice import HybridClock, Lattice, LatticeCodec, LWWRegister, Timestamp
+from stratus.lattice import Counter, HybridClock, Lattice, LatticeCodec, LWWRegister, Timestamp
 from stratus.store.base import CommitResult, Delete, Merge, Put, Store, Transaction, Write
 
 if TYPE_CHECKING:
     from stratus.kv.cache import KVCache
+    from stratus.kv.counters import CounterWriters
 
 
 class Reader(Protocol):
@@ -81,6 +86,9 @@ class KVTransaction:
         self.prefix_reads: dict[str, int] = {}
         self._writes: dict[str, tuple[str, Lattice | None]] = {}
         self._newest_read: Timestamp | None = None  # of the LWW registers read
+        self.counters: CounterWriters | None = None  # lends the writer ids of incr
+        self._writer = ""  # the id this transaction's increments are under
+        self._deltas: dict[str, Counter] = {}  # key -> this writer's new totals
 
     # ------------------------------------------------------------------ reading
 
@@ -165,6 +173,32 @@ class KVTransaction:
         """Raise ``ReservedKey`` for a key of the platform (the file system's...)."""
         if key.startswith(self.reserved):
             raise ReservedKey(key)
+
+    def incr(self, key: str, n: int = 1) -> None:
+        """Add ``n`` (negative: subtract) to the counter at ``key``, created at 0.
+
+        Applied once when the invocation commits, even if it is retried; read it back
+        with ``get(key)``, an ``int``.
+
+        >>> ctx.kv.incr("visits")
+        """
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise ConfigurationError(f"incr adds an int, not {type(n).__name__}")
+        if self.counters is None:
+            raise ConfigurationError("incr needs the writer ids of its process (kv.counters)")
+        if not self._writer:
+            self._writer = self.counters.lease()
+        base = self._deltas.get(key) or self.counters.base(self._writer, key)
+        delta = Counter.delta(self._writer, n, base=base)
+        self._deltas[key] = delta
+        self.merge(key, delta)
+
+    def settle_counters(self, committed: bool | None) -> None:
+        """After the commit, or instead of it: whether this transaction's increments were
+        committed (None: unknown). Returns its writer id to ``counters``; idempotent."""
+        if self._writer and self.counters is not None:
+            self.counters.release(self._writer, self._deltas, committed)
+        self._writer, self._deltas = "", {}
 
     # ------------------------------------------------------------------ committing
 

@@ -57,6 +57,15 @@ def registry_dag(name: str) -> str:
     return f"{REGISTRY_DAGS}{name}"
 
 
+INVOCATIONS = RESERVED + "invocations/"
+"""Prefix of the invocation records (``stratus.store.records``): exactly-once effects."""
+
+
+def invocation_record(invocation_id: str, node: int = -1) -> str:
+    """The key of the record of ``invocation_id`` (of its DAG step ``node``; -1: a call)."""
+    return f"{INVOCATIONS}{invocation_id}/{node}"
+
+
 def is_reserved(key: str) -> bool:
     """Whether ``key`` belongs to the platform rather than to a user."""
     return key.startswith(PLATFORM)

@@ -277,6 +277,13 @@ class ExecutorLoad(_Msg, tag="executor_load", frozen=True):
     functions: dict[str, FunctionLoad] = {}
 
 
+class StoreStuck(_Msg, tag="store_stuck", frozen=True):
+    """An executor's write waited past the store's lock deadline: ``holders`` (process ids)
+    hold the lock. The coordinator kills those that are its executors."""
+
+    holders: list[int]
+
+
 class Demand(_Msg, tag="demand", frozen=True):
     """A caller holds ``queued`` calls of ``function`` that its warm pool cannot take."""
 
@@ -339,10 +346,11 @@ class KvRead(_Msg, tag="kv_read", frozen=True):
 
 
 class KvWrite(_Msg, tag="kv_write", frozen=True):
-    """``op`` is put, merge or delete; ``value`` is the pickled value or lattice."""
+    """``op`` is put, merge, delete or incr; ``value`` is the pickled value, lattice or
+    amount."""
 
     rid: int
-    op: Literal["put", "merge", "delete"]
+    op: Literal["put", "merge", "delete", "incr"]
     key: str
     value: bytes = b""
 
@@ -485,6 +493,7 @@ ToCoordinator = (
     | ExecutorHello
     | ExecutorStartFailed
     | ExecutorLoad
+    | StoreStuck
     | Register
     | RegisterDag
     | DeleteDag

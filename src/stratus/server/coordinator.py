@@ -43,6 +43,7 @@ from stratus.transport.reactor import Connection, Reactor
 log = logging.getLogger("stratus.coordinator")
 
 _TICK = 0.5
+_COLLECT_EVERY = 60.0  # seconds between deletions of expired invocation records
 
 
 class Coordinator:
@@ -60,8 +61,9 @@ class Coordinator:
         open_store(config.store_url).close()
         # Fork the fork server next, while this process has a single thread.
         self._forkserver_pid, forkserver_sock = forkserver.start(config)
-        self.kv = ClientKV(config.store_url, codec_for(config.key))
+        self.kv = ClientKV(config.store_url, codec_for(config.key), on_stuck=self._kill_stuck)
         self.reactor = Reactor(limits=config.connections)
+        self.reactor.watch_readable(self.kv.fileno(), self._send_kv_replies)
         max_frame = config.max_payload + FRAME_OVERHEAD
         self.codec = Codec(config.key, m.ToCoordinator, max_frame=max_frame)
         fork_codec = Codec(config.key, m.FromForkServer, max_frame=1 << 16)
@@ -118,6 +120,7 @@ class Coordinator:
             configure = el.Configure(versions[-1].name, o.min_instances, o.max_instances)
             self._resize(self.elastic.handle(configure, time.monotonic()))
         self.reactor.call_later(_TICK, self._tick)
+        self.reactor.call_later(_COLLECT_EVERY, self._collect_records)
         self.reactor.call_later(self.config.autoscaling.tick, self._autoscale)
         for callback in self._on_ready:
             callback()
@@ -165,6 +168,25 @@ class Coordinator:
             with contextlib.suppress(OSError):
                 cluster = cgroups.ClusterGroups(self.config.cluster_id, support, pid, create=False)
                 cluster.kill_all()
+
+    def _send_kv_replies(self) -> None:
+        for conn, reply in self.kv.replies():
+            if not conn.closed:
+                conn.send(reply)
+
+    def _kill_stuck(self, pids: list[int]) -> bool:
+        """Kill those of ``pids`` that are our executors (they held the store's write lock
+        past its deadline: stopped, or hung); whether any was. Called on the kv worker, or
+        on the loop when an executor reports it (``StoreStuck``)."""
+        ours = set(pids) & set(self._pids.copy().values())
+        for pid in ours:
+            log.warning("killing executor process %d: it held the store's write lock", pid)
+            _kill(pid)
+        return bool(ours)
+
+    def _collect_records(self) -> None:
+        self.kv.collect_records()
+        self.reactor.call_later(_COLLECT_EVERY, self._collect_records)
 
     def _tick(self) -> None:
         self._apply(self.scheduler.handle(sched.Tick(), time.monotonic()))
@@ -300,6 +322,8 @@ class Coordinator:
                 self._start_failed(message)
                 if retrying:
                     self._apply(self.scheduler.handle(sched.StartDelayed(executor_id), now))
+            case m.StoreStuck(holders) if conn.peer_id in self._executor_conns:
+                self._kill_stuck(holders)
             case m.Demand(function, queued) if function in self.registry.functions:
                 self._demand(function, queued)
                 if self._start_error is not None and function not in self.scheduler.pools():
@@ -340,7 +364,7 @@ class Coordinator:
                 conn.send(m.ShutdownStarted(rid))
                 self.stop(f"asked by {conn.peer_id}")
             case m.KvRead() | m.KvWrite() | m.KvList():
-                conn.send(self.kv.handle(message))
+                self.kv.submit(conn, message)  # answered off the loop: the store may wait
             case m.MeterRead() | m.LogsRead():
                 conn.send(self.observer.handle(message))
 

@@ -30,9 +30,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
 import os
-import random
 import resource
 import signal
 import time
@@ -41,12 +39,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stratus import _exceptions as exc
+from stratus import backoff
 from stratus.client.client import SPIN, Client
 from stratus.config import ClusterConfig
 from stratus.fs import FsCache, FsSession, Volumes
-from stratus.fs.backoff import Backoff
 from stratus.kv import KVCache, KVTransaction, Ref
 from stratus.kv.causal import CausalRetry, CausalTransaction
+from stratus.kv.counters import CounterWriters
 from stratus.kv.open import open_store
 from stratus.kv.values import codec_for
 from stratus.lattice import HybridClock, LatticeCodec, VectorClock
@@ -59,6 +58,7 @@ from stratus.server.context import Context, ImmediateKV
 from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
+from stratus.store import records
 from stratus.store.base import CommitResult, Put, Store, Transaction
 from stratus.store.feed import ChangeFeed
 from stratus.transport import addresses
@@ -70,18 +70,14 @@ _LOAD_REPORT_INTERVAL = 1.0
 _METER_FLUSH_INTERVAL = 0.25  # metering records reach the store at least this often
 _CACHE_REFRESH_INTERVAL = 0.05  # while idle: bounds how stale a cached entry can be
 SERIALIZABLE_ATTEMPTS = 10  # runs of an invocation whose commit conflicts, then ConflictError
-# Before re-running a conflicted invocation, wait a random time below this, doubled each
-# run: two executors re-running at once would otherwise collide again and again.
-_CONFLICT_BACKOFF = 0.0005
-_CONFLICT_BACKOFF_MAX = 0.02
-# An unreachable store is retried after a random pause below this, doubled each time.
-_STORE_RETRY_FIRST = 0.05
-_STORE_RETRY_CAP = 1.0
 _DRAIN_ON_EXIT = 0.05  # a retired executor serves calls already read for at most this
 _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
 # Replies of functions that usually run quicker than this are batched into one write
 # with the replies of the calls read in the same round; slower ones flush first.
 _BATCH_BELOW = 0.0002
+# Tests only (docs/reliability.md): the executor kills itself right after attempt 1 of
+# the function of this name committed, before replying, as a crash there would.
+_EXIT_AFTER_COMMIT = os.environ.get("STRATUS_TEST_EXIT_AFTER_COMMIT", "")
 
 
 @dataclass
@@ -149,6 +145,7 @@ class Executor:
         self._arrived: dict[int, int] = {}  # id(deferred call) -> when it arrived, ns
         self.clock = HybridClock(executor_id)
         self.kv_now = ImmediateKV(self.kv_cache, self.clock)  # ctx.kv_now
+        self.counters = CounterWriters(executor_id)  # writer ids of ctx.kv.incr
         self.post = PostOffice(self.client, executor_id, config.max_payload)
         self._code: dict[tuple[str, int], tuple[Any, m.FunctionOptions]] = {}
         self._callers: dict[str, Connection] = {}  # client id -> its connection to us
@@ -173,8 +170,6 @@ class Executor:
         """The store, waiting out an unreachable one (Redis down): retried with back-off,
         each failure told to the coordinator (its callers then fail fast), instead of
         exiting to be replaced in a crash loop."""
-        backoff = Backoff(first=_STORE_RETRY_FIRST, cap=_STORE_RETRY_CAP, deadline=math.inf)
-        rng = random.Random()
         for attempt in itertools.count(1):
             try:
                 return open_store(self.config.store_url, values)
@@ -183,7 +178,7 @@ class Executor:
                 log.warning("%s (attempt %d, retrying)", message, attempt)
                 error = m.ErrorInfo("ConnectionFailed", f"{message} (attempt {attempt})")
                 self.client.send_control(m.ExecutorStartFailed(self.executor_id, error, True))
-                time.sleep(backoff.pause(attempt, 0.0, rng) or _STORE_RETRY_FIRST)
+                backoff.STORE_RETRY.sleep(attempt)
         raise AssertionError("unreachable")
 
     def run(self) -> None:
@@ -454,6 +449,11 @@ class Executor:
         commits = call.plan is None or call.node == call.plan.sink
         runs = SERIALIZABLE_ATTEMPTS  # only a conflict (or a causal retry) runs it again
         required: dict[str, VectorClock] = {}
+        record_key = keys.invocation_record(call.invocation_id, call.node)
+        if call.attempt > 1:  # an earlier attempt may have committed, then died
+            recorded = self._recorded(call, record_key)
+            if recorded is not None:
+                return recorded
         for run in range(runs):
             metered.runs = run + 1
             self.feed.refresh_if_stale()
@@ -465,6 +465,7 @@ class Executor:
                 if causal
                 else KVTransaction(self.kv_cache, self.clock, reserved=keys.PLATFORM)
             )
+            kv.counters = self.counters
             for exported in upstream_kv:
                 kv.absorb(exported)
             ctx = Context(
@@ -484,23 +485,38 @@ class Executor:
                 value = target(ctx, *args, **kwargs)
                 outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
                 fs.finish()  # files left open are flushed into the transaction
-                result = self._commit(kv, fs, metered, validate=validate, commits=commits)
+                record = _Record(record_key, call.attempt, outcome, kv, carries=not commits)
+                result = self._commit(kv, fs, metered, record, validate=validate, commits=commits)
+                # A step before a DAG's sink hands its increments on: their fate is unknown here.
+                kv.settle_counters((result is not None and result.ok) if commits else None)
                 if result is None:
                     return outcome, kv
+                if result.ok and call.function == _EXIT_AFTER_COMMIT and call.attempt == 1:
+                    os.kill(os.getpid(), signal.SIGKILL)  # tests only: die before replying
             except CausalRetry as retry:
+                kv.settle_counters(False)
                 fs.abandon()
                 required = retry.required  # run again, reading at least these versions
                 continue
             except (exc.SerializationError, exc.PayloadTooLarge) as e:
+                kv.settle_counters(None)
                 fs.abandon()
                 return errors.encode(e), kv
+            except exc.StoreUnavailable as e:  # the commit failed: a platform error, typed
+                kv.settle_counters(None)
+                fs.abandon()
+                if isinstance(e, exc.StoreLockTimeout):  # the coordinator kills stuck executors
+                    self.client.send_control(m.StoreStuck(e.holders))
+                return errors.encode(e), kv
             except MemoryError:
+                kv.settle_counters(None)
                 self._over_memory = True
                 self._limit_memory(0)  # room to build the reply; we exit after it
                 mb = options.resources.memory_mb
                 error = m.ErrorInfo("MemoryLimitExceeded", f"{call.function} used over {mb} MB")
                 return error, kv
             except BaseException as e:  # SystemExit too: the function failed, not the executor
+                kv.settle_counters(None)  # maybe it was the commit that failed
                 stale = self._read_stale_fs(fs)
                 fs.abandon()
                 if stale:
@@ -511,8 +527,12 @@ class Executor:
                 if commits:
                     kv.remember_commit(self.kv_cache, result)
                 return outcome, kv
+            if record_key in result.conflicts:  # another attempt committed it first
+                recorded = self._recorded(call, record_key)
+                if recorded is not None:
+                    return recorded
             self.kv_cache.invalidate(result.conflicts)
-            time.sleep(random.uniform(0, min(_CONFLICT_BACKOFF * 2**run, _CONFLICT_BACKOFF_MAX)))
+            backoff.CONFLICT.sleep(run + 1)
         conflict = m.ErrorInfo(
             "ConflictError", f"{call.function}: its reads changed in each of {runs} runs"
         )  # serializable: commits conflicted; causal: reads kept breaking the causal cut
@@ -523,12 +543,14 @@ class Executor:
         kv: KVTransaction,
         fs: FsSession,
         metered: Running,
+        record: _Record,
         *,
         validate: bool,
         commits: bool,
     ) -> CommitResult | None:
-        """Commit the invocation's kv and fs transactions as one (None: nothing to do);
-        once it committed, note what it wrote on the attempt's metering."""
+        """Commit the invocation's kv and fs transactions as one (None: nothing to do),
+        with its invocation record when it writes (``stratus.store.records``); once it
+        committed, note what it wrote on the attempt's metering."""
         kv_commits = commits and (kv.has_writes or (validate and bool(kv.reads)))
         if not kv_commits and not fs.used:
             return None
@@ -537,12 +559,12 @@ class Executor:
         if (kv_commits and kv.has_writes) or fs.txn.has_writes:
             own = kv.transaction(validate=validate) if kv_commits else Transaction({}, [])
             txn, files = own, fs.txn.store_writes() if fs.used else []
-            if fs.used:  # its reads are checked too, even when it wrote no file
-                txn = Transaction(
-                    {**own.reads, **fs.txn.reads},
-                    [*own.writes, *files],
-                    {**own.prefix_reads, **fs.txn.prefix_reads},
-                )
+            # The record is written only if absent: with the writes, exactly once.
+            txn = Transaction(
+                {**own.reads, **(fs.txn.reads if fs.used else {}), record.key: 0},
+                [*own.writes, *files, Put(record.key, record.encode())],
+                {**own.prefix_reads, **(fs.txn.prefix_reads if fs.used else {})},
+            )
             result = self.store.commit(txn)
             if result.ok:  # billed from the spool: a death before ``end`` bills it lost
                 self.meter.note_writes(metered, own.writes)
@@ -552,6 +574,27 @@ class Executor:
         # Read-only: a check of the versions read, no write lock.
         result = kv.validate_reads(self.store) if kv_commits else CommitResult(ok=True)
         return fs.txn.validate(self.store) if result.ok and fs.used else result
+
+    def _recorded(
+        self, call: m.Call, record_key: str
+    ) -> tuple[bytes | m.ErrorInfo, KVTransaction] | None:
+        """What an earlier attempt of ``call`` committed (its result, and for a DAG step
+        the kv state it handed on), or None when no attempt did."""
+        record = records.read(self.store, record_key)
+        if record is None:
+            return None
+        kv = KVTransaction(self.kv_cache, self.clock)
+        if record.result is None:
+            lost = m.ErrorInfo(
+                "ResultLost",
+                f"{call.function} was applied by attempt {record.attempt}, whose executor "
+                f"died before replying; its result was over {records.MAX_RECORDED_RESULT} "
+                "bytes and was not kept",
+            )
+            return lost, kv
+        if record.carried:
+            kv.absorb(record.carried)
+        return record.result, kv
 
     def _read_stale_fs(self, fs: FsSession) -> bool:
         """Whether the fs state a failed run read had already changed."""
@@ -695,6 +738,22 @@ def _resolve_refs(kv: KVTransaction, args: Any, kwargs: Any) -> tuple[Any, Any]:
     args = tuple(kv.get(a.key) if isinstance(a, Ref) else a for a in args)
     kwargs = {k: kv.get(v.key) if isinstance(v, Ref) else v for k, v in kwargs.items()}
     return args, kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """The invocation record a commit writes, built only if it writes something."""
+
+    key: str
+    attempt: int
+    result: bytes
+    kv: KVTransaction
+    carries: bool  # a DAG step before the sink: keep the kv state it hands on
+
+    def encode(self) -> bytes:
+        carried = self.kv.export() if self.carries else b""
+        now_ms = time.time_ns() // 1_000_000
+        return records.InvocationRecord.of(self.attempt, now_ms, self.result, carried).encode()
 
 
 class _InitFailed(Exception):

@@ -23,6 +23,11 @@ only in how they open an atomic write transaction and read/write one row inside 
 computed (merges included) before the first row is written: a ``merge_fn`` that raises
 leaves nothing behind, even in the memory backend that has no rollback.
 
+``purge(keys)`` removes keys outright, tombstones included, taking no version: it is for
+the platform's own expired records (``records``), whose absence nobody validates; a
+purged key reads as never written. The key holding the store's last version is skipped
+(the SQLite backend derives the sequence from the highest row), to be purged later.
+
 ``changes(since, limit)`` lists keys whose *current* version is above ``since``, in
 version order. A key written twice appears once, at its latest version: that is what a
 cache needs to invalidate. Its ``last`` is the cursor for the next call.
@@ -192,6 +197,11 @@ class Store(Protocol):
         """Validate ``txn``'s reads and apply its writes atomically and durably, or not."""
         ...
 
+    def purge(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` entirely (no tombstone, no new version); how many were. Only for
+        keys whose absence nobody validates (see the module docstring)."""
+        ...
+
     def changes(self, since: int, limit: int = 1000) -> Changes:
         """Keys whose current version is above ``since``, in version order, at most
         ``limit`` of them."""
@@ -319,6 +329,10 @@ class WriteView(Protocol):
         """The highest version under ``prefix``, tombstones included; 0 when none."""
         ...
 
+    def remove(self, key: str) -> None:
+        """Remove ``key``'s row (value or tombstone) and its change-feed entry."""
+        ...
+
 
 def validate(view: WriteView, txn: Transaction) -> list[str]:
     """The keys and prefixes of ``txn`` whose versions changed since it read them."""
@@ -444,6 +458,23 @@ class BaseStore(ABC):
                 view, last, txn.writes, self.merge_fn, self.max_value_bytes
             )
             return CommitResult(ok=True, versions=versions, merged_into=merged_into), last
+
+        return self._atomic(body)
+
+    def purge(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` entirely (no tombstone, no new version); how many were."""
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            check_key(key)
+
+        def body(view: WriteView, last: int) -> tuple[int, int]:
+            removed = 0
+            for key in wanted:
+                version = view.read(key)[1]
+                if version and version != last:  # the last version stays: it is the sequence
+                    view.remove(key)
+                    removed += 1
+            return removed, last
 
         return self._atomic(body)
 

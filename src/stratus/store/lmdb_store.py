@@ -17,7 +17,10 @@ length and the bytes of the full key. Prefix scans start at the prefix cut to 47
 and filter on the full key; the few long keys are sorted back into place.
 
 LMDB allows one writer at a time across all processes (a robust mutex in ``lock.mdb``,
-recovered when its owner is killed) and any number of readers on MVCC snapshots, so
+recovered when its owner is killed, but waited for forever while its owner is stopped) and
+any number of readers on MVCC snapshots. Writers first take the ``flock`` of
+``<path>/writer-lock`` with a deadline (``lock.WriterLock``: ``StoreLockTimeout`` after
+``lock_timeout`` seconds, naming the holder), so LMDB's mutex is never waited for, and
 each write (put, merge, delete, commit) is one write transaction running the shared
 logic of ``base``, and each read one read transaction. A committed transaction is
 durable when ``sync=True`` (LMDB flushes data pages, then the meta page). A writer
@@ -31,20 +34,22 @@ writes, damage the file.
 
 LMDB forbids opening one environment twice in a process: one store object per path per
 process. ``map_size`` reserves address space (not disk); every process should pass the
-same one (the default), and a write beyond it fails with ``lmdb.MapFullError``.
+same one (the default). A write beyond it, or on a full disk, fails with
+:class:`~stratus.StoreFull` (nothing written; reads keep working).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import lmdb
 
-from stratus._exceptions import ConfigurationError
+from stratus._exceptions import ConfigurationError, StoreFull, StoreUnavailable
 from stratus.store.base import (
     DEFAULT_MAX_VALUE_BYTES,
     BaseStore,
@@ -56,6 +61,7 @@ from stratus.store.base import (
     check_key,
     check_prefix,
 )
+from stratus.store.lock import DEFAULT_LOCK_TIMEOUT, WriterLock
 
 _R = TypeVar("_R")
 _ABSENT = Entry(None, 0)
@@ -86,10 +92,12 @@ class LMDBStore(BaseStore):
         sync: bool = True,
         map_size: int = DEFAULT_MAP_SIZE,
         max_readers: int = 256,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         super().__init__(merge_fn, max_value_bytes=max_value_bytes)
         self.path = os.fspath(path)
+        self._lock_timeout = lock_timeout
         try:
             env = lmdb.open(
                 self.path,
@@ -119,6 +127,7 @@ class LMDBStore(BaseStore):
             env.close()
             raise
         self._env: lmdb.Environment | None = env
+        self._writer = WriterLock(os.path.join(self.path, "writer-lock"), lock_timeout)
         self._track()
 
     # ------------------------------------------------------------------ reads
@@ -181,12 +190,28 @@ class LMDBStore(BaseStore):
     def _atomic(self, body: Callable[[WriteView, int], tuple[_R, int]]) -> _R:
         # The thread lock keeps this process's threads from queueing on LMDB's mutex
         # while holding the GIL; LMDB's mutex orders the processes.
-        with self._lock, self._open().begin(write=True, buffers=True) as txn:
-            last = _read_seq(txn, self._meta)
-            result, new_last = body(_LMDBView(txn, self._kv, self._feed), last)
-            if new_last != last:
-                txn.put(_SEQ_KEY, _VERSION.pack(new_last), db=self._meta)
+        with self._lock:
+            env = self._open()  # before the lock: a closed store has closed its lock file
+            with (
+                self._writer.held(),
+                self._mapped_errors(),
+                env.begin(write=True, buffers=True) as txn,
+            ):
+                last = _read_seq(txn, self._meta)
+                result, new_last = body(_LMDBView(txn, self._kv, self._feed), last)
+                if new_last != last:
+                    txn.put(_SEQ_KEY, _VERSION.pack(new_last), db=self._meta)
         return result
+
+    @contextlib.contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """LMDB's write errors as the store's: a full map or disk is ``StoreFull``."""
+        try:
+            yield
+        except (lmdb.MapFullError, lmdb.DiskError) as e:
+            raise StoreFull(f"{self.path}: full ({e}); nothing was written") from e
+        except lmdb.Error as e:
+            raise StoreUnavailable(f"{self.path}: the write failed ({e})") from e
 
     # ------------------------------------------------------------------ lifetime
 
@@ -206,6 +231,7 @@ class LMDBStore(BaseStore):
             env, self._env = self._env, None
             if env is not None:
                 env.close()
+                self._writer.close()
 
 
 class _LMDBView:
@@ -234,6 +260,13 @@ class _LMDBView:
         self._txn.put(physical, _encode(encoded, physical, value, version), db=self._kv)
         # Versions only grow and are written in order: append at the end of the feed.
         self._txn.put(_VERSION.pack(version), encoded, db=self._feed, append=True)
+
+    def remove(self, key: str) -> None:
+        physical = _physical(key.encode())
+        old = self._txn.get(physical, db=self._kv)
+        if old is not None:
+            self._txn.delete(bytes(old[:8]), db=self._feed)
+            self._txn.delete(physical, db=self._kv)
 
     def prefix_version(self, prefix: str) -> int:
         return _prefix_version(self._txn.cursor(db=self._kv), prefix.encode())

@@ -147,6 +147,11 @@ class _MemoryView:
         self._rows[key] = (value, version)
         self._feed[version] = key  # versions only grow: the dict stays in version order
 
+    def remove(self, key: str) -> None:
+        old = self._rows.pop(key, None)
+        if old is not None:
+            del self._feed[old[1]]
+
     def prefix_version(self, prefix: str) -> int:
         return max(
             (version for key, (_, version) in self._rows.items() if key.startswith(prefix)),

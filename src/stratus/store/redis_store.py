@@ -72,18 +72,18 @@ connection for its duration). In a child made by ``fork`` the store is closed, a
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn, TypeVar, cast
 
 import redis
 from redis.commands.core import Script
 
+from stratus import backoff
 from stratus._exceptions import (
     ConfigurationError,
     ConnectionFailed,
     MergeContention,
+    StoreFull,
 )
 from stratus.store.base import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -109,8 +109,6 @@ _R = TypeVar("_R")
 DEFAULT_MERGE_ATTEMPTS = 100
 """How many times a merge is tried before :class:`MergeContention`."""
 
-_BACKOFF = 50e-6  # seconds: the first backoff's bound, doubled up to 6.4 ms
-_BACKOFF_DOUBLINGS = 7
 _CONFLICT, _RETRY, _DONE = 0, 1, 2  # the first element of the commit script's reply (as in Lua)
 
 
@@ -243,6 +241,26 @@ return {2, base}  -- DONE
 )
 
 
+# KEYS values, feed, live, names, seq; ARGV keys -> how many were removed. The key at the
+# last version stays (base.py: purge), as in the other backends.
+_PURGE = """#!lua
+local values, feed, live, names = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local last = tonumber(redis.call('GET', KEYS[5]) or 0)
+local removed = 0
+for _, key in ipairs(ARGV) do
+  local version = redis.call('ZSCORE', feed, key)
+  if version and tonumber(version) ~= last then
+    redis.call('HDEL', values, key)
+    redis.call('ZREM', feed, key)
+    redis.call('ZREM', live, key)
+    redis.call('ZREM', names, key)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -285,8 +303,10 @@ class RedisStore(BaseStore):
         self._prefix_version = client.register_script(_PREFIX_VERSION)
         self._changes = client.register_script(_CHANGES)
         self._commit = client.register_script(_COMMIT)
+        self._purge = client.register_script(_PURGE)
+        scripts = (self._get_rows, self._prefix_version, self._changes, self._commit, self._purge)
         try:
-            for script in (self._get_rows, self._prefix_version, self._changes, self._commit):
+            for script in scripts:
                 client.script_load(script.script)  # also checks the server is there
         except redis.ResponseError as exc:
             pool.disconnect()
@@ -402,7 +422,7 @@ class RedisStore(BaseStore):
                 guards = enumerate(view.guards)
                 rows = rows | {key: (reply[2 * i + 1], reply[2 * i + 2]) for i, key in guards}
             else:
-                time.sleep(random.uniform(0, _BACKOFF * 2 ** min(attempt, _BACKOFF_DOUBLINGS)))
+                backoff.MERGE.sleep(attempt)
                 rows = self._read_rows(merged)
         raise MergeContention(merged, self.merge_attempts)
 
@@ -422,6 +442,15 @@ class RedisStore(BaseStore):
             args += (key, offset, b"d", b"") if value is None else (key, offset, b"p", value)
         reply: list[Any] = self._call(self._commit, self._names, args)
         return reply
+
+    def purge(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` entirely (no tombstone, no new version); how many were."""
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            check_key(key)
+        if not wanted:
+            return 0
+        return int(self._call(self._purge, self._names, wanted))
 
     @staticmethod
     def _conflicts(
@@ -448,6 +477,9 @@ class RedisStore(BaseStore):
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
             # A write cut off here may or may not have been applied.
             raise ConnectionFailed(f"lost the Redis store at {self.address}: {exc}") from exc
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
+            # maxmemory reached: the script was refused before it started (``#!lua``).
+            raise StoreFull(f"the Redis store at {self.address} is full: {exc}") from exc
         raise exc
 
     def _open(self) -> redis.Redis:
@@ -539,6 +571,9 @@ class _StagingView:
 
     def prefix_version(self, prefix: str) -> int:
         raise AssertionError("apply_writes reads no prefix")  # pragma: no cover
+
+    def remove(self, key: str) -> None:
+        raise AssertionError("apply_writes removes nothing")  # pragma: no cover
 
 
 def _lex_range(prefix: bytes) -> tuple[bytes, bytes]:

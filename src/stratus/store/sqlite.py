@@ -18,12 +18,17 @@ the database's single write lock up front, so two processes' read-modify-writes 
 validation) are serialized instead of deadlocking on a lock upgrade. Inside, the shared
 logic of ``base`` reads the last version, validates and writes rows.
 
-Writers first take an exclusive ``flock`` on ``<path>.writer-lock``. SQLite alone would
-be correct, but a writer that finds the database locked sleeps in its busy handler (1, 2,
-5, ... 100 ms) while the holder may take the lock again and again: two processes merging
-saw single merges stall for up to 630 ms. A blocked ``flock`` is woken by the kernel as soon
-as the lock is free. ``busy_timeout`` still covers other SQLite clients of the file.
-The lock is released when its process dies, so a killed writer blocks nobody.
+Writers first take an exclusive ``flock`` on ``<path>.writer-lock`` (``lock.WriterLock``).
+SQLite alone would be correct, but a writer that finds the database locked sleeps in its
+busy handler (1, 2, 5, ... 100 ms) while the holder may take the lock again and again: two
+processes merging saw single merges stall for up to 630 ms. The ``flock`` is polled every
+2 ms at most, and given up after ``lock_timeout`` seconds (``StoreLockTimeout``, naming the
+holder): a stopped holder does not stop every writer forever. ``busy_timeout`` (the same
+deadline) still covers other SQLite clients of the file. The lock is released when its
+process dies, so a killed writer blocks nobody.
+
+A full disk makes a write fail with :class:`~stratus.StoreFull` (nothing written; reads
+keep working); any other failure of SQLite to write, with ``StoreUnavailable``.
 
 Durability: with ``synchronous="FULL"`` the WAL is fsynced at every commit, so a
 returned write survives a power loss. With ``"NORMAL"`` the commit reaches the OS but
@@ -35,13 +40,12 @@ BINARY collation, i.e. UTF-8 byte order, which is code-point order like Python's
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Literal, TypeVar
 
-from stratus._exceptions import ConfigurationError
+from stratus._exceptions import ConfigurationError, StoreFull, StoreUnavailable
 from stratus.store.base import (
     DEFAULT_MAX_VALUE_BYTES,
     BaseStore,
@@ -54,6 +58,7 @@ from stratus.store.base import (
     check_prefix,
     prefix_end,
 )
+from stratus.store.lock import DEFAULT_LOCK_TIMEOUT, WriterLock
 
 _R = TypeVar("_R")
 _ABSENT = Entry(None, 0)
@@ -75,8 +80,8 @@ class SQLiteStore(BaseStore):
     """A :class:`~stratus.store.Store` in the SQLite file ``path`` (created if missing).
 
     ``synchronous`` is ``"FULL"`` (fsync at every commit) or ``"NORMAL"`` (survives a
-    crash of the process, not of the machine). ``busy_timeout`` is how long a write waits
-    for another process's write, in seconds.
+    crash of the process, not of the machine). ``lock_timeout`` is how long a write waits
+    for another process's write, in seconds, before ``StoreLockTimeout``.
     """
 
     def __init__(
@@ -85,23 +90,23 @@ class SQLiteStore(BaseStore):
         merge_fn: MergeFn,
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
-        busy_timeout: float = 30.0,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ConfigurationError(f"synchronous is 'FULL' or 'NORMAL', not {synchronous!r}")
         super().__init__(merge_fn, max_value_bytes=max_value_bytes)
         self.path = os.fspath(path)
-        # Writers queue on this file's flock: the kernel wakes the next one at once,
-        # where SQLite's busy handler would sleep 1, 2, 5... 100 ms between retries.
-        self._writer_fd = os.open(self.path + ".writer-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # Writers queue on this file's flock, polled briefly, where SQLite's busy handler
+        # would sleep 1, 2, 5... 100 ms between retries.
+        self._writer = WriterLock(self.path + ".writer-lock", lock_timeout)
         try:
             # Under the lock too: two processes creating the file at once would otherwise
             # race on switching it to WAL, which SQLite reports as "database is locked".
-            with _flocked(self._writer_fd):
-                conn = _connect(self.path, synchronous, busy_timeout)
+            with self._writer.held():
+                conn = _connect(self.path, synchronous, lock_timeout)
         except BaseException:
-            os.close(self._writer_fd)
+            self._writer.close()
             raise
         self._conn: sqlite3.Connection | None = conn
         self._track()
@@ -174,15 +179,18 @@ class SQLiteStore(BaseStore):
     def _atomic(self, body: Callable[[WriteView, int], tuple[_R, int]]) -> _R:
         with self._lock:
             conn = self._open()
-            with _flocked(self._writer_fd):
-                conn.execute("BEGIN IMMEDIATE")
+            with self._writer.held():
                 try:
+                    conn.execute("BEGIN IMMEDIATE")
                     last = conn.execute(_SEQ).fetchone()[0]
                     result, _ = body(_SQLiteView(conn), last)
                     conn.execute("COMMIT")
-                except BaseException:
+                except BaseException as e:
                     if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    if isinstance(e, sqlite3.OperationalError | sqlite3.DatabaseError):
+                        raise _unavailable(self.path, e) from e
                     raise
             return result
 
@@ -203,7 +211,7 @@ class SQLiteStore(BaseStore):
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
-                os.close(self._writer_fd)
+                self._writer.close()
 
 
 class _SQLiteView:
@@ -220,6 +228,9 @@ class _SQLiteView:
 
     def write(self, key: str, value: bytes | None, version: int) -> None:
         self._conn.execute(_UPSERT, (key, value, version))
+
+    def remove(self, key: str) -> None:
+        self._conn.execute("DELETE FROM kv WHERE key = ?", (key,))
 
     def prefix_version(self, prefix: str) -> int:
         return _prefix_version(self._conn, prefix)
@@ -247,14 +258,15 @@ def _connect(path: str, synchronous: str, busy_timeout: float) -> sqlite3.Connec
     return conn
 
 
-@contextlib.contextmanager
-def _flocked(fd: int) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``fd`` (released by the kernel if we die)."""
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+_SQLITE_FULL = 13  # the result code of "database or disk is full"
+
+
+def _unavailable(path: str, error: sqlite3.Error) -> StoreUnavailable:
+    """The typed error for a failed write: ``StoreFull`` when the disk is full."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code == _SQLITE_FULL or "full" in str(error).lower():
+        return StoreFull(f"{path}: the disk is full ({error}); nothing was written")
+    return StoreUnavailable(f"{path}: the write failed ({error}); nothing was written")
 
 
 def _prefix_range(prefix: str) -> tuple[str, tuple[str, ...]]:

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stratus.fs.backoff import Backoff
+from stratus.backoff import Backoff
 
 
 def test_the_bound_doubles_up_to_the_cap() -> None:
@@ -46,3 +46,21 @@ def test_a_run_of_conflicts_ends_near_the_deadline() -> None:
     assert elapsed >= backoff.deadline
     assert elapsed <= backoff.deadline + 0.001
     assert conflicts > 5  # more runs than a function gets
+
+
+def test_without_a_deadline_it_never_gives_up_and_stays_under_the_cap() -> None:
+    backoff = Backoff(first=0.001, cap=0.004, deadline=None)
+    rng = random.Random(4)
+    pauses = [backoff.pause(n, 1e9, rng) for n in range(1, 100)]
+    assert all(p is not None and 0.0 <= p <= 0.004 for p in pauses)
+
+
+def test_the_platform_backoffs_keep_their_bounds() -> None:
+    from stratus import backoff
+
+    # The numbers each caller used before there was one module.
+    assert backoff.CONFLICT.bound(1) == 0.0005 and backoff.CONFLICT.bound(99) == 0.02
+    assert backoff.MERGE.bound(1) == 100e-6 and backoff.MERGE.bound(99) == 6.4e-3
+    assert backoff.LOCK.bound(99) == 2e-3
+    assert backoff.CONFLICT.sleep(1) is True  # no deadline: it always sleeps, briefly
+    assert Backoff(deadline=0.0).sleep(1, 0.0) is False
