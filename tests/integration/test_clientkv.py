@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from stratus.kv.values import codec_for
 from stratus.protocol import keys, serialization
 from stratus.protocol import messages as m
 from stratus.server.clientkv import ClientKV
@@ -24,6 +25,8 @@ fcntl.flock(fd, fcntl.LOCK_EX)
 print("held", flush=True)
 sys.stdin.read()
 """
+
+VALUES = codec_for(b"k" * 32)
 
 
 def reply_of(kv: ClientKV, timeout: float = 30.0) -> Any:
@@ -72,7 +75,7 @@ def test_a_stuck_holder_is_handed_to_on_stuck_and_the_write_tried_again(
         killed[0].wait(timeout=30)
         return True
 
-    kv = ClientKV(f"sqlite:{tmp_path / 'store.db'}?lock_timeout=0.3", on_stuck=on_stuck)
+    kv = ClientKV(f"sqlite:{tmp_path / 'store.db'}?lock_timeout=0.3", VALUES, on_stuck=on_stuck)
     try:
         with holding(tmp_path) as holder:
             killed.append(holder)
@@ -86,13 +89,15 @@ def test_a_stuck_holder_is_handed_to_on_stuck_and_the_write_tried_again(
 def test_a_holder_it_does_not_own_is_a_typed_failure_and_reads_still_answer(
     tmp_path: Path,
 ) -> None:
-    kv = ClientKV(f"sqlite:{tmp_path / 'store.db'}?lock_timeout=0.3", on_stuck=lambda p: False)
+    kv = ClientKV(
+        f"sqlite:{tmp_path / 'store.db'}?lock_timeout=0.3", VALUES, on_stuck=lambda p: False
+    )
     try:
         with holding(tmp_path) as holder:
             put(kv, "k", 1)
             failed = reply_of(kv)
             assert isinstance(failed, m.RequestFailed)
-            assert failed.error.kind == "StoreUnavailable"
+            assert failed.error.kind == "StoreLockTimeout"  # a StoreUnavailable
             assert str(holder.pid) in failed.error.message
             kv.submit("conn", m.KvRead(2, "k"))
             assert reply_of(kv).version == 0
@@ -101,7 +106,7 @@ def test_a_holder_it_does_not_own_is_a_typed_failure_and_reads_still_answer(
 
 
 def test_expired_records_are_purged_and_fresh_ones_kept(tmp_path: Path) -> None:
-    kv = ClientKV(f"sqlite:{tmp_path / 'store.db'}", retention=60.0)
+    kv = ClientKV(f"sqlite:{tmp_path / 'store.db'}", VALUES, retention=60.0)
     try:
         now = time.time_ns() // 1_000_000
         old, new = keys.invocation_record("old"), keys.invocation_record("new")

@@ -41,6 +41,8 @@ def sample(cls: type[exc.StratusError]) -> exc.StratusError:
         return cls("thing")  # type: ignore[call-arg]
     if cls is exc.ReservedKey:
         return exc.ReservedKey("fs/volumes/x")
+    if cls is exc.StoreLockTimeout:
+        return exc.StoreLockTimeout("state.db", 10.0, [42])
     return cls("something went wrong")
 
 

@@ -35,7 +35,7 @@ DEADLINE_GRACE = 2.0
 #: by the platform, or the store could not take its commit for now (a stuck write lock,
 #: whose holder the coordinator kills), so it may run again; its invocation record makes
 #: sure its effects apply once (docs/reliability.md). A full store is not retried.
-RETRYABLE = frozenset({"ExecutorLost", "InvocationTimeout", "StoreUnavailable"})
+RETRYABLE = frozenset({"ExecutorLost", "InvocationTimeout", "StoreUnavailable", "StoreLockTimeout"})
 
 
 class State(Enum):
