@@ -1,0 +1,598 @@
+"""Where a caller sends each call, and when: a state machine without I/O.
+
+Theory of operation: an executor runs one call at a time; calls sent to a busy one wait
+in its socket, where nothing can move them when the pool grows. So the caller sends a
+call only to an executor with *room*, and holds the rest here, in order, per function,
+until a reply frees room or the coordinator's push brings executors (`Demand` asks for
+them, at most every ``demand_every`` s per function while calls wait).
+
+Room on executor ``e`` for a call of ``f`` (``n``: calls this caller has in flight there):
+
+- ``n == 0``: always (the hot path: one frame to an idle executor);
+- else only if ``n < depth(f)`` and the call ``e`` runs now started less than
+  ``budget`` s ago. ``depth(f)`` is how many of ``f``'s calls fit in ``budget`` at its
+  measured time per call (an average of what each reply took past the previous one on
+  the same executor), at least 1, at most the function's ``concurrency``; 1 while
+  nothing is measured. Short calls are thus pipelined (async throughput), long ones are
+  spread over executors as they come, and a new executor gets the calls still held.
+
+A call held ``overflow_after`` s without room (counted from the later of its arrival and
+its pool's last growth) goes to the least loaded executor of its pool anyway, within
+``concurrency``: the pool is not growing, and a held call must not wait for ever on an
+executor whose running call waits for it (``ctx.recv``, nested calls re-enter the loop).
+Past ``max_queued`` held calls a call is rejected (``Overloaded``), never dropped.
+
+Among executors with room the least loaded wins; one this caller last sent the call's
+``Ref`` keys to (so it caches them) counts ``locality_bonus`` calls less. Executors that
+failed the invocation (``avoid``) are taken only when no other has room. An executor
+client (``self_id``) counts itself busy (a call to itself runs nested in its caller) and
+sends to itself only when its pool has no other executor and the cluster no other.
+Its calls are ``nested`` in running functions, which wait for them: they go out at once
+(room up to ``concurrency``), since a held nested call could wait for calls that wait
+for it, each hold costing ``overflow_after``.
+
+A DAG goes out at once, each step to where its first upstream step went when that
+executor is in the step's pool, else to the least loaded executor of it; it counts as
+in flight on each step's executor until it settles. A step without an executor parks
+the DAG until the pools change.
+
+    call state   event                                 next       instructions
+    ----------   -----------------------------------   --------   -------------------------
+    (new)        Submit, room, nobody held before it   sent       Send
+    (new)        Submit, no room                       held       Hold (+ SendDemand)
+    (new)        Submit, max_queued held               (gone)     Reject
+    held         Settled / PoolsChanged: room          sent       Send
+    held         Tick, held overflow_after s           sent       Send (least loaded)
+    held         Submit (a newer attempt)              held       Hold (keeps its place)
+    sent         Settled (this attempt)                (gone)     Send for held calls
+    sent         Submit (a newer attempt)              per Submit (the old attempt counts
+                                                                  until it settles)
+    (dag)        SubmitDag, every step placed          sent       SendDag
+    (dag)        SubmitDag, a step has no executor     parked     Hold, SendDemand
+    parked       PoolsChanged                          per SubmitDag
+    any          Forget (the invocation ended)         (gone)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from stratus.client.admission import QueuePolicy, Reject
+
+BUDGET = 0.005  # s a call may wait behind calls already sent to one executor
+OVERFLOW_AFTER = 0.5  # s a call is held without room before it is sent anyway
+DEMAND_EVERY = 0.05  # s between two Demands for one function
+LOCALITY_BONUS = 4  # calls in flight an executor caching the Refs may have beyond others
+REF_HOMES = 10_000  # Ref keys whose executor is remembered
+_SMOOTHING = 0.25  # weight of the newest sample in a function's time per call
+
+
+# --- events
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """Place ``attempt`` of function call ``rid``."""
+
+    rid: int
+    function: str
+    attempt: int = 1
+    avoid: frozenset[str] = frozenset()
+    refs: tuple[str, ...] = ()  # keys of its Ref arguments
+    concurrency: int = 10_000  # calls in flight on one executor at most
+    max_queued: int = 100_000  # calls of this function held here at most
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitDag:
+    """Place ``attempt`` of DAG call ``rid``: ``steps`` are (function, index of its first
+    upstream step or -1)."""
+
+    rid: int
+    steps: tuple[tuple[str, int], ...]
+    attempt: int = 1
+    avoid: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A reply to ``attempt`` of ``rid`` came back."""
+
+    rid: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Invocation ``rid`` ended (done, failed or given up): hold it no longer."""
+
+    rid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorLost:
+    executor_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolsChanged:
+    """The live executors and functions' pools; ``complete``: every pool is listed (a
+    function not listed has none), else only these changed (a ``Resolved`` reply)."""
+
+    executors: frozenset[str]
+    pools: Mapping[str, Sequence[str]]
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    pass
+
+
+Event = Submit | SubmitDag | Settled | Forget | ExecutorLost | PoolsChanged | Tick
+
+
+# --- instructions
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    rid: int
+    attempt: int
+    executor_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendDag:
+    rid: int
+    attempt: int
+    executors: tuple[str, ...]  # one per step
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The call waits in the caller (its deadline runs); ``cold``: its pool is empty."""
+
+    rid: int
+    attempt: int
+    cold: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SendDemand:
+    function: str
+    queued: int
+
+
+@dataclass(frozen=True, slots=True)
+class Overloaded:
+    """Fail the call: too many calls of its function are held already."""
+
+    rid: int
+    attempt: int
+    reason: str
+
+
+Instruction = Send | SendDag | Hold | SendDemand | Overloaded
+
+
+# --- state
+
+
+@dataclass(slots=True)
+class _Call:
+    submit: Submit | SubmitDag
+    executors: tuple[str, ...] = ()  # where the current attempt went, once sent
+    held_since: float | None = None
+
+
+@dataclass(slots=True)
+class _Function:
+    pool: tuple[str, ...] = ()  # live executors only
+    per_call: float | None = None  # measured seconds per call
+    held: dict[int, None] = field(default_factory=dict)  # rids, oldest first
+    grew_at: float = -math.inf
+    demanded_at: float = -math.inf
+    concurrency: int = 10_000
+
+
+@dataclass(slots=True)
+class _Executor:
+    inflight: int = 0
+    busy_since: float = 0.0  # when the call it runs now (for this caller) began
+
+
+class Placement:
+    """One caller's placement of calls; see the module docstring.
+
+    >>> p = Placement()
+    >>> p.handle(PoolsChanged(frozenset({"e1"}), {"f": ["e1"]}), 0.0)
+    []
+    >>> p.handle(Submit(1, "f"), 0.0)
+    [Send(rid=1, attempt=1, executor_id='e1')]
+    >>> p.handle(Submit(2, "f"), 0.0)  # nothing measured yet: one call per executor
+    [Hold(rid=2, attempt=1, cold=False), SendDemand(function='f', queued=1)]
+    >>> p.handle(Settled(1, 1), 0.001)
+    [Send(rid=2, attempt=1, executor_id='e1')]
+    """
+
+    def __init__(
+        self,
+        *,
+        self_id: str | None = None,
+        nested: bool = False,
+        budget: float = BUDGET,
+        overflow_after: float = OVERFLOW_AFTER,
+        demand_every: float = DEMAND_EVERY,
+    ) -> None:
+        self.self_id = self_id
+        self.nested = nested
+        self.budget = budget
+        self.overflow_after = overflow_after
+        self.demand_every = demand_every
+        self.executors: set[str] = set()
+        self.functions: dict[str, _Function] = {}
+        self.calls: dict[int, _Call] = {}
+        self.ref_homes: dict[str, str] = {}  # Ref key -> executor last sent it
+        self.wake_at = math.inf  # feed Tick at this time (or later)
+        self._inflight: dict[str, _Executor] = {}
+        self._stale: dict[tuple[int, int], tuple[str, ...]] = {}  # older attempts in flight
+        self._holding: dict[str, None] = {}  # functions with held calls
+        self._parked: dict[int, None] = {}  # DAG calls without an executor for a step
+
+    # ------------------------------------------------------------------ queries
+
+    def pool(self, function: str) -> tuple[str, ...]:
+        """The live executors of ``function``'s pool, as last heard."""
+        fn = self.functions.get(function)
+        return fn.pool if fn is not None else ()
+
+    def in_flight(self, executor_id: str) -> int:
+        """Calls this caller has in flight on ``executor_id``."""
+        record = self._inflight.get(executor_id)
+        return record.inflight if record is not None else 0
+
+    def waiting(self) -> bool:
+        """Whether any call is held or parked here."""
+        return bool(self._holding or self._parked)
+
+    def held(self, function: str) -> int:
+        """Calls of ``function`` held here."""
+        fn = self.functions.get(function)
+        return len(fn.held) if fn is not None else 0
+
+    # ------------------------------------------------------------------ events
+
+    def handle(self, event: Event, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        match event:
+            case Submit():
+                self._submit(event, now, out)
+            case Settled(rid, attempt):
+                self._settled(rid, attempt, now)
+                if self._holding:
+                    self._release(now, out)
+            case Forget(rid):
+                self._forget(rid)
+            case SubmitDag():
+                self._submit_dag(event, now, out)
+            case PoolsChanged(executors, pools, complete):
+                self._pools_changed(executors, pools, complete, now)
+                self._release(now, out)
+                parked, self._parked = self._parked, {}
+                for rid in parked:
+                    call = self.calls.get(rid)
+                    if call is not None and isinstance(call.submit, SubmitDag):
+                        self._submit_dag(call.submit, now, out)
+            case ExecutorLost(executor_id):
+                self._lost(executor_id)
+            case Tick():
+                self._tick(now, out)
+        return out
+
+    def _submit(self, submit: Submit, now: float, out: list[Instruction]) -> None:
+        fn = self._function(submit.function)
+        fn.concurrency = submit.concurrency
+        call = self.calls.get(submit.rid)
+        if call is not None:
+            self._replace_attempt(submit.rid, call, submit.attempt, now)
+            call.submit = submit
+        else:
+            call = self.calls[submit.rid] = _Call(submit)
+        if call.held_since is not None:
+            out.append(Hold(submit.rid, submit.attempt, not fn.pool))  # keeps its place
+            return
+        if not fn.held:
+            target = self._pick(fn, submit, now, overflow=False)
+            if target is not None:
+                self._send(call, submit, target, now, out)
+                return
+        match QueuePolicy(submit.max_queued).hold_or_reject(len(fn.held)):
+            case Reject(reason):
+                del self.calls[submit.rid]
+                out.append(
+                    Overloaded(
+                        submit.rid,
+                        submit.attempt,
+                        f"{submit.function}: {reason}; max_queued={submit.max_queued}",
+                    )
+                )
+                return
+        call.held_since = now
+        fn.held[submit.rid] = None
+        self._holding[submit.function] = None
+        out.append(Hold(submit.rid, submit.attempt, not fn.pool))
+        self._demand(submit.function, fn, len(fn.held), now, out)
+        overflow = now + self.overflow_after
+        self.wake_at = min(self.wake_at, overflow, fn.demanded_at + self.demand_every)
+
+    def _send(
+        self, call: _Call, submit: Submit, target: str, now: float, out: list[Instruction]
+    ) -> None:
+        call.executors = (target,)
+        call.held_since = None
+        self._count(target, now)
+        for key in submit.refs:
+            self.ref_homes[key] = target
+            if len(self.ref_homes) > REF_HOMES:
+                del self.ref_homes[next(iter(self.ref_homes))]
+        out.append(Send(submit.rid, submit.attempt, target))
+
+    def _count(self, executor_id: str, now: float) -> None:
+        record = self._inflight.get(executor_id)
+        if record is None:
+            record = self._inflight[executor_id] = _Executor()
+        if record.inflight == 0:
+            record.busy_since = now
+        record.inflight += 1
+
+    def _uncount(self, executor_id: str, now: float) -> float | None:
+        """One call less on ``executor_id``; return how long it took since the executor
+        began it, or None if unknown."""
+        record = self._inflight.get(executor_id)
+        if record is None or record.inflight == 0:
+            return None
+        took = now - record.busy_since
+        record.inflight -= 1
+        record.busy_since = now  # the next call in flight there, if any, begins now
+        return took
+
+    def _settled(self, rid: int, attempt: int, now: float) -> None:
+        call = self.calls.get(rid)
+        if call is not None and call.submit.attempt == attempt and call.executors:
+            del self.calls[rid]
+            if isinstance(call.submit, Submit):
+                took = self._uncount(call.executors[0], now)
+                fn = self.functions.get(call.submit.function)
+                if took is not None and fn is not None:
+                    s = fn.per_call
+                    fn.per_call = took if s is None else s + _SMOOTHING * (took - s)
+            else:
+                for e in call.executors:
+                    self._uncount(e, now)
+            return
+        for e in self._stale.pop((rid, attempt), ()):
+            self._uncount(e, now)
+
+    def _replace_attempt(self, rid: int, call: _Call, attempt: int, now: float) -> None:
+        """``call`` is placed again: as the same attempt, its sending failed (nothing
+        went out); as a newer one, the old one was abandoned."""
+        if attempt != call.submit.attempt:
+            self._retire_attempt(rid, call)
+            return
+        for e in call.executors:
+            self._uncount(e, now)
+        call.executors = ()
+
+    def _retire_attempt(self, rid: int, call: _Call) -> None:
+        """A newer attempt replaces the current one: the old one, if it went out, counts
+        on its executors until it settles or they are lost."""
+        if call.executors:
+            self._stale[(rid, call.submit.attempt)] = call.executors
+            call.executors = ()
+
+    def _forget(self, rid: int) -> None:
+        call = self.calls.pop(rid, None)
+        if call is None:
+            return
+        self._retire_attempt(rid, call)
+        for attempt in range(1, call.submit.attempt + 1):
+            executors = self._stale.pop((rid, attempt), None)
+            if executors is not None:
+                for e in executors:
+                    record = self._inflight.get(e)
+                    if record is not None and record.inflight > 0:
+                        record.inflight -= 1
+        if isinstance(call.submit, Submit):
+            fn = self.functions.get(call.submit.function)
+            if fn is not None and fn.held.pop(rid, 0) is None and not fn.held:
+                self._holding.pop(call.submit.function, None)
+        self._parked.pop(rid, None)
+
+    # ------------------------------------------------------------------ choosing
+
+    def _depth(self, fn: _Function) -> int:
+        if self.nested:
+            return fn.concurrency
+        if fn.per_call is None:
+            return 1
+        if fn.per_call <= 0:
+            return fn.concurrency
+        return max(1, min(fn.concurrency, int(self.budget / fn.per_call)))
+
+    def _candidates(self, pool: tuple[str, ...]) -> tuple[str, ...]:
+        if self.self_id is not None and pool == (self.self_id,):
+            # A call to itself would run nested in its waiting caller: any other
+            # executor of the cluster can run it too (it loads the code on demand).
+            others = tuple(sorted(e for e in self.executors if e != self.self_id))
+            return others or pool
+        return pool
+
+    def _pick(self, fn: _Function, submit: Submit, now: float, *, overflow: bool) -> str | None:
+        """The executor with room for the call that is least loaded (locality counted),
+        avoiding ``avoid`` when another has room; with ``overflow``, within
+        ``concurrency`` only."""
+        candidates = self._candidates(fn.pool)
+        if not candidates:
+            return None
+        alone = candidates == (self.self_id,)
+        depth = fn.concurrency if overflow else self._depth(fn)
+        homes = {self.ref_homes.get(k) for k in submit.refs} if submit.refs else None
+        best: str | None = None
+        best_key = (True, 0)
+        for e in candidates:
+            record = self._inflight.get(e)
+            n = record.inflight if record is not None else 0
+            if e == self.self_id:
+                n += 1
+            if n and not alone:
+                if n >= depth:
+                    continue
+                if (
+                    not overflow
+                    and not self.nested
+                    and record is not None
+                    and now - record.busy_since > self.budget
+                ):
+                    continue  # its running call is long: do not queue behind it
+            load = n - (LOCALITY_BONUS if homes is not None and e in homes else 0)
+            key = (e in submit.avoid, load)
+            if best is None or key < best_key:
+                best, best_key = e, key
+        return best
+
+    def _least_loaded(self, pool: tuple[str, ...], avoid: frozenset[str]) -> str | None:
+        candidates = self._candidates(pool)
+        usable = [e for e in candidates if e not in avoid] or list(candidates)
+        if not usable:
+            return None
+        busy = self.self_id
+        return min(usable, key=lambda e: self.in_flight(e) + (e == busy))
+
+    # ------------------------------------------------------------------ releasing
+
+    def _release(self, now: float, out: list[Instruction], *, overflow: bool = False) -> None:
+        """Send held calls, oldest first per function, while they find room."""
+        for name in list(self._holding):
+            fn = self.functions[name]
+            while fn.held:
+                rid = next(iter(fn.held))
+                call = self.calls[rid]
+                submit = call.submit
+                assert isinstance(submit, Submit)
+                late = overflow and now - max(call.held_since or now, fn.grew_at) >= (
+                    self.overflow_after
+                )
+                target = self._pick(fn, submit, now, overflow=late)
+                if target is None:
+                    break
+                del fn.held[rid]
+                self._send(call, submit, target, now, out)
+            if not fn.held:
+                del self._holding[name]
+
+    def _tick(self, now: float, out: list[Instruction]) -> None:
+        if now < self.wake_at:
+            return
+        self._release(now, out, overflow=True)
+        wake = math.inf
+        for name in self._holding:
+            fn = self.functions[name]
+            self._demand(name, fn, len(fn.held), now, out)
+            first = self.calls[next(iter(fn.held))]
+            since = max(first.held_since or now, fn.grew_at)
+            wake = min(wake, fn.demanded_at + self.demand_every)
+            if fn.pool:
+                wake = min(wake, max(since + self.overflow_after, now + self.demand_every))
+        for rid in self._parked:
+            call = self.calls[rid]
+            assert isinstance(call.submit, SubmitDag)
+            for function, _ in call.submit.steps:
+                fn = self._function(function)
+                if not fn.pool:
+                    self._demand(function, fn, 1, now, out)
+                    wake = min(wake, fn.demanded_at + self.demand_every)
+        self.wake_at = wake
+
+    def _demand(
+        self, name: str, fn: _Function, queued: int, now: float, out: list[Instruction]
+    ) -> None:
+        if now - fn.demanded_at >= self.demand_every:
+            fn.demanded_at = now
+            out.append(SendDemand(name, queued))
+
+    # ------------------------------------------------------------------ DAGs
+
+    def _submit_dag(self, submit: SubmitDag, now: float, out: list[Instruction]) -> None:
+        call = self.calls.get(submit.rid)
+        if call is not None:
+            self._replace_attempt(submit.rid, call, submit.attempt, now)
+            call.submit = submit
+        else:
+            call = self.calls[submit.rid] = _Call(submit)
+        picks: list[str | None] = []
+        for function, up in submit.steps:
+            pool = self.pool(function)
+            upstream = picks[up] if up >= 0 else None
+            if upstream is not None and upstream in pool and upstream not in submit.avoid:
+                picks.append(upstream)
+            else:
+                picks.append(self._least_loaded(pool, submit.avoid))
+        if any(p is None for p in picks):
+            cold = False
+            self._parked[submit.rid] = None
+            for (function, _), pick in zip(submit.steps, picks, strict=True):
+                if pick is None:
+                    fn = self._function(function)
+                    cold = cold or not fn.pool
+                    self._demand(function, fn, 1, now, out)
+                    self.wake_at = min(self.wake_at, fn.demanded_at + self.demand_every)
+            call.held_since = now
+            out.append(Hold(submit.rid, submit.attempt, cold))
+            return
+        executors = tuple(p for p in picks if p is not None)
+        call.executors = executors
+        call.held_since = None
+        for e in executors:
+            self._count(e, now)
+        out.append(SendDag(submit.rid, submit.attempt, executors))
+
+    # ------------------------------------------------------------------ pools
+
+    def _function(self, name: str) -> _Function:
+        fn = self.functions.get(name)
+        if fn is None:
+            fn = self.functions[name] = _Function()
+        return fn
+
+    def _pools_changed(
+        self,
+        executors: frozenset[str],
+        pools: Mapping[str, Sequence[str]],
+        complete: bool,
+        now: float,
+    ) -> None:
+        if complete:
+            for gone in self.executors - executors:
+                self._lost(gone)
+            self.executors = set(executors)
+        else:
+            self.executors |= executors
+        names = set(self.functions) | set(pools) if complete else set(pools)
+        for name in names:
+            fn = self._function(name)
+            pool = tuple(e for e in pools.get(name, ()) if e in self.executors)
+            if not set(pool) <= set(fn.pool):
+                fn.grew_at = now  # held calls wait for the new executors a while longer
+            fn.pool = pool
+
+    def _lost(self, executor_id: str) -> None:
+        self.executors.discard(executor_id)
+        self._inflight.pop(executor_id, None)
+        for fn in self.functions.values():
+            if executor_id in fn.pool:
+                fn.pool = tuple(e for e in fn.pool if e != executor_id)
+        for key in [k for k, v in self._stale.items() if executor_id in v]:
+            del self._stale[key]
