@@ -482,9 +482,7 @@ class Placement:
                 call = self.calls[rid]
                 submit = call.submit
                 assert isinstance(submit, Submit)
-                late = overflow and now - max(call.held_since or now, fn.grew_at) >= (
-                    self.overflow_after
-                )
+                late = overflow and now >= self._overflow_at(call, fn, now)
                 target = self._pick(fn, submit, now, overflow=late)
                 if target is None:
                     break
@@ -492,6 +490,10 @@ class Placement:
                 self._send(call, submit, target, now, out)
             if not fn.held:
                 del self._holding[name]
+
+    def _overflow_at(self, call: _Call, fn: _Function, now: float) -> float:
+        held_since = now if call.held_since is None else call.held_since
+        return max(held_since, fn.grew_at) + self.overflow_after
 
     def _tick(self, now: float, out: list[Instruction]) -> None:
         if now < self.wake_at:
@@ -501,11 +503,10 @@ class Placement:
         for name in self._holding:
             fn = self.functions[name]
             self._demand(name, fn, len(fn.held), now, out)
-            first = self.calls[next(iter(fn.held))]
-            since = max(first.held_since or now, fn.grew_at)
+            overflow_at = self._overflow_at(self.calls[next(iter(fn.held))], fn, now)
             wake = min(wake, fn.demanded_at + self.demand_every)
-            if fn.pool:
-                wake = min(wake, max(since + self.overflow_after, now + self.demand_every))
+            if fn.pool:  # past it and still held: the pool is full, try again later
+                wake = min(wake, max(overflow_at, now + self.demand_every))
         for rid in self._parked:
             call = self.calls[rid]
             assert isinstance(call.submit, SubmitDag)
@@ -519,7 +520,7 @@ class Placement:
     def _demand(
         self, name: str, fn: _Function, queued: int, now: float, out: list[Instruction]
     ) -> None:
-        if now - fn.demanded_at >= self.demand_every:
+        if now >= fn.demanded_at + self.demand_every:
             fn.demanded_at = now
             out.append(SendDemand(name, queued))
 
