@@ -277,11 +277,14 @@ class Client:
             event = pl.SubmitDag(rid, pending.dag.steps, attempt, avoid)
         self._carry_out(self.placement.handle(event, time.monotonic()))
 
-    def _carry_out(self, instructions: list[pl.Instruction]) -> None:
+    def _carry_out(self, instructions: list[pl.Instruction], *, flush: bool = True) -> None:
+        """Carry out the placement's instructions. Without ``flush``, calls are written at
+        the end of the reactor's round, several in one system call: for what a reply or
+        a push releases, read while the reactor dispatches."""
         for instruction in instructions:
             match instruction:
                 case pl.Send(rid, attempt, executor_id):
-                    self._send_call(rid, attempt, executor_id)
+                    self._send_call(rid, attempt, executor_id, flush)
                 case pl.Hold(rid, attempt, cold):
                     self._hold(rid, attempt, cold)
                 case pl.SendDemand(function, queued):
@@ -310,7 +313,7 @@ class Client:
             self._executor_gone(executor_id)
             return None
 
-    def _send_call(self, rid: int, attempt: int, executor_id: str) -> None:
+    def _send_call(self, rid: int, attempt: int, executor_id: str, flush: bool = True) -> None:
         pending = self._pending.get(rid)
         if pending is None:
             return
@@ -337,7 +340,7 @@ class Client:
         pending.held_ns, pending.cold = 0, False
         invocation.sent(attempt, frozenset((executor_id,)), time.monotonic())
         self._arm(rid, invocation)
-        conn.send(message)
+        conn.send(message, flush=flush)
 
     def _hold(self, rid: int, attempt: int, cold: bool) -> None:
         """The call waits in this client for room; its deadline runs meanwhile."""
@@ -351,7 +354,7 @@ class Client:
         self._arm(rid, pending.invocation)
         if self._waiting_watch is None and self._own_reactor:  # an executor polls anyway
             self._waiting_watch = cf.Future()
-            self.driver.watch(self._waiting_watch)
+            self.driver.watch(self._waiting_watch, lazy=True)
 
     def _send_dag(self, rid: int, attempt: int, executors: tuple[str, ...]) -> None:
         pending = self._pending.get(rid)
@@ -564,7 +567,7 @@ class Client:
             self._apply(rid, pending.invocation.handle(event, now))
         if isinstance(event, inv.Failed) and event.error.kind in _EXECUTOR_EXITS:
             self._executor_gone(conn.peer_id)  # it exits after this reply: send no more
-        self._carry_out(released)
+        self._carry_out(released, flush=False)
 
     def _executors_changed(
         self, executors: list[m.ExecutorAddress], pools: dict[str, list[str]]
@@ -578,7 +581,7 @@ class Client:
         released = self.placement.handle(changed, time.monotonic())
         for executor_id in gone:  # their calls are placed again, on the new pools
             self._executor_gone(executor_id)
-        self._carry_out(released)
+        self._carry_out(released, flush=False)
 
     def _apply(self, rid: int, instructions: list[inv.Instruction]) -> None:
         for instruction in instructions:
@@ -608,7 +611,7 @@ class Client:
         pending = self._pending.pop(rid, None)
         if pending is None:
             return
-        if rid in self.placement.calls:  # held, parked, or given up while in flight
+        if self.placement.knows(rid):  # held, parked, or given up while in flight
             self.placement.handle(pl.Forget(rid), time.monotonic())
         self.driver.unwatch(pending.future)
         if error is not None:
@@ -640,8 +643,8 @@ class Client:
             pending = self._pending.get(rid)
             if pending is not None and pending.invocation.deadline == deadline:
                 self._apply(rid, pending.invocation.handle(inv.Tick(), now))
-        if now >= self.placement.wake_at:
-            self._carry_out(self.placement.handle(pl.Tick(), now))
+        if now >= self.placement.wake_at:  # the reactor writes at the start of its round
+            self._carry_out(self.placement.handle(pl.Tick(), now), flush=False)
         if len(heap) > 64 and len(heap) > 2 * len(self._pending):
             heap[:] = [
                 (p.invocation.deadline, rid)

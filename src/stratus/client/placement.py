@@ -56,23 +56,29 @@ the DAG until the pools change.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from stratus.client.admission import QueuePolicy, Reject
 
-BUDGET = 0.005  # s a call may wait behind calls already sent to one executor
+# Seconds a call may wait behind calls already sent to one executor: about what a new
+# executor takes to start, so holding such a call for the pool to grow could not make it
+# start sooner.
+BUDGET = 0.02
 OVERFLOW_AFTER = 0.5  # s a call is held without room before it is sent anyway
 DEMAND_EVERY = 0.05  # s between two Demands for one function
 LOCALITY_BONUS = 4  # calls in flight an executor caching the Refs may have beyond others
 REF_HOMES = 10_000  # Ref keys whose executor is remembered
-_SMOOTHING = 0.25  # weight of the newest sample in a function's time per call
+_WINDOW = 64  # samples of a function's time per call that weigh as much as all older ones
 
 
-# --- events
+# --- events and instructions: values, never changed once made (not ``frozen``: a frozen
+# dataclass is built through ``object.__setattr__``, which costs about a microsecond per
+# object, and a call makes four of them)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Submit:
     """Place ``attempt`` of function call ``rid``."""
 
@@ -85,7 +91,7 @@ class Submit:
     max_queued: int = 100_000  # calls of this function held here at most
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitDag:
     """Place ``attempt`` of DAG call ``rid``: ``steps`` are (function, index of its first
     upstream step or -1)."""
@@ -96,7 +102,7 @@ class SubmitDag:
     avoid: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settled:
     """A reply to ``attempt`` of ``rid`` came back."""
 
@@ -104,19 +110,19 @@ class Settled:
     attempt: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forget:
     """Invocation ``rid`` ended (done, failed or given up): hold it no longer."""
 
     rid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExecutorLost:
     executor_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PoolsChanged:
     """The live executors and functions' pools; ``complete``: every pool is listed (a
     function not listed has none), else only these changed (a ``Resolved`` reply)."""
@@ -126,7 +132,7 @@ class PoolsChanged:
     complete: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tick:
     pass
 
@@ -137,21 +143,21 @@ Event = Submit | SubmitDag | Settled | Forget | ExecutorLost | PoolsChanged | Ti
 # --- instructions
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     rid: int
     attempt: int
     executor_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendDag:
     rid: int
     attempt: int
     executors: tuple[str, ...]  # one per step
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hold:
     """The call waits in the caller (its deadline runs); ``cold``: its pool is empty."""
 
@@ -160,13 +166,13 @@ class Hold:
     cold: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendDemand:
     function: str
     queued: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Overloaded:
     """Fail the call: too many calls of its function are held already."""
 
@@ -183,16 +189,21 @@ Instruction = Send | SendDag | Hold | SendDemand | Overloaded
 
 @dataclass(slots=True)
 class _Call:
+    """A held function call, or a DAG call (held, parked or sent)."""
+
     submit: Submit | SubmitDag
-    executors: tuple[str, ...] = ()  # where the current attempt went, once sent
+    executors: tuple[str, ...] = ()  # where the DAG's current attempt went, once sent
     held_since: float | None = None
 
 
 @dataclass(slots=True)
 class _Function:
     pool: tuple[str, ...] = ()  # live executors only
-    per_call: float | None = None  # measured seconds per call
-    held: dict[int, None] = field(default_factory=dict)  # rids, oldest first
+    took: float = 0.0  # seconds its calls took (older ones decayed) ...
+    calls: float = 0.0  # ... over this many calls
+    # rids, oldest first (an OrderedDict: a dict's first key is slow to find once many
+    # have been taken from the front)
+    held: OrderedDict[int, None] = field(default_factory=OrderedDict)
     grew_at: float = -math.inf
     demanded_at: float = -math.inf
     concurrency: int = 10_000
@@ -234,7 +245,10 @@ class Placement:
         self.demand_every = demand_every
         self.executors: set[str] = set()
         self.functions: dict[str, _Function] = {}
-        self.calls: dict[int, _Call] = {}
+        self.calls: dict[int, _Call] = {}  # held function calls; DAG calls
+        # Function calls in flight: rid -> (attempt, executor, function). Plain tuples,
+        # which the garbage collector stops tracking: a burst keeps thousands.
+        self._sent: dict[int, tuple[int, str, str]] = {}
         self.ref_homes: dict[str, str] = {}  # Ref key -> executor last sent it
         self.wake_at = math.inf  # feed Tick at this time (or later)
         self._inflight: dict[str, _Executor] = {}
@@ -254,6 +268,10 @@ class Placement:
         record = self._inflight.get(executor_id)
         return record.inflight if record is not None else 0
 
+    def knows(self, rid: int) -> bool:
+        """Whether call ``rid`` is held, parked or in flight here."""
+        return rid in self._sent or rid in self.calls
+
     def waiting(self) -> bool:
         """Whether any call is held or parked here."""
         return bool(self._holding or self._parked)
@@ -271,9 +289,12 @@ class Placement:
             case Submit():
                 self._submit(event, now, out)
             case Settled(rid, attempt):
-                self._settled(rid, attempt, now)
-                if self._holding:
-                    self._release(now, out)
+                freed = self._settled(rid, attempt, now)
+                if self._holding and freed:
+                    if len(freed) == 1 and freed[0] != self.self_id:
+                        self._release_on(freed[0], now, out)
+                    else:
+                        self._release(now, out)
             case Forget(rid):
                 self._forget(rid)
             case SubmitDag():
@@ -293,34 +314,33 @@ class Placement:
         return out
 
     def _submit(self, submit: Submit, now: float, out: list[Instruction]) -> None:
-        fn = self._function(submit.function)
+        fn = self.functions.get(submit.function) or self._function(submit.function)
         fn.concurrency = submit.concurrency
+        sent = self._sent.pop(submit.rid, None)
+        if sent is not None:
+            attempt, executor_id, _ = sent
+            if attempt == submit.attempt:  # its sending failed: nothing went out
+                self._uncount(executor_id, now)
+            else:  # abandoned: it counts until it settles or its executor is lost
+                self._stale[(submit.rid, attempt)] = (executor_id,)
         call = self.calls.get(submit.rid)
-        if call is not None:
-            self._replace_attempt(submit.rid, call, submit.attempt, now)
+        if call is not None:  # held: a newer attempt keeps its place
             call.submit = submit
-        else:
-            call = self.calls[submit.rid] = _Call(submit)
-        if call.held_since is not None:
-            out.append(Hold(submit.rid, submit.attempt, not fn.pool))  # keeps its place
+            out.append(Hold(submit.rid, submit.attempt, not fn.pool))
             return
         if not fn.held:
             target = self._pick(fn, submit, now, overflow=False)
             if target is not None:
-                self._send(call, submit, target, now, out)
+                self._send(submit, target, now, out)
                 return
-        match QueuePolicy(submit.max_queued).hold_or_reject(len(fn.held)):
-            case Reject(reason):
-                del self.calls[submit.rid]
-                out.append(
-                    Overloaded(
-                        submit.rid,
-                        submit.attempt,
-                        f"{submit.function}: {reason}; max_queued={submit.max_queued}",
-                    )
-                )
-                return
-        call.held_since = now
+        queued = len(fn.held)
+        if queued >= submit.max_queued:  # the policy's test, without building it per call
+            rejected = QueuePolicy(submit.max_queued).hold_or_reject(queued)
+            assert isinstance(rejected, Reject)
+            reason = f"{submit.function}: {rejected.reason}; max_queued={submit.max_queued}"
+            out.append(Overloaded(submit.rid, submit.attempt, reason))
+            return
+        self.calls[submit.rid] = _Call(submit, held_since=now)
         fn.held[submit.rid] = None
         self._holding[submit.function] = None
         out.append(Hold(submit.rid, submit.attempt, not fn.pool))
@@ -328,11 +348,8 @@ class Placement:
         overflow = now + self.overflow_after
         self.wake_at = min(self.wake_at, overflow, fn.demanded_at + self.demand_every)
 
-    def _send(
-        self, call: _Call, submit: Submit, target: str, now: float, out: list[Instruction]
-    ) -> None:
-        call.executors = (target,)
-        call.held_since = None
+    def _send(self, submit: Submit, target: str, now: float, out: list[Instruction]) -> None:
+        self._sent[submit.rid] = (submit.attempt, target, submit.function)
         self._count(target, now)
         for key in submit.refs:
             self.ref_homes[key] = target
@@ -359,25 +376,33 @@ class Placement:
         record.busy_since = now  # the next call in flight there, if any, begins now
         return took
 
-    def _settled(self, rid: int, attempt: int, now: float) -> None:
+    def _settled(self, rid: int, attempt: int, now: float) -> tuple[str, ...]:
+        """Account for a reply; return the executors it leaves with more room."""
+        sent = self._sent.get(rid)
+        if sent is not None and sent[0] == attempt:
+            del self._sent[rid]
+            took = self._uncount(sent[1], now)
+            fn = self.functions.get(sent[2])
+            if took is not None and fn is not None:
+                # A mean, not a moving average of samples: replies read together give
+                # one long sample and many near zero.
+                fn.took += took
+                fn.calls += 1
+                if fn.calls >= 2 * _WINDOW:
+                    fn.took, fn.calls = fn.took / 2, fn.calls / 2
+            return (sent[1],)
         call = self.calls.get(rid)
         if call is not None and call.submit.attempt == attempt and call.executors:
-            del self.calls[rid]
-            if isinstance(call.submit, Submit):
-                took = self._uncount(call.executors[0], now)
-                fn = self.functions.get(call.submit.function)
-                if took is not None and fn is not None:
-                    s = fn.per_call
-                    fn.per_call = took if s is None else s + _SMOOTHING * (took - s)
-            else:
-                for e in call.executors:
-                    self._uncount(e, now)
-            return
-        for e in self._stale.pop((rid, attempt), ()):
+            del self.calls[rid]  # a DAG
+            freed = call.executors
+        else:
+            freed = self._stale.pop((rid, attempt), ())
+        for e in freed:
             self._uncount(e, now)
+        return freed
 
     def _replace_attempt(self, rid: int, call: _Call, attempt: int, now: float) -> None:
-        """``call`` is placed again: as the same attempt, its sending failed (nothing
+        """DAG ``call`` is placed again: as the same attempt, its sending failed (nothing
         went out); as a newer one, the old one was abandoned."""
         if attempt != call.submit.attempt:
             self._retire_attempt(rid, call)
@@ -394,33 +419,36 @@ class Placement:
             call.executors = ()
 
     def _forget(self, rid: int) -> None:
+        last = 0  # the invocation's latest attempt that we know of
+        sent = self._sent.pop(rid, None)
+        if sent is not None:
+            last = sent[0]
+            self._stale[(rid, last)] = (sent[1],)
         call = self.calls.pop(rid, None)
-        if call is None:
-            return
-        self._retire_attempt(rid, call)
-        for attempt in range(1, call.submit.attempt + 1):
-            executors = self._stale.pop((rid, attempt), None)
-            if executors is not None:
-                for e in executors:
-                    record = self._inflight.get(e)
-                    if record is not None and record.inflight > 0:
-                        record.inflight -= 1
-        if isinstance(call.submit, Submit):
-            fn = self.functions.get(call.submit.function)
-            if fn is not None and fn.held.pop(rid, 0) is None and not fn.held:
-                self._holding.pop(call.submit.function, None)
-        self._parked.pop(rid, None)
+        if call is not None:
+            last = max(last, call.submit.attempt)
+            self._retire_attempt(rid, call)
+            if isinstance(call.submit, Submit):
+                fn = self.functions.get(call.submit.function)
+                if fn is not None and fn.held.pop(rid, 0) is None and not fn.held:
+                    self._holding.pop(call.submit.function, None)
+            self._parked.pop(rid, None)
+        for attempt in range(1, last + 1):
+            for e in self._stale.pop((rid, attempt), ()):
+                record = self._inflight.get(e)
+                if record is not None and record.inflight > 0:
+                    record.inflight -= 1
 
     # ------------------------------------------------------------------ choosing
 
     def _depth(self, fn: _Function) -> int:
         if self.nested:
             return fn.concurrency
-        if fn.per_call is None:
+        if not fn.calls:
             return 1
-        if fn.per_call <= 0:
+        if fn.took <= 0:
             return fn.concurrency
-        return max(1, min(fn.concurrency, int(self.budget / fn.per_call)))
+        return max(1, min(fn.concurrency, int(self.budget * fn.calls / fn.took)))
 
     def _candidates(self, pool: tuple[str, ...]) -> tuple[str, ...]:
         if self.self_id is not None and pool == (self.self_id,):
@@ -487,9 +515,39 @@ class Placement:
                 if target is None:
                     break
                 del fn.held[rid]
-                self._send(call, submit, target, now, out)
+                del self.calls[rid]
+                self._send(submit, target, now, out)
             if not fn.held:
                 del self._holding[name]
+
+    def _release_on(self, executor_id: str, now: float, out: list[Instruction]) -> None:
+        """Send held calls to ``executor_id``, which a reply has just left with more
+        room, oldest first, while it has room: a reply frees one place, so this is one
+        look at one executor rather than a choice among all."""
+        for name in list(self._holding):
+            fn = self.functions[name]
+            if executor_id not in fn.pool:
+                continue
+            depth = self._depth(fn)
+            while fn.held:
+                rid = next(iter(fn.held))
+                submit = self.calls[rid].submit
+                assert isinstance(submit, Submit)
+                if executor_id in submit.avoid or not self._room(executor_id, depth, now):
+                    break  # the next reply or tick finds it a place
+                del fn.held[rid]
+                del self.calls[rid]
+                self._send(submit, executor_id, now, out)
+            if not fn.held:
+                del self._holding[name]
+
+    def _room(self, executor_id: str, depth: int, now: float) -> bool:
+        record = self._inflight.get(executor_id)
+        if record is None or record.inflight == 0:
+            return True
+        if record.inflight >= depth:
+            return False
+        return self.nested or now - record.busy_since <= self.budget
 
     def _overflow_at(self, call: _Call, fn: _Function, now: float) -> float:
         held_since = now if call.held_since is None else call.held_since
