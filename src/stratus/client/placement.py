@@ -188,12 +188,11 @@ Instruction = Send | SendDag | Hold | SendDemand | Overloaded
 
 
 @dataclass(slots=True)
-class _Call:
-    """A held function call, or a DAG call (held, parked or sent)."""
+class _Dag:
+    """A DAG call: parked or sent."""
 
-    submit: Submit | SubmitDag
-    executors: tuple[str, ...] = ()  # where the DAG's current attempt went, once sent
-    held_since: float | None = None
+    submit: SubmitDag
+    executors: tuple[str, ...] = ()  # where its current attempt went, once sent
 
 
 @dataclass(slots=True)
@@ -201,9 +200,9 @@ class _Function:
     pool: tuple[str, ...] = ()  # live executors only
     took: float = 0.0  # seconds its calls took (older ones decayed) ...
     calls: float = 0.0  # ... over this many calls
-    # rids, oldest first (an OrderedDict: a dict's first key is slow to find once many
-    # have been taken from the front)
-    held: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    # Held calls by rid, oldest first (an OrderedDict: a dict's first key is slow to
+    # find once many have been taken from the front).
+    held: OrderedDict[int, Submit] = field(default_factory=OrderedDict)
     grew_at: float = -math.inf
     demanded_at: float = -math.inf
     concurrency: int = 10_000
@@ -245,10 +244,11 @@ class Placement:
         self.demand_every = demand_every
         self.executors: set[str] = set()
         self.functions: dict[str, _Function] = {}
-        self.calls: dict[int, _Call] = {}  # held function calls; DAG calls
-        # Function calls in flight: rid -> (attempt, executor, function). Plain tuples,
-        # which the garbage collector stops tracking: a burst keeps thousands.
-        self._sent: dict[int, tuple[int, str, str]] = {}
+        # Per function call, plain tuples, which the garbage collector stops tracking (a
+        # burst keeps thousands, and each tracked object makes every collection longer):
+        self._sent: dict[int, tuple[int, str, str]] = {}  # in flight: attempt, executor, fn
+        self._held_at: dict[int, tuple[str, float]] = {}  # held: function, since when
+        self._dags: dict[int, _Dag] = {}
         self.ref_homes: dict[str, str] = {}  # Ref key -> executor last sent it
         self.wake_at = math.inf  # feed Tick at this time (or later)
         self._inflight: dict[str, _Executor] = {}
@@ -270,7 +270,7 @@ class Placement:
 
     def knows(self, rid: int) -> bool:
         """Whether call ``rid`` is held, parked or in flight here."""
-        return rid in self._sent or rid in self.calls
+        return rid in self._sent or rid in self._held_at or rid in self._dags
 
     def waiting(self) -> bool:
         """Whether any call is held or parked here."""
@@ -304,9 +304,9 @@ class Placement:
                 self._release(now, out)
                 parked, self._parked = self._parked, {}
                 for rid in parked:
-                    call = self.calls.get(rid)
-                    if call is not None and isinstance(call.submit, SubmitDag):
-                        self._submit_dag(call.submit, now, out)
+                    dag = self._dags.get(rid)
+                    if dag is not None:
+                        self._submit_dag(dag.submit, now, out)
             case ExecutorLost(executor_id):
                 self._lost(executor_id)
             case Tick():
@@ -323,9 +323,8 @@ class Placement:
                 self._uncount(executor_id, now)
             else:  # abandoned: it counts until it settles or its executor is lost
                 self._stale[(submit.rid, attempt)] = (executor_id,)
-        call = self.calls.get(submit.rid)
-        if call is not None:  # held: a newer attempt keeps its place
-            call.submit = submit
+        if submit.rid in fn.held:  # a newer attempt keeps its place
+            fn.held[submit.rid] = submit
             out.append(Hold(submit.rid, submit.attempt, not fn.pool))
             return
         if not fn.held:
@@ -340,8 +339,8 @@ class Placement:
             reason = f"{submit.function}: {rejected.reason}; max_queued={submit.max_queued}"
             out.append(Overloaded(submit.rid, submit.attempt, reason))
             return
-        self.calls[submit.rid] = _Call(submit, held_since=now)
-        fn.held[submit.rid] = None
+        self._held_at[submit.rid] = (submit.function, now)
+        fn.held[submit.rid] = submit
         self._holding[submit.function] = None
         out.append(Hold(submit.rid, submit.attempt, not fn.pool))
         self._demand(submit.function, fn, len(fn.held), now, out)
@@ -391,32 +390,32 @@ class Placement:
                 if fn.calls >= 2 * _WINDOW:
                     fn.took, fn.calls = fn.took / 2, fn.calls / 2
             return (sent[1],)
-        call = self.calls.get(rid)
-        if call is not None and call.submit.attempt == attempt and call.executors:
-            del self.calls[rid]  # a DAG
-            freed = call.executors
+        dag = self._dags.get(rid)
+        if dag is not None and dag.submit.attempt == attempt and dag.executors:
+            del self._dags[rid]
+            freed = dag.executors
         else:
             freed = self._stale.pop((rid, attempt), ())
         for e in freed:
             self._uncount(e, now)
         return freed
 
-    def _replace_attempt(self, rid: int, call: _Call, attempt: int, now: float) -> None:
-        """DAG ``call`` is placed again: as the same attempt, its sending failed (nothing
-        went out); as a newer one, the old one was abandoned."""
-        if attempt != call.submit.attempt:
-            self._retire_attempt(rid, call)
+    def _replace_attempt(self, rid: int, dag: _Dag, attempt: int, now: float) -> None:
+        """``dag`` is placed again: as the same attempt, its sending failed (nothing went
+        out); as a newer one, the old one was abandoned."""
+        if attempt != dag.submit.attempt:
+            self._retire_attempt(rid, dag)
             return
-        for e in call.executors:
+        for e in dag.executors:
             self._uncount(e, now)
-        call.executors = ()
+        dag.executors = ()
 
-    def _retire_attempt(self, rid: int, call: _Call) -> None:
+    def _retire_attempt(self, rid: int, dag: _Dag) -> None:
         """A newer attempt replaces the current one: the old one, if it went out, counts
         on its executors until it settles or they are lost."""
-        if call.executors:
-            self._stale[(rid, call.submit.attempt)] = call.executors
-            call.executors = ()
+        if dag.executors:
+            self._stale[(rid, dag.submit.attempt)] = dag.executors
+            dag.executors = ()
 
     def _forget(self, rid: int) -> None:
         last = 0  # the invocation's latest attempt that we know of
@@ -424,14 +423,16 @@ class Placement:
         if sent is not None:
             last = sent[0]
             self._stale[(rid, last)] = (sent[1],)
-        call = self.calls.pop(rid, None)
-        if call is not None:
-            last = max(last, call.submit.attempt)
-            self._retire_attempt(rid, call)
-            if isinstance(call.submit, Submit):
-                fn = self.functions.get(call.submit.function)
-                if fn is not None and fn.held.pop(rid, 0) is None and not fn.held:
-                    self._holding.pop(call.submit.function, None)
+        held = self._held_at.pop(rid, None)
+        if held is not None:
+            fn = self.functions[held[0]]
+            last = max(last, fn.held.pop(rid).attempt)
+            if not fn.held:
+                self._holding.pop(held[0], None)
+        dag = self._dags.pop(rid, None)
+        if dag is not None:
+            last = max(last, dag.submit.attempt)
+            self._retire_attempt(rid, dag)
             self._parked.pop(rid, None)
         for attempt in range(1, last + 1):
             for e in self._stale.pop((rid, attempt), ()):
@@ -507,15 +508,13 @@ class Placement:
             fn = self.functions[name]
             while fn.held:
                 rid = next(iter(fn.held))
-                call = self.calls[rid]
-                submit = call.submit
-                assert isinstance(submit, Submit)
-                late = overflow and now >= self._overflow_at(call, fn, now)
+                submit = fn.held[rid]
+                late = overflow and now >= self._overflow_at(rid, fn)
                 target = self._pick(fn, submit, now, overflow=late)
                 if target is None:
                     break
                 del fn.held[rid]
-                del self.calls[rid]
+                del self._held_at[rid]
                 self._send(submit, target, now, out)
             if not fn.held:
                 del self._holding[name]
@@ -531,12 +530,11 @@ class Placement:
             depth = self._depth(fn)
             while fn.held:
                 rid = next(iter(fn.held))
-                submit = self.calls[rid].submit
-                assert isinstance(submit, Submit)
+                submit = fn.held[rid]
                 if executor_id in submit.avoid or not self._room(executor_id, depth, now):
                     break  # the next reply or tick finds it a place
                 del fn.held[rid]
-                del self.calls[rid]
+                del self._held_at[rid]
                 self._send(submit, executor_id, now, out)
             if not fn.held:
                 del self._holding[name]
@@ -549,9 +547,8 @@ class Placement:
             return False
         return self.nested or now - record.busy_since <= self.budget
 
-    def _overflow_at(self, call: _Call, fn: _Function, now: float) -> float:
-        held_since = now if call.held_since is None else call.held_since
-        return max(held_since, fn.grew_at) + self.overflow_after
+    def _overflow_at(self, rid: int, fn: _Function) -> float:
+        return max(self._held_at[rid][1], fn.grew_at) + self.overflow_after
 
     def _tick(self, now: float, out: list[Instruction]) -> None:
         if now < self.wake_at:
@@ -561,14 +558,12 @@ class Placement:
         for name in self._holding:
             fn = self.functions[name]
             self._demand(name, fn, len(fn.held), now, out)
-            overflow_at = self._overflow_at(self.calls[next(iter(fn.held))], fn, now)
+            overflow_at = self._overflow_at(next(iter(fn.held)), fn)
             wake = min(wake, fn.demanded_at + self.demand_every)
             if fn.pool:  # past it and still held: the pool is full, try again later
                 wake = min(wake, max(overflow_at, now + self.demand_every))
         for rid in self._parked:
-            call = self.calls[rid]
-            assert isinstance(call.submit, SubmitDag)
-            for function, _ in call.submit.steps:
+            for function, _ in self._dags[rid].submit.steps:
                 fn = self._function(function)
                 if not fn.pool:
                     self._demand(function, fn, 1, now, out)
@@ -585,12 +580,12 @@ class Placement:
     # ------------------------------------------------------------------ DAGs
 
     def _submit_dag(self, submit: SubmitDag, now: float, out: list[Instruction]) -> None:
-        call = self.calls.get(submit.rid)
-        if call is not None:
-            self._replace_attempt(submit.rid, call, submit.attempt, now)
-            call.submit = submit
+        dag = self._dags.get(submit.rid)
+        if dag is not None:
+            self._replace_attempt(submit.rid, dag, submit.attempt, now)
+            dag.submit = submit
         else:
-            call = self.calls[submit.rid] = _Call(submit)
+            dag = self._dags[submit.rid] = _Dag(submit)
         picks: list[str | None] = []
         for function, up in submit.steps:
             pool = self.pool(function)
@@ -608,12 +603,10 @@ class Placement:
                     cold = cold or not fn.pool
                     self._demand(function, fn, 1, now, out)
                     self.wake_at = min(self.wake_at, fn.demanded_at + self.demand_every)
-            call.held_since = now
             out.append(Hold(submit.rid, submit.attempt, cold))
             return
         executors = tuple(p for p in picks if p is not None)
-        call.executors = executors
-        call.held_since = None
+        dag.executors = executors
         for e in executors:
             self._count(e, now)
         out.append(SendDag(submit.rid, submit.attempt, executors))
