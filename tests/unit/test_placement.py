@@ -135,6 +135,7 @@ def test_a_call_held_too_long_goes_to_the_least_loaded_executor_anyway(
     clock.advance(0.2)
     assert p.wake_at <= clock()
     assert sends(p.handle(Tick(), clock())) == [(3, "e1"), (4, "e2")]
+    assert "call 3 of f held 0.5 s: sent to e1 with 1 in flight" in p.history[-2]
 
 
 def test_overflow_waits_longer_while_the_pool_grows(clock: FakeClock) -> None:

@@ -11,10 +11,11 @@ Room on executor ``e`` for a call of ``f`` (``n``: calls this caller has in flig
 - ``n == 0``: always (the hot path: one frame to an idle executor);
 - else only if ``n < depth(f)`` and the call ``e`` runs now started less than
   ``budget`` s ago. ``depth(f)`` is how many of ``f``'s calls fit in ``budget`` at its
-  measured time per call (an average of what each reply took past the previous one on
-  the same executor), at least 1, at most the function's ``concurrency``; 1 while
-  nothing is measured. Short calls are thus pipelined (async throughput), long ones are
-  spread over executors as they come, and a new executor gets the calls still held.
+  measured time per call (the mean, over its recent replies, of the time each took past
+  the previous reply from the same executor), at least 1, at most the function's
+  ``concurrency``; 1 while nothing is measured. Short calls are thus pipelined (async
+  throughput), long ones are spread over executors as they come, and a new executor
+  gets the calls still held.
 
 A call held ``overflow_after`` s without room (counted from the later of its arrival and
 its pool's last growth) goes to the least loaded executor of its pool anyway, within
@@ -23,7 +24,7 @@ executor whose running call waits for it (``ctx.recv``, nested calls re-enter th
 Past ``max_queued`` held calls a call is rejected (``Overloaded``), never dropped.
 
 Among executors with room the least loaded wins; one this caller last sent the call's
-``Ref`` keys to (so it caches them) counts ``locality_bonus`` calls less. Executors that
+``Ref`` keys to (so it caches them) counts ``LOCALITY_BONUS`` calls less. Executors that
 failed the invocation (``avoid``) are taken only when no other has room. An executor
 client (``self_id``) counts itself busy (a call to itself runs nested in its caller) and
 sends to itself only when its pool has no other executor and the cluster no other.
@@ -40,13 +41,15 @@ the DAG until the pools change.
     ----------   -----------------------------------   --------   -------------------------
     (new)        Submit, room, nobody held before it   sent       Send
     (new)        Submit, no room                       held       Hold (+ SendDemand)
-    (new)        Submit, max_queued held               (gone)     Reject
-    held         Settled / PoolsChanged: room          sent       Send
+    (new)        Submit, max_queued held               (gone)     Overloaded
+    held         Settled / PoolsChanged: room          sent       Send (several: one write)
     held         Tick, held overflow_after s           sent       Send (least loaded)
     held         Submit (a newer attempt)              held       Hold (keeps its place)
     sent         Settled (this attempt)                (gone)     Send for held calls
+    sent         Submit (the same attempt: not sent)   per Submit
     sent         Submit (a newer attempt)              per Submit (the old attempt counts
                                                                   until it settles)
+    sent         ExecutorLost                          sent       (the invocation re-sends)
     (dag)        SubmitDag, every step placed          sent       SendDag
     (dag)        SubmitDag, a step has no executor     parked     Hold, SendDemand
     parked       PoolsChanged                          per SubmitDag
@@ -56,7 +59,7 @@ the DAG until the pools change.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -255,6 +258,8 @@ class Placement:
         self._stale: dict[tuple[int, int], tuple[str, ...]] = {}  # older attempts in flight
         self._holding: dict[str, None] = {}  # functions with held calls
         self._parked: dict[int, None] = {}  # DAG calls without an executor for a step
+        # Why calls left the ordinary path (not every call: that would cost on the hot one)
+        self.history: deque[str] = deque(maxlen=500)
 
     # ------------------------------------------------------------------ queries
 
@@ -338,6 +343,7 @@ class Placement:
             assert isinstance(rejected, Reject)
             reason = f"{submit.function}: {rejected.reason}; max_queued={submit.max_queued}"
             out.append(Overloaded(submit.rid, submit.attempt, reason))
+            self.history.append(f"{now:.3f} call {submit.rid} overloaded: {reason}")
             return
         self._held_at[submit.rid] = (submit.function, now)
         fn.held[submit.rid] = submit
@@ -513,6 +519,11 @@ class Placement:
                 target = self._pick(fn, submit, now, overflow=late)
                 if target is None:
                     break
+                if late:
+                    self.history.append(
+                        f"{now:.3f} call {rid} of {name} held {self.overflow_after} s: sent "
+                        f"to {target} with {self.in_flight(target)} in flight"
+                    )
                 del fn.held[rid]
                 del self._held_at[rid]
                 self._send(submit, target, now, out)
@@ -597,6 +608,7 @@ class Placement:
         if any(p is None for p in picks):
             cold = False
             self._parked[submit.rid] = None
+            self.history.append(f"{now:.3f} dag call {submit.rid} parked: a step has no pool")
             for (function, _), pick in zip(submit.steps, picks, strict=True):
                 if pick is None:
                     fn = self._function(function)
@@ -641,6 +653,8 @@ class Placement:
             fn.pool = pool
 
     def _lost(self, executor_id: str) -> None:
+        if executor_id in self.executors:
+            self.history.append(f"executor {executor_id} lost")
         self.executors.discard(executor_id)
         self._inflight.pop(executor_id, None)
         for fn in self.functions.values():
