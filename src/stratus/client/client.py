@@ -50,6 +50,7 @@ log = logging.getLogger("stratus.client")
 
 _HANDSHAKE_TIMEOUT = 10.0
 SPIN = 0.0002  # busy-poll this long for a reply before sleeping (see Reactor)
+_POLL_WHILE_HOLDING = 0.001  # s between two rounds of I/O in a burst of held calls
 # Failures after which the executor that reported them exits, to be replaced.
 _EXECUTOR_EXITS = frozenset({"InvocationTimeout", "MemoryLimitExceeded"})
 
@@ -230,6 +231,14 @@ class Client:
             refs = _ref_keys(args, kwargs)
             self._pending[rid] = _Pending(future, invocation, blob, info=info, refs=refs)
             self._place(rid, 1, frozenset())
+        if (
+            self._own_reactor
+            and self.placement.waiting()
+            and time.monotonic() - self.driver.polled_at >= _POLL_WHILE_HOLDING
+        ):
+            # A burst of calls is being held: take in the replies that free room now and
+            # then, so that the executors work while the caller is still submitting.
+            self.driver.poll_nowait()
         return future
 
     def call_dag(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:

@@ -62,6 +62,11 @@ class Driver:
         self._pump_wanted = threading.Condition()
         self._pump_thread: threading.Thread | None = None
 
+    @property
+    def polled_at(self) -> float:
+        """``time.monotonic()`` of the last round of I/O."""
+        return self._polled_at
+
     def polling(self) -> AbstractContextManager[Any]:
         """Hold the right to poll, for a server that drives the loop itself."""
         return self._poll_lock
