@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import stratus
+from helpers import wait_until
 
 
 def test_blocking_calls_run_in_parallel_once_the_pool_grows(tmp_path: Path) -> None:
@@ -54,3 +55,18 @@ def test_a_held_call_reaches_an_executor_whose_running_call_waits_for_it(
         spoken = speak.remote(listening.invocation_id)
         assert listening.result(timeout=60) == "hello"
         spoken.result(timeout=60)
+
+
+def test_held_calls_go_out_when_nobody_waits_on_a_future(app: stratus.App, tmp_path: Path) -> None:
+    """Calls held in the caller are released by the background pump even if the caller
+    never waits (fire and forget): each call leaves a file, watched without stratus."""
+
+    @app.function
+    def mark(ctx: stratus.Context, path: str) -> None:
+        time.sleep(0.05)  # long enough that calls are held behind each other
+        Path(path).touch()
+
+    paths = [tmp_path / f"mark-{i}" for i in range(8)]
+    futures = [mark.remote(str(p)) for p in paths]
+    assert wait_until(lambda: all(p.exists() for p in paths), timeout=30)
+    assert all(f.result(timeout=30) is None for f in futures)

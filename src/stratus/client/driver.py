@@ -57,6 +57,7 @@ class Driver:
         self._lazy: set[Any] = set()
         self._polled_at = 0.0  # time.monotonic() of the last round of I/O
         self._in_wait = 0  # threads in wait(): they poll, or have the pump poll for them
+        self._in_wait_lock = threading.Lock()
         self._blocked_waiters = 0
         # Own lock, not the client's: futures signal it while holding their condition.
         self._pump_wanted = threading.Condition()
@@ -86,11 +87,13 @@ class Driver:
     def wait(self, future: cf.Future[Any], timeout: float | None) -> None:
         """Drive I/O until ``future`` is done or ``timeout`` passes. Never called with the
         client's lock held, so the thread that polls can always take it."""
-        self._in_wait += 1  # under the GIL; a stale read only delays a lazy round
+        with self._in_wait_lock:
+            self._in_wait += 1
         try:
             self._wait(future, timeout)
         finally:
-            self._in_wait -= 1
+            with self._in_wait_lock:
+                self._in_wait -= 1
 
     def _wait(self, future: cf.Future[Any], timeout: float | None) -> None:
         done = cf.Future.done  # not stratus's Future.done, which polls
