@@ -40,7 +40,7 @@ def test_a_push_read_before_the_caller_resumes_is_not_undone(
             # The thread that asked is descheduled while the push is read.
             deadline = time.monotonic() + 10.0
             with client.polling():
-                while not client._placements.get("one") and time.monotonic() < deadline:
+                while not client.placement.pool("one") and time.monotonic() < deadline:
                     client.pump(0.05)
             staged.append(reply)
         return reply

@@ -1,8 +1,9 @@
 """Admission of one call at the door of its function's warm pool. No I/O.
 
-A caller applies it before sending a call: within the pool's capacity the call goes
-straight to an executor; beyond it the call waits in the caller, up to ``max_queued``;
-past that it is turned away (``Overloaded``), never dropped silently.
+A caller applies it before sending a call (``stratus.client.placement`` decides what
+room the pool has): with room the call goes straight to an executor; without, it waits
+in the caller, up to ``max_queued``; past that it is turned away (``Overloaded``), never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -51,9 +52,19 @@ class QueuePolicy:
         # Calls already waiting go first: a new call only runs now if nobody is queued.
         if queued == 0 and in_flight < capacity:
             return Admit()
+        return self.hold_or_reject(queued, in_flight)
+
+    def hold_or_reject(self, queued: int, in_flight: int | None = None) -> Enqueue | Reject:
+        """The pool has no room now: hold the call behind ``queued`` others, or turn it
+        away past ``max_queued``.
+
+        >>> QueuePolicy(max_queued=1).hold_or_reject(1)
+        Reject(reason='overloaded: 1 queued')
+        """
         if queued < self.max_queued:
             return Enqueue(queued + 1)
-        return Reject(f"overloaded: {in_flight} in flight, {queued} queued")
+        busy = f"{in_flight} in flight, " if in_flight is not None else ""
+        return Reject(f"overloaded: {busy}{queued} queued")
 
     @staticmethod
     def capacity(ready: int, target_concurrency: float) -> int:

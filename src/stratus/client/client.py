@@ -2,16 +2,16 @@
 executors for calls.
 
 Theory of operation: the client keeps a cache of what the coordinator said (each
-function's latest version and options, where it may run) and one connection per
-executor. A call is one frame to an executor chosen locally (least in flight among the
-placement) and one frame back. The coordinator is asked only on a cache miss; it pushes
-``ExecutorsChanged`` when executors come and go or warm pools change.
+function's latest version and options) and one connection per executor. A call is one
+frame to an executor and one frame back. The coordinator is asked only on a cache miss;
+it pushes ``ExecutorsChanged`` when executors come and go or warm pools change.
 
-Warm pools: a function's calls go only to the executors of its pool, at most
-``concurrency`` in flight per executor; beyond that, or while the pool is empty (scaled
-to zero), calls wait here in order (``admission.QueuePolicy``, at most ``max_queued``,
-then ``Overloaded``) and the coordinator hears ``Demand``, which grows the pool; its
-push releases them.
+Where and when each call goes is decided by ``placement.Placement``, a state machine
+without I/O: this shell feeds it what happens (a call submitted, a reply, an executor
+lost, the pools changed, time passing) and carries out its instructions (send a call or
+a DAG to these executors, hold a call here, send ``Demand``, fail a call
+``Overloaded``). Each invocation's own life (replies, retries, its deadline) is
+``invocation.Invocation``'s.
 
 Threads: ``_lock`` guards all state and is held only briefly; ``driver`` (``Driver``)
 decides which thread polls the sockets: the one waiting in ``Future.result()``, so a
@@ -24,20 +24,19 @@ import concurrent.futures as cf
 import heapq
 import itertools
 import logging
+import math
 import os
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
 from stratus import _exceptions as exc
 from stratus.client import invocation as inv
-from stratus.client.admission import Enqueue, QueuePolicy, Reject
+from stratus.client import placement as pl
 from stratus.client.driver import Driver
 from stratus.client.future import Future
 from stratus.kv.ref import Ref
@@ -51,9 +50,7 @@ log = logging.getLogger("stratus.client")
 
 _HANDSHAKE_TIMEOUT = 10.0
 SPIN = 0.0002  # busy-poll this long for a reply before sleeping (see Reactor)
-_REF_HOMES = 10_000  # Ref keys whose executor we remember
-_LOCALITY_BONUS = 4  # calls in flight an executor holding the Refs may have beyond others
-_DEMAND_EVERY = 0.05  # seconds between two Demands for one function
+_POLL_WHILE_HOLDING = 0.001  # s between two rounds of I/O in a burst of held calls
 # Failures after which the executor that reported them exits, to be replaced.
 _EXECUTOR_EXITS = frozenset({"InvocationTimeout", "MemoryLimitExceeded"})
 
@@ -93,6 +90,7 @@ class _DagShape:
     sink: int
     budget: float | None  # total timeout of the steps
     retries: int
+    steps: tuple[tuple[str, int], ...]  # for placement: (function, first upstream or -1)
 
     @staticmethod
     def of(name: str, nodes: list[m.DagNode], infos: list[m.FunctionInfo]) -> _DagShape:
@@ -103,9 +101,9 @@ class _DagShape:
         timeouts = [i.options.timeout for i in infos]
         budget = None if None in timeouts else sum(t for t in timeouts if t is not None)
         sink = next(i for i, d in enumerate(downstream) if not d)
-        return _DagShape(
-            name, nodes, infos, downstream, sink, budget, min(i.options.retries for i in infos)
-        )
+        steps = tuple((n.function, n.upstream[0] if n.upstream else -1) for n in nodes)
+        retries = min(i.options.retries for i in infos)
+        return _DagShape(name, nodes, infos, downstream, sink, budget, retries, steps)
 
 
 class Client:
@@ -138,17 +136,12 @@ class Client:
         self._functions: dict[str, m.FunctionInfo] = {}
         self._dags: dict[str, list[m.DagNode]] = {}
         self._executors: dict[str, m.ExecutorAddress] = {}
-        self._placements: dict[str, list[str]] = {}  # function -> executor ids
+        self._placed: set[str] = set()  # names (functions, DAGs) whose pools we know
         self._dag_shapes: dict[str, _DagShape] = {}
-        self._ref_homes: dict[str, str] = {}  # Ref key -> executor last sent it
         self._conns: dict[str, Connection] = {}
-        self._inflight: dict[str, int] = {}
-        self._parked: list[tuple[int, int, frozenset[str]]] = []
-        # Calls waiting for room in their function's pool, in order, per function.
-        self._waiting: dict[str, deque[tuple[int, int, frozenset[str]]]] = {}
-        self._demanded: dict[str, float] = {}  # function -> when we last sent Demand
-        # Watched by the background pump while calls wait, so that the push releasing
-        # them is read even if nobody waits on a future (one for all: no per-call cost).
+        self.placement = pl.Placement(self_id=self.client_id, nested=role == "executor")
+        # Watched by the background pump while calls are held, so that the reply or push
+        # releasing them is read even if nobody waits on a future (one for all).
         self._waiting_watch: cf.Future[None] | None = None
         self.driver = Driver(
             self._reactor,
@@ -203,7 +196,7 @@ class Client:
         with self._lock:
             self._dags.pop(name, None)
             self._dag_shapes.pop(name, None)
-            self._placements.pop(name, None)
+            self._placed.discard(name)
 
     def status(self) -> m.StatusReply:
         reply = self.request(lambda rid: m.StatusRequest(rid))
@@ -215,7 +208,7 @@ class Client:
 
     def invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         """Invoke a function or a DAG by name."""
-        if name not in self._placements:
+        if name not in self._placed:
             self._resolve(name)
         if name in self._dags:
             return self.call_dag(name, args, kwargs)
@@ -224,7 +217,7 @@ class Client:
     def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         """Invoke function ``name``; returns at once with a Future."""
         blob = serialization.dumps((args, kwargs), limit=self.max_payload, what="arguments")
-        if name not in self._placements:
+        if name not in self._placed:
             self._resolve(name)
         with self._lock:
             self._check_open()
@@ -237,13 +230,21 @@ class Client:
             )
             refs = _ref_keys(args, kwargs)
             self._pending[rid] = _Pending(future, invocation, blob, info=info, refs=refs)
-            self._send(rid, 1, frozenset())
+            self._place(rid, 1, frozenset())
+        if (
+            self._own_reactor
+            and self.placement.waiting()
+            and time.monotonic() - self.driver.polled_at >= _POLL_WHILE_HOLDING
+        ):
+            # A burst of calls is being held: take in the replies that free room now and
+            # then, so that the executors work while the caller is still submitting.
+            self.driver.poll_nowait()
         return future
 
     def call_dag(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         """Invoke DAG ``name``: every source gets ``args``; the sink's result comes back."""
         blob = serialization.dumps((args, kwargs), limit=self.max_payload, what="arguments")
-        if name not in self._placements:
+        if name not in self._placed:
             self._resolve(name)
         with self._lock:
             self._check_open()
@@ -256,33 +257,81 @@ class Client:
             future: Future[Any] = Future(self.driver, f"{self.client_id}.{rid}", name)
             invocation = inv.Invocation(future.invocation_id, name, shape.budget, shape.retries)
             self._pending[rid] = _Pending(future, invocation, blob, dag=shape)
-            self._send(rid, 1, frozenset())
+            self._place(rid, 1, frozenset())
         return future
 
-    def _send_call(
-        self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str], admitted: bool
-    ) -> None:
+    # ------------------------------------------------------------------ placement
+
+    def _place(self, rid: int, attempt: int, avoid: frozenset[str]) -> None:
+        """Hand ``attempt`` of invocation ``rid`` to the placement and carry out its
+        answer."""
+        pending = self._pending.get(rid)
+        if pending is None:
+            return
+        event: pl.Submit | pl.SubmitDag
+        if pending.dag is None:
+            info = pending.info
+            assert info is not None
+            options = info.options
+            event = pl.Submit(
+                rid,
+                info.name,
+                attempt,
+                avoid,
+                pending.refs,
+                options.concurrency,
+                options.max_queued,
+            )
+        else:
+            event = pl.SubmitDag(rid, pending.dag.steps, attempt, avoid)
+        self._carry_out(self.placement.handle(event, time.monotonic()))
+
+    def _carry_out(self, instructions: list[pl.Instruction], *, flush: bool = True) -> None:
+        """Carry out the placement's instructions. Without ``flush``, calls are written at
+        the end of the reactor's round, several in one system call: for what a reply or
+        a push releases, read while the reactor dispatches."""
+        for instruction in instructions:
+            match instruction:
+                case pl.Send(rid, attempt, executor_id):
+                    self._send_call(rid, attempt, executor_id, flush)
+                case pl.Hold(rid, attempt, cold):
+                    self._hold(rid, attempt, cold)
+                case pl.SendDemand(function, queued):
+                    self._coordinator.send(m.Demand(function, queued))
+                case pl.SendDag(rid, attempt, executors):
+                    self._send_dag(rid, attempt, executors)
+                case pl.Overloaded(rid, _, reason):
+                    self._finish(rid, error=exc.Overloaded(reason))
+        if self._waiting_watch is not None and not self.placement.waiting():
+            self.driver.unwatch(self._waiting_watch)
+            self._waiting_watch = None
+
+    def _arm(self, rid: int, invocation: inv.Invocation) -> None:
+        if invocation.deadline is not None:
+            heapq.heappush(self._deadlines, (invocation.deadline, rid))
+
+    def _reachable(self, executor_id: str) -> Connection | None:
+        """Our connection to ``executor_id``; None (and the executor is forgotten) when
+        it cannot be reached."""
+        target = self._executors.get(executor_id)
+        try:
+            if target is None:
+                raise exc.ExecutorLost(f"executor {executor_id} is gone")
+            return self._connection(target)
+        except exc.ExecutorLost:
+            self._executor_gone(executor_id)
+            return None
+
+    def _send_call(self, rid: int, attempt: int, executor_id: str, flush: bool = True) -> None:
+        pending = self._pending.get(rid)
+        if pending is None:
+            return
+        conn = self._reachable(executor_id)
+        if conn is None:  # nothing was sent, so no attempt is spent: place it again
+            self._place(rid, attempt, pending.invocation.avoid)
+            return
         info = pending.info
         assert info is not None
-        name, options = info.name, info.options
-        waiting = self._waiting.get(name)
-        if not admitted:
-            pool = [e for e in self._placements.get(name, ()) if e in self._executors]
-            in_flight = sum(self._inflight.get(e, 0) for e in pool)
-            if waiting or in_flight >= len(pool) * options.concurrency:
-                policy = QueuePolicy(options.max_queued)
-                queued = len(waiting) if waiting else 0
-                match policy.decide(in_flight, queued, len(pool) * options.concurrency):
-                    case Reject(reason):
-                        raise exc.Overloaded(f"{name}: {reason}; max_queued={options.max_queued}")
-                    case Enqueue():
-                        self._wait(rid, pending, attempt, avoid)
-                        return
-        picked = self._pick(name, avoid, pending.refs)
-        if picked is None:
-            self._wait(rid, pending, attempt, avoid)
-            return
-        target, conn = picked
         invocation = pending.invocation
         message = m.Call(
             rid,
@@ -298,38 +347,36 @@ class Client:
             cold=pending.cold,
         )
         pending.held_ns, pending.cold = 0, False
-        for key in pending.refs:
-            self._ref_homes[key] = target.executor_id
-            if len(self._ref_homes) > _REF_HOMES:
-                del self._ref_homes[next(iter(self._ref_homes))]
-        invocation.sent(attempt, frozenset((target.executor_id,)), time.monotonic())
-        self._inflight[target.executor_id] = self._inflight.get(target.executor_id, 0) + 1
-        conn.send(message)
+        invocation.sent(attempt, frozenset((executor_id,)), time.monotonic())
+        self._arm(rid, invocation)
+        conn.send(message, flush=flush)
 
-    def _send_dag(self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str]) -> None:
+    def _hold(self, rid: int, attempt: int, cold: bool) -> None:
+        """The call waits in this client for room; its deadline runs meanwhile."""
+        pending = self._pending.get(rid)
+        if pending is None:
+            return
+        if pending.dag is None and not pending.held_ns:
+            pending.held_ns = time.perf_counter_ns()
+            pending.cold = cold
+        pending.invocation.sent(attempt, frozenset(), time.monotonic())
+        self._arm(rid, pending.invocation)
+        if self._waiting_watch is None and self._own_reactor:  # an executor polls anyway
+            self._waiting_watch = cf.Future()
+            self.driver.watch(self._waiting_watch, lazy=True)
+
+    def _send_dag(self, rid: int, attempt: int, executors: tuple[str, ...]) -> None:
+        pending = self._pending.get(rid)
+        if pending is None:
+            return
         shape = pending.dag
         assert shape is not None
-        # Every step's executor gets our connection: the sink answers on it. A step goes
-        # where its first upstream step went when that executor is in its pool too: the
-        # result then passes inside one process.
-        picks: list[tuple[m.ExecutorAddress, Connection] | None] = []
-        for node in shape.nodes:
-            up = picks[node.upstream[0]] if node.upstream else None
-            pool = self._placements.get(node.function, ())
-            if up is not None and up[0].executor_id in pool and up[0].executor_id not in avoid:
-                picks.append(up)
-            else:
-                picks.append(self._pick(node.function, avoid))
-        if any(p is None or p[1].closed for p in picks):
-            self._parked.append((rid, attempt, avoid))
-            pending.invocation.sent(attempt, frozenset(), time.monotonic())  # deadline runs
-            if self._own_reactor:  # poll for the push that releases it
-                self.driver.watch(pending.future)
-            for node, pick in zip(shape.nodes, picks, strict=True):
-                if pick is None:
-                    self._demand(node.function, 1)
-            return
-        targets = [p[0] for p in picks if p is not None]
+        # Every step's executor gets our connection: the sink answers on it.
+        for executor_id in dict.fromkeys(executors):
+            if self._reachable(executor_id) is None:
+                self._place(rid, attempt, pending.invocation.avoid)
+                return
+        targets = [self._executors[e] for e in executors]
         plan = m.DagPlan(
             shape.name,
             [
@@ -343,7 +390,8 @@ class Client:
             shape.sink,
         )
         invocation = pending.invocation
-        invocation.sent(attempt, frozenset(t.executor_id for t in targets), time.monotonic())
+        invocation.sent(attempt, frozenset(executors), time.monotonic())
+        self._arm(rid, invocation)
         for i, step in enumerate(plan.nodes):
             if not step.upstream:
                 message = m.Call(
@@ -407,7 +455,7 @@ class Client:
                 self._reactor.wake()
         self.driver.close()
 
-    # ------------------------------------------------------------------ placement
+    # ------------------------------------------------------------------ names
 
     def _resolve(self, name: str) -> list[m.FunctionInfo]:
         reply = self.request(lambda rid: m.Resolve(rid, name))
@@ -421,109 +469,17 @@ class Client:
         push that already came."""
         for info in reply.functions:
             self._functions[info.name] = info
-            self._placements[info.name] = list(reply.pools.get(info.name, ()))
+            self._placed.add(info.name)
         for e in reply.executors:
             self._executors[e.executor_id] = e
         if reply.dag is not None:
             self._dags[reply.name] = reply.dag
             self._dag_shapes.pop(reply.name, None)
-            self._placements[reply.name] = []
-
-    def _pick(
-        self, function: str, avoid: frozenset[str], refs: tuple[str, ...] = ()
-    ) -> tuple[m.ExecutorAddress, Connection] | None:
-        """The least loaded reachable executor of the function's placement, avoiding
-        ``avoid`` when there is a choice; None when no executor is known to be alive.
-        With ``refs``, an executor that was sent those keys before (and so caches them)
-        wins unless it is much busier."""
-        while True:
-            ids = [e for e in self._placements.get(function, ()) if e in self._executors]
-            if ids == [self.client_id]:
-                # An executor whose call would run nested inside itself (its pool shares
-                # the executor, at the cluster cap): any other executor can run it too.
-                ids = [e for e in self._executors if e != self.client_id] or ids
-            candidates = [e for e in ids if e not in avoid] or ids
-            if not candidates:
-                return None
-            homes = frozenset(self._ref_homes.get(key) for key in refs)
-            best = self._executors[min(candidates, key=partial(self._load_of, homes=homes))]
-            try:
-                return best, self._connection(best)
-            except exc.ExecutorLost:
-                continue  # _connection forgot it; nothing was sent, so no attempt is spent
-
-    def _load_of(self, executor_id: str, homes: frozenset[str | None]) -> int:
-        """Calls in flight on an executor, less a bonus where the call's Refs are cached.
-        An executor calling a function counts itself busy: a call it runs nested inside
-        the waiting caller could not finish before the caller resumes."""
-        bonus = _LOCALITY_BONUS if executor_id in homes else 0
-        busy = 1 if executor_id == self.client_id else 0
-        return self._inflight.get(executor_id, 0) + busy - bonus
-
-    def _wait(self, rid: int, pending: _Pending, attempt: int, avoid: frozenset[str]) -> None:
-        """Queue a call until its pool has room; its deadline runs meanwhile."""
-        assert pending.info is not None
-        name = pending.info.name
-        waiting = self._waiting.setdefault(name, deque())
-        waiting.append((rid, attempt, avoid))
-        if not pending.held_ns:
-            pending.held_ns = time.perf_counter_ns()
-            pending.cold = not any(e in self._executors for e in self._placements.get(name, ()))
-        pending.invocation.sent(attempt, frozenset(), time.monotonic())  # its deadline runs
-        if self._waiting_watch is None and self._own_reactor:  # an executor polls anyway
-            self._waiting_watch = cf.Future()
-            self.driver.watch(self._waiting_watch)
-        self._demand(name, len(waiting))
-
-    def _still_waiting(self, rid: int, attempt: int, avoid: frozenset[str]) -> bool:
-        pending = self._pending.get(rid)
-        return pending is not None and pending.invocation.attempt == attempt
-
-    def _demand(self, name: str, queued: int) -> None:
-        now = time.monotonic()
-        if now - self._demanded.get(name, -1.0) >= _DEMAND_EVERY:
-            self._demanded[name] = now
-            self._coordinator.send(m.Demand(name, queued))
-
-    def _release(self, only: str | None = None) -> None:
-        """Send waiting calls (of function ``only``, or of all), oldest first, while
-        their pools have room."""
-        names = [n for n in self._waiting if only is None or n == only]
-        for name in names:
-            waiting = self._waiting[name]
-            info = self._functions.get(name)
-            while waiting and info is not None:
-                pool = [e for e in self._placements.get(name, ()) if e in self._executors]
-                in_flight = sum(self._inflight.get(e, 0) for e in pool)
-                if in_flight >= len(pool) * info.options.concurrency:
-                    break
-                rid, attempt, avoid = waiting.popleft()
-                if self._still_waiting(rid, attempt, avoid):
-                    self._send(rid, attempt, avoid, admitted=True)
-            if not waiting:
-                self._waiting.pop(name, None)
-            elif info is not None:
-                self._demand(name, len(waiting))
-        if not self._waiting and self._waiting_watch is not None:
-            self.driver.unwatch(self._waiting_watch)
-            self._waiting_watch = None
-
-    def _send(
-        self, rid: int, attempt: int, avoid: frozenset[str], *, admitted: bool = False
-    ) -> None:
-        pending = self._pending.get(rid)
-        if pending is None:
-            return
-        try:
-            if pending.dag is None:
-                self._send_call(rid, pending, attempt, avoid, admitted)
-            else:
-                self._send_dag(rid, pending, attempt, avoid)
-            deadline = pending.invocation.deadline
-            if deadline is not None and pending.invocation.attempt == attempt:
-                heapq.heappush(self._deadlines, (deadline, rid))
-        except exc.StratusError as e:
-            self._finish(rid, error=e)
+        self._placed.add(reply.name)
+        pools = {info.name: reply.pools.get(info.name, []) for info in reply.functions}
+        live = frozenset(e.executor_id for e in reply.executors)
+        changed = pl.PoolsChanged(live, pools, complete=False)
+        self._carry_out(self.placement.handle(changed, time.monotonic()))
 
     # ------------------------------------------------------------------ connections
 
@@ -564,8 +520,8 @@ class Client:
 
     def _executor_gone(self, executor_id: str) -> None:
         self._executors.pop(executor_id, None)
-        self._inflight.pop(executor_id, None)
         now = time.monotonic()
+        self._carry_out(self.placement.handle(pl.ExecutorLost(executor_id), now))
         for rid, pending in list(self._pending.items()):
             self._apply(rid, pending.invocation.handle(inv.ExecutorDied(executor_id), now))
 
@@ -612,38 +568,34 @@ class Client:
             case _:
                 log.warning("unexpected %s from %r", type(message).__name__, conn)
 
-    def _settle(self, conn: Connection, rid: int, event: inv.Event) -> None:
-        if conn.peer_id in self._inflight and self._inflight[conn.peer_id] > 0:
-            self._inflight[conn.peer_id] -= 1
+    def _settle(self, conn: Connection, rid: int, event: inv.Replied | inv.Failed) -> None:
+        now = time.monotonic()
+        # The room this reply frees goes to held calls, once the executor is known to
+        # stay: one that exits after this reply is forgotten first.
+        released = self.placement.handle(pl.Settled(rid, event.attempt), now)
         pending = self._pending.get(rid)
         if pending is not None:
-            self._apply(rid, pending.invocation.handle(event, time.monotonic()))
+            self._apply(rid, pending.invocation.handle(event, now))
         if isinstance(event, inv.Failed) and event.error.kind in _EXECUTOR_EXITS:
             self._executor_gone(conn.peer_id)  # it exits after this reply: send no more
-        if self._waiting:
-            # A reply frees one place: for the same function, when that is known.
-            info = pending.info if pending is not None else None
-            self._release(info.name if info is not None else None)
+        self._carry_out(released, flush=False)
 
     def _executors_changed(
         self, executors: list[m.ExecutorAddress], pools: dict[str, list[str]]
     ) -> None:
         known = {e.executor_id: e for e in executors}
-        for executor_id in set(self._executors) - set(known):
+        gone = set(self._executors) - set(known)
+        for executor_id in gone:  # what they said before they left comes first
             if (conn := self._conns.get(executor_id)) is not None:
                 self._last_words(conn)
-            self._executor_gone(executor_id)
         self._executors = known
-        for name in list(self._functions):
-            self._placements[name] = list(pools.get(name, ()))
-        for name in self._dags:
-            self._placements[name] = []
-        self._release()
-        parked, self._parked = self._parked, []
-        for rid, attempt, avoid in parked:
-            pending = self._pending.get(rid)
-            if pending is not None and pending.invocation.attempt == attempt:
-                self._send(rid, attempt, avoid)
+        self._placed.update(self._functions)
+        self._placed.update(self._dags)
+        changed = pl.PoolsChanged(frozenset(known), pools, complete=True)
+        released = self.placement.handle(changed, time.monotonic())
+        for executor_id in gone:  # their calls are placed again, on the new pools
+            self._executor_gone(executor_id)
+        self._carry_out(released, flush=False)
 
     def _last_words(self, conn: Connection) -> None:
         """Handle what an executor that left sent before it left (a timeout or memory
@@ -668,18 +620,11 @@ class Client:
     def _start_failed(self, error: m.ErrorInfo) -> None:
         """No executor could start: calls held for an empty warm pool (and DAG calls
         parked for one) fail now with the start error, instead of at their deadline."""
-        for name, waiting in list(self._waiting.items()):
-            if any(e in self._executors for e in self._placements.get(name, ())):
-                continue  # executors of its pool are running: they will take it
-            del self._waiting[name]
-            for rid, attempt, avoid in waiting:
-                if self._still_waiting(rid, attempt, avoid):
-                    self._finish(rid, error=_start_error(error, self._pending[rid]))
-        parked, self._parked = self._parked, []
-        for rid, attempt, avoid in parked:
-            if self._still_waiting(rid, attempt, avoid):
-                self._finish(rid, error=_start_error(error, self._pending[rid]))
-        self._release()  # stops watching for pushes if nothing waits any more
+        for instruction in self.placement.handle(pl.StartFailed(), time.monotonic()):
+            if isinstance(instruction, pl.Unplaceable) and instruction.rid in self._pending:
+                pending = self._pending[instruction.rid]
+                self._finish(instruction.rid, error=_start_error(error, pending))
+        self._carry_out([])  # stops watching for pushes if nothing waits any more
 
     def _apply(self, rid: int, instructions: list[inv.Instruction]) -> None:
         for instruction in instructions:
@@ -700,7 +645,7 @@ class Client:
                         ),
                     )
                 case inv.Resend(attempt, avoid):
-                    self._send(rid, attempt, avoid)
+                    self._place(rid, attempt, avoid)
                 case inv.Kill(executor_id):
                     invocation_id = self._pending[rid].future.invocation_id
                     self._coordinator.send(m.KillInvocation(executor_id, invocation_id))
@@ -709,6 +654,8 @@ class Client:
         pending = self._pending.pop(rid, None)
         if pending is None:
             return
+        if self.placement.knows(rid):  # held, parked, or given up while in flight
+            self.placement.handle(pl.Forget(rid), time.monotonic())
         self.driver.unwatch(pending.future)
         if error is not None:
             pending.future.set_exception(error)
@@ -727,24 +674,20 @@ class Client:
             raise exc.ClusterClosed(self._close_reason)
 
     def _check_deadlines(self) -> float | None:
-        """Feed ``Tick`` to invocations past their deadline; return the next deadline.
+        """Feed ``Tick`` to invocations past their deadline, and to the placement when it
+        asked; return when to do it next.
 
         ``_deadlines`` is a heap of (deadline, rid) with stale entries left in place
         (finished calls, re-sent attempts); it is rebuilt when stale ones dominate.
         """
         heap, now = self._deadlines, time.monotonic()
-        expired = False
         while heap and heap[0][0] <= now:
             deadline, rid = heapq.heappop(heap)
             pending = self._pending.get(rid)
             if pending is not None and pending.invocation.deadline == deadline:
                 self._apply(rid, pending.invocation.handle(inv.Tick(), now))
-                expired = True
-        if expired and self._waiting:  # calls that gave up waiting leave the queues
-            for name, waiting in list(self._waiting.items()):
-                waiting = deque(w for w in waiting if self._still_waiting(*w))
-                self._waiting[name] = waiting
-            self._release()
+        if now >= self.placement.wake_at:  # the reactor writes at the start of its round
+            self._carry_out(self.placement.handle(pl.Tick(), now), flush=False)
         if len(heap) > 64 and len(heap) > 2 * len(self._pending):
             heap[:] = [
                 (p.invocation.deadline, rid)
@@ -752,7 +695,8 @@ class Client:
                 if p.invocation.deadline is not None
             ]
             heapq.heapify(heap)
-        return heap[0][0] if heap else None
+        soonest = min(heap[0][0] if heap else math.inf, self.placement.wake_at)
+        return None if soonest == math.inf else soonest
 
 
 def _ref_keys(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:

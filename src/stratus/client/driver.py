@@ -8,6 +8,12 @@ so a synchronous call involves no hand-off between threads. Waiting that does no
 that finds another one polling becomes a *blocked waiter*; either starts the background
 pump, which polls while anyone is watched or blocked. When a polling thread leaves with
 others still waiting, it hands over to the pump.
+
+A *lazy* watch (calls held in the client, which a reply or a push releases) only needs
+someone to poll eventually: the pump then polls once, without waiting, whenever no thread
+is waiting and none has polled for ``LAZY`` s. So a thread busy in ``Future.result()``
+never finds the pump polling and hands over to it for each future, as an eager watch
+would make it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from stratus.transport.reactor import Reactor
+
+LAZY = 0.01  # s without a poll after which the pump polls for lazily watched futures
 
 
 class Driver:
@@ -46,10 +54,19 @@ class Driver:
         self._poll_lock = threading.RLock()
         self.condition = threading.Condition()  # shared by all the client's futures
         self._watched: set[Any] = set()
+        self._lazy: set[Any] = set()
+        self._polled_at = 0.0  # time.monotonic() of the last round of I/O
+        self._in_wait = 0  # threads in wait(): they poll, or have the pump poll for them
+        self._in_wait_lock = threading.Lock()
         self._blocked_waiters = 0
         # Own lock, not the client's: futures signal it while holding their condition.
         self._pump_wanted = threading.Condition()
         self._pump_thread: threading.Thread | None = None
+
+    @property
+    def polled_at(self) -> float:
+        """``time.monotonic()`` of the last round of I/O."""
+        return self._polled_at
 
     def polling(self) -> AbstractContextManager[Any]:
         """Hold the right to poll, for a server that drives the loop itself."""
@@ -60,6 +77,7 @@ class Driver:
         with self._lock:
             if self._closed() and self._owns_reactor:
                 return
+            self._polled_at = time.monotonic()
             soonest = self._tick()
             if soonest is not None:
                 wait = max(0.0, soonest - time.monotonic())
@@ -69,6 +87,15 @@ class Driver:
     def wait(self, future: cf.Future[Any], timeout: float | None) -> None:
         """Drive I/O until ``future`` is done or ``timeout`` passes. Never called with the
         client's lock held, so the thread that polls can always take it."""
+        with self._in_wait_lock:
+            self._in_wait += 1
+        try:
+            self._wait(future, timeout)
+        finally:
+            with self._in_wait_lock:
+                self._in_wait -= 1
+
+    def _wait(self, future: cf.Future[Any], timeout: float | None) -> None:
         done = cf.Future.done  # not stratus's Future.done, which polls
         deadline = None if timeout is None else time.monotonic() + timeout
         while not done(future):
@@ -104,14 +131,16 @@ class Driver:
                 self._poll_lock.release()
                 self._hand_over()
 
-    def watch(self, future: cf.Future[Any]) -> None:
-        """Someone waits for ``future`` without polling: have the pump poll for it."""
+    def watch(self, future: cf.Future[Any], *, lazy: bool = False) -> None:
+        """Someone waits for ``future`` without polling: have the pump poll for it (with
+        ``lazy``, only while no other thread polls)."""
         if not cf.Future.done(future):
-            self._watched.add(future)
+            (self._lazy if lazy else self._watched).add(future)
             self._start_pump()
 
     def unwatch(self, future: cf.Future[Any]) -> None:
         self._watched.discard(future)
+        self._lazy.discard(future)
 
     def close(self) -> None:
         with self._pump_wanted:
@@ -138,9 +167,23 @@ class Driver:
     def _pump_forever(self) -> None:
         while True:
             with self._pump_wanted:
-                while not self._closed() and not (self._watched or self._blocked_waiters):
+                while not self._closed() and not (
+                    self._watched or self._blocked_waiters or self._lazy
+                ):
                     self._pump_wanted.wait()
+                eager = bool(self._watched or self._blocked_waiters)
+                if not eager and not self._closed():
+                    idle = time.monotonic() - self._polled_at
+                    if idle < LAZY or self._in_wait:  # someone polls: stay out of the way
+                        self._pump_wanted.wait(max(LAZY - idle, LAZY / 2))
+                        continue
             if self._closed():
                 return
-            with self._poll_lock:
-                self.pump_once(0.05)
+            if eager:
+                with self._poll_lock:
+                    self.pump_once(0.05)
+            elif self._poll_lock.acquire(blocking=False):  # else someone polls already
+                try:
+                    self.pump_once(0)
+                finally:
+                    self._poll_lock.release()
