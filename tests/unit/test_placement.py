@@ -19,8 +19,10 @@ from stratus.client.placement import (
     SendDemand,
     Settled,
     Submit,
+    StartFailed,
     SubmitDag,
     Tick,
+    Unplaceable,
 )
 from stratus.testing import FakeClock
 
@@ -333,3 +335,16 @@ def test_an_executor_alone_in_a_pool_sends_elsewhere_or_to_itself(clock: FakeClo
     alone = Placement(self_id="e1")
     pools(alone, clock, f=["e1"])
     assert sends(alone.handle(Submit(1, "f"), clock())) == [(1, "e1")]
+
+
+def test_a_start_failure_fails_the_calls_waiting_for_an_empty_pool(clock: FakeClock) -> None:
+    p = Placement()
+    pools(p, clock, warm=["e1"], cold=[])
+    assert sends(p.handle(Submit(1, "warm"), clock())) == [(1, "e1")]
+    p.handle(Submit(2, "warm"), clock())  # held behind call 1: its pool has an executor
+    p.handle(Submit(3, "cold"), clock())  # held for an executor that cannot start
+    p.handle(SubmitDag(4, (("cold", -1),)), clock())  # parked likewise
+    assert p.handle(StartFailed(), clock()) == [Unplaceable(3, 1), Unplaceable(4, 1)]
+    assert not p.knows(3) and not p.knows(4)
+    assert p.knows(2) and p.held("warm") == 1  # a running executor will take it
+    assert p.handle(StartFailed(), clock()) == []
