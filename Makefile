@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 REDIS  := /usr/bin/redis-server
 # FUSE: the mount helper (fusermount3) and the headers pyfuse3 compiles against.
 FUSE   := /usr/bin/fusermount3 /usr/include/fuse3/fuse_lowlevel.h /usr/bin/pkg-config
+# The dashboard's tests drive Debian's chromium with Playwright (which never downloads one).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test lock lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs bench-fuse bench-elastic bench-trace clean
 
@@ -27,6 +29,9 @@ $(REDIS):
 $(FUSE) &:
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fuse3 libfuse3-dev pkg-config
 
+$(CHROMIUM):
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
 # The demo needs the runtime only; --inexact keeps the test tools of an earlier `make test`.
 $(VENV)/.runtime: pyproject.toml uv.lock | $(UV)
 	$(SYNC) --inexact
@@ -44,7 +49,7 @@ lock: $(UV)
 demo: $(VENV)/.runtime
 	$(PY) examples/demo.py
 
-test: $(STAMP) $(REDIS) lint typecheck
+test: $(STAMP) $(REDIS) $(CHROMIUM) lint typecheck
 	$(PY) -m pytest
 
 lint: $(STAMP)

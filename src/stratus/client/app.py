@@ -8,6 +8,7 @@ import os
 import sys
 import weakref
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,15 @@ from stratus.fs.volume import check_volume_name
 from stratus.kv.open import check_url
 from stratus.kv.values import codec_for
 from stratus.lattice import LatticeCodec
-from stratus.protocol.messages import Consistency, FunctionOptions, Resources, StatusReply
+from stratus.protocol.messages import (
+    Consistency,
+    FunctionOptions,
+    LogLine,
+    LogsRead,
+    Resources,
+    StatusReply,
+)
+from stratus.protocol.metering import InvocationRecord
 from stratus.protocol.serialization import DEFAULT_MAX_PAYLOAD
 
 _CONSISTENCY = ("eventual", "causal", "serializable")
@@ -238,6 +247,25 @@ class App:
             period=period,
             prices=prices,
         )
+
+    def records(self, after: str = "") -> tuple[list[InvocationRecord], str]:
+        """Metering records stored after ``after`` (a key this returned; "" from the
+        start), and the key to pass next time: to follow the cluster's calls live.
+
+        >>> records, after = app.records()
+        >>> more, after = app.records(after)
+        """
+        return usage.fetch_page(self._client, after)
+
+    def logs(self, function: str, invocation_id: str = "", limit: int = 100) -> list[LogLine]:
+        """The last ``limit`` lines ``function``'s invocations (or one of them) printed."""
+        page = self._client.request(
+            partial(
+                LogsRead, function=function, invocation_id=invocation_id, cursor=None, limit=limit
+            )
+        )
+        lines: list[LogLine] = page.lines
+        return lines
 
     def close(self) -> None:
         """Disconnect; an embedded cluster is shut down with its executors."""

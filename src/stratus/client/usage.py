@@ -168,6 +168,17 @@ def parse_since(text: str, now_ns: int | None = None) -> int:
     return int(when.timestamp() * 1e9)
 
 
+def fetch_page(
+    client: Client, after: str = "", limit: int = 256
+) -> tuple[list[InvocationRecord], str]:
+    """The records of up to ``limit`` batches stored after the batch key ``after``, and
+    the key to go on from (``after`` itself when there was nothing new)."""
+    reply = client.request(partial(m.MeterRead, after=after, limit=limit))
+    assert isinstance(reply, m.MeterPage)
+    records = [r for batch in reply.batches for r in iter_batch(batch)]
+    return records, reply.last or after
+
+
 def fetch(
     client: Client, *, progress: Callable[[int, int], None] | None = None, page: int = 256
 ) -> list[InvocationRecord]:

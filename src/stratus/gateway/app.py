@@ -11,8 +11,9 @@ or a connection beyond them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from stratus.fs import keys as fs_keys
 from stratus.fs.session import transaction
 from stratus.fs.volume import check_volume_name
 from stratus.gateway import openapi
+from stratus.gateway.dashboard import Dashboard
 from stratus.gateway.errors import HTTPProblem, response_of
 from stratus.gateway.invocations import Invocations
 from stratus.gateway.kv import BulkGetRequest, KVGateway, TransactionRequest, etag_of, parse_etag
@@ -399,7 +401,12 @@ def _by_method(gateway: _Gateway, path: str, **handlers: Handler) -> Route:
 def build_app(app: App, store: Store, config: GatewayConfig | None = None) -> Starlette:
     """The gateway for ``app``'s cluster, whose state is in ``store``."""
     g = _Gateway(app, store, config or GatewayConfig())
+    ui = Dashboard(app)
     routes = [
+        Route("/ui", ui.page),
+        Route("/v1/dashboard", _guarded(g, ui.data)),
+        Route("/v1/dashboard/events", _guarded(g, ui.events)),
+        Route("/v1/functions/{name}/logs", _guarded(g, ui.logs, query=("invocation",))),
         Route("/v1/health", _health),
         Route("/openapi.json", _openapi),
         Route("/v1/functions", _guarded(g, g.list_functions)),
@@ -425,8 +432,15 @@ def build_app(app: App, store: Store, config: GatewayConfig | None = None) -> St
             DELETE=g.file_delete,
         ),
     ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await ui.stop()
+
     return Starlette(
         routes=routes,
+        lifespan=lifespan,
         exception_handlers={HTTPException: _http_exception},  # Starlette's 404/405 as JSON
     )
 

@@ -95,6 +95,29 @@ SPEC: dict[str, Any] = {
                 "call a DAG", _INVOKED, parameters=[_NAME, _ASYNC], requestBody=_INVOKE_BODY
             )
         },
+        "/v1/dashboard": {
+            "get": _op(
+                "the dashboard's numbers: per function rates, latencies, errors, cold starts, "
+                "pools and series; recent invocations; usage and cost per function and tenant "
+                "(live as server-sent events at /v1/dashboard/events)",
+                {"200": _json({"type": "object"}, "a snapshot")},
+            )
+        },
+        "/v1/functions/{name}/logs": {
+            "get": _op(
+                "what a function's invocations printed (the last 200 lines)",
+                {"200": _json(_ref("Logs"), "log lines, oldest first")},
+                parameters=[
+                    _NAME,
+                    {
+                        "name": "invocation",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
+            )
+        },
         "/v1/invocations/{id}": {
             "get": _op(
                 "an asynchronous invocation's state",
@@ -215,6 +238,10 @@ SPEC: dict[str, Any] = {
                     "result": {},
                     "error": {"type": "object"},
                 },
+            },
+            "Logs": {
+                "type": "object",
+                "properties": {"lines": {"type": "array", "items": {"type": "object"}}},
             },
             "Listing": {
                 "type": "object",
