@@ -48,6 +48,7 @@ KNOWN = (
     "fuse",
     "elastic",
     "trace",
+    "gateway",
 )
 
 
@@ -145,6 +146,12 @@ TARGETS = [
         (("stratus mount", "fuse", "results.stratus.open_read_close.p50_us", "us"),
          ("pass-through", "fuse", "results.passthrough.open_read_close.p50_us", "us"),
          ("native", "fuse", "results.native.open_read_close.p50_us", "us")),
+    ),
+    Target(
+        "HTTP gateway: added to a trivial call, p50 (gateway minus Python client)",
+        "<= 300 µs", 300, "us", "gateway", "gateway_added_p50_us",
+        (("FastAPI in-process, whole call", "gateway", "variants.fastapi_direct.p50_us", "us"),
+         ("Ray Serve, whole call", "gateway", "variants.ray_serve.p50_us", "us")),
     ),
 ]  # fmt: skip
 COLD_START = ("new executor ready (cold start)", "<= 20 ms")

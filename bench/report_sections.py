@@ -475,6 +475,27 @@ def transport(r: Results, images: Path, link: Path) -> list[str]:
     ]
 
 
+def gateway(r: Results, images: Path, link: Path) -> list[str]:
+    doc = r.get("gateway")
+    spec = [
+        ("stratus, Python client", "variants.python_client", None),
+        ("**stratus, HTTP gateway**", "variants.gateway", None),
+        ("FastAPI app calling Python in-process", "variants.fastapi_direct", None),
+        ("Ray Serve deployment", "variants.ray_serve", None),
+    ]
+    added = pick(r, "gateway", "gateway_added_p50_us")
+    prose = (
+        "A trivial call over HTTP (`POST /v1/functions/noop:invoke`, one kept-alive"
+        " connection) to the gateway of a server from `stratus up`, next to the same call"
+        " from the Python client, a FastAPI app that answers in-process (the floor of any"
+        " HTTP service on uvicorn), and Ray Serve. The ratio is over the Python client."
+        f" The gateway adds {cell_us(added)} at p50 (target: at most 300 µs)."
+    )
+    return _latency_section(
+        "## HTTP gateway (`bench/gateway.py`)", prose, doc, spec, "variants.python_client"
+    )
+
+
 def table_of(doc: dict[str, Any]) -> list[str]:
     """The Markdown table of a document's ``table`` (rows of ``system``, ``p50_us``,
     ``p99_us``, ``per_s``, ``ratio``); no lines when it has none."""
@@ -654,6 +675,7 @@ SECTIONS: list[Callable[[Results, Path, Path], list[str]]] = [
     fuse,
     elastic,
     trace,
+    gateway,
     store,
     transport,
 ]

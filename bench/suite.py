@@ -63,6 +63,7 @@ EXPERIMENTS = [
     Experiment("fuse", tiny=("--tiny",)),
     Experiment("metering", tiny=("--tiny",)),
     Experiment("elastic", tiny=("--tiny",)),
+    Experiment("gateway", quick=("--quick", "--no-ray"), tiny=("--tiny", "--no-ray")),
     # Not in the quick suite: the learned policy needs hours of trace to learn from.
     Experiment("trace", quick=None, tiny=("--tiny",)),
 ]
