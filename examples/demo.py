@@ -56,6 +56,11 @@ def main() -> None:
             return count
 
         @app.function
+        def hit(ctx: stratus.Context, page: str) -> None:
+            """A shared counter: applied once when the call commits, even if it is retried."""
+            ctx.kv.incr(f"hits/{page}")
+
+        @app.function
         def journal(ctx: stratus.Context, line: str) -> int:
             """Files: every invocation is one transaction, committed when it returns."""
             with ctx.fs.open("/journal.txt", "a") as f:
@@ -74,6 +79,9 @@ def main() -> None:
             visit.remote("home").result()
         visits = app.kv.get("visits/home")
         print("visits/home           =", visits, "(kept in .stratus across runs)")
+        for future in [hit.remote("home") for _ in range(100)]:
+            future.result()  # a hundred concurrent increments: none lost, none twice
+        print("hits/home (incr)      =", app.kv.get("hits/home"), "(100 more each run)")
         for future in [journal.remote(f"entry {i}") for i in range(10)]:
             future.result()  # ten concurrent appends: none lost
         with app.fs.transaction() as fs:
