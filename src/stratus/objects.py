@@ -58,8 +58,9 @@ CHUNK_BYTES = 1 << 20
 CHUNKS_PER_COMMIT = 16
 """Chunks written per store commit: bounds what one commit (a Redis script) carries."""
 
-DEFAULT_CACHE_BYTES = 512 << 20
-"""What an executor's object cache holds at most; a larger object is read on every use."""
+DEFAULT_CACHE_BYTES = 256 << 20
+"""What an executor's object cache holds at most (it counts against the memory_mb of the
+functions it runs); a larger object is read on every use."""
 
 LABEL = b"stratus: objects in chunks, v1"
 MAX_NAME = 512
