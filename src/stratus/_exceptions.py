@@ -16,10 +16,13 @@
     │   └── BadSignature          a frame not signed with the cluster key
     ├── FunctionNotFound          no function or DAG of that name is registered
     ├── SerializationError        arguments or results that cannot be pickled or unpickled
-    │   └── ForgedValue           a stored object without the cluster's seal (never unpickled)
+    │   ├── ForgedValue           a stored object without the cluster's seal (never unpickled)
+    │   └── ObjectCorrupt         an app.put object whose chunks fail its manifest's tag
     ├── PayloadTooLarge           a pickled value above the cluster's size limit
     ├── NoCapacity                no executor offers what the function requests
     ├── ReservedKey               writing a kv key that belongs to the platform
+    ├── ObjectNotFound            a Ref to an app.put object that was deleted or never stored
+    ├── ObjectExists              app.put(obj, key=...) with a key that names an object
     ├── VolumeNotFound            no file-system volume of that name
     ├── VolumeExists              creating a volume whose name is taken
     ├── Overloaded                the function's queue of waiting calls is full
@@ -113,6 +116,29 @@ class ForgedValue(SerializationError):
     """A value read from the store holds a pickle that does not carry the cluster's seal
     (an HMAC under a key derived from the cluster key): someone without the key wrote it.
     It was not unpickled; the key keeps its bytes until it is written again."""
+
+
+class ObjectCorrupt(SerializationError):
+    """An object stored by ``app.put`` whose chunks do not match its manifest: a chunk
+    missing, truncated or written by someone without the cluster key (its tag, an HMAC
+    under a key derived from the cluster key, does not verify). Nothing was unpickled."""
+
+
+class ObjectNotFound(StratusError, LookupError):
+    """A ``Ref`` names an object of ``app.put`` that was deleted, or never stored."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no stored object named {name!r} (deleted, or never put)")
+        self.name = name
+
+
+class ObjectExists(StratusError):
+    """``app.put(obj, key=...)`` with a key that already names an object: objects are
+    immutable; delete it first (``app.delete(ref)``) or put under another key."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an object named {name!r} exists: objects are immutable")
+        self.name = name
 
 
 class PayloadTooLarge(StratusError):

@@ -37,7 +37,8 @@ def sample(cls: type[exc.StratusError]) -> exc.StratusError:
         return exc.RemoteError("boom", remote_type="builtins.KeyError", remote_traceback="tb")
     if cls is exc.MergeContention:
         return exc.MergeContention(["a"], 3)
-    if cls in (exc.FunctionNotFound, exc.VolumeNotFound, exc.VolumeExists):
+    named = (exc.FunctionNotFound, exc.VolumeNotFound, exc.VolumeExists)
+    if cls in (*named, exc.ObjectNotFound, exc.ObjectExists):
         return cls("thing")  # type: ignore[call-arg]
     if cls is exc.ReservedKey:
         return exc.ReservedKey("fs/volumes/x")

@@ -22,9 +22,11 @@ from stratus.client.handles import Composable, Dag, Function, Graph
 from stratus.client.kv import KV
 from stratus.client.registration import check_callable, retry_on_names
 from stratus.fs.volume import check_volume_name
-from stratus.kv.open import check_url
+from stratus.kv.open import check_url, open_store
+from stratus.kv.ref import Ref
 from stratus.kv.values import codec_for
 from stratus.lattice import LatticeCodec
+from stratus.objects import ObjectStore
 from stratus.protocol.messages import (
     Consistency,
     FunctionOptions,
@@ -64,6 +66,7 @@ class App:
         self._key = cluster.key if cluster is not None else key
         self._store_url = cluster.config.store_url if cluster is not None else store
         self._fs: ClientFS | None = None
+        self._objects: ObjectStore | None = None
         client.on_lost = self._on_lost
         _open_apps.add(self)
 
@@ -93,6 +96,43 @@ class App:
         if self._fs is None:
             self._fs = ClientFS(self._store_url)
         return self._fs
+
+    def put(self, obj: Any, *, key: str | None = None) -> Ref:
+        """Store ``obj``, of any size, and return a ``Ref`` to pass to functions instead.
+
+        For values larger than a frame (``max_payload``), or passed to many calls: the
+        object is stored in chunks of 1 MiB, each executor reads it once and keeps it in
+        its cache, and calls with the Ref go to executors that hold it. ``bytes`` travel
+        as they are, other objects pickled. Objects are immutable: ``key`` names one
+        (default: a random name), ``ObjectExists`` if it names one already. An object
+        lives until ``app.delete(ref)``.
+
+        >>> ref = app.put(b"x" * 200_000_000)
+        >>> length.remote(ref).result()
+        200000000
+        """
+        return self._object_store().put(obj, name=key)
+
+    def get(self, ref: Ref) -> Any:
+        """The object a ``Ref`` of ``put`` (or of ``ctx.put``) names; ``ObjectNotFound``
+        once deleted, ``ObjectCorrupt`` if its chunks were tampered with."""
+        return self._object_store().get(ref)
+
+    def delete(self, ref: Ref) -> None:
+        """Remove the object a ``Ref`` of ``put`` names; ``ObjectNotFound`` if none.
+        Calls that hold the Ref and have not read it yet fail with ``ObjectNotFound``."""
+        self._object_store().delete(ref)
+
+    def _object_store(self) -> ObjectStore:
+        if self._objects is None:
+            if not self._store_url:
+                raise exc.ConfigurationError(
+                    "app.put needs the cluster's store: connect(address, store=URL)"
+                )
+            self._objects = ObjectStore(
+                open_store(self._store_url, self.values), self._key, cache_bytes=0
+            )  # the caller keeps what it gets; executors are the ones that cache
+        return self._objects
 
     @property
     def cluster_id(self) -> str:
@@ -272,6 +312,8 @@ class App:
         self._client.close()
         if self._fs is not None:
             self._fs.close()
+        if self._objects is not None:
+            self._objects.store.close()
         if self._cluster is not None:
             self._cluster.close()
         _open_apps.discard(self)

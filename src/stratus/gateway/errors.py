@@ -29,6 +29,8 @@ _STATUS: list[tuple[type[BaseException], int]] = [
     (exc.FunctionNotFound, 404),
     (exc.VolumeNotFound, 404),
     (exc.VolumeExists, 409),
+    (exc.ObjectNotFound, 404),
+    (exc.ObjectExists, 409),
     (exc.PayloadTooLarge, 413),
     (exc.Overloaded, 429),
     (exc.NoCapacity, 503),

@@ -11,9 +11,12 @@ class Ref:
 
     Only the key travels with the call; the value is read where the function runs, as
     part of the invocation's reads. Calls with the same references go, when they can, to
-    the executor that already holds them.
+    the executor that already holds them. ``app.put(obj)`` returns a Ref to an object
+    stored in chunks (its key is the object's manifest, under the platform's keys), which
+    the executor reads from its object cache instead (``stratus.objects``).
 
     >>> total.remote(stratus.Ref("arrays/1"), stratus.Ref("arrays/2"))
+    >>> total.remote(app.put(list(range(10_000_000))))
     """
 
     key: str

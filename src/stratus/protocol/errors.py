@@ -43,6 +43,9 @@ ErrorKind = Literal[
     "MemoryLimitExceeded",
     "MergeContention",
     "NoCapacity",
+    "ObjectCorrupt",
+    "ObjectExists",
+    "ObjectNotFound",
     "Overloaded",
     "PayloadTooLarge",
     "ProtocolError",
@@ -141,7 +144,8 @@ def kind_of(cls: type[BaseException]) -> ErrorKind:
 
 def _message(error: exc.StratusError) -> str:
     # Classes built from a name carry the name; ``decode`` rebuilds their message.
-    if isinstance(error, exc.FunctionNotFound | exc.VolumeNotFound | exc.VolumeExists):
+    named = exc.FunctionNotFound | exc.VolumeNotFound | exc.VolumeExists
+    if isinstance(error, named | exc.ObjectNotFound | exc.ObjectExists):
         return error.name
     if isinstance(error, exc.ReservedKey):
         return error.key
@@ -196,6 +200,8 @@ _BUILDERS: dict[type[exc.StratusError], Callable[[str], exc.StratusError]] = {
     exc.FunctionNotFound: exc.FunctionNotFound,
     exc.VolumeNotFound: exc.VolumeNotFound,
     exc.VolumeExists: exc.VolumeExists,
+    exc.ObjectNotFound: exc.ObjectNotFound,
+    exc.ObjectExists: exc.ObjectExists,
     exc.ReservedKey: exc.ReservedKey,
 }
 

@@ -66,6 +66,24 @@ def invocation_record(invocation_id: str, node: int = -1) -> str:
     return f"{INVOCATIONS}{invocation_id}/{node}"
 
 
+OBJECTS = RESERVED + "objects/"
+"""Prefix of the manifests of ``app.put``'s objects: ``OBJECTS + <name>`` (what a Ref names)."""
+
+OBJECT_CHUNKS = RESERVED + "object-chunks/"
+"""Prefix of their chunks: ``OBJECT_CHUNKS + <chunks id>/<n, 8 digits>``."""
+
+
+def object_manifest(name: str) -> str:
+    """The key of the manifest of the object ``name``."""
+    return OBJECTS + name
+
+
+def object_chunk(chunks_id: str, n: int) -> str:
+    """The key of the ``n``-th chunk of an object (a fresh ``chunks_id`` per put, so that a
+    reader never mixes the chunks of two puts under one name)."""
+    return f"{OBJECT_CHUNKS}{chunks_id}/{n:08d}"
+
+
 def is_reserved(key: str) -> bool:
     """Whether ``key`` belongs to the platform rather than to a user."""
     return key.startswith(PLATFORM)

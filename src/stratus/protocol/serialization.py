@@ -50,10 +50,18 @@ def dumps_code(obj: Any, *, limit: int, defined_by: Any = None) -> bytes:
     return _within(data, limit, "function code")
 
 
+_HINTS = {
+    "arguments": ": use app.put(value) and pass the Ref",
+    "result": ": return ctx.put(value), a Ref the caller reads with app.get(ref)",
+    "value": ": put large objects with app.put(value) and pass the Ref",
+}  # how to send what is too large for a frame (docs/store.md, "Large objects")
+
+
 def _within(data: bytes, limit: int, what: str) -> bytes:
     if len(data) > limit:
         raise PayloadTooLarge(
-            f"{what} of {len(data)} bytes exceeds the limit of {limit} bytes",
+            f"{what} of {len(data)} bytes exceeds the limit of {limit} bytes"
+            + _HINTS.get(what, ""),
             size=len(data),
             limit=limit,
         )

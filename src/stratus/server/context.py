@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from stratus.client.client import Client
     from stratus.client.future import Future
     from stratus.fs import FileSystem, FsSession
-    from stratus.kv import KVCache, KVTransaction
+    from stratus.kv import KVCache, KVTransaction, Ref
+    from stratus.objects import ObjectStore
     from stratus.server.mail import Mailbox, PostOffice
 
 
@@ -85,6 +86,7 @@ class Context:
         "_fs",
         "_kv_now",
         "_mailbox",
+        "_objects",
         "_post",
         "attempt",
         "executor_id",
@@ -106,8 +108,10 @@ class Context:
         attempt: int,
         fs: FsSession | None = None,
         kv_now: ImmediateKV | None = None,
+        objects: ObjectStore | None = None,
     ) -> None:
         self._client = client
+        self._objects = objects
         self._fs = fs
         self._post = post
         self._mailbox: Mailbox | None = None
@@ -140,6 +144,15 @@ class Context:
         if self._kv_now is None:
             raise RuntimeError("this context has no immediate kv")
         return self._kv_now
+
+    def put(self, obj: Any, *, key: str | None = None) -> Ref:
+        """Store ``obj`` as ``app.put`` does and return its ``Ref`` (to return a result
+        larger than a frame, or hand a large value to other calls). Written at once,
+        outside the invocation's transaction: it stays if the function then fails, and
+        a retried call puts it again (with a ``key``, that is ``ObjectExists``)."""
+        if self._objects is None:
+            raise RuntimeError("this context has no object store")
+        return self._objects.put(obj, name=key)
 
     def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Invoke a function or DAG (a handle or a name) from inside a function.

@@ -49,6 +49,7 @@ from stratus.kv.counters import CounterWriters
 from stratus.kv.open import open_store
 from stratus.kv.values import codec_for
 from stratus.lattice import HybridClock, LatticeCodec, VectorClock
+from stratus.objects import ObjectStore, is_object
 from stratus.protocol import errors, keys, serialization
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
@@ -139,6 +140,7 @@ class Executor:
         self.kv_cache = KVCache(self.store, values=values, feed=self.feed, hidden=keys.PLATFORM)
         self.fs_cache = FsCache(self.store, feed=self.feed)
         self.volumes = Volumes(self.store, cache=self.fs_cache)
+        self.objects = ObjectStore(self.store, config.key)  # app.put's objects, cached
         self.meter = Meter(config.data_dir, config.cluster_id, executor_id, self.store)
         self.meter.cache = self.kv_cache
         self.logs = InvocationLogs(config.data_dir, config.cluster_id, executor_id, self._current)
@@ -478,10 +480,11 @@ class Executor:
                 attempt=call.attempt,
                 fs=fs,
                 kv_now=self.kv_now,
+                objects=self.objects,
             )
             try:
                 if call.refs:
-                    args, kwargs = _resolve_refs(kv, args, kwargs)
+                    args, kwargs = _resolve_refs(kv, self.objects, args, kwargs)
                 value = target(ctx, *args, **kwargs)
                 outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
                 fs.finish()  # files left open are flushed into the transaction
@@ -498,7 +501,7 @@ class Executor:
                 fs.abandon()
                 required = retry.required  # run again, reading at least these versions
                 continue
-            except (exc.SerializationError, exc.PayloadTooLarge) as e:
+            except (exc.SerializationError, exc.PayloadTooLarge, exc.ObjectNotFound) as e:
                 kv.settle_counters(None)
                 fs.abandon()
                 return errors.encode(e), kv
@@ -733,11 +736,18 @@ class Executor:
         os._exit(4)
 
 
-def _resolve_refs(kv: KVTransaction, args: Any, kwargs: Any) -> tuple[Any, Any]:
-    """Arguments with each top-level ``Ref`` replaced by the value it names."""
-    args = tuple(kv.get(a.key) if isinstance(a, Ref) else a for a in args)
-    kwargs = {k: kv.get(v.key) if isinstance(v, Ref) else v for k, v in kwargs.items()}
-    return args, kwargs
+def _resolve_refs(
+    kv: KVTransaction, objects: ObjectStore, args: Any, kwargs: Any
+) -> tuple[Any, Any]:
+    """Arguments with each top-level ``Ref`` replaced by the value it names: an object of
+    ``app.put`` from the executor's object cache, else a kv value through the invocation."""
+
+    def value(arg: Any) -> Any:
+        if not isinstance(arg, Ref):
+            return arg
+        return objects.get(arg) if is_object(arg) else kv.get(arg.key)
+
+    return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
 
 
 @dataclass(frozen=True, slots=True)
