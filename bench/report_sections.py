@@ -477,6 +477,8 @@ def transport(r: Results, images: Path, link: Path) -> list[str]:
 
 def gateway(r: Results, images: Path, link: Path) -> list[str]:
     doc = r.get("gateway")
+    if doc is None:
+        return ["", "## HTTP gateway", *_missing("gateway")]
     spec = [
         ("stratus, Python client", "variants.python_client", None),
         ("**stratus, HTTP gateway**", "variants.gateway", None),
