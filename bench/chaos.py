@@ -83,6 +83,13 @@ FAULTS: dict[str, str] = {
 }
 #: Past a call's own bound (its attempts' deadlines): time to place and re-send it.
 LATENCY_GRACE = 5.0
+#: Errors that mean the call's effects were not applied, by any attempt: refused before
+#: it was sent, or its last attempt wrote nothing and, had an earlier attempt committed,
+#: that attempt would have found the invocation's record and answered its result.
+#: Every other error may hide an applied call (docs/reliability.md, "The chaos suite").
+NOT_APPLIED = frozenset(
+    {"StoreFull", "ConflictError", "Overloaded", "NoCapacity", "MemoryLimitExceeded"}
+)
 #: How long a run goes on past its duration for its fault's first episode.
 MAX_WAIT_FOR_FAULT = 30.0
 #: The sqlite store's lock deadline: a stopped lock holder is found and killed this fast.
@@ -148,6 +155,7 @@ class Call:
     started: float
     finished: float | None = None
     outcome: str = ""
+    message: str = ""  # the error's, for the report's samples
 
 
 @dataclass
@@ -563,9 +571,9 @@ def settle(call: Call, future: Any, bound: float) -> None:
         future.result(timeout=max(remaining, 0.01))
         call.outcome = "ok"
     except stratus.InvocationError as e:
-        call.outcome = error_name(e)
+        call.outcome, call.message = error_name(e), str(e).split("\n")[0][:300]
     except stratus.StratusError as e:
-        call.outcome = type(e).__name__
+        call.outcome, call.message = type(e).__name__, str(e)[:300]
     except TimeoutError:
         call.outcome = "hung"
     if call.finished is None:  # the callback runs in the completing thread, maybe later
@@ -602,22 +610,25 @@ def figures(calls: Sequence[Call], bound: float) -> dict[str, Any]:
         "acknowledged": outcomes.pop("ok", 0),
         "hung": outcomes.pop("hung", 0),
         "failed": dict(sorted(outcomes.items())),
+        "failure_samples": {c.outcome: c.message for c in calls if c.message},
         "max_latency_s": round(slowest, 3),
         "over_bound": sum(1 for t in latencies if t > bound),
     }
 
 
 def check_counter(app: stratus.App, calls: Sequence[Call]) -> dict[str, Any]:
-    """Each call applies at most once, so ``acknowledged <= c <= acknowledged + failed``:
-    below is a lost acknowledged effect, above a duplicate."""
+    """Each call applies at most once, and not at all when it failed with an error of
+    ``NOT_APPLIED``, so ``acknowledged <= c <= acknowledged + unsure``: below is a lost
+    acknowledged effect, above a duplicate (or a "not applied" error that was)."""
     total = app.kv.get("c") or 0
     acked = sum(1 for c in calls if c.outcome == "ok")
-    unsure = len(calls) - acked
+    unsure = sum(1 for c in calls if c.outcome != "ok" and c.outcome not in NOT_APPLIED)
     return {
         "value": total,
         "duplicates": max(0, total - acked - unsure),
         "lost": max(0, acked - total),
         "failed_but_applied_at_least": max(0, total - acked),
+        "applied_though_not_applied_error": 0,  # not observable on a total
     }
 
 
@@ -647,6 +658,9 @@ def per_call(calls: Sequence[Call], applied: dict[int, int]) -> dict[str, Any]:
         if c.outcome != "ok" and applied.get(c.call_id, 0):
             failed_applied[c.outcome] += 1
     return {
+        "applied_though_not_applied_error": sum(
+            n for kind, n in failed_applied.items() if kind in NOT_APPLIED
+        ),
         "duplicates": sum(1 for c in calls if applied.get(c.call_id, 0) > 1),
         "lost": sum(1 for c in calls if c.outcome == "ok" and not applied.get(c.call_id, 0)),
         "failed_but_applied": dict(sorted(failed_applied.items())),
@@ -664,6 +678,10 @@ CHECKS: dict[str, Callable[[stratus.App, Sequence[Call]], dict[str, Any]]] = {
 }
 
 
+#: Figures of a workload that break an invariant when they are not 0.
+MUST_BE_ZERO = ("duplicates", "lost", "hung", "over_bound", "applied_though_not_applied_error")
+
+
 def violations(run: dict[str, Any]) -> list[str]:
     """What broke an invariant in one run's document (empty: all held)."""
     if "skipped" in run:
@@ -671,7 +689,7 @@ def violations(run: dict[str, Any]) -> list[str]:
     found = []
     name = run["fault"]
     for workload, w in run["workloads"].items():
-        for what in ("duplicates", "lost", "hung", "over_bound"):
+        for what in MUST_BE_ZERO:
             if w[what]:
                 found.append(f"{name}/{workload}: {what} = {w[what]}")
         if workload == "bank" and w["total"] != w["expected_total"]:
