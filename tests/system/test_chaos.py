@@ -22,7 +22,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SEED = 7
-DURATION = 2.5  # seconds of calls per fault; the whole file takes ~40 s here
+DURATION = 2.5  # seconds of calls per fault; the whole file takes ~50 s here
 
 
 @pytest.fixture(scope="module")
