@@ -66,6 +66,8 @@ EXPERIMENTS = [
     Experiment("gateway", quick=("--quick", "--no-ray"), tiny=("--tiny", "--no-ray")),
     # Not in the quick suite: the learned policy needs hours of trace to learn from.
     Experiment("trace", quick=None, tiny=("--tiny",)),
+    # Not in the quick suite: a run per fault, each with a fresh cluster (minutes).
+    Experiment("chaos", quick=None, tiny=("--tiny",)),
 ]
 
 
