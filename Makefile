@@ -8,6 +8,8 @@ REDIS  := /usr/bin/redis-server
 FUSE   := /usr/bin/fusermount3 /usr/include/fuse3/fuse_lowlevel.h /usr/bin/pkg-config
 # The dashboard's tests drive Debian's chromium with Playwright (which never downloads one).
 CHROMIUM := /usr/bin/chromium
+# The chaos suite partitions the Redis store with a DROP rule on its loopback port.
+IPTABLES := /usr/sbin/iptables
 
 .PHONY: demo test lock lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs bench-fuse bench-elastic bench-trace clean
 
@@ -32,6 +34,9 @@ $(FUSE) &:
 $(CHROMIUM):
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
+$(IPTABLES):
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables
+
 # The demo needs the runtime only; --inexact keeps the test tools of an earlier `make test`.
 $(VENV)/.runtime: pyproject.toml uv.lock | $(UV)
 	$(SYNC) --inexact
@@ -49,7 +54,7 @@ lock: $(UV)
 demo: $(VENV)/.runtime
 	$(PY) examples/demo.py
 
-test: $(STAMP) $(REDIS) $(CHROMIUM) lint typecheck
+test: $(STAMP) $(REDIS) $(CHROMIUM) $(IPTABLES) lint typecheck
 	$(PY) -m pytest
 
 lint: $(STAMP)

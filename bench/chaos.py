@@ -88,7 +88,14 @@ LATENCY_GRACE = 5.0
 #: that attempt would have found the invocation's record and answered its result.
 #: Every other error may hide an applied call (docs/reliability.md, "The chaos suite").
 NOT_APPLIED = frozenset(
-    {"StoreFull", "ConflictError", "Overloaded", "NoCapacity", "MemoryLimitExceeded"}
+    {
+        "StoreFull",
+        "ConflictError",
+        "Overloaded",
+        "NoCapacity",
+        "MemoryLimitExceeded",
+        "ExecutorStartFailed",  # a first attempt only; a retry's start failure is ExecutorLost
+    }
 )
 #: How long a run goes on past its duration for its fault's first episode.
 MAX_WAIT_FOR_FAULT = 30.0

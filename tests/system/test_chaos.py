@@ -83,12 +83,6 @@ def redis_aof(chaos: ModuleType, tmp_path: Path) -> Iterator[Any]:
 
 @pytest.mark.system
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="ExecutorStartFailed ('the function did not run') is raised for a call whose "
-    "earlier attempt committed: a retry held for an empty pool fails with the start "
-    "error, and the caller is told nothing ran",
-)
 def test_a_call_failed_by_a_start_error_after_a_lost_attempt_says_it_may_be_applied(
     tmp_path: Path, redis_aof: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,12 +114,6 @@ def test_a_call_failed_by_a_start_error_after_a_lost_attempt_says_it_may_be_appl
 
 @pytest.mark.system
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a store outage during a function's kv read reaches the caller as "
-    "RemoteError[ConnectionFailed] (the function raised; not retried) instead of the "
-    "platform's StoreUnavailable",
-)
 def test_a_store_lost_during_a_read_is_store_unavailable_not_the_functions_error(
     tmp_path: Path, redis_aof: Any
 ) -> None:

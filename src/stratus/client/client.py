@@ -705,8 +705,18 @@ def _ref_keys(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _start_error(error: m.ErrorInfo, pending: _Pending) -> exc.ExecutorStartFailed:
+def _start_error(error: m.ErrorInfo, pending: _Pending) -> exc.InvocationError:
+    """The error of a call that waits for an executor none can start: ``ExecutorStartFailed``
+    (nothing ran) for a first attempt; for a retry, ``ExecutorLost``, since the attempt
+    before it may have been applied (it may have died between its commit and its reply)."""
     invocation = pending.invocation
+    if invocation.attempt > 1:
+        return exc.ExecutorLost(
+            f"{invocation.function}: attempt {invocation.attempt - 1} was lost and may have "
+            f"been applied; no executor could start to retry it: {error.message}",
+            invocation_id=invocation.invocation_id,
+            function=invocation.function,
+        )
     return exc.ExecutorStartFailed(
         f"no executor could start for {invocation.function}: {error.message}",
         invocation_id=invocation.invocation_id,

@@ -84,6 +84,7 @@ from stratus._exceptions import (
     ConnectionFailed,
     MergeContention,
     StoreFull,
+    StoreUnavailable,
 )
 from stratus.store.base import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -475,8 +476,12 @@ class RedisStore(BaseStore):
 
     def _failed(self, exc: redis.RedisError) -> NoReturn:
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            # A write cut off here may or may not have been applied.
-            raise ConnectionFailed(f"lost the Redis store at {self.address}: {exc}") from exc
+            # A write cut off here may or may not have been applied: the store is
+            # unavailable (the caller retries; an invocation's record makes that safe).
+            raise StoreUnavailable(
+                f"lost the Redis store at {self.address} (a write cut off may have been "
+                f"applied): {exc}"
+            ) from exc
         if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
             # maxmemory reached: the script was refused before it started (``#!lua``).
             raise StoreFull(f"the Redis store at {self.address} is full: {exc}") from exc
