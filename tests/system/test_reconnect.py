@@ -4,10 +4,13 @@ stays away past its reconnect window, fails them ``ClusterClosed`` without hangi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +59,59 @@ class Server:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.output += self.process.communicate(timeout=30)[0]
         self.process = None
+
+
+class Blip:
+    """A TCP relay between the client and the coordinator: ``cut()`` drops its
+    connections (a network blip; both ends live on), and while ``blocked`` it hangs up on
+    new ones at once."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("tcp://").rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.blocked = False
+        self.accepted = 0
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # ends the relay's recv, sends FIN
+            self._open.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.blocked:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.upstream)
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
+
+    def _relay(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            sock.close()
 
 
 @pytest.fixture
@@ -143,3 +199,37 @@ def test_pending_calls_fail_when_the_server_stays_away(server: Server) -> None:
 def test_reconnect_must_not_be_negative() -> None:
     with pytest.raises(stratus.ConfigurationError, match="reconnect"):
         stratus.connect("tcp://127.0.0.1:1", reconnect=-1.0)
+
+
+def test_a_network_blip_loses_no_call_and_runs_none_again(server: Server) -> None:
+    blip = Blip(server.address)
+    try:
+        with stratus.connect(blip.address, data_dir=server.data_dir) as app:
+
+            @app.function
+            def nap(ctx: stratus.Context, marker: str) -> int:
+                Path(marker).touch()
+                time.sleep(1.0)
+                return ctx.attempt
+
+            assert nap.remote(str(server.data_dir.parent / "warm")).result(timeout=30) == 1
+            marker = server.data_dir.parent / "napping"
+            future = nap.remote(str(marker))
+            assert wait_until(marker.exists, timeout=30)
+            cluster_id, client = app.cluster_id, app._client
+            blip.blocked = True
+            blip.cut()
+            assert wait_until(lambda: (future.done(), client.reconnecting)[1])
+            statuses: list[object] = []
+            asking = threading.Thread(target=lambda: statuses.append(app.status()))
+            asking.start()  # a request made while the coordinator is away waits for it
+            tries = blip.accepted
+            assert wait_until(lambda: blip.accepted > tries)  # refused at least once
+            blip.blocked = False
+            assert future.result(timeout=30) == 1  # its executor lived on: not run again
+            asking.join(timeout=30)
+            assert len(statuses) == 1 and not client.reconnecting
+            assert app.cluster_id == cluster_id
+            assert nap.remote(str(marker)).result(timeout=30) == 1
+    finally:
+        blip.close()
