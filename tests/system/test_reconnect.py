@@ -19,6 +19,7 @@ import pytest
 
 import stratus
 from helpers import free_port, wait_until
+from stratus.protocol.messages import StatusRequest
 
 pytestmark = pytest.mark.system
 
@@ -133,6 +134,7 @@ def test_the_same_app_calls_again_after_a_restart(server: Server) -> None:
         def incr(ctx: stratus.Context, x: int) -> int:
             return x + 1
 
+        twice = app.dag("twice", incr >> incr)
         assert incr.remote(1).result(timeout=30) == 2
         before = app.cluster_id
         server.stop()
@@ -142,6 +144,7 @@ def test_the_same_app_calls_again_after_a_restart(server: Server) -> None:
         server.start()
         assert during.result(timeout=60) == 11
         assert incr.remote(2).result(timeout=30) == 3
+        assert twice.remote(5).result(timeout=30) == 7
         assert app.cluster_id != before  # a new coordinator, found by itself
         assert app.lookup("incr").remote(3).result(timeout=30) == 4
         assert {f.name for f in app.status().functions} >= {"incr"}
@@ -225,6 +228,8 @@ def test_a_network_blip_loses_no_call_and_runs_none_again(server: Server) -> Non
             asking.start()  # a request made while the coordinator is away waits for it
             tries = blip.accepted
             assert wait_until(lambda: blip.accepted > tries)  # refused at least once
+            with pytest.raises(stratus.ConnectionFailed, match="still reconnecting"):
+                client.request(StatusRequest, timeout=0.2)  # its own deadline holds
             blip.blocked = False
             assert future.result(timeout=30) == 1  # its executor lived on: not run again
             asking.join(timeout=30)

@@ -487,6 +487,11 @@ class Client:
                 self._coordinator.send(message)
         try:
             self.driver.wait(waiter, timeout)
+            if not waiter.done() and self._redial is not None:
+                raise exc.ConnectionFailed(
+                    f"the coordinator at {self.address} did not come back within {timeout:g} s "
+                    f"to answer {type(message).__name__} (the client is still reconnecting)"
+                )
             return waiter.result(timeout=0)
         finally:
             with self._lock:
