@@ -29,8 +29,9 @@ from typing import Any
 from stratus._exceptions import ConnectionFailed
 from stratus.backoff import Backoff
 
-REDIAL = Backoff(first=0.05, cap=2.0, deadline=None)
-"""Pauses between two tries: soon after a blip, at most 2 s apart during a long restart."""
+REDIAL = Backoff(first=0.05, cap=1.0, deadline=None)
+"""Pauses between two tries: soon after a blip, at most 1 s apart during a long restart
+(a refused try costs next to nothing; each second more is a second more of outage)."""
 
 DIAL_TIMEOUT = 5.0  # s one try may take (a connect or a Welcome that does not come)
 
