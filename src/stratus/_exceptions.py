@@ -6,7 +6,7 @@
     ├── ConfigurationError        bad options given to connect(), a function or a DAG
     │   └── UnsupportedFunction   a function the platform cannot call (signature, async, generator)
     ├── ConnectionFailed          the cluster cannot be reached or refused our key
-    ├── ClusterClosed             the client was closed, or its embedded cluster died
+    ├── ClusterClosed             the client was closed, or its cluster went away (past reconnect)
     │   └── StoreClosed           a store used after close or fork
     ├── MergeContention           a Redis merge that kept losing its race
     ├── StoreUnavailable          the store could not write: nothing was written
@@ -72,7 +72,8 @@ class ConnectionFailed(StratusError, ConnectionError):
 
 
 class ClusterClosed(StratusError):
-    """The client has been closed, or the cluster it talked to has gone away."""
+    """The client has been closed, or the cluster it talked to has gone away: an embedded
+    cluster's coordinator died, or a server stayed away past the client's reconnect window."""
 
 
 class StoreClosed(ClusterClosed):

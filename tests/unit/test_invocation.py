@@ -11,6 +11,7 @@ from stratus.client.invocation import (
     Failed,
     Invocation,
     Kill,
+    Orphaned,
     Reject,
     Replied,
     Resend,
@@ -253,3 +254,24 @@ def test_nothing_happens_once_failed(clock: FakeClock, event: object) -> None:
     clock.advance(60)
     assert inv.handle(event, clock()) == []  # type: ignore[arg-type]
     assert inv.state is State.FAILED
+
+
+# --- orphaned attempts (the coordinator went away with the executor)
+
+
+def test_an_orphaned_attempt_is_resent_without_spending_a_retry(clock: FakeClock) -> None:
+    inv = started(clock, retries=0)
+    for attempt in (2, 3):  # a server that restarted twice under the same call
+        assert inv.handle(Orphaned("x1"), clock()) == [Resend(attempt, frozenset())]
+        assert inv.state is State.RUNNING and inv.deadline is None
+        inv.sent(attempt, frozenset({"x1"}), clock())  # a new executor of the same name
+    assert inv.handle(Replied(3, b"7"), clock()) == [Complete(b"7")]
+
+
+def test_orphaning_another_executor_or_a_held_attempt_changes_nothing(clock: FakeClock) -> None:
+    inv = started(clock)
+    assert inv.handle(Orphaned("x2"), clock()) == []
+    held = Invocation("i2", "f", timeout=10.0, retries=0)
+    held.sent(1, frozenset(), clock())
+    assert held.handle(Orphaned("x1"), clock()) == []
+    assert inv.attempt == 1 and held.state is State.RUNNING

@@ -335,6 +335,7 @@ def connect(
     timeout: float = 30.0,
     metrics: str = "",
     autoscaling: cfg.AutoscalingConfig | None = None,
+    reconnect: float = 60.0,
 ) -> App:
     """Connect to a cluster; with no ``address``, start an embedded one.
 
@@ -349,7 +350,16 @@ def connect(
     ``$STRATUS_KEY_FILE`` or ``<data_dir>/key``; ``store`` there is the server's store
     URL, which ``app.fs`` needs. ``metrics="127.0.0.1:9464"`` has an embedded cluster
     serve Prometheus metrics there (``app.status().metrics`` says where).
+
+    A client of a server reconnects by itself when the server restarts or the network
+    drops: for up to ``reconnect`` seconds (0: never) it dials again, and calls not yet
+    answered (those in flight on executors that went with the server included) are sent
+    again once it is back, with their effects applied once; calls made meanwhile wait,
+    within their own timeout. If the server stays away longer, pending calls fail
+    ``ClusterClosed``. An embedded cluster ends with its coordinator: no reconnecting.
     """
+    if not (isinstance(reconnect, int | float) and reconnect >= 0):
+        raise exc.ConfigurationError(f"reconnect must be >= 0 seconds, not {reconnect!r}")
     if address is None:
         if store:
             check_url(store)
@@ -375,7 +385,7 @@ def connect(
             raise
         return App(client, cluster)
     cluster_key = cfg.load_key(key, data_dir)
-    client = Client(address, cluster_key, max_payload=max_payload)
+    client = Client(address, cluster_key, max_payload=max_payload, reconnect=float(reconnect))
     return App(client, store=store, key=cluster_key)  # app.fs of a remote cluster opens its store
 
 

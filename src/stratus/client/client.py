@@ -16,6 +16,20 @@ a DAG to these executors, hold a call here, send ``Demand``, fail a call
 Threads: ``_lock`` guards all state and is held only briefly; ``driver`` (``Driver``)
 decides which thread polls the sockets: the one waiting in ``Future.result()``, so a
 synchronous call involves no other thread, or a background pump.
+
+Reconnecting (a client made with ``reconnect`` > 0: one of a server, never an embedded
+cluster's or an executor's): when the coordinator's connection closes, the client does
+not fail its calls. A ``reconnect.Redial`` thread dials the coordinator again within the
+window; meanwhile calls already sent to live executors go on, calls whose executor went
+away with the coordinator are *orphaned* (re-sent as the next attempt without spending a
+retry, so they wait in the client), new calls wait the same way, and requests to the
+coordinator wait to be sent (those already sent are sent again if they change nothing,
+else fail ``ConnectionFailed``: they may have been applied). Once back: a coordinator
+with a new cluster id (the server restarted) has none of the old executors, so they are
+all orphaned; every known name is resolved again, which warms its pool and releases the
+waiting calls, whose invocation records make the re-sent attempts apply once. When the
+window ends first, everything pending fails ``ClusterClosed``. Nothing of this runs on
+the hot path while connected.
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ from typing import Any, Literal
 from stratus import _exceptions as exc
 from stratus.client import invocation as inv
 from stratus.client import placement as pl
+from stratus.client import reconnect as rc
 from stratus.client.driver import Driver
 from stratus.client.future import Future
 from stratus.kv.ref import Ref
@@ -44,7 +59,7 @@ from stratus.protocol import errors, serialization
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.transport import addresses
-from stratus.transport.reactor import Connection, Reactor
+from stratus.transport.reactor import Connection, Reactor, handshake
 
 log = logging.getLogger("stratus.client")
 
@@ -53,6 +68,19 @@ SPIN = 0.0002  # busy-poll this long for a reply before sleeping (see Reactor)
 _POLL_WHILE_HOLDING = 0.001  # s between two rounds of I/O in a burst of held calls
 # Failures after which the executor that reported them exits, to be replaced.
 _EXECUTOR_EXITS = frozenset({"InvocationTimeout", "MemoryLimitExceeded"})
+# Requests that change nothing, or nothing twice, when the coordinator gets them again:
+# sent again after a reconnect. Others in flight then fail (they may have been applied).
+_SAFE_AGAIN = (
+    m.Resolve,
+    m.StatusRequest,
+    m.KvRead,
+    m.KvList,
+    m.MeterRead,
+    m.LogsRead,
+    m.FetchFunction,
+    m.Register,  # one more version of the same code
+    m.RegisterDag,
+)
 
 
 class _Pending:
@@ -118,8 +146,12 @@ class Client:
         reactor: Reactor | None = None,
         client_id: str | None = None,
         role: Literal["client", "executor"] = "client",
+        reconnect: float = 0.0,
     ) -> None:
+        if not reconnect >= 0:
+            raise exc.ConfigurationError(f"reconnect must be >= 0 seconds, not {reconnect!r}")
         self.address = address
+        self.reconnect = reconnect  # s to find a lost coordinator again; 0: give up at once
         self.client_id = client_id or f"c{os.getpid()}-{secrets.token_hex(4)}"
         self.max_payload = max_payload
         self._codec = Codec(key, m.ToClient, max_frame=max_payload + FRAME_OVERHEAD)
@@ -133,6 +165,9 @@ class Client:
         self._pending: dict[int, _Pending] = {}
         self._deadlines: list[tuple[float, int]] = []  # heap, see _check_deadlines
         self._requests: dict[int, cf.Future[Any]] = {}
+        self._asked: dict[int, Any] = {}  # the request of each rid in _requests
+        self._redial: rc.Redial | None = None  # while the coordinator is away
+        self._unsent: dict[int, Any] = {}  # requests to send once it is back
         self._functions: dict[str, m.FunctionInfo] = {}
         self._dags: dict[str, list[m.DagNode]] = {}
         self._executors: dict[str, m.ExecutorAddress] = {}
@@ -154,8 +189,9 @@ class Client:
         self.on_lost: Callable[[str], None] | None = None  # called when the cluster is gone
         # Messages for an embedding server (an executor's coordinator link).
         self.on_other_message: Callable[[Connection, Any], None] | None = None
+        self._hello = m.Hello(self.client_id, role)
         self._coordinator, welcome = self._reactor.connect_and_wait(
-            address, self._codec, m.Hello(self.client_id, role), timeout=_HANDSHAKE_TIMEOUT
+            address, self._codec, self._hello, timeout=_HANDSHAKE_TIMEOUT
         )
         if not isinstance(welcome, m.Welcome):
             raise exc.ConnectionFailed(f"{address} answered {type(welcome).__name__}, not Welcome")
@@ -169,6 +205,11 @@ class Client:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def reconnecting(self) -> bool:
+        """The coordinator went away and the client is finding it again."""
+        return self._redial is not None
 
     def register(
         self,
@@ -204,6 +245,7 @@ class Client:
         return reply
 
     def shutdown_cluster(self) -> None:
+        self.reconnect = 0.0  # it is going away on purpose: do not wait for it
         self.request(lambda rid: m.ShutdownCluster(rid))
 
     def invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
@@ -438,9 +480,24 @@ class Client:
             rid = next(self._rids)
             waiter: cf.Future[Any] = cf.Future()
             self._requests[rid] = waiter
-            self._coordinator.send(build(rid))
-        self.driver.wait(waiter, timeout)
-        return waiter.result(timeout=0)
+            message = self._asked[rid] = build(rid)
+            if self._redial is not None:
+                self._unsent[rid] = message  # sent when the coordinator is back
+            else:
+                self._coordinator.send(message)
+        try:
+            self.driver.wait(waiter, timeout)
+            if not waiter.done() and self._redial is not None:
+                raise exc.ConnectionFailed(
+                    f"the coordinator at {self.address} did not come back within {timeout:g} s "
+                    f"to answer {type(message).__name__} (the client is still reconnecting)"
+                )
+            return waiter.result(timeout=0)
+        finally:
+            with self._lock:
+                self._requests.pop(rid, None)
+                self._asked.pop(rid, None)
+                self._unsent.pop(rid, None)
 
     def close(self) -> None:
         with self._lock:
@@ -448,6 +505,9 @@ class Client:
                 return
             self._fail_all(exc.ClusterClosed("the client was closed"))
             self._closed = True
+            if self._redial is not None:
+                self._redial.stop()
+                self._redial = None
             for conn in [*list(self._conns.values()), self._coordinator]:
                 conn.on_close = lambda c: None
                 conn.close()
@@ -504,26 +564,158 @@ class Client:
 
     def _on_close(self, conn: Connection) -> None:
         if conn is self._coordinator:
-            self._close_reason = "the cluster's coordinator went away"
-            self._fail_all(exc.ClusterClosed(self._close_reason))
-            self._closed = True
-            for c in list(self._conns.values()):  # close() will find nothing left to do
-                c.on_close = lambda c: None
-                c.close()
-            if self.on_lost is not None:
-                self.on_lost(self._close_reason)
+            if self.reconnect > 0 and not self._closed:
+                self._coordinator_lost()
+            else:
+                self._lose_cluster("the cluster's coordinator went away")
             return
+        if self.reconnect > 0 and self._redial is None and not self._coordinator.closed:
+            # An executor that dies with its server may be read closed before the
+            # coordinator is: look first, so that its calls are orphaned, not failed.
+            self._coordinator._on_readable()
         for executor_id, c in list(self._conns.items()):
             if c is conn:
                 del self._conns[executor_id]
                 self._executor_gone(executor_id)
 
+    def _lose_cluster(self, reason: str) -> None:
+        """The cluster is gone for good: fail everything pending with ``reason``."""
+        self._close_reason = reason
+        self._fail_all(exc.ClusterClosed(reason))
+        self._closed = True
+        for c in list(self._conns.values()):  # close() will find nothing left to do
+            c.on_close = lambda c: None
+            c.close()
+        if self._own_reactor:
+            self._reactor.wake()  # a thread asleep in poll sees its future failed
+        if self.on_lost is not None:
+            self.on_lost(reason)
+
     def _executor_gone(self, executor_id: str) -> None:
         self._executors.pop(executor_id, None)
         now = time.monotonic()
         self._carry_out(self.placement.handle(pl.ExecutorLost(executor_id), now))
+        # While the coordinator is away, an executor that goes went with it.
+        event = inv.ExecutorDied(executor_id) if self._redial is None else inv.Orphaned(executor_id)
         for rid, pending in list(self._pending.items()):
-            self._apply(rid, pending.invocation.handle(inv.ExecutorDied(executor_id), now))
+            self._apply(rid, pending.invocation.handle(event, now))
+
+    # ------------------------------------------------------------------ reconnecting
+
+    def _coordinator_lost(self) -> None:
+        """Start finding the coordinator again; calls wait (module docstring)."""
+        log.warning(
+            "%s: the coordinator at %s went away; reconnecting for up to %g s",
+            self.client_id,
+            self.address,
+            self.reconnect,
+        )
+        for rid in list(self._requests):
+            message = self._asked.get(rid)
+            if isinstance(message, _SAFE_AGAIN):
+                self._unsent[rid] = message
+            else:
+                waiter = self._requests.pop(rid)
+                self._asked.pop(rid, None)
+                what = type(message).__name__
+                waiter.set_exception(
+                    exc.ConnectionFailed(
+                        f"the coordinator at {self.address} went away before it answered "
+                        f"{what}: it may or may not have been applied"
+                    )
+                )
+        self._redial = rc.Redial(
+            lambda timeout: handshake(self.address, self._codec, self._hello, timeout=timeout),
+            self.reconnect,
+            on_back=self._coordinator_back,
+            on_give_up=self._coordinator_gone,
+            name=self.client_id,
+        )
+        self._redial.start()
+
+    def _coordinator_back(self, sock: Any, welcome: Any, rest: list[Any]) -> None:
+        """The redial thread got an answer: take the connection and catch up."""
+        with self._lock:
+            if self._closed or self._redial is None:
+                sock.close()
+                return
+            if not isinstance(welcome, m.Welcome):
+                sock.close()
+                self._redial = None
+                self._lose_cluster(
+                    f"{self.address} answered {type(welcome).__name__}, not Welcome, "
+                    "when the client reconnected"
+                )
+                return
+            redial, self._redial = self._redial, None
+            restarted = welcome.node_id != self.cluster_id
+            log.warning(
+                "%s: reconnected to %s after %.2f s (%d tries)%s",
+                self.client_id,
+                self.address,
+                time.monotonic() - redial.started_at,
+                redial.tries,
+                f"; cluster {self.cluster_id} is now {welcome.node_id}" if restarted else "",
+            )
+            self.cluster_id = welcome.node_id
+            conn = self._reactor.adopt(sock, self._codec, self.address, rest)
+            conn.peer_id = welcome.node_id
+            conn.on_message = self._on_message
+            conn.on_close = self._on_close
+            self._coordinator = conn
+            if restarted:
+                # The old executors went with the old coordinator, and the new ones may
+                # reuse their names: orphan every call on them now, before any news (the
+                # Demands this sends go to the new coordinator).
+                gone = dict.fromkeys([*self._executors, *self._conns])
+                self._executors.clear()
+                for old in self._conns.values():
+                    old.on_close = lambda c: None
+                    old.close()
+                self._conns.clear()
+                self._redial = redial  # so that _executor_gone orphans
+                for executor_id in gone:
+                    self._executor_gone(executor_id)
+                self._redial = None
+            unsent, self._unsent = self._unsent, {}
+            for message in unsent.values():
+                conn.send(message, flush=False)
+            for name in sorted(self._placed):
+                self._refresh(name)
+            conn.flush()
+            self._reactor.wake()
+
+    def _refresh(self, name: str) -> None:
+        """Resolve ``name`` again without waiting: the reply updates what the client
+        knows and releases calls waiting for its pool; a refusal (it is gone) fails
+        them."""
+        rid = next(self._rids)
+        waiter: cf.Future[Any] = cf.Future()
+        waiter.add_done_callback(lambda w: self._refresh_failed(name, w))
+        self._requests[rid] = waiter
+        self._coordinator.send(m.Resolve(rid, name), flush=False)
+
+    def _refresh_failed(self, name: str, waiter: cf.Future[Any]) -> None:
+        error = waiter.exception()
+        if error is None or self._closed:
+            return
+        for rid, pending in list(self._pending.items()):
+            uses = pending.dag.name == name if pending.dag is not None else None
+            if uses or (uses is None and pending.invocation.function == name):
+                self._finish(rid, error=error)
+
+    def _coordinator_gone(self, last_error: str) -> None:
+        """The window ended without an answer: the cluster is gone."""
+        with self._lock:
+            if self._closed or self._redial is None:
+                return
+            redial, self._redial = self._redial, None
+            self._unsent.clear()
+            self._lose_cluster(
+                f"the coordinator at {self.address} went away and did not come back within "
+                f"the reconnect window of {redial.window:g} s ({redial.tries} tries; "
+                f"last: {last_error})"
+            )
 
     # ------------------------------------------------------------------ incoming messages
 
@@ -666,6 +858,7 @@ class Client:
         for rid in list(self._pending):
             self._finish(rid, error=error)
         requests, self._requests = self._requests, {}
+        self._asked.clear()
         for waiter in requests.values():
             waiter.set_exception(error)
 

@@ -6,7 +6,10 @@ attempt arrives. When an executor of the plan dies, or the caller's deadline (th
 function's timeout plus a grace period for the executor to report it itself) passes, the
 attempt is abandoned: the invocation is re-sent elsewhere while ``retries`` allow, else it
 fails. Replies of abandoned attempts are ignored, which is safe because an attempt's
-effects only become visible when it returns successfully.
+effects only become visible when it returns successfully. An executor that went away with
+its coordinator (a server restart) *orphans* the attempt: it is re-sent without spending
+a retry, since the call did not fail, the platform went away under it; its invocation
+record keeps its effects to one.
 
     state     event                              next      instructions
     -------   --------------------------------   -------   ------------------------------
@@ -15,6 +18,7 @@ effects only become visible when it returns successfully.
     running   Failed(current, retryable)         failed    Reject (retries spent)
     running   Failed(current, not retryable)     failed    Reject
     running   ExecutorDied(in plan)              running   Resend / Reject(ExecutorLost)
+    running   Orphaned(in plan)                  running   Resend (spends no retry)
     running   Tick(now >= deadline)              running   Kill, Resend / Reject(Timeout)
     running   anything of an older attempt       running   (nothing)
     done/failed  anything                        same      (nothing)
@@ -65,11 +69,18 @@ class ExecutorDied:
 
 
 @dataclass(frozen=True)
+class Orphaned:
+    """The executor went away with the coordinator (the client is reconnecting)."""
+
+    executor_id: str
+
+
+@dataclass(frozen=True)
 class Tick:
     pass
 
 
-Event = Replied | Failed | ExecutorDied | Tick
+Event = Replied | Failed | ExecutorDied | Orphaned | Tick
 
 
 # --- instructions
@@ -142,6 +153,12 @@ class Invocation:
                     "(had it committed, its effects are applied, once)",
                 )
                 return self._retry_or_fail(lost)
+            case Orphaned(executor_id) if executor_id in self.executors:
+                # Not avoided: a restarted server may give a new executor the same name.
+                self.log += (f"attempt {self.attempt}: {executor_id} left with its coordinator",)
+                self.executors = frozenset()
+                self.deadline = None
+                return [Resend(self.attempt + 1, self.avoid)]
             case Tick() if self.deadline is not None and now >= self.deadline:
                 kills: list[Instruction] = [Kill(e) for e in sorted(self.executors)]
                 self.avoid |= self.executors

@@ -226,26 +226,15 @@ class Reactor:
     ) -> tuple[Connection, Any]:
         """Connect, send ``hello`` and block for the peer's first reply, outside the loop:
         a wrong key or a dead peer is reported here rather than as a later hang."""
-        sock = addresses.connect(address, timeout)
-        reader = FrameReader(codec.max_frame)
-        try:
-            sock.settimeout(timeout)
-            sock.sendall(codec.encode(hello))
-            frames: list[memoryview] = []
-            while not frames:
-                data = sock.recv(_RECV)
-                if not data:
-                    raise ConnectionFailed(f"{address} hung up: does it have our cluster key?")
-                frames = reader.feed(data)
-            reply, *rest = (codec.decode(frame) for frame in frames)
-        except (OSError, ProtocolError) as e:
-            sock.close()
-            raise ConnectionFailed(f"no handshake with {address}: {e}") from e
-        addresses.tune(sock)
-        conn = self.add_connection(sock, codec, name=address)
+        sock, reply, rest = handshake(address, codec, hello, timeout=timeout)
+        return self.adopt(sock, codec, address, rest), reply
+
+    def adopt(self, sock: socket.socket, codec: Codec, name: str, rest: list[Any]) -> Connection:
+        """Add a socket that passed ``handshake`` (``rest``: what came after its reply)."""
+        conn = self.add_connection(sock, codec, name=name)
         conn.verified = True
         self.ready.extend((conn, message) for message in rest)
-        return conn, reply
+        return conn
 
     def listen(self, address: str, on_accept: Callable[[socket.socket], None]) -> str:
         """Listen on ``address``; ``on_accept`` gets each new (tuned) socket."""
@@ -517,3 +506,28 @@ def _ignore(conn: Connection, message: Any) -> None:
 
 def _ignore_close(conn: Connection) -> None:
     pass
+
+
+def handshake(
+    address: str, codec: Codec, hello: Any, *, timeout: float
+) -> tuple[socket.socket, Any, list[Any]]:
+    """Connect, send ``hello`` and block for the first reply, touching no reactor (so
+    another thread may do it while one polls): the tuned socket, the reply, and any
+    messages that came with it. ``ConnectionFailed`` when the peer is away or hangs up."""
+    sock = addresses.connect(address, timeout)
+    reader = FrameReader(codec.max_frame)
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(codec.encode(hello))
+        frames: list[memoryview] = []
+        while not frames:
+            data = sock.recv(_RECV)
+            if not data:
+                raise ConnectionFailed(f"{address} hung up: does it have our cluster key?")
+            frames = reader.feed(data)
+        reply, *rest = (codec.decode(frame) for frame in frames)
+    except (OSError, ProtocolError) as e:
+        sock.close()
+        raise ConnectionFailed(f"no handshake with {address}: {e}") from e
+    addresses.tune(sock)
+    return sock, reply, rest
