@@ -55,6 +55,7 @@ ErrorKind = Literal[
     "StoreLockTimeout",
     "StoreUnavailable",
     "StratusError",
+    "StreamInterrupted",
     "UnsupportedFunction",
     "VolumeExists",
     "VolumeNotFound",
