@@ -7,9 +7,18 @@ instances built once. A DAG step sends its result to the next step's executor, o
 the sink, to the caller. A function that waits for a nested call re-enters the loop, so
 the executor keeps serving while it waits.
 
+``async def`` functions (and async generators) run as tasks on ``self.loop``, an asyncio
+loop the reactor steps (``eventloop.SteppedLoop``): up to the function's ``concurrency``
+at once, each with its own transactions, committed when its coroutine returns; the rest
+wait in ``_waiting``. Plain and async calls share one path for running and committing:
+``_attempts``, a generator that yields each run of the function to its driver
+(``_invoke`` calls it, ``_invoke_async`` awaits it) and commits what it returned.
+Generators' items go back one by one on a streamed call (``_Items``).
+
 A function past its ``timeout`` is stopped by SIGALRM: its caller is told
-``InvocationTimeout`` and the executor exits, to be replaced by a clean one. The
-executor exits too when its coordinator connection closes or its parent dies.
+``InvocationTimeout`` and the executor exits, to be replaced by a clean one. A task
+past its timeout is cancelled instead, and the executor stays. The executor exits too
+when its coordinator connection closes or its parent dies.
 
 ``memory_mb`` caps the executor's data segment (RLIMIT_DATA: heap and private anonymous
 memory, where Python's objects live) while the function's calls run: an allocation
