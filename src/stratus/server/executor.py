@@ -222,6 +222,7 @@ class Executor:
         self.loop = SteppedLoop(self.reactor)  # where async def functions run
         self._tasks: dict[str, list[_Running]] = {}  # per function, its running tasks
         self._waiting: dict[str, deque[tuple[_Job, bool, int]]] = {}  # past its concurrency
+        self._task_concurrency: dict[str, int] = {}  # of each async function seen
         # While code is being fetched, calls that arrive wait here instead of re-entering.
         self._deferred: deque[tuple[Connection, Any]] | None = None
         self._cost: dict[tuple[str, int], float] = {}  # moving average of run time, seconds
@@ -310,9 +311,12 @@ class Executor:
         running: dict[str, int] = {}
         for r in self._stack:
             running[r.call.function] = running.get(r.call.function, 0) + 1
+        # An async function's tasks count in executors' worth: ``concurrency`` of them
+        # fill one, so the autoscaler grows its pool only when its executors are full.
         for name, tasks in self._tasks.items():
-            running[name] = running.get(name, 0) + len(tasks)
-        queued: dict[str, int] = {}
+            full = self._task_concurrency.get(name, 1)
+            running[name] = running.get(name, 0) + -(-len(tasks) // full)
+        queued: dict[str, int] = {n: len(w) for n, w in self._waiting.items()}
         for _, message in self.reactor.ready:
             if isinstance(message, m.Call):
                 queued[message.function] = queued.get(message.function, 0) + 1
@@ -519,7 +523,10 @@ class Executor:
         self.served += 1
         name = call.function
         self._calls[name] = self._calls.get(name, 0) + 1
-        self._busy[name] = self._busy.get(name, 0.0) + (ended - started)
+        took = ended - started
+        if job.options.kind in _ON_LOOP:  # overlapping tasks: see _send_load
+            took /= job.options.concurrency
+        self._busy[name] = self._busy.get(name, 0.0) + took
         if isinstance(outcome, bytes) and call.plan is not None and call.node != call.plan.sink:
             self._forward(call, outcome, kv.export())
         else:
@@ -535,6 +542,7 @@ class Executor:
         """Start ``job`` (an ``async def``) as a task, or queue it while its function
         has ``concurrency`` tasks running here."""
         name = job.call.function
+        self._task_concurrency[name] = job.options.concurrency
         tasks = self._tasks.setdefault(name, [])
         if len(tasks) >= job.options.concurrency:
             self._waiting.setdefault(name, deque()).append((job, cold, loading))
