@@ -55,6 +55,18 @@ def test_async_calls_run_concurrently_on_one_executor(app: stratus.App) -> None:
     assert max(start for start, _, _ in results) < min(end for _, end, _ in results)
 
 
+def test_an_executor_runs_at_most_concurrency_tasks_of_a_function(app: stratus.App) -> None:
+    @app.function(max_instances=1, concurrency=2)
+    async def pair(ctx: stratus.Context, i: int) -> tuple[float, float]:
+        started = time.monotonic()
+        await asyncio.sleep(0.2)
+        return started, time.monotonic()
+
+    spans = [f.result(timeout=30) for f in [pair.remote(i) for i in range(6)]]
+    overlapping = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert overlapping == 2
+
+
 def test_async_writes_commit_atomically_when_the_coroutine_returns(app: stratus.App) -> None:
     @app.function
     async def transfer(ctx: stratus.Context, tag: str, fail: bool) -> str:
@@ -111,6 +123,26 @@ def test_an_async_function_awaits_a_nested_call(app: stratus.App) -> None:
         return list(await asyncio.gather(*(ctx.call(double, x + i) for i in range(3))))
 
     assert outer.remote(10).result(timeout=20) == [20, 22, 24]
+
+
+def test_async_steps_and_generator_steps_run_in_a_dag(app: stratus.App) -> None:
+    @app.function
+    async def incr_async(ctx: stratus.Context, x: int) -> int:
+        await asyncio.sleep(0)
+        ctx.kv.put("dag-async-step", x)  # committed at the sink, with the DAG
+        return x + 1
+
+    @app.function
+    def upto(ctx: stratus.Context, n: int) -> Iterator[int]:
+        yield from range(n)
+
+    @app.function
+    def total(ctx: stratus.Context, items: list[int]) -> int:
+        return sum(items)
+
+    dag = app.dag("async_pipeline", incr_async >> upto >> total)
+    assert dag.remote(4).result(timeout=20) == sum(range(5))
+    assert app.kv.get("dag-async-step") == 4
 
 
 def test_an_async_class_serves_calls(app: stratus.App) -> None:
