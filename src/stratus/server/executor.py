@@ -272,6 +272,12 @@ class Executor:
             self.client.pump(0)
             while time.monotonic() < deadline and self.reactor.ready:
                 self.client.pump(0.005)
+            # Async tasks still running end (or time out) first; those without a
+            # timeout are abandoned (their callers retry them: nothing was committed).
+            tasks = [r for running in self._tasks.values() for r in running]
+            until = max((r.deadline or 0.0 for r in tasks), default=0.0)
+            while self._tasks and time.monotonic() < until:
+                self.client.pump(0.05)
         self.reactor.flush()
         self.loop.close()
         self.meter.close()
@@ -548,7 +554,9 @@ class Executor:
             self._waiting.setdefault(name, deque()).append((job, cold, loading))
             return
         started, metered, caller = self._begin(job, cold, loading)
-        running = _Running(job.call, None, caller, metered)  # its timeout cancels the task
+        # Not on the stack, so no SIGALRM: its timeout cancels the task.
+        deadline = None if job.call.timeout is None else time.monotonic() + job.call.timeout
+        running = _Running(job.call, deadline, caller, metered)
         tasks.append(running)
         if started >= self._report_due:
             self._send_load()
