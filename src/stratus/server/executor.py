@@ -584,6 +584,7 @@ class Executor:
             self.meter.end(running.metered, "error")
             raise
         finally:
+            self.logs.end_invocation()
             self.post.end(call.invocation_id)
             tasks = self._tasks[call.function]
             tasks.remove(running)
