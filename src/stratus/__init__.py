@@ -35,6 +35,7 @@ from stratus._exceptions import (
     StoreFull,
     StoreUnavailable,
     StratusError,
+    StreamInterrupted,
     UnsupportedFunction,
     VolumeExists,
     VolumeNotFound,
@@ -42,6 +43,7 @@ from stratus._exceptions import (
 from stratus.client.app import App, connect
 from stratus.client.future import Future
 from stratus.client.handles import Dag, Function
+from stratus.client.stream import Stream
 from stratus.client.usage import Prices, Usage, UsageRow
 from stratus.config import AutoscalingConfig
 from stratus.kv.ref import Ref
@@ -83,6 +85,8 @@ __all__ = [
     "StoreFull",
     "StoreUnavailable",
     "StratusError",
+    "Stream",
+    "StreamInterrupted",
     "UnsupportedFunction",
     "Usage",
     "UsageRow",

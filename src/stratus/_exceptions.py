@@ -38,7 +38,8 @@
         ├── MemoryLimitExceeded   the function used more than its memory_mb and was stopped
         ├── ExecutorLost          its executor died and the retries were spent
         ├── ExecutorStartFailed   no executor could start to run it; carries the start error
-        └── ResultLost            it was applied, but its result was too large to keep
+        ├── ResultLost            it was applied, but its result was too large to keep
+        └── StreamInterrupted     a streamed generator call failed after items were delivered
 
 Every exception class of stratus is defined here (other modules re-export some of them),
 and each has a wire kind in ``stratus.protocol.errors``.
@@ -371,6 +372,17 @@ class ExecutorStartFailed(InvocationError):
 class ResultLost(InvocationError):
     """The invocation was applied (its writes are committed, once), but an executor died
     before replying and its result was too large to keep for the retry."""
+
+
+class StreamInterrupted(InvocationError):
+    """A streamed generator call (``fn.remote_gen``) lost its executor, or timed out,
+    after some of its items were delivered. It is not retried, since a new run would
+    yield its items again: its writes were committed once at most (once if its generator
+    finished before the executor died), and ``delivered`` items were received."""
+
+    def __init__(self, message: str, *, delivered: int = 0, **where: Any) -> None:
+        super().__init__(message, **where)
+        self.delivered = delivered
 
 
 class StoreUnavailable(StratusError):

@@ -7,6 +7,7 @@ import pytest
 from stratus.client.invocation import (
     DEADLINE_GRACE,
     Complete,
+    Deliver,
     ExecutorDied,
     Failed,
     Invocation,
@@ -17,6 +18,7 @@ from stratus.client.invocation import (
     Resend,
     State,
     Tick,
+    Yielded,
 )
 from stratus.protocol.messages import ErrorInfo
 from stratus.testing import FakeClock
@@ -275,3 +277,33 @@ def test_orphaning_another_executor_or_a_held_attempt_changes_nothing(clock: Fak
     held.sent(1, frozenset(), clock())
     assert held.handle(Orphaned("x1"), clock()) == []
     assert inv.attempt == 1 and held.state is State.RUNNING
+
+
+def test_streamed_items_are_delivered_once_in_order(clock: FakeClock) -> None:
+    inv = started(clock)
+    assert inv.handle(Yielded(1, 0), clock()) == [Deliver()]
+    assert inv.handle(Yielded(1, 0), clock()) == []  # a duplicate
+    assert inv.handle(Yielded(1, 2), clock()) == []  # out of order: not the next one
+    assert inv.handle(Yielded(0, 1), clock()) == []  # an older attempt's
+    assert inv.handle(Yielded(1, 1), clock()) == [Deliver()]
+    assert inv.delivered == 2
+    assert inv.handle(Replied(1, b"2"), clock()) == [Complete(b"2")]
+
+
+def test_a_stream_is_retried_before_its_first_item_but_not_after(clock: FakeClock) -> None:
+    fresh = started(clock)
+    assert isinstance(fresh.handle(ExecutorDied("x1"), clock())[0], Resend)
+
+    inv = started(clock)
+    inv.handle(Yielded(1, 0), clock())
+    [reject] = inv.handle(ExecutorDied("x1"), clock())
+    assert isinstance(reject, Reject) and reject.error.kind == "StreamInterrupted"
+    assert "after 1 items" in reject.error.message
+    assert inv.state is State.FAILED
+
+
+def test_a_stream_whose_function_raised_keeps_the_functions_error(clock: FakeClock) -> None:
+    inv = started(clock)
+    inv.handle(Yielded(1, 0), clock())
+    retryable = ErrorInfo("RemoteError", "OSError: flaky", retry=True)  # retry_on names it
+    assert inv.handle(Failed(1, retryable), clock()) == [Reject(retryable)]

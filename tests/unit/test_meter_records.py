@@ -333,3 +333,22 @@ def test_records_are_logged_before_the_next_attempt_begins(tmp_path: Path, store
     meter.begin(call("c1.1"), 128)  # same stack depth: the slot is freed first
     assert [r.invocation_id for r in iter_batch(meter._log())] == ["c1.0"]
     meter.close()
+
+
+def test_overlapping_attempts_that_end_out_of_order_keep_their_slots(
+    tmp_path: Path, store: Store
+) -> None:
+    """Async tasks end in any order: a new attempt must not take the slot of one still
+    running, or a death would bill that one wrongly (or not at all)."""
+    meter = metering.Meter(str(tmp_path), "cl", "x1", store)
+    first = meter.begin(call("c1.a"), 128)
+    meter.begin(call("c1.b"), 128)  # these run on when the executor dies
+    meter.begin(call("c1.c"), 128)
+    meter.end(first, "ok")
+    meter.begin(call("c1.d"), 128)  # in the slot "a" left
+    meter.begin(call("c1.e"), 128)  # not in "b"'s, which still runs
+    die(meter)
+    metering.recover(meter.path, store, died_ns=T0 + 10**12)
+    outcomes = {r.invocation_id: r.outcome for r in stored(store)}
+    lost = dict.fromkeys(["c1.b", "c1.c", "c1.d", "c1.e"], "lost")
+    assert outcomes == {"c1.a": "ok", **lost}

@@ -348,3 +348,18 @@ def test_a_start_failure_fails_the_calls_waiting_for_an_empty_pool(clock: FakeCl
     assert not p.knows(3) and not p.knows(4)
     assert p.knows(2) and p.held("warm") == 1  # a running executor will take it
     assert p.handle(StartFailed(), clock()) == []
+
+
+def test_an_async_functions_calls_overlap_on_one_executor_up_to_its_concurrency(
+    clock: FakeClock,
+) -> None:
+    """Its executor runs them at once: no measurement needed, a long one holds none back."""
+    p = Placement()
+    pools(p, clock, f=["e1"])
+    submits = [Submit(rid, "f", concurrency=3, overlapping=True) for rid in range(1, 6)]
+    out = [i for s in submits[:2] for i in p.handle(s, clock())]
+    clock.advance(10.0)  # both still running, long past the budget
+    out += [i for s in submits[2:] for i in p.handle(s, clock())]
+    assert sends(out) == [(1, "e1"), (2, "e1"), (3, "e1")]
+    assert p.held("f") == 2
+    assert sends(p.handle(Settled(1, 1), clock())) == [(4, "e1")]

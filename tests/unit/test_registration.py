@@ -68,10 +68,6 @@ def test_callable_shapes_are_accepted(target: Callable[..., Any]) -> None:
         (no_parameters, "first positional parameter"),
         (keyword_only, "first positional parameter"),
         (ServedWithoutCtx, "first positional parameter"),
-        (coroutine, "async def"),
-        (async_generator, "async def"),
-        (ServedAsync, "async def"),
-        (generator, "generator"),
     ],
     ids=lambda v: getattr(v, "__name__", ""),
 )
@@ -80,6 +76,32 @@ def test_callables_the_executors_cannot_call_are_refused(
 ) -> None:
     with pytest.raises(UnsupportedFunction, match=match):
         check_callable(target)
+
+
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [
+        (plain, "plain"),
+        (Served, "plain"),
+        (coroutine, "async"),
+        (ServedAsync, "async"),
+        (async_generator, "async_generator"),
+        (generator, "generator"),
+    ],
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
+def test_the_kind_of_a_callable_tells_executors_how_to_run_it(
+    target: Callable[..., Any], kind: str
+) -> None:
+    assert check_callable(target) == kind
+
+
+def test_async_callables_without_ctx_are_refused_too() -> None:
+    async def no_ctx() -> None:
+        pass
+
+    with pytest.raises(UnsupportedFunction, match="first positional parameter"):
+        check_callable(no_ctx)
 
 
 def test_unsupported_function_is_a_configuration_and_type_error() -> None:

@@ -176,8 +176,11 @@ class App:
         its ``Context``. A class is built once per warm executor with ``init_args`` and
         ``init_kwargs`` (load a model there); its ``__call__(self, ctx, ...)`` serves calls.
         Registering a name again makes a new version; calls in flight finish on the old.
-        A function that cannot be called so (no ``ctx`` parameter, ``async def``, a
-        generator) is refused at once with ``UnsupportedFunction``.
+        A function without a ``ctx`` parameter is refused at once with
+        ``UnsupportedFunction``. An ``async def`` runs on its executor's event loop, up
+        to ``concurrency`` calls at once per executor; a generator (or async generator)
+        streams its items to ``fn.remote_gen(...)``, and ``fn.remote(...)`` returns them
+        as a list.
 
         A call whose executor dies or times out is tried again, up to ``retries`` more
         times; so is one whose function raised an exception of a type in ``retry_on``
@@ -209,6 +212,9 @@ class App:
             is_class = isinstance(target, type)
             if isinstance(target, type) and not any("__call__" in vars(k) for k in target.__mro__):
                 raise exc.ConfigurationError(f"class {target!r} must define __call__")
+            if not callable(target):
+                raise exc.ConfigurationError(f"{target!r} is not a function or a class")
+            kind = check_callable(target)
             options = FunctionOptions(
                 timeout=timeout,
                 retries=retries,
@@ -222,10 +228,8 @@ class App:
                 max_queued=max_queued,
                 preload=tuple(preload),
                 retry_on=retry_names,
+                kind=kind,
             )
-            if not callable(target):
-                raise exc.ConfigurationError(f"{target!r} is not a function or a class")
-            check_callable(target)
             fn_name = name if name is not None else getattr(target, "__name__", None)
             if not fn_name or not isinstance(fn_name, str) or len(fn_name) > 256:
                 raise exc.ConfigurationError(f"bad function name {fn_name!r}: 1-256 characters")

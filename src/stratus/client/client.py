@@ -54,6 +54,7 @@ from stratus.client import placement as pl
 from stratus.client import reconnect as rc
 from stratus.client.driver import Driver
 from stratus.client.future import Future
+from stratus.client.stream import Stream
 from stratus.kv.ref import Ref
 from stratus.protocol import errors, serialization
 from stratus.protocol import messages as m
@@ -66,7 +67,8 @@ log = logging.getLogger("stratus.client")
 _HANDSHAKE_TIMEOUT = 10.0
 SPIN = 0.0002  # busy-poll this long for a reply before sleeping (see Reactor)
 _POLL_WHILE_HOLDING = 0.001  # s between two rounds of I/O in a burst of held calls
-# Failures after which the executor that reported them exits, to be replaced.
+# Failures after which the executor that reported them exits, to be replaced (not after
+# a timeout of an async function: its task is cancelled, the executor stays).
 _EXECUTOR_EXITS = frozenset({"InvocationTimeout", "MemoryLimitExceeded"})
 # Requests that change nothing, or nothing twice, when the coordinator gets them again:
 # sent again after a reconnect. Others in flight then fail (they may have been applied).
@@ -81,12 +83,23 @@ _SAFE_AGAIN = (
     m.Register,  # one more version of the same code
     m.RegisterDag,
 )
+_ON_LOOP = frozenset({"async", "async_generator"})  # kinds an executor runs many at once
 
 
 class _Pending:
     """An invocation in flight: its future, its state machine and what to send again."""
 
-    __slots__ = ("blob", "cold", "dag", "future", "held_ns", "info", "invocation", "refs")
+    __slots__ = (
+        "blob",
+        "cold",
+        "dag",
+        "future",
+        "held_ns",
+        "info",
+        "invocation",
+        "refs",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -105,6 +118,7 @@ class _Pending:
         self.dag = dag  # for a DAG call
         self.held_ns = 0  # perf_counter_ns when it began to wait in this client, if it did
         self.cold = False  # it waited for its function's pool to start from nothing
+        self.stream: Stream | None = None  # where a streamed call's items go
 
 
 @dataclass(frozen=True)
@@ -256,7 +270,20 @@ class Client:
             return self.call_dag(name, args, kwargs)
         return self.call(name, args, kwargs)
 
-    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+    def stream(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Stream:
+        """Invoke generator function ``name``, its items streamed as they are yielded."""
+        stream = Stream(self.driver)
+        self.call(name, args, kwargs, stream=stream)
+        return stream
+
+    def call(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        stream: Stream | None = None,
+    ) -> Future[Any]:
         """Invoke function ``name``; returns at once with a Future."""
         blob = serialization.dumps((args, kwargs), limit=self.max_payload, what="arguments")
         if name not in self._placed:
@@ -271,7 +298,10 @@ class Client:
                 future.invocation_id, name, options.timeout, options.retries
             )
             refs = _ref_keys(args, kwargs)
-            self._pending[rid] = _Pending(future, invocation, blob, info=info, refs=refs)
+            pending = self._pending[rid] = _Pending(future, invocation, blob, info=info, refs=refs)
+            if stream is not None:
+                stream.future = future
+                pending.stream = stream
             self._place(rid, 1, frozenset())
         if (
             self._own_reactor
@@ -323,6 +353,7 @@ class Client:
                 pending.refs,
                 options.concurrency,
                 options.max_queued,
+                options.kind in _ON_LOOP,
             )
         else:
             event = pl.SubmitDag(rid, pending.dag.steps, attempt, avoid)
@@ -387,6 +418,7 @@ class Client:
             refs=bool(pending.refs),
             held_ns=time.perf_counter_ns() - pending.held_ns if pending.held_ns else 0,
             cold=pending.cold,
+            stream=pending.stream is not None,
         )
         pending.held_ns, pending.cold = 0, False
         invocation.sent(attempt, frozenset((executor_id,)), time.monotonic())
@@ -727,6 +759,8 @@ class Client:
                 self._settle(conn, rid, inv.Replied(attempt, value))
             case m.Failure(rid, attempt, error):
                 self._settle(conn, rid, inv.Failed(attempt, error))
+            case m.StreamItem(rid, attempt, index, value):
+                self._streamed(rid, attempt, index, value)
             case m.ExecutorsChanged(executors, pools):
                 self._executors_changed(executors, pools)
             case m.ExecutorStartFailed(error=error):
@@ -766,11 +800,28 @@ class Client:
         # stay: one that exits after this reply is forgotten first.
         released = self.placement.handle(pl.Settled(rid, event.attempt), now)
         pending = self._pending.get(rid)
+        kind = event.error.kind if isinstance(event, inv.Failed) else ""
+        exits = kind in _EXECUTOR_EXITS
+        if exits and pending is not None and pending.info is not None:
+            # A task of an async function timed out: cancelled, its executor stays.
+            exits = not (kind == "InvocationTimeout" and pending.info.options.kind in _ON_LOOP)
         if pending is not None:
             self._apply(rid, pending.invocation.handle(event, now))
-        if isinstance(event, inv.Failed) and event.error.kind in _EXECUTOR_EXITS:
+        if exits:
             self._executor_gone(conn.peer_id)  # it exits after this reply: send no more
         self._carry_out(released, flush=False)
+
+    def _streamed(self, rid: int, attempt: int, index: int, value: bytes) -> None:
+        """An item of streamed call ``rid`` arrived: hand it on if it is the next one."""
+        pending = self._pending.get(rid)
+        if pending is None or pending.stream is None:
+            return
+        event = inv.Yielded(attempt, index)
+        if pending.invocation.handle(event, time.monotonic()) == [inv.Deliver()]:
+            try:
+                pending.stream.put(serialization.loads(value, what="streamed item"))
+            except exc.SerializationError as e:
+                self._finish(rid, error=e)
 
     def _executors_changed(
         self, executors: list[m.ExecutorAddress], pools: dict[str, list[str]]
@@ -827,20 +878,34 @@ class Client:
                     except exc.SerializationError as e:
                         self._finish(rid, error=e)
                     else:
-                        self._finish(rid, value=result)
+                        self._finish(rid, value=result, error=self._items_lost(rid, result))
                 case inv.Reject(error):
                     pending = self._pending[rid]
-                    self._finish(
-                        rid,
-                        error=errors.decode(
-                            error, pending.future.invocation_id, pending.invocation.function
-                        ),
+                    decoded = errors.decode(
+                        error, pending.future.invocation_id, pending.invocation.function
                     )
+                    if isinstance(decoded, exc.StreamInterrupted):
+                        decoded.delivered = pending.invocation.delivered
+                    self._finish(rid, error=decoded)
                 case inv.Resend(attempt, avoid):
                     self._place(rid, attempt, avoid)
                 case inv.Kill(executor_id):
                     invocation_id = self._pending[rid].future.invocation_id
                     self._coordinator.send(m.KillInvocation(executor_id, invocation_id))
+
+    def _items_lost(self, rid: int, count: Any) -> exc.StreamInterrupted | None:
+        """For a streamed call that ended after ``count`` items: an error if fewer came
+        (an attempt that died after its commit, answered by a retry from its record)."""
+        pending = self._pending[rid]
+        delivered = pending.invocation.delivered
+        if pending.stream is None or count == delivered:
+            return None
+        return exc.StreamInterrupted(
+            f"{pending.invocation.function} yielded {count} items, {delivered} arrived",
+            delivered=delivered,
+            invocation_id=pending.future.invocation_id,
+            function=pending.invocation.function,
+        )
 
     def _finish(self, rid: int, *, value: Any = None, error: BaseException | None = None) -> None:
         pending = self._pending.pop(rid, None)
@@ -853,6 +918,8 @@ class Client:
             pending.future.set_exception(error)
         else:
             pending.future.set_result(value)
+        if pending.stream is not None:
+            pending.stream.wake()
 
     def _fail_all(self, error: exc.StratusError) -> None:
         for rid in list(self._pending):

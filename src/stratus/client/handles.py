@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Union
 
-from stratus._exceptions import ClusterClosed, ConfigurationError
+from stratus._exceptions import ClusterClosed, ConfigurationError, UnsupportedFunction
 from stratus.protocol.messages import DagNode, FunctionOptions
 
 if TYPE_CHECKING:
     from stratus.client.client import Client
     from stratus.client.future import Future
+    from stratus.client.stream import Stream
 
 Composable = Union["Function", "Graph", list[Any]]
 
@@ -21,12 +22,15 @@ class _Invocable:
 
     def remote(self, *args: Any, **kwargs: Any) -> Future[Any]:
         """Invoke on the cluster; returns at once with a Future."""
+        return self._connected().invoke(self.name, args, kwargs)
+
+    def _connected(self) -> Client:
         if self._client is None:
             raise ClusterClosed(
                 f"{self.name}: a pickled handle has no connection; "
                 "inside a function use ctx.call(handle, ...)"
             )
-        return self._client.invoke(self.name, args, kwargs)
+        return self._client
 
     def map(self, *iterables: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
         """Like ``Executor.map``: every call is sent first, results come back in order."""
@@ -47,6 +51,16 @@ class Function(_Invocable):
 
     def __repr__(self) -> str:
         return f"<stratus.Function {self.name} v{self.version}>"
+
+    def remote_gen(self, *args: Any, **kwargs: Any) -> Stream:
+        """Invoke a generator function; returns at once with a ``Stream`` of its items,
+        sent as it yields them (``for x in fn.remote_gen(...)`` or ``async for``). Its
+        writes commit when it finishes. ``fn.remote(...)`` returns them as one list.
+
+        A stream is not retried once an item arrived (``StreamInterrupted``)."""
+        if self.options.kind not in ("generator", "async_generator"):
+            raise UnsupportedFunction(f"{self.name} is not a generator: call remote()")
+        return self._connected().stream(self.name, args, kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled (as an argument, or captured by a function) without its connection;

@@ -11,6 +11,11 @@ its coordinator (a server restart) *orphans* the attempt: it is re-sent without 
 a retry, since the call did not fail, the platform went away under it; its invocation
 record keeps its effects to one.
 
+A streamed generator call (``fn.remote_gen``) also gets its items, numbered from 0, before
+its reply; each is delivered once, in order. Once one was delivered it is not re-sent:
+a new attempt would yield them again, so an attempt that dies or times out fails it with
+``StreamInterrupted`` instead (docs/architecture.md, "Async functions and generators").
+
     state     event                              next      instructions
     -------   --------------------------------   -------   ------------------------------
     running   Replied(current attempt)           done      Complete
@@ -20,6 +25,8 @@ record keeps its effects to one.
     running   ExecutorDied(in plan)              running   Resend / Reject(ExecutorLost)
     running   Orphaned(in plan)                  running   Resend (spends no retry)
     running   Tick(now >= deadline)              running   Kill, Resend / Reject(Timeout)
+    running   Yielded(current, next index)       running   Deliver
+    running   retry after an item was delivered  failed    Reject(StreamInterrupted)
     running   anything of an older attempt       running   (nothing)
     done/failed  anything                        same      (nothing)
 """
@@ -80,7 +87,15 @@ class Tick:
     pass
 
 
-Event = Replied | Failed | ExecutorDied | Orphaned | Tick
+@dataclass(frozen=True)
+class Yielded:
+    """A streamed call's item ``index`` arrived."""
+
+    attempt: int
+    index: int
+
+
+Event = Replied | Failed | ExecutorDied | Orphaned | Tick | Yielded
 
 
 # --- instructions
@@ -107,7 +122,12 @@ class Kill:
     executor_id: str
 
 
-Instruction = Complete | Reject | Resend | Kill
+@dataclass(frozen=True)
+class Deliver:
+    """Hand the item that just arrived to the caller."""
+
+
+Instruction = Complete | Reject | Resend | Kill | Deliver
 
 
 @dataclass(slots=True)
@@ -125,6 +145,7 @@ class Invocation:
     # Immutable defaults: one invocation per call, so no per-call containers until needed.
     avoid: frozenset[str] = frozenset()  # executors that failed this invocation
     log: tuple[str, ...] = ()  # why each attempt ended
+    delivered: int = 0  # items of a streamed call handed to the caller
 
     def sent(self, attempt: int, executors: frozenset[str], now: float) -> None:
         """Record that ``attempt`` went out to ``executors``."""
@@ -153,6 +174,11 @@ class Invocation:
                     "(had it committed, its effects are applied, once)",
                 )
                 return self._retry_or_fail(lost)
+            case Orphaned(executor_id) if executor_id in self.executors and self.delivered:
+                left = ErrorInfo(
+                    "ExecutorLost", f"executor {executor_id} left with its coordinator"
+                )
+                return self._retry_or_fail(left)  # a stream is not re-run past its first item
             case Orphaned(executor_id) if executor_id in self.executors:
                 # Not avoided: a restarted server may give a new executor the same name.
                 self.log += (f"attempt {self.attempt}: {executor_id} left with its coordinator",)
@@ -166,10 +192,22 @@ class Invocation:
                     "InvocationTimeout", f"no reply within the timeout of {self.timeout} s"
                 )
                 return kills + self._retry_or_fail(timeout)
+            case Yielded(attempt, index) if attempt == self.attempt and index == self.delivered:
+                self.delivered += 1
+                return [Deliver()]
         return []
 
     def _retry_or_fail(self, error: ErrorInfo) -> list[Instruction]:
         self.log += (f"attempt {self.attempt}: {error.kind}: {error.message}",)
+        if self.delivered:  # a new attempt would yield the items again
+            self.state = State.FAILED
+            if error.kind == "RemoteError":  # raised, though retry_on names it
+                return [Reject(error)]
+            interrupted = ErrorInfo(
+                "StreamInterrupted",
+                f"{error.kind} after {self.delivered} items were delivered: {error.message}",
+            )
+            return [Reject(interrupted)]
         if self.attempt <= self.retries:
             self.executors = frozenset()  # until the next attempt is sent
             self.deadline = None

@@ -23,6 +23,9 @@ its pool's last growth) goes to the least loaded executor of its pool anyway, wi
 executor whose running call waits for it (``ctx.recv``, nested calls re-enter the loop).
 Past ``max_queued`` held calls a call is rejected (``Overloaded``), never dropped.
 
+An ``async def`` function (``overlapping``) runs up to ``concurrency`` calls at once on
+one executor's event loop: room there is simply ``n < concurrency``.
+
 Among executors with room the least loaded wins; one this caller last sent the call's
 ``Ref`` keys to (so it caches them) counts ``LOCALITY_BONUS`` calls less. Executors that
 failed the invocation (``avoid``) are taken only when no other has room. An executor
@@ -93,6 +96,7 @@ class Submit:
     refs: tuple[str, ...] = ()  # keys of its Ref arguments
     concurrency: int = 10_000  # calls in flight on one executor at most
     max_queued: int = 100_000  # calls of this function held here at most
+    overlapping: bool = False  # an executor runs up to ``concurrency`` of them at once
 
 
 @dataclass(slots=True)
@@ -224,6 +228,7 @@ class _Function:
     grew_at: float = -math.inf
     demanded_at: float = -math.inf
     concurrency: int = 10_000
+    overlapping: bool = False
 
 
 @dataclass(slots=True)
@@ -338,6 +343,7 @@ class Placement:
     def _submit(self, submit: Submit, now: float, out: list[Instruction]) -> None:
         fn = self.functions.get(submit.function) or self._function(submit.function)
         fn.concurrency = submit.concurrency
+        fn.overlapping = submit.overlapping
         sent = self._sent.pop(submit.rid, None)
         if sent is not None:
             attempt, executor_id, _ = sent
@@ -466,7 +472,7 @@ class Placement:
     # ------------------------------------------------------------------ choosing
 
     def _depth(self, fn: _Function) -> int:
-        if self.nested:
+        if self.nested or fn.overlapping:
             return fn.concurrency
         if not fn.calls:
             return 1
@@ -505,6 +511,7 @@ class Placement:
                 if (
                     not overflow
                     and not self.nested
+                    and not fn.overlapping
                     and record is not None
                     and now - record.busy_since > self.budget
                 ):
@@ -559,7 +566,7 @@ class Placement:
             while fn.held:
                 rid = next(iter(fn.held))
                 submit = fn.held[rid]
-                if executor_id in submit.avoid or not self._room(executor_id, depth, now):
+                if executor_id in submit.avoid or not self._room(executor_id, fn, depth, now):
                     break  # the next reply or tick finds it a place
                 del fn.held[rid]
                 del self._held_at[rid]
@@ -567,13 +574,13 @@ class Placement:
             if not fn.held:
                 del self._holding[name]
 
-    def _room(self, executor_id: str, depth: int, now: float) -> bool:
+    def _room(self, executor_id: str, fn: _Function, depth: int, now: float) -> bool:
         record = self._inflight.get(executor_id)
         if record is None or record.inflight == 0:
             return True
         if record.inflight >= depth:
             return False
-        return self.nested or now - record.busy_since <= self.budget
+        return self.nested or fn.overlapping or now - record.busy_since <= self.budget
 
     def _overflow_at(self, rid: int, fn: _Function) -> float:
         return max(self._held_at[rid][1], fn.grew_at) + self.overflow_after

@@ -58,6 +58,7 @@ ErrorKind = Literal[
     "StoreLockTimeout",
     "StoreUnavailable",
     "StratusError",
+    "StreamInterrupted",
     "UnsupportedFunction",
     "VolumeExists",
     "VolumeNotFound",

@@ -20,6 +20,9 @@ import msgspec
 from stratus.protocol.errors import ErrorInfo as ErrorInfo  # the failures messages carry
 
 Consistency = Literal["eventual", "causal", "serializable"]
+#: How an executor runs a function: a plain call; a coroutine on its event loop (many at
+#: once); a generator or async generator whose items are streamed (``StreamItem``).
+FunctionKind = Literal["plain", "async", "generator", "async_generator"]
 
 
 class _Msg(msgspec.Struct, array_like=True, frozen=True, tag=True, gc=False):
@@ -49,6 +52,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, gc=False):
     executor at once (the rest wait in the caller); ``max_queued`` calls waiting in one
     caller before ``Overloaded``; ``preload`` modules imported before a new executor
     says hello. A call whose function raised a type ``retry_on`` names is retried.
+    ``kind`` says how executors run it (``async`` ones up to ``concurrency`` at once).
     """
 
     timeout: float | None = 300.0
@@ -63,6 +67,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, gc=False):
     max_queued: int = 100_000
     preload: tuple[str, ...] = ()
     retry_on: tuple[str, ...] = ()  # exception types (protocol.errors.type_name) retried
+    kind: FunctionKind = "plain"
 
 
 class ExecutorAddress(msgspec.Struct, frozen=True, gc=False):
@@ -185,6 +190,7 @@ class Call(_Msg, tag="call", frozen=True):
     refs: bool = False  # some arguments are stratus.Ref: resolve them from the kv cache
     held_ns: int = 0  # how long the caller held it back, waiting for room in the pool
     cold: bool = False  # ... because the pool was empty: the wait was a cold start
+    stream: bool = False  # a generator's items go back one by one (StreamItem), then Result
 
 
 class DagInput(_Msg, tag="dag_input", frozen=True):
@@ -393,6 +399,16 @@ class Failure(_Msg, tag="failure", frozen=True):
     error: ErrorInfo
 
 
+class StreamItem(_Msg, tag="stream_item", frozen=True):
+    """Item ``index`` (0, 1, ...) a streamed generator call yielded, pickled; its
+    ``Result`` (the number of items) or ``Failure`` follows the last one."""
+
+    rid: int
+    attempt: int
+    index: int
+    value: bytes
+
+
 class Registered(_Msg, tag="registered", frozen=True):
     rid: int
     name: str
@@ -514,6 +530,7 @@ ToClient = (
     Welcome
     | Result
     | Failure
+    | StreamItem
     | Registered
     | Resolved
     | StatusReply

@@ -7,9 +7,18 @@ instances built once. A DAG step sends its result to the next step's executor, o
 the sink, to the caller. A function that waits for a nested call re-enters the loop, so
 the executor keeps serving while it waits.
 
+``async def`` functions (and async generators) run as tasks on ``self.loop``, an asyncio
+loop the reactor steps (``eventloop.SteppedLoop``): up to the function's ``concurrency``
+at once, each with its own transactions, committed when its coroutine returns; the rest
+wait in ``_waiting``. Plain and async calls share one path for running and committing:
+``_attempts``, a generator that yields each run of the function to its driver
+(``_invoke`` calls it, ``_invoke_async`` awaits it) and commits what it returned.
+Generators' items go back one by one on a streamed call (``_Items``).
+
 A function past its ``timeout`` is stopped by SIGALRM: its caller is told
-``InvocationTimeout`` and the executor exits, to be replaced by a clean one. The
-executor exits too when its coordinator connection closes or its parent dies.
+``InvocationTimeout`` and the executor exits, to be replaced by a clean one. A task
+past its timeout is cancelled instead, and the executor stays. The executor exits too
+when its coordinator connection closes or its parent dies.
 
 ``memory_mb`` caps the executor's data segment (RLIMIT_DATA: heap and private anonymous
 memory, where Python's objects live) while the function's calls run: an allocation
@@ -27,7 +36,9 @@ starts or ends, for the autoscaler (docs/autoscaling.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import os
@@ -35,6 +46,7 @@ import resource
 import signal
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +68,7 @@ from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.protocol.metering import Outcome
 from stratus.server import cgroups
 from stratus.server.context import Context, ImmediateKV
+from stratus.server.eventloop import SteppedLoop
 from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
@@ -79,6 +92,11 @@ _BATCH_BELOW = 0.0002
 # Tests only (docs/reliability.md): the executor kills itself right after attempt 1 of
 # the function of this name committed, before replying, as a crash there would.
 _EXIT_AFTER_COMMIT = os.environ.get("STRATUS_TEST_EXIT_AFTER_COMMIT", "")
+_ON_LOOP = frozenset({"async", "async_generator"})  # function kinds run as asyncio tasks
+# The call of the task running now, for its log lines (a task sees its own value).
+_TASK_CALL: contextvars.ContextVar[m.Call | None] = contextvars.ContextVar(
+    "stratus_task_call", default=None
+)
 
 
 @dataclass
@@ -96,6 +114,55 @@ class _Running:
         if call.plan is not None:
             error = errors.in_step(error, call.function, call.node)
         return m.Failure(call.rid, call.attempt, error)
+
+
+@dataclass(slots=True)
+class _Job:
+    """An invocation to run, as it arrived, with its loaded code."""
+
+    conn: Connection | None  # the caller's connection (None: a DAG step)
+    call: m.Call
+    target: Any
+    options: m.FunctionOptions
+    args: Any
+    kwargs: Any
+    upstream_kv: list[bytes]
+    arrived: int  # perf_counter_ns, 0: unknown
+
+
+class _Items:
+    """A generator's items: each sent to the caller as it comes (a streamed call), or
+    gathered into the list that is its result."""
+
+    def __init__(self, executor: Executor, job: _Job) -> None:
+        self._executor = executor
+        self._job = job
+        self._items: list[Any] = []
+        self._count = 0
+
+    def collect(self, items: Iterator[Any]) -> Any:
+        for item in items:
+            self._add(item)
+        return self._result()
+
+    async def collect_async(self, items: AsyncIterator[Any]) -> Any:
+        async for item in items:
+            self._add(item)
+        return self._result()
+
+    def _add(self, item: Any) -> None:
+        call, conn = self._job.call, self._job.conn
+        if not call.stream:
+            self._items.append(item)
+            return
+        limit = self._executor.config.max_payload
+        value = serialization.dumps(item, limit=limit, what="streamed item")
+        if conn is not None:
+            conn.send(m.StreamItem(call.rid, call.attempt, self._count, value))
+        self._count += 1
+
+    def _result(self) -> Any:
+        return self._count if self._job.call.stream else self._items
 
 
 @dataclass
@@ -154,6 +221,10 @@ class Executor:
         self._undelivered: dict[str, list[tuple[float, Any]]] = {}
         self._fanin: dict[tuple[str, int, int], _FanIn] = {}
         self._stack: list[_Running] = []
+        self.loop = SteppedLoop(self.reactor)  # where async def functions run
+        self._tasks: dict[str, list[_Running]] = {}  # per function, its running tasks
+        self._waiting: dict[str, deque[tuple[_Job, bool, int]]] = {}  # past its concurrency
+        self._task_concurrency: dict[str, int] = {}  # of each async function seen
         # While code is being fetched, calls that arrive wait here instead of re-entering.
         self._deferred: deque[tuple[Connection, Any]] | None = None
         self._cost: dict[tuple[str, int], float] = {}  # moving average of run time, seconds
@@ -203,7 +274,14 @@ class Executor:
             self.client.pump(0)
             while time.monotonic() < deadline and self.reactor.ready:
                 self.client.pump(0.005)
+            # Async tasks still running end (or time out) first; those without a
+            # timeout are abandoned (their callers retry them: nothing was committed).
+            tasks = [r for running in self._tasks.values() for r in running]
+            until = max((r.deadline or 0.0 for r in tasks), default=0.0)
+            while self._tasks and time.monotonic() < until:
+                self.client.pump(0.05)
         self.reactor.flush()
+        self.loop.close()
         self.meter.close()
         self.logs.close()
         self.store.close()
@@ -219,7 +297,7 @@ class Executor:
                     self._install(message)
         elif isinstance(message, m.Unpin):
             # Out of these pools: drop the code (and class instances) unless running.
-            running = {r.call.function for r in self._stack}
+            running = {r.call.function for r in self._stack} | set(self._tasks)
             for key in [k for k in self._code if k[0] in message.functions]:
                 if key[0] not in running:
                     del self._code[key]
@@ -241,7 +319,12 @@ class Executor:
         running: dict[str, int] = {}
         for r in self._stack:
             running[r.call.function] = running.get(r.call.function, 0) + 1
-        queued: dict[str, int] = {}
+        # An async function's tasks count in executors' worth: ``concurrency`` of them
+        # fill one, so the autoscaler grows its pool only when its executors are full.
+        for name, tasks in self._tasks.items():
+            full = self._task_concurrency.get(name, 1)
+            running[name] = running.get(name, 0) + -(-len(tasks) // full)
+        queued: dict[str, int] = {n: len(w) for n, w in self._waiting.items()}
         for _, message in self.reactor.ready:
             if isinstance(message, m.Call):
                 queued[message.function] = queued.get(message.function, 0) + 1
@@ -253,7 +336,8 @@ class Executor:
             for n in names
         }
         loaded = sorted({name for name, _ in self._code})
-        load = m.ExecutorLoad(len(self._stack), self.served, loaded, self.meter.report(), functions)
+        inflight = len(self._stack) + sum(len(t) for t in self._tasks.values())
+        load = m.ExecutorLoad(inflight, self.served, loaded, self.meter.report(), functions)
         self.client.send_control(load)
 
     def _flush_meter(self) -> None:
@@ -264,6 +348,9 @@ class Executor:
         self.reactor.call_later(_METER_FLUSH_INTERVAL, self._flush_meter)
 
     def _current(self) -> m.Call | None:
+        task_call = _TASK_CALL.get()
+        if task_call is not None:
+            return task_call
         return self._stack[-1].call if self._stack else None
 
     def _refresh_cache(self) -> None:
@@ -371,7 +458,8 @@ class Executor:
         upstream_kv: list[bytes] | None = None,
         arrived: int = 0,
     ) -> None:
-        """Run one invocation (or DAG step) and send its result where it must go."""
+        """Run one invocation (or DAG step) and send its result where it must go; an
+        ``async def`` (or async generator) starts as a task on the event loop."""
         key = (call.function, call.version)
         cold = key not in self._code
         loading = time.perf_counter_ns()
@@ -383,29 +471,21 @@ class Executor:
         except _InitFailed as e:
             self._reply(conn, call, self._failed(e, None))
             return
+        job = _Job(conn, call, target, options, args, kwargs, upstream_kv or [], arrived)
+        if options.kind in _ON_LOOP:
+            self._start_task(job, cold, loading)
+            return
         if self._cost.get(key, 1.0) > _BATCH_BELOW:
             self.reactor.flush()  # this may run long: don't hold earlier replies back
-        started = time.perf_counter()
-        metered = self.meter.begin(
-            call,
-            options.resources.memory_mb,
-            queue_ns=(loading - arrived if arrived else 0) + (0 if call.cold else call.held_ns),
-            cold_start_ns=time.perf_counter_ns() - loading if cold else 0,
-            spawn_ns=call.held_ns if call.cold else 0,  # its pool started from nothing
-        )
-        if options.resources.memory_mb != self._memory_mb:
-            self._limit_memory(options.resources.memory_mb)
+        started, metered, caller = self._begin(job, cold, loading)
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
-        caller = conn if call.plan is None else self._callers.get(call.reply_to)
         self._stack.append(_Running(call, deadline, caller, metered))
         if started >= self._report_due:  # the autoscaler should see a long call running
             self._send_load()
         self._arm_alarm()
         self.post.begin(call.invocation_id)  # mail that arrived before we started is kept
         try:
-            outcome, kv = self._invoke(
-                target, options, call, args, kwargs, upstream_kv or [], metered
-            )
+            outcome, kv = self._invoke(job, metered)
         except BaseException:
             self.meter.end(metered, "error")
             raise
@@ -414,13 +494,47 @@ class Executor:
             self.post.end(call.invocation_id)
             self._stack.pop()
             self._arm_alarm()
+        self._complete(job, started, metered, outcome, kv)
+
+    def _begin(
+        self, job: _Job, cold: bool, loading: int
+    ) -> tuple[float, Running, Connection | None]:
+        """Start metering ``job``: when it started, its meter, and where a timeout of it
+        is reported."""
+        call, arrived = job.call, job.arrived
+        started = time.perf_counter()
+        metered = self.meter.begin(
+            call,
+            job.options.resources.memory_mb,
+            queue_ns=(loading - arrived if arrived else 0) + (0 if call.cold else call.held_ns),
+            cold_start_ns=time.perf_counter_ns() - loading if cold else 0,
+            spawn_ns=call.held_ns if call.cold else 0,  # its pool started from nothing
+        )
+        if job.options.resources.memory_mb != self._memory_mb:
+            self._limit_memory(job.options.resources.memory_mb)
+        caller = job.conn if call.plan is None else self._callers.get(call.reply_to)
+        return started, metered, caller
+
+    def _complete(
+        self,
+        job: _Job,
+        started: float,
+        metered: Running,
+        outcome: bytes | m.ErrorInfo,
+        kv: KVTransaction,
+    ) -> None:
+        """Account for a finished invocation and send its result where it must go."""
+        call, conn, key = job.call, job.conn, (job.call.function, job.call.version)
         self.meter.end(metered, _outcome(outcome), kv_reads=len(kv.reads))
         ended = time.perf_counter()
         self._cost[key] = 0.8 * self._cost.get(key, 0.0) + 0.2 * (ended - started)
         self.served += 1
         name = call.function
         self._calls[name] = self._calls.get(name, 0) + 1
-        self._busy[name] = self._busy.get(name, 0.0) + (ended - started)
+        took = ended - started
+        if job.options.kind in _ON_LOOP:  # overlapping tasks: see _send_load
+            took /= job.options.concurrency
+        self._busy[name] = self._busy.get(name, 0.0) + took
         if isinstance(outcome, bytes) and call.plan is not None and call.node != call.plan.sink:
             self._forward(call, outcome, kv.export())
         else:
@@ -432,24 +546,129 @@ class Executor:
         if ended >= self._report_due:
             self._send_load()
 
-    def _invoke(
-        self,
-        target: Any,
-        options: m.FunctionOptions,
-        call: m.Call,
-        args: Any,
-        kwargs: Any,
-        upstream_kv: list[bytes],
-        metered: Running,
+    def _start_task(self, job: _Job, cold: bool, loading: int) -> None:
+        """Start ``job`` (an ``async def``) as a task, or queue it while its function
+        has ``concurrency`` tasks running here."""
+        name = job.call.function
+        self._task_concurrency[name] = job.options.concurrency
+        tasks = self._tasks.setdefault(name, [])
+        if len(tasks) >= job.options.concurrency:
+            self._waiting.setdefault(name, deque()).append((job, cold, loading))
+            return
+        started, metered, caller = self._begin(job, cold, loading)
+        # Not on the stack, so no SIGALRM: its timeout cancels the task.
+        deadline = None if job.call.timeout is None else time.monotonic() + job.call.timeout
+        running = _Running(job.call, deadline, caller, metered)
+        tasks.append(running)
+        if started >= self._report_due:
+            self._send_load()
+        self.post.begin(job.call.invocation_id)
+        self.loop.spawn(self._run_task(job, running, started))
+
+    async def _run_task(self, job: _Job, running: _Running, started: float) -> None:
+        """An async invocation, from start to reply, within its timeout."""
+        call = job.call
+        _TASK_CALL.set(call)
+        outcome: bytes | m.ErrorInfo
+        try:
+            timeout = asyncio.timeout(call.timeout)
+            try:
+                async with timeout:
+                    outcome, kv = await self._invoke_async(job, running.metered)
+            except TimeoutError:
+                if not timeout.expired():
+                    raise
+                outcome, kv = (
+                    running.timeout_reply().error,
+                    KVTransaction(self.kv_cache, self.clock),
+                )
+        except BaseException:
+            self.meter.end(running.metered, "error")
+            raise
+        finally:
+            self.logs.end_invocation()
+            self.post.end(call.invocation_id)
+            tasks = self._tasks[call.function]
+            tasks.remove(running)
+            if not tasks:
+                del self._tasks[call.function]
+        self._complete(job, started, running.metered, outcome, kv)
+        self.reactor.flush()
+        self.meter.settle()
+        waiting = self._waiting.get(call.function)
+        if waiting:
+            next_job, cold, loading = waiting.popleft()
+            if not waiting:
+                del self._waiting[call.function]
+            self._start_task(next_job, cold, loading)
+
+    def _invoke(self, job: _Job, metered: Running) -> tuple[bytes | m.ErrorInfo, KVTransaction]:
+        """Run a plain function or generator through ``_attempts``."""
+        attempts = self._attempts(job, metered)
+        target, generates = job.target, job.options.kind == "generator"
+        try:
+            ctx, args, kwargs = next(attempts)
+            while True:
+                try:
+                    if generates:
+                        value = _Items(self, job).collect(target(ctx, *args, **kwargs))
+                    else:
+                        value = target(ctx, *args, **kwargs)
+                except BaseException as e:
+                    ctx, args, kwargs = attempts.throw(_user_frames(e))
+                else:
+                    ctx, args, kwargs = attempts.send(value)
+        except StopIteration as done:
+            outcome: tuple[bytes | m.ErrorInfo, KVTransaction] = done.value
+            return outcome
+
+    async def _invoke_async(
+        self, job: _Job, metered: Running
     ) -> tuple[bytes | m.ErrorInfo, KVTransaction]:
-        """Run the function and commit its kv and fs writes in one store transaction,
-        re-running it when the commit conflicts (fs reads are always validated, kv reads
-        when serializable). Only the last step of a DAG commits kv writes, earlier ones
-        pass theirs on; each step commits its own fs transaction."""
+        """Run an ``async def`` or async generator through ``_attempts``; a cancellation
+        of this task (its timeout) abandons the attempt."""
+        attempts = self._attempts(job, metered)
+        target, generates = job.target, job.options.kind == "async_generator"
+        try:
+            ctx, args, kwargs = next(attempts)
+            while True:
+                try:
+                    if generates:
+                        value = await _Items(self, job).collect_async(target(ctx, *args, **kwargs))
+                    else:
+                        value = await target(ctx, *args, **kwargs)
+                except asyncio.CancelledError as e:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # ours: its timeout
+                    ctx, args, kwargs = attempts.throw(_user_frames(e))
+                except BaseException as e:
+                    ctx, args, kwargs = attempts.throw(_user_frames(e))
+                else:
+                    ctx, args, kwargs = attempts.send(value)
+        except StopIteration as done:
+            outcome: tuple[bytes | m.ErrorInfo, KVTransaction] = done.value
+            return outcome
+        finally:
+            attempts.close()  # cancelled: its transactions are dropped
+
+    def _attempts(
+        self, job: _Job, metered: Running
+    ) -> Generator[tuple[Context, Any, Any], Any, tuple[bytes | m.ErrorInfo, KVTransaction]]:
+        """The attempt's runs as a generator: it yields (ctx, args, kwargs) for each run
+        of the function, and the driver (``_invoke``, ``_invoke_async``) sends back what
+        it returned or throws in what it raised; the generator commits the run's kv and
+        fs writes in one store transaction, re-running it when the commit conflicts (fs
+        reads are always validated, kv reads when serializable), and returns the outcome.
+        Only the last step of a DAG commits kv writes, earlier ones pass theirs on; each
+        step commits its own fs transaction. A streamed call runs once: its items left."""
+        call, options, args, kwargs = job.call, job.options, job.args, job.kwargs
+        upstream_kv = job.upstream_kv
         validate = options.consistency == "serializable"
         causal = options.consistency == "causal"
         commits = call.plan is None or call.node == call.plan.sink
-        runs = SERIALIZABLE_ATTEMPTS  # only a conflict (or a causal retry) runs it again
+        # Only a conflict (or a causal retry) runs it again.
+        runs = 1 if call.stream else SERIALIZABLE_ATTEMPTS
         required: dict[str, VectorClock] = {}
         record_key = keys.invocation_record(call.invocation_id, call.node)
         if call.attempt > 1:  # an earlier attempt may have committed, then died
@@ -485,7 +704,7 @@ class Executor:
             try:
                 if call.refs:
                     args, kwargs = _resolve_refs(kv, self.objects, args, kwargs)
-                value = target(ctx, *args, **kwargs)
+                value = yield ctx, args, kwargs
                 outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
                 fs.finish()  # files left open are flushed into the transaction
                 record = _Record(record_key, call.attempt, outcome, kv, carries=not commits)
@@ -518,6 +737,10 @@ class Executor:
                 mb = options.resources.memory_mb
                 error = m.ErrorInfo("MemoryLimitExceeded", f"{call.function} used over {mb} MB")
                 return error, kv
+            except GeneratorExit:  # the driver gave up on the run (a timeout): nothing commits
+                kv.settle_counters(None)
+                fs.abandon()
+                raise
             except BaseException as e:  # SystemExit too: the function failed, not the executor
                 kv.settle_counters(None)  # maybe it was the commit that failed
                 stale = self._read_stale_fs(fs)
@@ -734,6 +957,15 @@ class Executor:
                     running.conn.codec.encode(m.Failure(call.rid, call.attempt, error))
                 )
         os._exit(4)
+
+
+def _user_frames(error: BaseException) -> BaseException:
+    """``error`` with the executor's own frames above the user's code left out of its
+    traceback (the generator it is thrown into adds its frame, which ``_failed`` skips)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__ and tb.tb_next:
+        tb = tb.tb_next
+    return error.with_traceback(tb)
 
 
 def _resolve_refs(

@@ -6,7 +6,9 @@ Each executor keeps a *spool*: a small file under ``<data_dir>/meter`` mapped in
 memory (``mmap``), so writing to it is a memory copy, not a system call, and what was
 written survives the process being killed (the pages belong to the kernel's page cache).
 The spool holds a header (the current batch number and the length of the log), one
-*slot* per depth of the invocation stack, and a *log* of finished records:
+*slot* per attempt running (the lowest free one: its depth in the invocation stack for
+nested sync calls; async tasks, which end in any order, take any free one), and a *log*
+of finished records:
 
     event                    spool                                  store
     ----------------------   ------------------------------------   -------------------------
@@ -146,7 +148,9 @@ class Meter:
         self._batch = 0
         self._log_end = 0
         self._write_header()
-        self._depth = 0
+        # Slots of attempts running or ended but not yet logged. Sync attempts nest (a
+        # stack), async tasks end in any order: a new one takes the lowest free slot.
+        self._taken: set[int] = set()
         self._stats: dict[str, Counts] = {}
         self._peak_rss = _peak_rss_kb()  # refreshed by long attempts and by flushes
         self._ended: list[Running] = []  # ended, their records not yet logged (see settle)
@@ -186,8 +190,10 @@ class Meter:
             cold_start_ns=cold_start_ns,
             spawn_ns=spawn_ns,
         )
-        depth = self._depth
-        self._depth += 1
+        depth = 0
+        while depth in self._taken:
+            depth += 1
+        self._taken.add(depth)
         if depth < _SLOTS:
             entry = encode_entry(start)
             if len(entry) <= _SLOT_ROOM:
@@ -247,7 +253,6 @@ class Meter:
         leave at once; ``settle`` logs its whole record (off the caller's wait)."""
         running.run_ns = time.perf_counter_ns() - running.t0
         running.outcome, running.kv_reads = outcome, kv_reads
-        self._depth = running.depth
         if running.depth < _SLOTS:
             at = 64 + running.depth * _SLOT_SIZE
             _STATE.pack_into(self._map, at + _SLOT_ROOM, _CODES[outcome], running.run_ns)
@@ -274,6 +279,7 @@ class Meter:
         self._append(self.record(running, outcome), flush=False)
 
     def _clear(self, running: Running) -> None:
+        self._taken.discard(running.depth)
         if running.depth < _SLOTS:
             at = 64 + running.depth * _SLOT_SIZE
             self._map[at : at + 4] = _EMPTY
@@ -299,7 +305,7 @@ class Meter:
             return
         self._map.close()
         os.close(self._fd)
-        if self._depth == 0:
+        if not self._taken:
             self.path.unlink(missing_ok=True)
 
     def report(self) -> list[m.FunctionMetrics]:
