@@ -42,7 +42,7 @@ from stratus.client.handles import Dag, Function
 from stratus.client.usage import Prices, Usage, UsageRow
 from stratus.config import AutoscalingConfig
 from stratus.kv.ref import Ref
-from stratus.server.context import Context
+from stratus.server import Context
 
 __version__ = "0.1.0"
 
