@@ -3,8 +3,10 @@
 Theory of operation: clients and executors connect and say ``Hello``. Clients register
 functions and DAGs and ask where a name may run (``Resolve``); after that they call
 executors directly and come back only when the executor set changes, which the
-coordinator pushes to every client. Executors say ``ExecutorHello`` when they listen,
-report load every tick and fetch code by (name, version). The pool itself is the
+coordinator pushes to every client. Executors, on their control link
+(``server/link.py``), say ``ExecutorHello`` when they listen, report load every tick and
+fetch code by (name, version); the link hears the executor set too, and the executor's
+own ``Client`` (for nested calls) is a client like any other. The pool itself is the
 ``Scheduler`` state machine; this shell carries out its instructions with the fork
 server (spawn) and signals (kill).
 
