@@ -105,7 +105,7 @@ def descendants(table: dict[int, Proc], root: int) -> list[int]:
 
 
 def short_name(cmdline: Sequence[str]) -> str:
-    """``raylet``, ``ray::IDLE``, ``-m stratus.server``, ``dashboard.py``..."""
+    """``raylet``, ``ray::IDLE``, ``-m stratus._node``, ``dashboard.py``..."""
     if not cmdline:
         return "?"
     program = os.path.basename(cmdline[0])
@@ -140,9 +140,9 @@ def memory_report(table: dict[int, Proc], pids: Sequence[int]) -> dict[str, Any]
 
 
 def stratus_cluster(table: dict[int, Proc], executor_pids: set[int]) -> tuple[int, list[int]]:
-    """The coordinator (our child running stratus.server) whose tree holds these executors."""
+    """The coordinator (our child running stratus._node) whose tree holds these executors."""
     for proc in table.values():
-        if proc.ppid == os.getpid() and "stratus.server" in proc.cmdline:
+        if proc.ppid == os.getpid() and "stratus._node" in proc.cmdline:
             tree = descendants(table, proc.pid)
             if executor_pids <= set(tree):
                 return proc.pid, tree

@@ -20,7 +20,7 @@ What is measured (latencies are per call, timed with ``time.perf_counter_ns``):
    the median of several runs, in calls per second.
 6. ``stratus.connect()`` until the cluster is ready (each followed by ``close()``).
 7. The idle RSS of the stratus cluster: the coordinator (the child of this process running
-   ``python -m stratus.server``) and all its descendants (fork server, executors).
+   ``python -m stratus._node``) and all its descendants (fork server, executors).
 8. Ray (``ray.init(num_cpus=2, include_dashboard=False)``): a task round trip, an actor
    method call, a task chain ``square.remote(incr.remote(x))``, ``ray.get(ray.put(v))`` of
    100 bytes, async task throughput, ``ray.init`` time and the idle RSS of Ray's processes

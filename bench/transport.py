@@ -52,7 +52,7 @@ except ImportError as e:  # the zmq variants are reported as null
 KEY = b"k" * 32
 MAX_FRAME = 1 << 20
 RECV = 1 << 18
-SPIN = 200e-6  # seconds: stratus.client.client.SPIN
+SPIN = 200e-6  # seconds: stratus.transport.reactor.SPIN
 WARMUP = 500
 VARIANTS = ("socket_poll", "socket_spin", "zmq_dealer_router", "zmq_req_rep")
 RESULT = results_path("transport")

@@ -47,7 +47,7 @@ from stratus.client.stream import Stream
 from stratus.client.usage import Prices, Usage, UsageRow
 from stratus.config import AutoscalingConfig
 from stratus.kv.ref import Ref
-from stratus.server.context import Context
+from stratus.server import Context
 
 __version__ = "0.1.0"
 

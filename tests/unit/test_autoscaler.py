@@ -8,15 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stratus.client.admission import Admit, Enqueue, QueuePolicy, Reject
 from stratus.server.autoscaler import (
-    Admit,
     Autoscaler,
     Configure,
-    Enqueue,
     Observed,
     PoolChanged,
-    QueuePolicy,
-    Reject,
     ScaleTo,
     Tick,
 )

@@ -57,7 +57,8 @@ def flip(frame: bytes, index: int) -> bytes:
         (m.Failure(2, 3, m.ErrorInfo("RemoteError", "boom", "ValueError", "tb")), m.ToClient),
         (m.Resolved(4, "f", [m.FunctionInfo("f", 2, m.FunctionOptions())], None, []), m.ToClient),
         (m.ExecutorsChanged([ADDRESS]), m.ToClient),
-        (m.ShutdownExecutor(), m.ToClient),
+        (m.ShutdownExecutor(), m.ToExecutorLink),
+        (m.FunctionCode(0, "f", 1, b"code", m.FunctionOptions()), m.ToExecutorLink),
         (m.Call(5, "i1", "a", 1, b"args", 1, None, "unix:@c", plan=PLAN, node=0), m.ToExecutor),
         (m.DagInput(6, "i1", 1, "unix:@c", PLAN, node=1, source=0, value=b"v"), m.ToExecutor),
         (m.Hello("client-1", "client"), m.ToExecutor),
@@ -240,7 +241,7 @@ MESSAGE_LIKE = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(
     body=st.binary(max_size=300) | MESSAGE_LIKE,
-    inbound=st.sampled_from([m.ToClient, m.ToExecutor, m.ToCoordinator]),
+    inbound=st.sampled_from([m.ToClient, m.ToExecutor, m.ToExecutorLink, m.ToCoordinator]),
 )
 def test_arbitrary_signed_bodies_raise_only_protocol_errors(body: bytes, inbound: object) -> None:
     mac = hmac.new(KEY, body, hashlib.sha256).digest()

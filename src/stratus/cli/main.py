@@ -70,7 +70,7 @@ def up(
     http: str,
 ) -> None:
     """Run a cluster in the foreground as a long-lived server."""
-    from stratus.server.coordinator import Coordinator
+    from stratus import _node
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
     path = Path(data_dir)
@@ -89,7 +89,7 @@ def up(
         metrics=metrics,
     )
     try:
-        coordinator = Coordinator(config)
+        coordinator = _node.coordinator(config)
     except exc.StratusError as e:
         raise click.ClickException(str(e)) from e
     server_file = path / SERVER_FILE

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from stratus import _exceptions as exc
 from stratus.client import invocation as inv
@@ -60,12 +60,11 @@ from stratus.protocol import errors, serialization
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.transport import addresses
-from stratus.transport.reactor import Connection, Reactor, handshake
+from stratus.transport.reactor import SPIN, Connection, Reactor, handshake
 
 log = logging.getLogger("stratus.client")
 
 _HANDSHAKE_TIMEOUT = 10.0
-SPIN = 0.0002  # busy-poll this long for a reply before sleeping (see Reactor)
 _POLL_WHILE_HOLDING = 0.001  # s between two rounds of I/O in a burst of held calls
 # Failures after which the executor that reported them exits, to be replaced (not after
 # a timeout of an async function: its task is cancelled, the executor stays).
@@ -159,7 +158,7 @@ class Client:
         max_payload: int = serialization.DEFAULT_MAX_PAYLOAD,
         reactor: Reactor | None = None,
         client_id: str | None = None,
-        role: Literal["client", "executor"] = "client",
+        nested: bool = False,
         reconnect: float = 0.0,
     ) -> None:
         if not reconnect >= 0:
@@ -188,7 +187,8 @@ class Client:
         self._placed: set[str] = set()  # names (functions, DAGs) whose pools we know
         self._dag_shapes: dict[str, _DagShape] = {}
         self._conns: dict[str, Connection] = {}
-        self.placement = pl.Placement(self_id=self.client_id, nested=role == "executor")
+        # ``nested``: an executor's, for its functions' calls, which are never held.
+        self.placement = pl.Placement(self_id=self.client_id, nested=nested)
         # Watched by the background pump while calls are held, so that the reply or push
         # releasing them is read even if nobody waits on a future (one for all).
         self._waiting_watch: cf.Future[None] | None = None
@@ -201,9 +201,7 @@ class Client:
             name=self.client_id,
         )
         self.on_lost: Callable[[str], None] | None = None  # called when the cluster is gone
-        # Messages for an embedding server (an executor's coordinator link).
-        self.on_other_message: Callable[[Connection, Any], None] | None = None
-        self._hello = m.Hello(self.client_id, role)
+        self._hello = m.Hello(self.client_id, "client")
         self._coordinator, welcome = self._reactor.connect_and_wait(
             address, self._codec, self._hello, timeout=_HANDSHAKE_TIMEOUT
         )
@@ -482,23 +480,9 @@ class Client:
                 )
                 self._conns[step.executor.executor_id].send(message)
 
-    def send_control(self, message: Any) -> None:
-        """Send a one-way message to the coordinator."""
-        with self._lock:
-            self._coordinator.send(message)
-
-    def executors(self) -> list[m.ExecutorAddress]:
-        """The executors this client knows to be alive."""
-        with self._lock:
-            return list(self._executors.values())
-
-    def connection_to(self, target: m.ExecutorAddress) -> Connection:
-        """This client's connection to an executor, opened on first use."""
-        with self._lock:
-            return self._connection(target)
-
     def polling(self) -> AbstractContextManager[Any]:
-        """Hold the right to poll, for a server that drives the loop itself."""
+        """Hold the right to poll, for an executor that drives its loop through this
+        client (its ``server.link.Caller``)."""
         return self.driver.polling()
 
     def pump(self, timeout: float | None) -> None:
@@ -769,8 +753,6 @@ class Client:
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:
                     waiter.set_exception(errors.decode(error, "", ""))
-            case m.FunctionCode(0) if self.on_other_message is not None:
-                self.on_other_message(conn, message)  # pushed to an executor: warm up
             case m.Resolved(rid):
                 self._resolved(message)
                 if (waiter := self._requests.pop(rid, None)) is not None:
@@ -779,7 +761,6 @@ class Client:
                 m.Registered(rid)
                 | m.StatusReply(rid)
                 | m.ShutdownStarted(rid)
-                | m.FunctionCode(rid)
                 | m.KvValue(rid)
                 | m.KvWritten(rid)
                 | m.KvKeys(rid)
@@ -789,8 +770,6 @@ class Client:
                 waiter = self._requests.pop(rid, None)
                 if waiter is not None:
                     waiter.set_result(message)
-            case _ if self.on_other_message is not None:
-                self.on_other_message(conn, message)
             case _:
                 log.warning("unexpected %s from %r", type(message).__name__, conn)
 

@@ -1,6 +1,6 @@
 """Starting and stopping an embedded cluster: a coordinator process and its executors.
 
-The coordinator runs as ``python -m stratus.server`` in its own session (so a Ctrl-C in
+The coordinator runs as ``python -m stratus._node`` in its own session (so a Ctrl-C in
 the terminal reaches only the user's program). Its stdin is a lifeline: we write the
 configuration and keep the pipe open; when this process exits, even by SIGKILL, the
 kernel closes it and the whole cluster shuts down.
@@ -29,7 +29,7 @@ class EmbeddedCluster:
         ready_r, ready_w = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "stratus.server", "--ready-fd", str(ready_w)],
+                [sys.executable, "-m", "stratus._node", "--ready-fd", str(ready_w)],
                 stdin=subprocess.PIPE,
                 pass_fds=(ready_w,),
                 start_new_session=True,

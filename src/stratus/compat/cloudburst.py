@@ -40,7 +40,7 @@ from stratus.client.app import App, connect
 from stratus.client.future import Future
 from stratus.kv.causal import CausalTransaction
 from stratus.kv.ref import Ref
-from stratus.server.context import Context
+from stratus.server import Context
 from stratus.transport.addresses import DEFAULT_PORT
 
 NORMAL = 0

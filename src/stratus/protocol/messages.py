@@ -2,8 +2,10 @@
 
 Every frame on every connection carries exactly one message. Which messages a peer
 accepts depends on its role, so there is one union (and one strict decoder) per role:
-``ToExecutor``, ``ToCoordinator`` and ``ToClient``. A frame whose body does not decode
-into the receiver's union is a protocol error: it is dropped, logged and never unpickled.
+``ToExecutor`` (callers and peer executors to an executor), ``ToExecutorLink`` (the
+coordinator to an executor, on the executor's control link), ``ToCoordinator`` and
+``ToClient``. A frame whose body does not decode into the receiver's union is a protocol
+error: it is dropped, logged and never unpickled.
 
 Pickled payloads (arguments, results, function code) travel as opaque ``bytes`` fields
 and are only unpickled after the frame's signature has been verified.
@@ -172,6 +174,7 @@ class Welcome(_Msg, tag="welcome", frozen=True):
 
 
 # --------------------------------------------------------------------------- to executors
+# (Call, DagInput, Deliver from callers and peers; the rest on the executor's link)
 
 
 class Call(_Msg, tag="call", frozen=True):
@@ -226,7 +229,8 @@ class Unpin(_Msg, tag="unpin", frozen=True):
 
 
 class FunctionCode(_Msg, tag="function_code", frozen=True):
-    """The coordinator's reply to ``FetchFunction``: pickled code and options."""
+    """The coordinator's reply to ``FetchFunction``: pickled code and options; pushed
+    with ``rid`` 0 when the function is pinned on the executor (warm it up)."""
 
     rid: int
     name: str
@@ -525,7 +529,13 @@ ToCoordinator = (
     | MeterRead
     | LogsRead
 )
-# What comes back on a connection we opened (clients, and executors acting as clients):
+# What the coordinator sends an executor on its control link (server/link.py): code,
+# control, and the executors it may hand DAG inputs and messages to:
+ToExecutorLink = (
+    Welcome | FunctionCode | ShutdownExecutor | Unpin | ExecutorsChanged | RequestFailed
+)
+# What comes back on a connection a client opened (to the coordinator or an executor),
+# the nested calls of running functions included:
 ToClient = (
     Welcome
     | Result
@@ -538,9 +548,6 @@ ToClient = (
     | ExecutorsChanged
     | ExecutorStartFailed
     | RequestFailed
-    | FunctionCode
-    | ShutdownExecutor
-    | Unpin
     | KvValue
     | KvWritten
     | KvKeys

@@ -36,9 +36,8 @@ the ready executors, so a shell that is slow to start or stop executors cannot m
 target bounce; and the scale-to-zero grace counts from the last sampled call, not from the
 stable window draining, so an idle function releases its pool after 30 s.
 
-`QueuePolicy` (in ``stratus.client.admission``, where callers apply it; re-exported
-here) decides the fate of one call at the door: run it now, queue it, or turn it away
-when the queue is full.
+The fate of one call at the door (run it now, queue it in the caller, or turn it away)
+is ``QueuePolicy``'s, in ``stratus.client.admission``, where callers apply it.
 """
 
 from __future__ import annotations
@@ -47,18 +46,11 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from stratus.client.admission import Admission, Admit, Enqueue, QueuePolicy, Reject
-
 __all__ = [
-    "Admission",
-    "Admit",
     "Autoscaler",
     "Configure",
-    "Enqueue",
     "Observed",
     "PoolChanged",
-    "QueuePolicy",
-    "Reject",
     "ScaleTo",
     "Tick",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -10,11 +11,10 @@ from stratus.lattice import HybridClock, Lattice
 from stratus.protocol import keys
 
 if TYPE_CHECKING:
-    from stratus.client.client import Client
-    from stratus.client.future import Future
     from stratus.fs import FileSystem, FsSession
     from stratus.kv import KVCache, KVTransaction, Ref
     from stratus.objects import ObjectStore
+    from stratus.server.link import Caller
     from stratus.server.mail import Mailbox, PostOffice
 
 
@@ -82,7 +82,7 @@ class Context:
     """
 
     __slots__ = (
-        "_client",
+        "_caller",
         "_fs",
         "_kv_now",
         "_mailbox",
@@ -98,7 +98,7 @@ class Context:
 
     def __init__(
         self,
-        client: Client,
+        caller: Caller,
         kv: KVTransaction,
         post: PostOffice,
         *,
@@ -110,7 +110,7 @@ class Context:
         kv_now: ImmediateKV | None = None,
         objects: ObjectStore | None = None,
     ) -> None:
-        self._client = client
+        self._caller = caller  # nested calls: the client SDK, given by the entry point
         self._objects = objects
         self._fs = fs
         self._post = post
@@ -154,14 +154,15 @@ class Context:
             raise RuntimeError("this context has no object store")
         return self._objects.put(obj, name=key)
 
-    def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        """Invoke a function or DAG (a handle or a name) from inside a function.
+    def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        """Invoke a function or DAG (a handle or a name) from inside a function; returns
+        a ``stratus.Future`` at once.
 
         Waiting on the result keeps this executor serving other calls, so nested calls
         do not deadlock even when every executor is busy.
         """
         name = fn if isinstance(fn, str) else fn.name
-        return self._client.invoke(name, args, kwargs)
+        return self._caller.invoke(name, args, kwargs)
 
     def send(self, invocation_id: str, obj: Any) -> None:
         """Send ``obj`` to the running invocation ``invocation_id`` (any function's)."""

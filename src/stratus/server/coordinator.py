@@ -3,8 +3,10 @@
 Theory of operation: clients and executors connect and say ``Hello``. Clients register
 functions and DAGs and ask where a name may run (``Resolve``); after that they call
 executors directly and come back only when the executor set changes, which the
-coordinator pushes to every client. Executors say ``ExecutorHello`` when they listen,
-report load every tick and fetch code by (name, version). The pool itself is the
+coordinator pushes to every client. Executors, on their control link
+(``server/link.py``), say ``ExecutorHello`` when they listen, report load every tick and
+fetch code by (name, version); the link hears the executor set too, and the executor's
+own ``Client`` (for nested calls) is a client like any other. The pool itself is the
 ``Scheduler`` state machine; this shell carries out its instructions with the fork
 server (spawn) and signals (kill).
 
@@ -47,9 +49,13 @@ _COLLECT_EVERY = 60.0  # seconds between deletions of expired invocation records
 
 
 class Coordinator:
-    """A cluster's control plane. Build it, then ``run()`` until shutdown."""
+    """A cluster's control plane. Build it, then ``run()`` until shutdown.
 
-    def __init__(self, config: ClusterConfig) -> None:
+    ``run_executor`` is what the fork server runs in each executor it forks (see
+    ``stratus._node``, which wires executors to the client SDK for nested calls).
+    """
+
+    def __init__(self, config: ClusterConfig, *, run_executor: forkserver.RunExecutor) -> None:
         self.config = config
         # What this server and its executors create (the store, spools, logs) is its
         # owner's only; so is what an older version left readable.
@@ -60,7 +66,7 @@ class Coordinator:
         # would inherit this one.
         open_store(config.store_url).close()
         # Fork the fork server next, while this process has a single thread.
-        self._forkserver_pid, forkserver_sock = forkserver.start(config)
+        self._forkserver_pid, forkserver_sock = forkserver.start(config, run_executor)
         self.kv = ClientKV(config.store_url, codec_for(config.key), on_stuck=self._kill_stuck)
         self.reactor = Reactor(limits=config.connections)
         self.reactor.watch_readable(self.kv.fileno(), self._send_kv_replies)
@@ -251,7 +257,8 @@ class Coordinator:
                 case sched.ExecutorsChanged(executors, pools):
                     lists = {f: list(ids) for f, ids in pools.items()}
                     push = m.ExecutorsChanged(list(executors), lists)
-                    for conn in self._clients:
+                    # Executors hear it on their links too: where DAG inputs and mail go.
+                    for conn in [*self._clients, *self._executor_conns.values()]:
                         conn.send(push, flush=False)
 
     def _on_forkserver(self, conn: Connection, message: Any) -> None:
@@ -305,8 +312,7 @@ class Coordinator:
                 conn.send(m.Welcome(self.config.cluster_id))
             case m.ExecutorHello(address, pid, resources):
                 self._start_error = None
-                self._executor_conns[address.executor_id] = conn
-                self._clients[conn] = address.executor_id  # executors call functions too
+                self._executor_conns[address.executor_id] = conn  # its link
                 self._apply(self.scheduler.handle(sched.Ready(address, pid, resources), now))
             case m.ExecutorLoad(
                 inflight=inflight, served=served, loaded=loaded, functions=functions

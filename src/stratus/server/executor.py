@@ -1,11 +1,13 @@
 """The executor: a process that runs invocations, one at a time, on warm code.
 
 Theory of operation: an executor listens on its own socket, says hello to the
-coordinator, then serves ``Call`` and ``DagInput`` frames in arrival order. Code is
-fetched from the coordinator once per (function, version) and kept, with class
-instances built once. A DAG step sends its result to the next step's executor, or, at
-the sink, to the caller. A function that waits for a nested call re-enters the loop, so
-the executor keeps serving while it waits.
+coordinator on its control link (``link.Link``), then serves ``Call`` and ``DagInput``
+frames in arrival order. Code is fetched from the coordinator once per (function,
+version) and kept, with class instances built once. A DAG step sends its result to the
+next step's executor, or, at the sink, to the caller. Nested calls go through the
+``Caller`` the entry point gave us (the client SDK, which the server never imports); a
+function that waits for one re-enters the loop, so the executor keeps serving while it
+waits.
 
 ``async def`` functions (and async generators) run as tasks on ``self.loop``, an asyncio
 loop the reactor steps (``eventloop.SteppedLoop``): up to the function's ``concurrency``
@@ -52,7 +54,6 @@ from typing import Any
 
 from stratus import _exceptions as exc
 from stratus import backoff
-from stratus.client.client import SPIN, Client
 from stratus.config import ClusterConfig
 from stratus.fs import FsCache, FsSession, Volumes
 from stratus.kv import KVCache, KVTransaction, Ref
@@ -69,6 +70,7 @@ from stratus.protocol.metering import Outcome
 from stratus.server import cgroups
 from stratus.server.context import Context, ImmediateKV
 from stratus.server.eventloop import SteppedLoop
+from stratus.server.link import CallerFactory, Link
 from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
@@ -76,7 +78,7 @@ from stratus.store import records
 from stratus.store.base import CommitResult, Put, Store, Transaction
 from stratus.store.feed import ChangeFeed
 from stratus.transport import addresses
-from stratus.transport.reactor import Connection, Reactor
+from stratus.transport.reactor import SPIN, Connection, Reactor
 
 log = logging.getLogger("stratus.executor")
 
@@ -89,6 +91,7 @@ _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped
 # Replies of functions that usually run quicker than this are batched into one write
 # with the replies of the calls read in the same round; slower ones flush first.
 _BATCH_BELOW = 0.0002
+_FETCH_TIMEOUT = 30.0  # s for the coordinator to send a function's code
 # Tests only (docs/reliability.md): the executor kills itself right after attempt 1 of
 # the function of this name committed, before replying, as a crash there would.
 _EXIT_AFTER_COMMIT = os.environ.get("STRATUS_TEST_EXIT_AFTER_COMMIT", "")
@@ -173,11 +176,15 @@ class _FanIn:
 
 
 class Executor:
+    """One executor process. ``caller`` builds, over the executor's reactor, what nested
+    calls go through (``link.Caller``); ``run()`` serves until shut down."""
+
     def __init__(
         self,
         config: ClusterConfig,
         executor_id: str,
         *,
+        caller: CallerFactory,
         cgroup: cgroups.ExecutorGroup | None = None,
     ) -> None:
         self.config = config
@@ -191,16 +198,14 @@ class Executor:
             host = config.listen.rpartition(":")[0]
             bound = self.reactor.listen(f"{host}:0", self._accept)
             self.tcp = addresses.advertised(bound, config.advertise)  # not 0.0.0.0
-        self.client = Client(
-            config.coordinator_unix,
-            config.key,
-            max_payload=config.max_payload,
-            reactor=self.reactor,
-            client_id=executor_id,
-            role="executor",
+        self.link = Link(
+            self.reactor,
+            config,
+            executor_id,
+            on_control=self._on_control,
+            on_lost=self._on_coordinator_lost,
         )
-        self.client.on_other_message = self._on_control
-        self.client.on_lost = self._on_coordinator_lost
+        self.caller = caller(self.reactor)  # also drives the loop: see server/link.py
         values = codec_for(config.key)  # user objects in the store carry the cluster's seal
         self.store = self._open_store(values)
         self.feed = ChangeFeed(self.store)  # one feed read refreshes both caches
@@ -215,7 +220,7 @@ class Executor:
         self.clock = HybridClock(executor_id)
         self.kv_now = ImmediateKV(self.kv_cache, self.clock)  # ctx.kv_now
         self.counters = CounterWriters(executor_id)  # writer ids of ctx.kv.incr
-        self.post = PostOffice(self.client, executor_id, config.max_payload)
+        self.post = PostOffice(self.link, self.caller, executor_id, config.max_payload)
         self._code: dict[tuple[str, int], tuple[Any, m.FunctionOptions]] = {}
         self._callers: dict[str, Connection] = {}  # client id -> its connection to us
         self._undelivered: dict[str, list[tuple[float, Any]]] = {}
@@ -250,7 +255,7 @@ class Executor:
                 message = f"executor {self.executor_id} cannot reach its store: {e}"
                 log.warning("%s (attempt %d, retrying)", message, attempt)
                 error = m.ErrorInfo("ConnectionFailed", f"{message} (attempt {attempt})")
-                self.client.send_control(m.ExecutorStartFailed(self.executor_id, error, True))
+                self.link.send(m.ExecutorStartFailed(self.executor_id, error, True))
                 backoff.STORE_RETRY.sleep(attempt)
         raise AssertionError("unreachable")
 
@@ -258,35 +263,35 @@ class Executor:
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.signal(cgroups.OVER_MEMORY, self._on_over_memory)
         address = m.ExecutorAddress(self.executor_id, self.unix, self.tcp)
-        self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
+        self.link.send(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(self._report_every, self._report_load)
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
         if self.feed.signal is not None:
             self.reactor.watch_readable(self.feed.signal.fileno(), self._on_store_signal)
         self.reactor.call_later(_METER_FLUSH_INTERVAL, self._flush_meter)
         self.logs.install()
-        with self.client.polling():
+        with self.caller.polling():
             while self.running:
-                self.client.pump(None)
+                self.caller.pump(None)
                 self.meter.settle()  # after the replies left: off the callers' wait
             # Retired: serve what callers sent before they heard we left the pools.
             deadline = time.monotonic() + _DRAIN_ON_EXIT
-            self.client.pump(0)
+            self.caller.pump(0)
             while time.monotonic() < deadline and self.reactor.ready:
-                self.client.pump(0.005)
+                self.caller.pump(0.005)
             # Async tasks still running end (or time out) first; those without a
             # timeout are abandoned (their callers retry them: nothing was committed).
             tasks = [r for running in self._tasks.values() for r in running]
             until = max((r.deadline or 0.0 for r in tasks), default=0.0)
             while self._tasks and time.monotonic() < until:
-                self.client.pump(0.05)
+                self.caller.pump(0.05)
         self.reactor.flush()
         self.loop.close()
         self.meter.close()
         self.logs.close()
         self.store.close()
 
-    def _on_control(self, conn: Connection, message: Any) -> None:
+    def _on_control(self, message: Any) -> None:
         if isinstance(message, m.ShutdownExecutor):
             self.running = False
         elif isinstance(message, m.FunctionCode):
@@ -338,7 +343,7 @@ class Executor:
         loaded = sorted({name for name, _ in self._code})
         inflight = len(self._stack) + sum(len(t) for t in self._tasks.values())
         load = m.ExecutorLoad(inflight, self.served, loaded, self.meter.report(), functions)
-        self.client.send_control(load)
+        self.link.send(load)
 
     def _flush_meter(self) -> None:
         try:
@@ -400,7 +405,10 @@ class Executor:
                 self._on_dag_input(message)
             case m.Deliver() if conn.peer_id:
                 self.post.deliver(message)
-            case m.Hello(peer_id):
+            case m.Hello(peer_id, "executor"):  # a peer's link: DAG inputs and mail only
+                conn.peer_id = peer_id
+                conn.send(m.Welcome(self.executor_id), flush=False)
+            case m.Hello(peer_id):  # a caller: replies to its calls and DAGs go here
                 conn.peer_id = peer_id
                 self._callers[peer_id] = conn
                 conn.send(m.Welcome(self.executor_id), flush=False)
@@ -690,7 +698,7 @@ class Executor:
             for exported in upstream_kv:
                 kv.absorb(exported)
             ctx = Context(
-                self.client,
+                self.caller,
                 kv,
                 self.post,
                 invocation_id=call.invocation_id,
@@ -728,7 +736,7 @@ class Executor:
                 kv.settle_counters(None)
                 fs.abandon()
                 if isinstance(e, exc.StoreLockTimeout):  # the coordinator kills stuck executors
-                    self.client.send_control(m.StoreStuck(e.holders))
+                    self.link.send(m.StoreStuck(e.holders))
                 return errors.encode(e), kv
             except MemoryError:
                 kv.settle_counters(None)
@@ -836,13 +844,30 @@ class Executor:
         if loaded is None:
             outer, self._deferred = self._deferred, deque()
             try:
-                reply = self.client.request(lambda rid: m.FetchFunction(rid, name, version))
+                reply = self._fetch(name, version)
             finally:
                 deferred, self._deferred = self._deferred, outer
                 self.reactor.ready.extendleft(reversed(deferred))
-            assert isinstance(reply, m.FunctionCode)
             loaded = self._install(reply)
         return loaded
+
+    def _fetch(self, name: str, version: int) -> m.FunctionCode:
+        """The code of ``name`` ``version``, asked of the coordinator; the loop runs
+        while it comes (calls that arrive meanwhile are deferred by ``_load``)."""
+        waiter = self.link.request(lambda rid: m.FetchFunction(rid, name, version))
+        deadline = time.monotonic() + _FETCH_TIMEOUT
+        with self.caller.polling():
+            while not waiter.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise exc.ConnectionFailed(
+                        f"the coordinator sent no code for {name} v{version} "
+                        f"within {_FETCH_TIMEOUT} s"
+                    )
+                self.caller.pump(remaining)
+        reply = waiter.result()
+        assert isinstance(reply, m.FunctionCode)
+        return reply
 
     def _install(self, code: m.FunctionCode) -> tuple[Any, m.FunctionOptions]:
         fn, init_args, init_kwargs = serialization.loads(code.code, what="function code")
@@ -873,7 +898,7 @@ class Executor:
                 self._on_dag_input(message)  # next step is ours: no socket needed
                 continue
             try:
-                self.client.connection_to(call.plan.nodes[d].executor).send(message)
+                self.link.peer(call.plan.nodes[d].executor).send(message)
             except exc.StratusError as e:
                 lost = m.ErrorInfo("ExecutorLost", f"next DAG step unreachable: {e}")
                 self._reply_dag(call.rid, call.attempt, call.reply_to, lost)

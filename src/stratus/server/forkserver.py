@@ -12,6 +12,9 @@ us, else its own session. When it exits, the fork server kills what is left in t
 group, so nothing a function started outlives its executor; and when the fork server
 itself ends (the coordinator closed the socket, or died: SIGTERM), it kills them all.
 It also turns a group's memory event into the executor's ``MemoryLimitExceeded``.
+
+What a forked child runs is ``run_executor``, given by the node's entry point
+(``stratus._node``), which wires the executor to the client SDK for nested calls.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import select
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +39,11 @@ from stratus.server import cgroups, lifeline
 
 log = logging.getLogger("stratus.forkserver")
 
+# Runs one executor in a forked child, until it is done: (config, executor id, its group).
+RunExecutor = Callable[[ClusterConfig, str, "cgroups.ExecutorGroup | None"], None]
 
-def start(config: ClusterConfig) -> tuple[int, socket.socket]:
+
+def start(config: ClusterConfig, run_executor: RunExecutor) -> tuple[int, socket.socket]:
     """Fork the fork server; return its pid and the coordinator's end of the pair."""
     ours, theirs = socket.socketpair()
     parent = os.getpid()
@@ -47,7 +54,7 @@ def start(config: ClusterConfig) -> tuple[int, socket.socket]:
         try:
             # SIGTERM, not SIGKILL: its handler kills the executors' groups first.
             lifeline.die_with_parent(parent, signal.SIGTERM)
-            _ForkServer(config, theirs).serve()
+            _ForkServer(config, theirs, run_executor).serve()
             code = 0
         except BaseException:
             log.exception("fork server failed")
@@ -66,8 +73,11 @@ class _Child:
 
 
 class _ForkServer:
-    def __init__(self, config: ClusterConfig, sock: socket.socket) -> None:
+    def __init__(
+        self, config: ClusterConfig, sock: socket.socket, run_executor: RunExecutor
+    ) -> None:
         self.config = config
+        self.run_executor = run_executor
         self.sock = sock
         self.codec = Codec(config.key, m.ToForkServer, max_frame=1 << 16)
         self.children: dict[int, _Child] = {}
@@ -140,7 +150,9 @@ class _ForkServer:
         os.set_blocking(errors, False)
         others = [c.errors for c in self.children.values()]
         close = [self.sock.fileno(), self.wake_r, self.wake_w, errors, *self.watches, *others]
-        pid = _fork_executor(self.config, request.executor_id, group, close, error_w)
+        pid = _fork_executor(
+            self.run_executor, self.config, request.executor_id, group, close, error_w
+        )
         os.close(error_w)
         child = self.children[pid] = _Child(request.executor_id, group, errors)
         if group is not None:
@@ -232,6 +244,7 @@ def _preload(names: list[str]) -> bool:
 
 
 def _fork_executor(
+    run_executor: RunExecutor,
     config: ClusterConfig,
     executor_id: str,
     group: cgroups.ExecutorGroup | None,
@@ -254,9 +267,7 @@ def _fork_executor(
         for fd in close:
             os.close(fd)
         lifeline.die_with_parent(parent)
-        from stratus.server.executor import Executor
-
-        Executor(config, executor_id, cgroup=group).run()
+        run_executor(config, executor_id, group)
         code = 0
     except BaseException as e:
         log.exception("executor %s failed", executor_id)

@@ -2,7 +2,8 @@
 ``ctx.recv(timeout=)``, delivered executor to executor.
 
 Theory of operation: a sender does not know where the recipient runs, so its executor
-sends the message to every executor it knows (a handful on one machine); the executor
+sends the message to every live executor (a handful on one machine; its ``Link`` knows
+them from the coordinator's pushes and connects to each); the executor
 running the recipient puts it in that invocation's mailbox, the others keep it for a
 while in case the recipient starts there later (it may not have started yet, or may be
 re-run after a crash), then drop it. A message is delivered at least once to a running
@@ -23,34 +24,35 @@ from stratus.protocol import messages as m
 from stratus.protocol import serialization
 
 if TYPE_CHECKING:
-    from stratus.client.client import Client
+    from stratus.server.link import Caller, Link
 
 KEEP_UNCLAIMED = 60.0  # seconds a message waits for a recipient that is not running here
 
 
 @dataclass
 class Mailbox:
-    """The messages of one running invocation."""
+    """The messages of one running invocation. ``caller`` drives the executor's loop
+    while ``get`` waits."""
 
-    client: Client
+    caller: Caller
     queue: deque[tuple[str, bytes]] = field(default_factory=deque)
 
     def get(self, timeout: float | None) -> Any:
         """The next message's object; ``TimeoutError`` if none arrives in ``timeout`` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.client.polling():
+        with self.caller.polling():
             while not self.queue:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no message within {timeout} s")
-                self.client.pump(remaining)
+                self.caller.pump(remaining)
         _, payload = self.queue.popleft()
         return serialization.loads(payload, what="message")
 
     def get_all_nowait(self) -> list[tuple[str, Any]]:
         """Every message already here, as ``(sender invocation id, object)``; no waiting."""
-        with self.client.polling():
-            self.client.pump(0)  # take in what has arrived
+        with self.caller.polling():
+            self.caller.pump(0)  # take in what has arrived
         taken, self.queue = list(self.queue), deque()
         return [(sender, serialization.loads(p, what="message")) for sender, p in taken]
 
@@ -58,8 +60,9 @@ class Mailbox:
 class PostOffice:
     """An executor's side of messaging: its invocations' mailboxes and unclaimed mail."""
 
-    def __init__(self, client: Client, executor_id: str, max_payload: int) -> None:
-        self._client = client
+    def __init__(self, link: Link, caller: Caller, executor_id: str, max_payload: int) -> None:
+        self._link = link
+        self._caller = caller
         self._executor_id = executor_id
         self._max_payload = max_payload
         self._running: set[str] = set()
@@ -78,7 +81,7 @@ class PostOffice:
         """The mailbox of a running invocation, made at its first message or ``recv``."""
         box = self._boxes.get(invocation_id)
         if box is None:
-            box = self._boxes[invocation_id] = Mailbox(self._client)
+            box = self._boxes[invocation_id] = Mailbox(self._caller)
             for _, sender, payload in self._unclaimed.pop(invocation_id, []):
                 box.queue.append((sender, payload))
         return box
@@ -86,11 +89,11 @@ class PostOffice:
     def send(self, sender: str, recipient: str, obj: Any) -> None:
         payload = serialization.dumps(obj, limit=self._max_payload, what="message")
         message = m.Deliver(recipient, sender, payload)
-        for address in self._client.executors():
+        for address in self._link.peers():
             if address.executor_id == self._executor_id:
                 self.deliver(message)
             else:
-                self._client.connection_to(address).send(message, flush=False)
+                self._link.peer(address).send(message, flush=False)
 
     def deliver(self, message: m.Deliver) -> None:
         if message.recipient in self._running:
