@@ -55,11 +55,14 @@ class Cluster:
         return [port for port in self.ports if self.role(port) == "slave"]
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Wait until every node reports ``cluster_state:ok`` (and has its slots)."""
+        """Wait until every node reports ``cluster_state:ok`` and every replica is linked."""
         deadline = time.monotonic() + timeout
         while True:
             states = [self.cli(port, "cluster", "info") for port in self.ports]
-            if all("cluster_state:ok" in state for state in states):
+            links = [self.cli(port, "info", "replication") for port in self.ports]
+            # A replica's link must be up too: a write WAITing for it would time out.
+            synced = all("role:master" in info or "master_link_status:up" in info for info in links)
+            if synced and all("cluster_state:ok" in state for state in states):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Redis Cluster not ok within {timeout} s: {states[0]}")
