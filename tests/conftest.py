@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import redis_cluster
 import redis_server
 import stratus
 
@@ -42,3 +43,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private redis-server for the session (loopback, no persistence): its URL."""
     with redis_server.serve(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Redis Cluster for the session (3 masters + 3 replicas): a node's URL, also
+    in ``STRATUS_TEST_REDIS_CLUSTER_URL`` for worker processes."""
+    with (
+        redis_cluster.serve(tmp_path_factory.mktemp("redis-cluster")) as cluster,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setenv(redis_cluster.URL_VARIABLE, cluster.url)
+        yield cluster.url

@@ -34,6 +34,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+import redis_cluster
 import redis_server
 from stratus._exceptions import ConfigurationError, ConnectionFailed, PayloadTooLarge
 from stratus.kv.open import open_store
@@ -55,10 +56,17 @@ from stratus.store import (
     Write,
     records,
 )
+from stratus.store.redis_cluster import RedisClusterStore
 from stratus.store.redis_store import MergeContention, RedisStore
 
-BACKENDS = ["memory", "sqlite", "lmdb", "redis"]
-SHARED_BACKENDS = ["sqlite", "lmdb", "redis"]  # outlive a store object; shared by processes
+BACKENDS = ["memory", "sqlite", "lmdb", "redis", "redis-cluster", "redis-cluster-sharded"]
+SHARED_BACKENDS = ["sqlite", "lmdb", "redis", "redis-cluster", "redis-cluster-sharded"]
+MANY_SEQUENCES = {"redis-cluster-sharded"}
+"""Backends without one store-wide sequence: a Redis Cluster store of several shards has a
+sequence per shard, so its versions are unique and increase per key but are not
+consecutive across keys, and its feed cursor is opaque (docs/store.md). "redis-cluster"
+is the same backend with one shard, where the whole single-sequence contract holds."""
+CLUSTER_SHARDS = 4  # outlive a store object; shared by processes
 LONG = "L" * 600  # longer than LMDB's 511-byte keys: exercises the hashed physical keys
 
 
@@ -103,6 +111,14 @@ def open_backend(
             namespace=namespace_of(path),
             max_value_bytes=max_value_bytes,
         )
+    if kind.startswith("redis-cluster"):
+        return RedisClusterStore(
+            redis_cluster.url(),
+            merge_fn,
+            namespace=namespace_of(path),
+            max_value_bytes=max_value_bytes,
+            shards=CLUSTER_SHARDS if kind in MANY_SEQUENCES else 1,
+        )
     assert kind == "memory"
     return MemoryStore(merge_fn, max_value_bytes=max_value_bytes)
 
@@ -121,6 +137,10 @@ def kind(request: pytest.FixtureRequest) -> str:
     for Redis, the session's server is started first."""
     if request.param == "redis":
         request.getfixturevalue("redis_url")
+    if request.param.startswith("redis-cluster"):
+        request.getfixturevalue("redis_cluster_url")
+    if request.param in MANY_SEQUENCES and request.node.get_closest_marker("one_sequence"):
+        pytest.skip("asserts consecutive versions of one store-wide sequence")
     name: str = request.param
     return name
 
@@ -154,6 +174,7 @@ def test_an_absent_key_has_version_zero(store: Store) -> None:
     assert store.changes(0) == Changes(last=0, keys=[])
 
 
+@pytest.mark.one_sequence
 def test_every_write_takes_the_next_version_of_one_sequence(store: Store) -> None:
     assert store.put("a", b"1") == 1
     assert store.put("b", b"2") == 2
@@ -170,6 +191,7 @@ def test_an_empty_value_is_not_a_tombstone(store: Store) -> None:
     assert store.keys() == ["a"]
 
 
+@pytest.mark.one_sequence
 def test_delete_leaves_a_tombstone_with_its_version(store: Store) -> None:
     store.put("a", b"1")
     version = store.delete("a")
@@ -181,12 +203,14 @@ def test_delete_leaves_a_tombstone_with_its_version(store: Store) -> None:
     assert store.get("a") == Entry(b"back", 3)
 
 
+@pytest.mark.one_sequence
 def test_deleting_an_absent_key_writes_a_tombstone(store: Store) -> None:
     assert store.delete("ghost") == 1
     assert store.get("ghost") == Entry(None, 1)
     assert store.prefix_version("gh") == 1
 
 
+@pytest.mark.one_sequence
 def test_get_many_reads_several_keys(store: Store) -> None:
     store.put("a", b"1")
     store.delete("b")
@@ -222,6 +246,7 @@ def test_keys_are_sorted_by_code_point_and_exclude_tombstones(store: Store) -> N
     assert store.keys("q") == []
 
 
+@pytest.mark.one_sequence
 def test_long_keys_sort_and_filter_like_short_ones(store: Store) -> None:
     keys = [LONG + "b", LONG + "a", LONG[:500], LONG + "a" * 300, LONG[:-1] + "M", "L" * 1024]
     for key in keys:
@@ -236,6 +261,7 @@ def test_long_keys_sort_and_filter_like_short_ones(store: Store) -> None:
     assert store.changes(6).keys == [(LONG + "a", 7)]
 
 
+@pytest.mark.one_sequence
 def test_prefix_version_is_the_highest_version_under_the_prefix(store: Store) -> None:
     assert store.prefix_version("a/") == 0
     store.put("a/1", b"")
@@ -251,6 +277,7 @@ def test_prefix_version_is_the_highest_version_under_the_prefix(store: Store) ->
 # --------------------------------------------------------------------------- merge
 
 
+@pytest.mark.one_sequence
 def test_merge_combines_with_the_old_value_or_none(store: Store) -> None:
     assert store.merge("a", b"x") == 1  # absent: merge_fn(None, b"x")
     store.merge("a", b"y")
@@ -260,6 +287,7 @@ def test_merge_combines_with_the_old_value_or_none(store: Store) -> None:
     assert store.get("a") == Entry(b"z", 4)
 
 
+@pytest.mark.one_sequence
 def test_a_failing_merge_fn_writes_nothing(opener: Opener) -> None:
     def picky(old: bytes | None, value: bytes) -> bytes:
         if value == b"boom":
@@ -288,6 +316,7 @@ def test_a_merge_fn_must_return_bytes(opener: Opener) -> None:
     assert store.last_version() == 0
 
 
+@pytest.mark.one_sequence
 def test_merges_from_threads_lose_no_update(opener: Opener) -> None:
     store = opener(add_le, durable=False)
 
@@ -306,6 +335,7 @@ def test_merges_from_threads_lose_no_update(opener: Opener) -> None:
 # --------------------------------------------------------------------------- commit
 
 
+@pytest.mark.one_sequence
 def test_commit_applies_every_write_with_consecutive_versions(store: Store) -> None:
     store.put("a", b"1")
     result = store.commit(
@@ -326,6 +356,7 @@ def test_commit_applies_every_write_with_consecutive_versions(store: Store) -> N
     assert store.last_version() == 5
 
 
+@pytest.mark.one_sequence
 def test_a_key_written_twice_in_a_commit_keeps_its_last_write(store: Store) -> None:
     result = store.commit(
         Transaction(reads={}, writes=[Put("a", b"1"), Merge("a", b"2"), Put("b", b"")])
@@ -336,6 +367,7 @@ def test_a_key_written_twice_in_a_commit_keeps_its_last_write(store: Store) -> N
     assert store.changes(0).keys == [("a", 2), ("b", 3)]
 
 
+@pytest.mark.one_sequence
 def test_a_read_only_commit_validates_without_taking_a_version(store: Store) -> None:
     store.put("a", b"1")
     assert store.commit(Transaction(reads={"a": 1, "b": 0}, writes=[])) == CommitResult(ok=True)
@@ -343,6 +375,7 @@ def test_a_read_only_commit_validates_without_taking_a_version(store: Store) -> 
     assert store.commit(Transaction(reads={"a": 0}, writes=[])).ok is False
 
 
+@pytest.mark.one_sequence
 def test_a_changed_read_is_a_conflict_and_nothing_is_written(store: Store) -> None:
     store.put("a", b"1")
     store.put("a", b"2")
@@ -362,6 +395,7 @@ def test_a_read_absent_key_now_present_is_a_conflict(store: Store) -> None:
     assert store.commit(Transaction(reads={"a": 0}, writes=[Put("x", b"")])).conflicts == ["a"]
 
 
+@pytest.mark.one_sequence
 def test_a_read_key_now_deleted_is_a_conflict(store: Store) -> None:
     store.put("a", b"1")
     store.delete("a")
@@ -399,6 +433,7 @@ def test_a_change_under_a_read_prefix_is_a_conflict(
     assert store.get("out") == Entry(None, 0)
 
 
+@pytest.mark.one_sequence
 def test_a_change_outside_a_read_prefix_is_no_conflict(store: Store) -> None:
     store.put("dir/f", b"v1")
     seen = store.prefix_version("dir/")
@@ -417,6 +452,7 @@ def test_commit_on_an_empty_prefix_and_store(store: Store) -> None:
 # --------------------------------------------------------------------------- change feed
 
 
+@pytest.mark.one_sequence
 def test_changes_lists_current_versions_in_order_with_limit(store: Store) -> None:
     for name in "abcde":
         store.put(name, b"")
@@ -432,6 +468,7 @@ def test_changes_lists_current_versions_in_order_with_limit(store: Store) -> Non
     assert store.changes(4) == Changes(last=7, keys=[("e", 5), ("b", 6), ("d", 7)])
 
 
+@pytest.mark.one_sequence
 def test_paging_through_changes_sees_every_key(store: Store) -> None:
     for i in range(50):
         store.put(f"k{i % 20}", b"")
@@ -482,6 +519,7 @@ def test_non_str_keys_are_configuration_errors(store: Store) -> None:
         store.put(b"bytes", b"")  # type: ignore[arg-type]
 
 
+@pytest.mark.one_sequence
 def test_values_above_the_limit_are_payload_too_large(opener: Opener) -> None:
     store = opener(max_value_bytes=100)
     store.put("ok", b"x" * 100)
@@ -514,6 +552,7 @@ def test_a_closed_store_refuses_work(opener: Opener) -> None:
         store.put("a", b"")
 
 
+@pytest.mark.one_sequence
 def test_a_forked_child_must_open_its_own_store(store: Store) -> None:
     store.put("a", b"1")
     pid = os.fork()
@@ -533,6 +572,7 @@ def test_a_forked_child_must_open_its_own_store(store: Store) -> None:
 # --------------------------------------------------------------------------- persistence
 
 
+@pytest.mark.one_sequence
 @pytest.mark.parametrize("kind", SHARED_BACKENDS, indirect=True)
 def test_reopening_keeps_the_data_and_the_sequence(kind: str, tmp_path: Path) -> None:
     with open_backend(kind, tmp_path) as store:
@@ -703,6 +743,7 @@ def _run_two(target: Callable[..., None], kind: str, path: Path, count: int) -> 
     return [detail for _, detail in outcomes]
 
 
+@pytest.mark.one_sequence
 @pytest.mark.parametrize("kind", SHARED_BACKENDS, indirect=True)
 def test_two_processes_can_create_a_store_at_once(kind: str, tmp_path: Path) -> None:
     assert sorted(_run_two(_race_open, kind, tmp_path, 5)) == [1, 2]
@@ -710,6 +751,7 @@ def test_two_processes_can_create_a_store_at_once(kind: str, tmp_path: Path) -> 
         assert store.get("n") == Entry(le(10), 2)
 
 
+@pytest.mark.one_sequence
 @pytest.mark.parametrize("kind", SHARED_BACKENDS, indirect=True)
 def test_merges_from_two_processes_lose_no_update(kind: str, tmp_path: Path) -> None:
     with open_backend(kind, tmp_path, add_le) as store:
@@ -723,6 +765,7 @@ def test_merges_from_two_processes_lose_no_update(kind: str, tmp_path: Path) -> 
     assert all(a < b for a, b in zip(versions[0], versions[0][1:], strict=False))
 
 
+@pytest.mark.one_sequence
 @pytest.mark.parametrize("kind", SHARED_BACKENDS, indirect=True)
 def test_optimistic_commits_from_two_processes_are_serializable(kind: str, tmp_path: Path) -> None:
     with open_backend(kind, tmp_path, add_le) as store:
@@ -768,6 +811,7 @@ def test_records_past_the_retention_are_collected(store: Store) -> None:
     assert store.get("user").value == b"kept"
 
 
+@pytest.mark.one_sequence
 def test_purge_removes_keys_and_their_tombstones_without_a_version(store: Store) -> None:
     store.put("a", b"1")
     store.put("b", b"2")
@@ -955,6 +999,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.last_version() == self.model.last
 
 
+@pytest.mark.one_sequence
 def test_random_operations_match_the_model(kind: str) -> None:
     machine = type(f"StoreMachine_{kind}", (StoreMachine,), {"kind": kind})
     run_state_machine_as_test(

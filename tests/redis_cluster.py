@@ -1,0 +1,134 @@
+"""A private Redis Cluster for the tests: 3 masters + 3 replicas on loopback ports.
+
+:func:`serve` starts six ``redis-server`` processes with ``cluster-enabled yes`` and
+``appendonly yes`` (each in a directory of its own), joins them with ``redis-cli --cluster
+create ... --cluster-replicas 1``, waits until every node says ``cluster_state:ok``, yields
+a :class:`Cluster` and stops every process on exit (also when starting failed halfway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis_server
+
+MASTERS = 3
+URL_VARIABLE = "STRATUS_TEST_REDIS_CLUSTER_URL"
+
+
+@dataclass
+class Cluster:
+    """The running nodes: ``ports[i]`` is served by ``processes[i]``."""
+
+    ports: list[int]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """A URL of one node; redis-py's cluster client discovers the others."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def cli(self, port: int, *args: str, timeout: float = 30.0) -> str:
+        """``redis-cli -p port args...``: its output (raises on a failed command)."""
+        done = subprocess.run(
+            ["redis-cli", "-p", str(port), *args],
+            capture_output=True,
+            timeout=timeout,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+        return done.stdout.decode()
+
+    def role(self, port: int) -> str:
+        """``master`` or ``slave``, as the node at ``port`` says."""
+        return self.cli(port, "role").split()[0]
+
+    def replicas(self) -> list[int]:
+        """The ports of the nodes that are replicas now."""
+        return [port for port in self.ports if self.role(port) == "slave"]
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every node reports ``cluster_state:ok`` and every replica is linked."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = [self.cli(port, "cluster", "info") for port in self.ports]
+            links = [self.cli(port, "info", "replication") for port in self.ports]
+            # A replica's link must be up too: a write WAITing for it would time out.
+            synced = all("role:master" in info or "master_link_status:up" in info for info in links)
+            if synced and all("cluster_state:ok" in state for state in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis Cluster not ok within {timeout} s: {states[0]}")
+            time.sleep(0.05)
+
+    def failover(self, replica: int, timeout: float = 30.0) -> None:
+        """Make ``replica`` the master of its shard (a graceful ``CLUSTER FAILOVER``) and
+        wait until it says it is."""
+        self.cli(replica, "cluster", "failover")
+        deadline = time.monotonic() + timeout
+        while self.role(replica) != "master":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replica {replica} did not take over within {timeout} s")
+            time.sleep(0.05)
+        self.wait_ok(timeout)
+
+
+def url() -> str:
+    """The URL the session's cluster exported (in this process or its parent)."""
+    try:
+        return os.environ[URL_VARIABLE]
+    except KeyError:
+        raise RuntimeError(f"no test Redis Cluster: {URL_VARIABLE} is not set") from None
+
+
+@contextlib.contextmanager
+def serve(directory: Path, masters: int = MASTERS) -> Iterator[Cluster]:
+    """Run a cluster of ``masters`` masters, each with one replica, under ``directory``."""
+    binary = shutil.which("redis-server")
+    if binary is None or shutil.which("redis-cli") is None:
+        raise RuntimeError("redis-server is not installed: `make test` installs it (Debian)")
+    cluster = Cluster(ports=[])
+    try:
+        for _ in range(2 * masters):
+            cluster.ports.append(_start_node(cluster, binary, directory))
+        nodes = [f"127.0.0.1:{port}" for port in cluster.ports]
+        cluster.cli(
+            cluster.ports[0],
+            "--cluster",
+            "create",
+            *nodes,
+            "--cluster-replicas",
+            "1",
+            "--cluster-yes",
+            timeout=60.0,
+        )
+        cluster.wait_ok()
+        yield cluster
+    finally:
+        for process in cluster.processes:
+            redis_server.stop(process)
+
+
+def _start_node(cluster: Cluster, binary: str, directory: Path) -> int:
+    for _ in range(3):  # the free port may be taken between probing and binding it
+        port = redis_server.free_port()
+        node_dir = directory / f"node-{port}"
+        node_dir.mkdir()
+        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no"]
+        command += ["--dir", str(node_dir), "--logfile", str(node_dir / "redis.log")]
+        command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        command += ["--cluster-node-timeout", "2000", "--appendonly", "yes", "--save", ""]
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        cluster.processes.append(process)
+        if redis_server._wait_ready(process, port):
+            return port
+        cluster.processes.remove(process)
+        redis_server.stop(process)
+    raise RuntimeError("a Redis Cluster node did not start")
