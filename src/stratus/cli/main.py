@@ -18,6 +18,7 @@ from rich.table import Table
 from stratus import _exceptions as exc
 from stratus import config as cfg
 from stratus.cli import calls, gateway, observe
+from stratus.cli import node as node_command
 from stratus.cli.target import SERVER_FILE, Target, UserConfig, find, find_store
 
 # Piped output is not cut to 80 columns: tables are as wide as their contents.
@@ -361,6 +362,7 @@ def _on_target(target: Target, action: Any) -> Any:
 observe.register(cli, _with_client, console, address_option, data_dir_option)
 calls.register(cli, _with_client, address_option, data_dir_option)
 gateway.register(cli, address_option, data_dir_option)
+node_command.register(cli)
 
 
 def main() -> None:

@@ -124,7 +124,7 @@ class Executor:
             bound = self.reactor.listen(f"{host}:0", self._accept)
             self.tcp = addresses.advertised(bound, config.advertise)  # not 0.0.0.0
         self.client = Client(
-            config.coordinator_unix,
+            config.coordinator_address,
             config.key,
             max_payload=config.max_payload,
             reactor=self.reactor,
@@ -184,7 +184,10 @@ class Executor:
     def run(self) -> None:
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.signal(cgroups.OVER_MEMORY, self._on_over_memory)
-        address = m.ExecutorAddress(self.executor_id, self.unix, self.tcp)
+        # On a node agent's host no abstract socket reaches us from the coordinator's:
+        # every peer dials our TCP address.
+        local = self.tcp if self.config.coordinator else self.unix
+        address = m.ExecutorAddress(self.executor_id, local, self.tcp)
         self.client.send_control(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(self._report_every, self._report_load)
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)
