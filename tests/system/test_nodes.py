@@ -143,17 +143,15 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         hosts.make(["coord", *_NODES])
         coord = hosts.addresses["coord"]
-        redis = hosts.run(
-            "coord",
-            ["redis-server", "--port", "6379", "--bind", coord, "--save", "", "--appendonly", "no"]
-            # Reached from the other namespaces, never from outside this machine's bridge.
-            + ["--protected-mode", "no", "--dir", str(tmp_path)],
-        )
+        # Reached from the other namespaces, never from outside this machine's bridge.
+        redis = ["redis-server", "--port", "6379", "--bind", coord, "--protected-mode", "no"]
+        redis += ["--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+        store = hosts.run("coord", redis)
         data_dir = tmp_path / "coord"
         address = f"tcp://{coord}:7070"
         up = [*_STRATUS, "up", "--listen", address, "--data-dir", str(data_dir)]
         up += ["--executors", "1", "--store", f"redis://{coord}:6379/0"]
-        assert redis.poll() is None
+        assert store.poll() is None
         server = hosts.run("coord", up)
         started = lambda: (data_dir / "server.json").exists() or server.poll() is not None  # noqa: E731
         assert wait_until(started, timeout=30) and server.poll() is None
