@@ -405,11 +405,20 @@ class Scheduler:
         for rec in live:  # functions scaled to zero leave every executor
             for function in [f for f in rec.pins if f not in self.targets]:
                 out += self._unpin(rec, function)
+        # Each function's executors, and the slots of each request, found once per event:
+        # looked up per function they made this quadratic (bench/placements.py).
+        members: dict[str, list[ExecutorRecord]] = {}
+        for rec in live:
+            for function in rec.pins:
+                members.setdefault(function, []).append(rec)
+        slots: dict[Resources | None, int] = {}
         for function in sorted(self.targets):
             request = self.requests.get(function)
-            slots = sum(n.cap for n in self.nodes.values() if _may_host(request, n.offer))
-            want = min(self.targets[function], slots)
-            have = [r for r in live if function in r.pins]
+            if request not in slots:
+                fitting = (n.cap for n in self.nodes.values() if _may_host(request, n.offer))
+                slots[request] = sum(fitting)
+            want = min(self.targets[function], slots[request])
+            have = members.get(function, [])
             while len(have) > want:
                 leaving = min(have, key=_least_needed)
                 have.remove(leaving)
