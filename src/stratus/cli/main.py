@@ -203,10 +203,16 @@ def status(address: str | None, data_dir: str | None, as_json: bool) -> None:
         click.echo(msgspec.json.encode(fields).decode())
         return
     console.print(f"cluster [bold]{reply.cluster_id}[/bold]")
-    table = Table("executor", "pid", "state", "in flight", "served", "loaded")
+    table = Table("executor", "node", "pid", "state", "in flight", "served", "loaded")
     for e in reply.executors:
         table.add_row(
-            e.executor_id, str(e.pid), e.state, str(e.inflight), str(e.served), ", ".join(e.loaded)
+            e.executor_id,
+            e.node,
+            str(e.pid),
+            e.state,
+            str(e.inflight),
+            str(e.served),
+            ", ".join(e.loaded),
         )
     console.print(table)
     inflight = sum(e.inflight for e in reply.executors)
