@@ -197,12 +197,12 @@ def test_calls_spread_over_nodes_by_resources_and_survive_a_lost_node(cluster: C
         # Kill n2's agent (its fork server and executors die with it) with calls in flight:
         # each is retried elsewhere and applied once; the pool is rebuilt without n2.
         before = app.kv.get("calls")
-        futures = [big.remote(0.3) for _ in range(12)]
+        futures = [big.remote(1.0) for _ in range(12)]
         time.sleep(0.1)  # some calls are running on n2 now (not needed for correctness)
         cluster.nodes["n2"].send_signal(signal.SIGKILL)
         results = [f.result(timeout=60) for f in futures]
         assert len({r[1] for r in results}) == 12
-        # A call takes 0.3 s: none could finish on n2 before it died; its were retried.
+        # A call takes 1 s: none could finish on n2 before it died; its were retried.
         assert "n2" not in {r[0] for r in results}
         assert wait_until(lambda: app.kv.get("calls") == before + 12, 10)
         assert app.kv.get("calls") == before + 12  # exactly once, whatever was retried
