@@ -37,7 +37,7 @@ def run_executor(config: cfg.ClusterConfig, executor_id: str, cgroup: ExecutorGr
 
     def caller(reactor: Reactor) -> Client:
         return Client(
-            config.coordinator_unix,
+            config.coordinator_address,
             config.key,
             max_payload=config.max_payload,
             reactor=reactor,

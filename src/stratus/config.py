@@ -60,6 +60,10 @@ class ClusterConfig(msgspec.Struct, frozen=True):
     metrics: str = ""  # host:port for the Prometheus endpoint; empty: not served
     autoscaling: AutoscalingConfig = AutoscalingConfig()
     connections: ConnectionLimits = ConnectionLimits()  # what strangers may do (guard.py)
+    # On a node agent's host (docs/scaling.md): the coordinator's TCP address, which its
+    # executors dial; empty: the coordinator is on this host (an abstract socket).
+    coordinator: str = ""
+    offer: Resources | None = None  # what each executor offers; None: see executor_offer
 
     def __post_init__(self) -> None:
         if self.advertise:
@@ -73,6 +77,11 @@ class ClusterConfig(msgspec.Struct, frozen=True):
         return f"unix:@stratus-{self.cluster_id}-{executor_id}"
 
     @property
+    def coordinator_address(self) -> str:
+        """Where executors reach their coordinator."""
+        return self.coordinator or self.coordinator_unix
+
+    @property
     def store_url(self) -> str:
         return self.store or f"sqlite:{os.path.join(self.data_dir, 'state.db')}"
 
@@ -82,7 +91,10 @@ class ClusterConfig(msgspec.Struct, frozen=True):
 
     @property
     def executor_offer(self) -> Resources:
-        """What each executor offers: one core and an equal share of the memory."""
+        """What each executor offers: ``offer`` if set (a node agent's, from its host's
+        capacity), else one core and an equal share of this machine's memory."""
+        if self.offer is not None:
+            return self.offer
         try:
             total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
         except (ValueError, OSError):

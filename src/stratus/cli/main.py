@@ -18,6 +18,7 @@ from rich.table import Table
 from stratus import _exceptions as exc
 from stratus import config as cfg
 from stratus.cli import calls, gateway, observe
+from stratus.cli import node as node_command
 from stratus.cli.target import SERVER_FILE, Target, UserConfig, find, find_store
 
 # Piped output is not cut to 80 columns: tables are as wide as their contents.
@@ -202,10 +203,16 @@ def status(address: str | None, data_dir: str | None, as_json: bool) -> None:
         click.echo(msgspec.json.encode(fields).decode())
         return
     console.print(f"cluster [bold]{reply.cluster_id}[/bold]")
-    table = Table("executor", "pid", "state", "in flight", "served", "loaded")
+    table = Table("executor", "node", "pid", "state", "in flight", "served", "loaded")
     for e in reply.executors:
         table.add_row(
-            e.executor_id, str(e.pid), e.state, str(e.inflight), str(e.served), ", ".join(e.loaded)
+            e.executor_id,
+            e.node,
+            str(e.pid),
+            e.state,
+            str(e.inflight),
+            str(e.served),
+            ", ".join(e.loaded),
         )
     console.print(table)
     inflight = sum(e.inflight for e in reply.executors)
@@ -361,6 +368,7 @@ def _on_target(target: Target, action: Any) -> Any:
 observe.register(cli, _with_client, console, address_option, data_dir_option)
 calls.register(cli, _with_client, address_option, data_dir_option)
 gateway.register(cli, address_option, data_dir_option)
+node_command.register(cli)
 
 
 def main() -> None:

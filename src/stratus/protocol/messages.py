@@ -121,6 +121,7 @@ class ExecutorStatus(msgspec.Struct, frozen=True, gc=False):
     loaded: list[str]
     metrics: list[FunctionMetrics] = []  # since the last report
     pinned: list[str] = []  # functions whose warm pools it belongs to
+    node: str = ""  # the node it runs on ("0": the coordinator's host)
 
 
 class FunctionMetrics(msgspec.Struct, frozen=True, gc=False):
@@ -486,6 +487,52 @@ class ExecutorsChanged(_Msg, tag="executors_changed", frozen=True):
     pools: dict[str, list[str]] = {}  # function -> ids of the executors it is pinned on
 
 
+# --------------------------------------------------------------------------- node agents
+
+
+class NodeCapacity(msgspec.Struct, frozen=True, gc=False):
+    """What a node agent's host offers: executors run one per core."""
+
+    cores: int
+    memory_mb: int
+    gpus: int = 0
+
+
+class NodeHello(_Msg, tag="node_hello", frozen=True):
+    """First frame of a node agent (``stratus node --join``): who it is, which stratus it
+    runs (a different version is refused) and what its host offers."""
+
+    node_id: str
+    version: str
+    capacity: NodeCapacity
+
+
+class NodeWelcome(_Msg, tag="node_welcome", frozen=True):
+    """The coordinator took the node: ``config`` is its ``ClusterConfig`` (JSON, without
+    the key), which the node's executors start from (the store, limits, autoscaling)."""
+
+    cluster_id: str
+    config: bytes
+
+
+class NodeRefused(_Msg, tag="node_refused", frozen=True):
+    """The coordinator will not take this node, and why; it then closes the link."""
+
+    reason: str
+
+
+class NodeAlive(_Msg, tag="node_alive", frozen=True):
+    """A node agent's heartbeat: a node silent past the coordinator's deadline is lost."""
+
+    executors: int  # its live executors
+
+
+class KillExecutor(_Msg, tag="kill_executor", frozen=True):
+    """Kill one of the node's executors (SIGKILL; its exit is reported as usual)."""
+
+    executor_id: str
+
+
 # --------------------------------------------------------------------------- fork server
 
 
@@ -528,6 +575,10 @@ ToCoordinator = (
     | KvList
     | MeterRead
     | LogsRead
+    | NodeHello
+    | NodeAlive
+    | ExecutorSpawned  # relayed by node agents from their fork servers
+    | ExecutorExited
 )
 # What the coordinator sends an executor on its control link (server/link.py): code,
 # control, and the executors it may hand DAG inputs and messages to:
@@ -557,3 +608,5 @@ ToClient = (
 # Between the coordinator and its fork server (a private socket pair):
 ToForkServer = SpawnExecutor
 FromForkServer = ExecutorSpawned | ExecutorExited
+# What a node agent accepts from its coordinator:
+ToNode = NodeWelcome | NodeRefused | SpawnExecutor | KillExecutor

@@ -14,6 +14,16 @@ Warm pools (docs/autoscaling.md): every ``autoscaling.tick`` the load reports be
 sample per function for ``Elastic`` (the autoscaler and the keep-alive policy), whose
 pool sizes go to the scheduler as ``SetPool``. A caller holding calls for an empty pool
 sends ``Demand``; that, and ``Resolve``, are decided at once: the cold path.
+
+Nodes (docs/scaling.md): this host is node ``LOCAL`` with its own fork server. A node
+agent on another host (``stratus node --join``, server/node.py) connects over TCP and
+says ``NodeHello``; a different stratus version, or a store only this host can reach,
+is refused with ``NodeRefused``, a wrong key never gets past the first frame's
+signature. A node taken gets ``NodeWelcome`` (this cluster's config, without the key)
+and the scheduler places executors there; the agent is a remote fork server: it takes
+``SpawnExecutor`` and ``KillExecutor`` and relays its fork server's reports. When its
+link closes, or it is silent past the scheduler's deadline, its executors are forgotten
+(their callers retry elsewhere: exactly-once effects make that safe) and pools refill.
 """
 
 from __future__ import annotations
@@ -25,6 +35,9 @@ import signal
 import time
 from typing import Any
 
+import msgspec
+
+from stratus import __version__
 from stratus import _exceptions as exc
 from stratus import config as cfg
 from stratus.config import ClusterConfig
@@ -101,7 +114,8 @@ class Coordinator:
         self._loads = el.LoadBook()
         self._clients: dict[Connection, str] = {}
         self._executor_conns: dict[str, Connection] = {}
-        self._pids: dict[str, int] = {}
+        self._pids: dict[str, int] = {}  # executors of this host (node LOCAL)
+        self._nodes: dict[str, Connection] = {}  # node agents by node id
         self._on_ready: list[Any] = []
         # Why the last executor could not start, until one does: a caller demanding an
         # empty pool meanwhile hears it at once instead of waiting for its deadline.
@@ -220,7 +234,8 @@ class Coordinator:
                 if any(n.function == r.function for n in dag)
                 for n in dag
             } - {r.function}
-            pool = sched.SetPool(r.function, r.size, preload, tuple(sorted(partners)))
+            request = versions[-1].options.resources if versions else None
+            pool = sched.SetPool(r.function, r.size, preload, tuple(sorted(partners)), request)
             self._apply(self.scheduler.handle(pool, now))
 
     def _demand(self, function: str, queued: int) -> None:
@@ -233,8 +248,12 @@ class Coordinator:
     def _apply(self, instructions: list[sched.Instruction]) -> None:
         for instruction in instructions:
             match instruction:
-                case sched.Spawn(executor_id, preload):
-                    self._forkserver.send(m.SpawnExecutor(executor_id, list(preload)))
+                case sched.Spawn(executor_id, preload, node):
+                    spawn = m.SpawnExecutor(executor_id, list(preload))
+                    if node == sched.LOCAL:
+                        self._forkserver.send(spawn)
+                    elif (link := self._nodes.get(node)) is not None:
+                        link.send(spawn)
                 case sched.Retire(executor_id):
                     if (conn := self._executor_conns.get(executor_id)) is not None:
                         conn.send(m.ShutdownExecutor())
@@ -254,30 +273,111 @@ class Coordinator:
                         conn.send(m.ShutdownExecutor())
                     elif executor_id in self._pids:
                         _kill(self._pids[executor_id])
+                    elif (link := self._nodes.get(self.scheduler.node_of(executor_id))) is not None:
+                        link.send(m.KillExecutor(executor_id))
                 case sched.ExecutorsChanged(executors, pools):
                     lists = {f: list(ids) for f, ids in pools.items()}
                     push = m.ExecutorsChanged(list(executors), lists)
                     # Executors hear it on their links too: where DAG inputs and mail go.
                     for conn in [*self._clients, *self._executor_conns.values()]:
                         conn.send(push, flush=False)
+                case sched.DropNode(node_id, reason, executors):
+                    log.warning("node %s lost (%s) with executors %s", node_id, reason, executors)
+                    if (link := self._nodes.pop(node_id, None)) is not None:
+                        link.close()
+                    for executor_id in executors:
+                        self._loads.forget(executor_id)
+                        if (link := self._executor_conns.pop(executor_id, None)) is not None:
+                            link.close()
 
     def _on_forkserver(self, conn: Connection, message: Any) -> None:
-        now = time.monotonic()
         match message:
             case m.ExecutorSpawned(executor_id, pid):
                 self._pids[executor_id] = pid
-            case m.ExecutorExited(executor_id, pid, status, error):
-                log.info("executor %s (pid %d) exited with %d", executor_id, pid, status)
-                rec = self.scheduler.executors.get(executor_id)
-                if rec is not None and rec.address is None and not self.scheduler.stopping:
-                    why = f"executor {executor_id} exited with status {status} before it was ready"
-                    info = m.ErrorInfo("ExecutorStartFailed", f"{why}: {error}" if error else why)
-                    self._start_failed(m.ExecutorStartFailed(executor_id, info))
-                self._pids.pop(executor_id, None)
-                self._executor_conns.pop(executor_id, None)
-                self.observer.executor_exited(executor_id)  # bill what it was running
-                self._loads.forget(executor_id)
-                self._apply(self.scheduler.handle(sched.Exited(executor_id), now))
+            case m.ExecutorExited():
+                self._executor_exited(message, sched.LOCAL)
+
+    def _executor_exited(self, message: m.ExecutorExited, node: str) -> None:
+        executor_id, pid, status, error = (
+            message.executor_id,
+            message.pid,
+            message.status,
+            message.error,
+        )
+        rec = self.scheduler.executors.get(executor_id)
+        if rec is None or rec.node != node:
+            return  # not (or no longer) that node's: a lost node's late report
+        log.info("executor %s (pid %d, node %s) exited with %d", executor_id, pid, node, status)
+        if rec.address is None and not self.scheduler.stopping:
+            why = f"executor {executor_id} exited with status {status} before it was ready"
+            info = m.ErrorInfo("ExecutorStartFailed", f"{why}: {error}" if error else why)
+            self._start_failed(m.ExecutorStartFailed(executor_id, info))
+        self._pids.pop(executor_id, None)
+        self._executor_conns.pop(executor_id, None)
+        if node == sched.LOCAL:  # a node's spools are on its own disk
+            self.observer.executor_exited(executor_id)  # bill what it was running
+        self._loads.forget(executor_id)
+        self._apply(self.scheduler.handle(sched.Exited(executor_id), time.monotonic()))
+
+    # ------------------------------------------------------------------ nodes
+
+    def _node_hello(self, conn: Connection, hello: m.NodeHello) -> None:
+        refusal = self._refusal(hello)
+        if refusal:
+            log.warning("refused node %s: %s", hello.node_id, refusal)
+            conn.send(m.NodeRefused(refusal))
+            self.reactor.call_later(0.0, conn.close)  # after the refusal is written
+            return
+        conn.peer_id = hello.node_id
+        self._nodes[hello.node_id] = conn
+        conn.on_close = self._on_node_closed
+        # The node's executors start from our config; the key never travels.
+        shared = msgspec.structs.replace(self.config, key=b"", store=self.config.store_url)
+        conn.send(m.NodeWelcome(self.config.cluster_id, cfg.encode(shared)))
+        c = hello.capacity
+        offer = m.Resources(cpu=1.0, memory_mb=c.memory_mb // max(1, c.cores), gpus=c.gpus)
+        log.info(
+            "node %s joined: %d cores, %d MB, %d GPUs", hello.node_id, c.cores, c.memory_mb, c.gpus
+        )
+        joined = sched.NodeJoined(hello.node_id, max(0, c.cores), offer)
+        self._apply(self.scheduler.handle(joined, time.monotonic()))
+
+    def _refusal(self, hello: m.NodeHello) -> str:
+        """Why ``hello``'s node cannot join, or ""."""
+        if hello.version != __version__:
+            return f"node {hello.node_id} runs stratus {hello.version}, this cluster {__version__}"
+        if hello.node_id == sched.LOCAL or hello.node_id in self._nodes:
+            return f"node id {hello.node_id!r} is taken: give each node its own (--node-id)"
+        if not self.config.listen:
+            return "an embedded cluster takes no nodes: start a server with `stratus up --listen`"
+        store = self.config.store_url
+        scheme, _, rest = store.partition(":")
+        if scheme in ("sqlite", "lmdb", "memory"):
+            return (
+                f"this cluster's store ({store}) lives on the coordinator's host: nodes need "
+                "a store every host reaches (stratus up --store redis://HOST:PORT)"
+            )
+        host = rest.removeprefix("//").rpartition("@")[2].partition("/")[0].rpartition(":")[0]
+        if host.strip("[]") in ("localhost", "::1") or host.startswith("127."):
+            return f"this cluster's store ({store}) is on the coordinator's loopback, unreachable"
+        return ""
+
+    def _on_node_message(self, conn: Connection, message: Any) -> None:
+        now = time.monotonic()
+        match message:
+            case m.NodeAlive():
+                self._apply(self.scheduler.handle(sched.NodeAlive(conn.peer_id), now))
+            case m.ExecutorSpawned():
+                pass  # its pid comes with its hello
+            case m.ExecutorExited():
+                self._executor_exited(message, conn.peer_id)
+            case _:
+                log.warning("node %s sent %s: ignored", conn.peer_id, type(message).__name__)
+
+    def _on_node_closed(self, conn: Connection) -> None:
+        if self._nodes.get(conn.peer_id) is conn:
+            lost = sched.NodeLost(conn.peer_id, "its link closed")
+            self._apply(self.scheduler.handle(lost, time.monotonic()))
 
     # ------------------------------------------------------------------ connections
 
@@ -293,6 +393,10 @@ class Coordinator:
                 del self._executor_conns[executor_id]
 
     def _on_message(self, conn: Connection, message: Any) -> None:
+        if not conn.peer_id and isinstance(message, m.NodeHello):
+            conn.on_message = self._on_node_message
+            self._node_hello(conn, message)
+            return
         if not conn.peer_id and not isinstance(message, m.Hello):
             log.warning("%s before Hello: closing", type(message).__name__)
             conn.close()
@@ -387,9 +491,10 @@ class Coordinator:
         infos = [self.registry.latest(n).info() for n in names]
         for info in infos:
             if not self.scheduler.can_ever_host(info.options.resources):
+                offers = ", ".join(str(o) for o in self.scheduler.offers())
                 raise exc.NoCapacity(
                     f"no executor can host {info.name}: it requests {info.options.resources}, "
-                    f"executors offer {self.scheduler.offer}"
+                    f"executors offer {offers or 'nothing'}"
                 )
         pools = self.scheduler.pools()
         for n in names:  # a resolve comes right before a call: warm an empty pool now
@@ -410,6 +515,7 @@ class Coordinator:
                 r.served,
                 sorted(r.loaded),
                 pinned=sorted(r.pins),
+                node=r.node,
             )
             for r in sorted(self.scheduler.executors.values(), key=lambda r: r.executor_id)
         ]

@@ -262,7 +262,10 @@ class Executor:
     def run(self) -> None:
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.signal(cgroups.OVER_MEMORY, self._on_over_memory)
-        address = m.ExecutorAddress(self.executor_id, self.unix, self.tcp)
+        # On a node agent's host no abstract socket reaches us from the coordinator's:
+        # every peer dials our TCP address.
+        local = self.tcp if self.config.coordinator else self.unix
+        address = m.ExecutorAddress(self.executor_id, local, self.tcp)
         self.link.send(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(self._report_every, self._report_load)
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)

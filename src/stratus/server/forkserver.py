@@ -43,13 +43,19 @@ log = logging.getLogger("stratus.forkserver")
 RunExecutor = Callable[[ClusterConfig, str, "cgroups.ExecutorGroup | None"], None]
 
 
-def start(config: ClusterConfig, run_executor: RunExecutor) -> tuple[int, socket.socket]:
-    """Fork the fork server; return its pid and the coordinator's end of the pair."""
+def start(
+    config: ClusterConfig, run_executor: RunExecutor, *, close: tuple[int, ...] = ()
+) -> tuple[int, socket.socket]:
+    """Fork the fork server; return its pid and the parent's end of the pair. ``close``:
+    the parent's descriptors that it and its executors must not hold (a node agent's
+    link: the coordinator must see it close when the agent dies)."""
     ours, theirs = socket.socketpair()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         ours.close()
+        for fd in close:
+            os.close(fd)
         code = 1
         try:
             # SIGTERM, not SIGKILL: its handler kills the executors' groups first.

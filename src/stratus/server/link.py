@@ -108,7 +108,7 @@ class Link:
         self._requests: dict[int, cf.Future[Any]] = {}
         self._executors: dict[str, m.ExecutorAddress] = {}
         self._peers: dict[str, Connection] = {}
-        address = config.coordinator_unix
+        address = config.coordinator_address
         self._prefer_unix = addresses.is_local(address)
         # No wait for Welcome: the stream is ordered and every frame is signed; a wrong
         # key or a dead coordinator closes the link, and the executor exits.

@@ -30,6 +30,22 @@ shrinks leaves the executor with the fewest functions first, then the least load
 A draining executor stays reachable, so calls sent before clients heard of the change
 finish; it stops once it has reported being idle. Executors that keep dying are
 replaced with a growing delay, so a crash loop does not eat the machine.
+
+Nodes (docs/scaling.md): executors live on nodes, each with its own cap (its cores) and
+what each of its executors offers (a core, a share of its memory, its GPUs). The
+coordinator's own host is node ``LOCAL``, built from ``cap`` and ``offer``; node agents
+join (``NodeJoined``) and leave (``NodeLost``, or silence past ``node_timeout``). A new
+executor goes to the node, among those whose offer fits the function's ``resources``
+and below their cap, with the fewest live executors for its cap; a pool never takes an
+executor whose offer does not fit. A node that is lost takes its executors with it (not
+counted as crashes: they did nothing wrong), and the pools refill elsewhere.
+
+    node state       event                          next       instructions
+    --------------   ----------------------------   --------   ---------------------------
+    (none)           NodeJoined                     joined     (pools may spawn there)
+    joined           NodeAlive                      joined     (its deadline moves)
+    joined           NodeLost                       (gone)     ExecutorsChanged; pools refill
+    joined           Tick (silent past the timeout) (gone)     DropNode, ExecutorsChanged
 """
 
 from __future__ import annotations
@@ -51,6 +67,18 @@ class ExecutorState(Enum):
 
 _LIVE = (ExecutorState.STARTING, ExecutorState.READY, ExecutorState.DRAINING)
 
+LOCAL = "0"  # the node id of the coordinator's own host
+
+
+@dataclass
+class NodeRecord:
+    """A host that runs executors: at most ``cap`` live, each offering ``offer``."""
+
+    node_id: str
+    cap: int
+    offer: Resources
+    heard_at: float = 0.0  # when it last said it is alive
+
 
 @dataclass
 class ExecutorRecord:
@@ -58,6 +86,7 @@ class ExecutorRecord:
     state: ExecutorState
     since: float
     address: ExecutorAddress | None = None
+    node: str = LOCAL
     pid: int = 0
     resources: Resources = Resources()
     inflight: int = 0
@@ -118,6 +147,27 @@ class SetPool:
     size: int
     preload: tuple[str, ...] = ()
     colocate: tuple[str, ...] = ()  # functions sharing a DAG with it
+    resources: Resources | None = None  # what each of its executors must offer; None: any
+
+
+@dataclass(frozen=True)
+class NodeJoined:
+    node_id: str
+    cap: int  # executors at most on it
+    offer: Resources  # what each of them offers
+
+
+@dataclass(frozen=True)
+class NodeAlive:
+    node_id: str
+
+
+@dataclass(frozen=True)
+class NodeLost:
+    """A node's link closed: its executors are gone with it."""
+
+    node_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -130,7 +180,20 @@ class Stop:
     pass
 
 
-Event = Start | Ready | StartDelayed | LoadReported | Exited | KillRequested | SetPool | Tick | Stop
+Event = (
+    Start
+    | Ready
+    | StartDelayed
+    | LoadReported
+    | Exited
+    | KillRequested
+    | SetPool
+    | NodeJoined
+    | NodeAlive
+    | NodeLost
+    | Tick
+    | Stop
+)
 
 
 # --- instructions
@@ -140,6 +203,7 @@ Event = Start | Ready | StartDelayed | LoadReported | Exited | KillRequested | S
 class Spawn:
     executor_id: str
     preload: tuple[str, ...] = ()
+    node: str = LOCAL  # which node's fork server forks it
 
 
 @dataclass(frozen=True)
@@ -177,26 +241,42 @@ class ExecutorsChanged:
     pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-Instruction = Spawn | Kill | Retire | Pin | Unpin | ExecutorsChanged
+@dataclass(frozen=True)
+class DropNode:
+    """A node is lost with ``executors``: close its link and theirs (a partitioned
+    executor exits when its link closes)."""
+
+    node_id: str
+    reason: str
+    executors: tuple[str, ...] = ()
+
+
+Instruction = Spawn | Kill | Retire | Pin | Unpin | ExecutorsChanged | DropNode
 
 
 @dataclass
 class Scheduler:
-    cap: int  # live executors at most
-    offer: Resources = Resources()  # what each executor offers
+    cap: int  # live executors at most on the local node
+    offer: Resources = Resources()  # what each executor of the local node offers
     start_timeout: float = 10.0
+    node_timeout: float = 5.0  # a node silent this long is lost
     crash_window: float = 10.0  # deaths within this window count toward back-off
     drain: float = 0.2  # seconds a released executor stays reachable before it stops
     executors: dict[str, ExecutorRecord] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
     preloads: dict[str, tuple[str, ...]] = field(default_factory=dict)
     partners: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    requests: dict[str, Resources] = field(default_factory=dict)  # per function
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
     stopping: bool = False
     _deaths: deque[float] = field(default_factory=deque)
     _respawn_at: float | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _announced: tuple[object, ...] = ((), ())  # what clients were last told
     history: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+
+    def __post_init__(self) -> None:
+        self.nodes.setdefault(LOCAL, NodeRecord(LOCAL, self.cap, self.offer))
 
     def handle(self, event: Event, now: float) -> list[Instruction]:
         out: list[Instruction] = []
@@ -232,15 +312,31 @@ class Scheduler:
                 if rec is not None and rec.state is not ExecutorState.STOPPING:
                     self._stop(rec, now, f"kill: {reason}")
                     out.append(Kill(executor_id, reason))
-            case SetPool(function, size, preload, colocate):
+            case SetPool(function, size, preload, colocate, resources):
                 if size > 0:
                     self.targets[function], self.preloads[function] = size, preload
                     self.partners[function] = colocate
+                    if resources is not None:
+                        self.requests[function] = resources
                 else:
                     self.targets.pop(function, None)
                     self.preloads.pop(function, None)
                     self.partners.pop(function, None)
+                    self.requests.pop(function, None)
+            case NodeJoined(node_id, cap, offer):
+                if node_id not in self.nodes:
+                    self.nodes[node_id] = NodeRecord(node_id, cap, offer, heard_at=now)
+                    self._note(f"node {node_id} joined: {cap} executors of {offer}")
+            case NodeAlive(node_id):
+                if (node := self.nodes.get(node_id)) is not None:
+                    node.heard_at = now
+            case NodeLost(node_id, reason):
+                out += self._lose_node(node_id, reason)
             case Tick():
+                for node in list(self.nodes.values()):
+                    silent = now - node.heard_at
+                    if node.node_id != LOCAL and silent > self.node_timeout:
+                        out += self._lose_node(node.node_id, f"silent for {silent:.1f} s")
                 for rec in list(self.executors.values()):
                     if rec.state is ExecutorState.STARTING and now - rec.since > self.start_timeout:
                         self._stop(rec, now, f"no hello in {self.start_timeout} s")
@@ -271,7 +367,15 @@ class Scheduler:
 
     def can_ever_host(self, request: Resources) -> bool:
         """Whether an executor of this cluster could host ``request`` once ready."""
-        return _fits(request, self.offer)
+        return any(n.cap > 0 and _fits(request, n.offer) for n in self.nodes.values())
+
+    def offers(self) -> list[Resources]:
+        """What an executor offers, on each node that may run executors."""
+        return [n.offer for n in sorted(self.nodes.values(), key=lambda n: n.node_id) if n.cap]
+
+    def node_of(self, executor_id: str) -> str:
+        rec = self.executors.get(executor_id)
+        return rec.node if rec is not None else LOCAL
 
     def ready(self) -> list[ExecutorRecord]:
         return [r for r in self.executors.values() if r.state is ExecutorState.READY]
@@ -301,9 +405,20 @@ class Scheduler:
         for rec in live:  # functions scaled to zero leave every executor
             for function in [f for f in rec.pins if f not in self.targets]:
                 out += self._unpin(rec, function)
+        # Each function's executors, and the slots of each request, found once per event:
+        # looked up per function they made this quadratic (bench/placements.py).
+        members: dict[str, list[ExecutorRecord]] = {}
+        for rec in live:
+            for function in rec.pins:
+                members.setdefault(function, []).append(rec)
+        slots: dict[Resources | None, int] = {}
         for function in sorted(self.targets):
-            want = min(self.targets[function], self.cap)
-            have = [r for r in live if function in r.pins]
+            request = self.requests.get(function)
+            if request not in slots:
+                fitting = (n.cap for n in self.nodes.values() if _may_host(request, n.offer))
+                slots[request] = sum(fitting)
+            want = min(self.targets[function], slots[request])
+            have = members.get(function, [])
             while len(have) > want:
                 leaving = min(have, key=_least_needed)
                 have.remove(leaving)
@@ -329,33 +444,64 @@ class Scheduler:
         self, function: str, live: list[ExecutorRecord], now: float, out: list[Instruction]
     ) -> ExecutorRecord | None:
         """An executor to add to ``function``'s pool (spawning it if need be), or None."""
-        draining = [r for r in live if r.state is ExecutorState.DRAINING]
+        request = self.requests.get(function)
+        able = [r for r in live if _may_host(request, r.resources)]
+        draining = [r for r in able if r.state is ExecutorState.DRAINING]
         if draining:
             return min(draining, key=lambda r: r.executor_id)
         partners = set(self.partners.get(function, ()))
-        beside = [r for r in live if function not in r.pins and r.pins & partners]
+        beside = [r for r in able if function not in r.pins and r.pins & partners]
         if beside:
             return min(beside, key=_least_needed)
-        if len(live) < self.cap and self._may_spawn(now):
+        node = self._node_for(request)
+        if node is not None and self._may_spawn(now):
             executor_id = f"x{next(self._ids)}"
-            rec = ExecutorRecord(executor_id, ExecutorState.STARTING, now, resources=self.offer)
+            rec = ExecutorRecord(
+                executor_id, ExecutorState.STARTING, now, node=node.node_id, resources=node.offer
+            )
             self.executors[executor_id] = rec
             live.append(rec)
             preload = self.preloads.get(function, ())
-            self._note(f"spawn {executor_id} for {function}")
-            out.append(Spawn(executor_id, preload))
+            self._note(f"spawn {executor_id} on node {node.node_id} for {function}")
+            out.append(Spawn(executor_id, preload, node.node_id))
             return rec
-        others = [r for r in live if function not in r.pins]
+        others = [r for r in able if function not in r.pins]
         if not others:
             return None
         return min(others, key=_least_needed)
+
+    def _node_for(self, request: Resources | None) -> NodeRecord | None:
+        """The node a new executor for ``request`` goes to: one below its cap whose offer
+        fits, with the fewest live executors for its cap (the local node on a tie)."""
+        count: dict[str, int] = {}
+        for rec in self.executors.values():
+            if rec.state in _LIVE:
+                count[rec.node] = count.get(rec.node, 0) + 1
+        free = [
+            n
+            for n in self.nodes.values()
+            if count.get(n.node_id, 0) < n.cap and _may_host(request, n.offer)
+        ]
+        if not free:
+            return None
+        return min(free, key=lambda n: (count.get(n.node_id, 0) / n.cap, n.node_id))
+
+    def _lose_node(self, node_id: str, reason: str) -> list[Instruction]:
+        if node_id == LOCAL or self.nodes.pop(node_id, None) is None:
+            return []
+        gone = tuple(sorted(r.executor_id for r in self.executors.values() if r.node == node_id))
+        for executor_id in gone:
+            del self.executors[executor_id]
+        self._note(f"node {node_id} lost ({reason}) with {list(gone)}")
+        return [DropNode(node_id, reason, gone)]
 
     def _may_spawn(self, now: float) -> bool:
         while self._deaths and now - self._deaths[0] > self.crash_window:
             self._deaths.popleft()
         if self._respawn_at is not None and now < self._respawn_at:
             return False
-        if self._respawn_at is None and len(self._deaths) > 2 * self.cap:
+        cap = sum(n.cap for n in self.nodes.values())
+        if self._respawn_at is None and len(self._deaths) > 2 * cap:
             # A crash loop: wait before the next spawn, longer the more deaths we saw.
             self._respawn_at = now + min(5.0, 0.1 * len(self._deaths))
             self._note(f"crash loop: next spawn in {self._respawn_at - now:.1f} s")
@@ -399,6 +545,10 @@ class Scheduler:
 def _least_needed(rec: ExecutorRecord) -> tuple[int, int, str]:
     """Order for sharing and for leaving: fewest functions pinned, then least loaded."""
     return (len(rec.pins), rec.inflight + rec.queued, rec.executor_id)
+
+
+def _may_host(request: Resources | None, offer: Resources) -> bool:
+    return request is None or _fits(request, offer)
 
 
 def _fits(request: Resources, offer: Resources) -> bool:

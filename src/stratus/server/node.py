@@ -1,0 +1,266 @@
+"""The node agent: one per host, it runs that host's executors for a coordinator elsewhere.
+
+Theory of operation (docs/scaling.md): ``stratus node --join tcp://COORD:PORT`` dials the
+coordinator, signs its ``NodeHello`` (node id, stratus version, the host's capacity)
+with the cluster key and waits for the answer, outside any loop:
+
+    agent                         coordinator
+    NodeHello ------------------>  a wrong key: the frame fails its signature, hang up
+              <------------------  NodeRefused(reason): other version, id taken, ...
+              <------------------  NodeWelcome(config without the key)
+
+A refusal, or a hang-up before any answer, is ``ConnectionFailed`` with the reason, and
+``stratus node`` exits non-zero with it. Once welcomed, the agent forks its own fork
+server (the config the coordinator sent, with this host's key, data dir, address and
+capacity) and becomes a remote fork server: ``SpawnExecutor`` and ``KillExecutor`` in,
+the fork server's ``ExecutorSpawned`` and ``ExecutorExited`` relayed out, and a
+``NodeAlive`` heartbeat every second. Its executors dial the coordinator over TCP and
+listen on TCP at the node's address, where clients and other executors call them.
+
+The agent ends when its coordinator link closes (exit status 1: a supervisor restarts
+it) or on SIGTERM/SIGINT (status 0); its fork server, and with it every executor and
+what they started, dies with it (``lifeline``, ``cgroups``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+from typing import Any
+
+import msgspec
+
+from stratus import __version__
+from stratus import _exceptions as exc
+from stratus import config as cfg
+from stratus.protocol import messages as m
+from stratus.protocol.framing import Codec
+from stratus.server import forkserver
+from stratus.transport import addresses
+from stratus.transport.reactor import Connection, Reactor
+
+log = logging.getLogger("stratus.node")
+
+HEARTBEAT = 1.0  # seconds between NodeAlive frames; the coordinator's deadline is longer
+NODE_VARIABLE = "STRATUS_NODE"  # set in the executors' environment: the node they run on
+_HANDSHAKE_TIMEOUT = 10.0
+_MAX_FRAME = 1 << 20  # the welcome carries the cluster's config
+
+
+def detect_capacity(
+    *, cores: int = 0, memory_mb: int = 0, gpus: int | None = None
+) -> m.NodeCapacity:
+    """What this host offers; a given (non-zero, or for ``gpus`` not None) figure wins.
+
+    Cores: the CPUs this process may run on, capped by its cgroup's ``cpu.max``. Memory:
+    ``MemTotal``, capped by the cgroup's ``memory.max``. GPUs: ``CUDA_VISIBLE_DEVICES``
+    when set, else the lines of ``nvidia-smi -L`` when that command exists, else none.
+    """
+    return m.NodeCapacity(
+        cores=cores or _cores(),
+        memory_mb=memory_mb or _memory_mb(),
+        gpus=_gpus() if gpus is None else gpus,
+    )
+
+
+class NodeAgent:
+    """A host's executors for the coordinator at ``join``. Build it, then ``run()``."""
+
+    def __init__(
+        self,
+        join: str,
+        key: bytes,
+        data_dir: str,
+        *,
+        node_id: str,
+        capacity: m.NodeCapacity,
+        run_executor: forkserver.RunExecutor,
+        advertise: str = "",
+    ) -> None:
+        addresses.parse(join)  # a malformed address is a ConfigurationError now
+        if advertise:
+            addresses.check_host(advertise)
+        if capacity.cores < 0 or capacity.memory_mb < 0 or capacity.gpus < 0:
+            raise exc.ConfigurationError(f"a node's capacity cannot be negative: {capacity}")
+        self.join, self.key, self.data_dir = join, key, data_dir
+        self.node_id, self.capacity, self.advertise = node_id, capacity, advertise
+        self.run_executor = run_executor  # what each forked executor runs (stratus._node)
+        self.reactor = Reactor()
+        self.running = False
+        self.stop_reason = ""
+        self.exit_status = 0
+        self._pids: dict[str, int] = {}  # our executors
+        self._forkserver_pid = 0
+
+    def connect(self) -> cfg.ClusterConfig:
+        """Say hello and return the config our executors start from; ``ConnectionFailed``
+        (with the coordinator's reason) if it does not take this node."""
+        codec = Codec(self.key, m.ToNode, max_frame=_MAX_FRAME)
+        hello = m.NodeHello(self.node_id, __version__, self.capacity)
+        try:
+            self.link, reply = self.reactor.connect_and_wait(
+                self.join, codec, hello, timeout=_HANDSHAKE_TIMEOUT
+            )
+        except exc.ConnectionFailed as e:
+            raise exc.ConnectionFailed(
+                f"node {self.node_id} was not taken by the coordinator at {self.join}: {e} "
+                "(a different cluster key hangs up like this: compare this node's "
+                "<data-dir>/key or $STRATUS_KEY with the cluster's)"
+            ) from e
+        if isinstance(reply, m.NodeRefused):
+            self.link.close()
+            raise exc.ConnectionFailed(
+                f"the coordinator at {self.join} refused node {self.node_id}: {reply.reason}"
+            )
+        if not isinstance(reply, m.NodeWelcome):
+            self.link.close()
+            raise exc.ProtocolError(f"the coordinator answered {type(reply).__name__}")
+        # Our executors listen on every interface and give peers the address we reach the
+        # coordinator from (routable to it by construction), unless told another.
+        host = self.advertise or self.link.sock.getsockname()[0]
+        cores = max(1, self.capacity.cores)
+        offer = m.Resources(1.0, self.capacity.memory_mb // cores, self.capacity.gpus)
+        wildcard = "::" if ":" in host else "0.0.0.0"
+        return msgspec.structs.replace(
+            cfg.decode(reply.config),
+            key=self.key,
+            data_dir=self.data_dir,
+            listen=addresses.tcp(wildcard, 0),
+            advertise=host,
+            coordinator=self.join,
+            executors=cores,
+            offer=offer,
+            metrics="",
+        )
+
+    def run(self) -> int:
+        """Serve until the coordinator goes (1) or a signal stops us (0)."""
+        config = self.connect()
+        cfg.make_private_dir(self.data_dir)
+        os.environ[NODE_VARIABLE] = self.node_id  # inherited by every executor
+        self._forkserver_pid, sock = forkserver.start(
+            config, self.run_executor, close=(self.link.fd,)
+        )
+        fork = self.reactor.add_connection(
+            sock, Codec(self.key, m.FromForkServer, max_frame=1 << 16), name="fork"
+        )
+        fork.on_message = self._on_forkserver
+        fork.on_close = lambda conn: self.stop("the fork server died", 1)
+        self.fork = fork
+        self.link.on_message = self._on_coordinator
+        self.link.on_close = lambda conn: self.stop("the coordinator link closed", 1)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        log.info(
+            "node %s joined %s: %s, executors at %s",
+            self.node_id,
+            self.join,
+            self.capacity,
+            config.advertise,
+        )
+        self.running = True
+        self._heartbeat()
+        try:
+            while self.running:
+                self.reactor.run_once(None)
+        finally:
+            self._shutdown()
+        log.info("node %s stopped: %s", self.node_id, self.stop_reason)
+        return self.exit_status
+
+    def stop(self, reason: str, status: int = 0) -> None:
+        if self.running:
+            self.running, self.stop_reason, self.exit_status = False, reason, status
+            self.reactor.wake()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop(f"signal {signal.Signals(signum).name}")
+
+    def _heartbeat(self) -> None:
+        if self.running and not self.link.closed:
+            self.link.send(m.NodeAlive(len(self._pids)))
+            self.reactor.call_later(HEARTBEAT, self._heartbeat)
+
+    def _on_coordinator(self, conn: Connection, message: Any) -> None:
+        match message:
+            case m.SpawnExecutor():
+                self.fork.send(message)
+            case m.KillExecutor(executor_id):
+                if (pid := self._pids.get(executor_id)) is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            case _:
+                log.warning("node %s: unexpected %s", self.node_id, type(message).__name__)
+
+    def _on_forkserver(self, conn: Connection, message: Any) -> None:
+        match message:
+            case m.ExecutorSpawned(executor_id, pid):
+                self._pids[executor_id] = pid
+            case m.ExecutorExited(executor_id):
+                self._pids.pop(executor_id, None)
+        self.link.send(message)
+
+    def _shutdown(self) -> None:
+        """SIGTERM the fork server (it kills its executors' groups), SIGKILL if slow."""
+        pid = self._forkserver_pid
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 2.0
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                    if time.monotonic() > deadline:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        break
+                    time.sleep(0.005)
+        self.reactor.close()
+
+
+def _cores() -> int:
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = count or 1
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    return count
+
+
+def _memory_mb() -> int:
+    total = 0
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) // 1024
+                break
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            total = min(total, int(limit) // 2**20) if total else int(limit) // 2**20
+    return total
+
+
+def _gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    binary = shutil.which("nvidia-smi")
+    if binary is None:
+        return 0
+    try:
+        listing = subprocess.run(
+            [binary, "-L"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
