@@ -40,6 +40,7 @@ from stratus._exceptions import (
     VolumeExists,
     VolumeNotFound,
 )
+from stratus._version import __version__ as __version__
 from stratus.client.app import App, connect
 from stratus.client.future import Future
 from stratus.client.handles import Dag, Function
@@ -48,8 +49,6 @@ from stratus.client.usage import Prices, Usage, UsageRow
 from stratus.config import AutoscalingConfig
 from stratus.kv.ref import Ref
 from stratus.server import Context
-
-__version__ = "0.1.0"
 
 __all__ = [
     "App",

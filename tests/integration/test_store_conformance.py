@@ -139,8 +139,6 @@ def kind(request: pytest.FixtureRequest) -> str:
         request.getfixturevalue("redis_url")
     if request.param.startswith("redis-cluster"):
         request.getfixturevalue("redis_cluster_url")
-    if request.param in MANY_SEQUENCES and request.node.get_closest_marker("one_sequence"):
-        pytest.skip("asserts consecutive versions of one store-wide sequence")
     name: str = request.param
     return name
 

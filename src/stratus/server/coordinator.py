@@ -37,9 +37,9 @@ from typing import Any
 
 import msgspec
 
-from stratus import __version__
 from stratus import _exceptions as exc
 from stratus import config as cfg
+from stratus._version import __version__
 from stratus.config import ClusterConfig
 from stratus.kv.open import open_store
 from stratus.kv.values import codec_for

@@ -36,9 +36,9 @@ from typing import Any
 
 import msgspec
 
-from stratus import __version__
 from stratus import _exceptions as exc
 from stratus import config as cfg
+from stratus._version import __version__
 from stratus.protocol import messages as m
 from stratus.protocol.framing import Codec
 from stratus.server import forkserver
