@@ -16,6 +16,7 @@ from stratus.client.placement import (
     Settled,
     Submit,
 )
+from stratus.objects import ObjectStore
 from stratus.protocol.messages import MAX_CACHED_REPORTED
 from stratus.server.locality import (
     PUSH_EVERY,
@@ -26,12 +27,29 @@ from stratus.server.locality import (
     Reported,
     Snapshot,
 )
+from stratus.store import MemoryStore
 from stratus.testing import FakeClock
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# ---------------------------------------------------------------- what an executor reports
+
+
+def test_an_object_store_lists_its_cached_refs_most_recent_first() -> None:
+    objects = ObjectStore(MemoryStore(lambda old, new: new), b"k" * 32, cache_bytes=2500)
+    refs = [objects.put(bytes([i]) * 1000) for i in range(3)]
+    assert objects.cached_refs(10) == []  # put does not cache: reading does
+    for ref in refs:
+        objects.get(ref)
+    # 2500 bytes hold two payloads: the oldest went
+    assert objects.cached_refs(10) == [refs[2].key, refs[1].key]
+    objects.get(refs[1])
+    assert objects.cached_refs(10) == [refs[1].key, refs[2].key]
+    assert objects.cached_refs(1) == [refs[1].key]
 
 
 # ---------------------------------------------------------------- the coordinator's directory
