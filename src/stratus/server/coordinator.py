@@ -440,7 +440,7 @@ class Coordinator:
                 if role == "client":
                     self._clients[conn] = peer_id
                 conn.send(m.Welcome(self.config.cluster_id))
-                if role == "client" and len(self.locality):  # where Refs are cached, so far
+                if role == "client":  # where Refs are cached; none: forget older hints
                     self._locality(loc.Snapshot(), to=conn)
             case m.ExecutorHello(address, pid, resources):
                 self._start_error = None
