@@ -198,6 +198,17 @@ class ObjectStore:
         if not self.store.commit(txn).ok:  # deleted (or deleted and put again) meanwhile
             raise ObjectNotFound(name)
 
+    def cached_refs(self, limit: int) -> list[str]:
+        """The keys (``Ref.key``) of the objects whose payloads are cached here, most
+        recently used first, at most ``limit``: what an executor reports for locality."""
+        out: list[str] = []
+        for key, _ in reversed(self._cache):
+            if len(out) >= limit:
+                break
+            if key not in out:  # two versions of one name: once
+                out.append(key)
+        return out
+
     def statistics(self) -> ObjectStatistics:
         return ObjectStatistics(
             self._hits, self._misses, self._chunk_reads, self._cached_bytes, len(self._cache)

@@ -747,6 +747,8 @@ class Client:
                 self._streamed(rid, attempt, index, value)
             case m.ExecutorsChanged(executors, pools):
                 self._executors_changed(executors, pools)
+            case m.RefHints(homes, complete):
+                self.placement.handle(pl.HintsChanged(homes, complete), time.monotonic())
             case m.ExecutorStartFailed(error=error):
                 self._start_failed(error)
             case m.RequestFailed(rid, error):

@@ -27,10 +27,13 @@ An ``async def`` function (``overlapping``) runs up to ``concurrency`` calls at 
 one executor's event loop: room there is simply ``n < concurrency``.
 
 Among executors with room the least loaded wins; one this caller last sent the call's
-``Ref`` keys to (so it caches them) counts ``LOCALITY_BONUS`` calls less. Executors that
-failed the invocation (``avoid``) are taken only when no other has room. An executor
-client (``self_id``) counts itself busy (a call to itself runs nested in its caller) and
-sends to itself only when its pool has no other executor and the cluster no other.
+``Ref`` keys to (so it caches them), or one the coordinator's hints say caches them
+(``HintsChanged``: what executors report, so calls of every client go where a Ref is
+cached, not only those of the client that put it), counts ``LOCALITY_BONUS`` calls less.
+Executors that failed the invocation (``avoid``) are taken only when no other has room.
+An executor client (``self_id``) counts itself busy (a call to itself runs nested in its
+caller) and sends to itself only when its pool has no other executor and the cluster no
+other.
 Its calls are ``nested`` in running functions, which wait for them: they go out at once
 (room up to ``concurrency``), since a held nested call could wait for calls that wait
 for it, each hold costing ``overflow_after``.
@@ -58,6 +61,7 @@ the DAG until the pools change.
     parked       PoolsChanged                          per SubmitDag
     held, parked StartFailed, its pool empty           (gone)     Unplaceable
     any          Forget (the invocation ended)         (gone)
+    (hints)      HintsChanged                          -          (Ref keys' homes updated)
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ BUDGET = 0.02
 OVERFLOW_AFTER = 0.5  # s a call is held without room before it is sent anyway
 DEMAND_EVERY = 0.05  # s between two Demands for one function
 LOCALITY_BONUS = 4  # calls in flight an executor caching the Refs may have beyond others
-REF_HOMES = 10_000  # Ref keys whose executor is remembered
+REF_HOMES = 10_000  # Ref keys whose executor is remembered (and as many hinted keys)
 _WINDOW = 64  # samples of a function's time per call that weigh as much as all older ones
 
 
@@ -141,6 +145,15 @@ class PoolsChanged:
 
 
 @dataclass(slots=True)
+class HintsChanged:
+    """The coordinator's hints: ``homes`` maps a Ref key to the executors that cache it
+    (empty: none does any more); ``complete``: every key is listed, else only these."""
+
+    homes: Mapping[str, Sequence[str]]
+    complete: bool = False
+
+
+@dataclass(slots=True)
 class Tick:
     pass
 
@@ -151,7 +164,17 @@ class StartFailed:
     pool cannot be placed."""
 
 
-Event = Submit | SubmitDag | Settled | Forget | ExecutorLost | PoolsChanged | Tick | StartFailed
+Event = (
+    Submit
+    | SubmitDag
+    | Settled
+    | Forget
+    | ExecutorLost
+    | PoolsChanged
+    | HintsChanged
+    | Tick
+    | StartFailed
+)
 
 
 # --- instructions
@@ -273,6 +296,7 @@ class Placement:
         self._held_at: dict[int, tuple[str, float]] = {}  # held: function, since when
         self._dags: dict[int, _Dag] = {}
         self.ref_homes: dict[str, str] = {}  # Ref key -> executor last sent it
+        self.ref_hints: dict[str, frozenset[str]] = {}  # Ref key -> executors caching it
         self.wake_at = math.inf  # feed Tick at this time (or later)
         self._inflight: dict[str, _Executor] = {}
         self._stale: dict[tuple[int, int], tuple[str, ...]] = {}  # older attempts in flight
@@ -334,6 +358,8 @@ class Placement:
                         self._submit_dag(dag.submit, now, out)
             case ExecutorLost(executor_id):
                 self._lost(executor_id)
+            case HintsChanged(homes, complete):
+                self._hints_changed(homes, complete)
             case Tick():
                 self._tick(now, out)
             case StartFailed():
@@ -497,7 +523,7 @@ class Placement:
             return None
         alone = candidates == (self.self_id,)
         depth = fn.concurrency if overflow else self._depth(fn)
-        homes = {self.ref_homes.get(k) for k in submit.refs} if submit.refs else None
+        homes = self._homes(submit.refs) if submit.refs else None
         best: str | None = None
         best_key = (True, 0)
         for e in candidates:
@@ -521,6 +547,14 @@ class Placement:
             if best is None or key < best_key:
                 best, best_key = e, key
         return best
+
+    def _homes(self, refs: tuple[str, ...]) -> set[str | None]:
+        """The executors that cache some of ``refs``: where this caller sent them, and
+        where the coordinator's hints say they are."""
+        homes = {self.ref_homes.get(k) for k in refs}
+        for k in refs:
+            homes.update(self.ref_hints.get(k, ()))
+        return homes
 
     def _least_loaded(self, pool: tuple[str, ...], avoid: frozenset[str]) -> str | None:
         candidates = self._candidates(pool)
@@ -689,6 +723,16 @@ class Placement:
             if not set(pool) <= set(fn.pool):
                 fn.grew_at = now  # held calls wait for the new executors a while longer
             fn.pool = pool
+
+    def _hints_changed(self, homes: Mapping[str, Sequence[str]], complete: bool) -> None:
+        if complete:
+            self.ref_hints = {}
+        for key, executors in homes.items():
+            self.ref_hints.pop(key, None)  # re-inserted last: the newest is kept longest
+            if executors:
+                self.ref_hints[key] = frozenset(executors)
+        while len(self.ref_hints) > REF_HOMES:
+            del self.ref_hints[next(iter(self.ref_hints))]
 
     def _lost(self, executor_id: str) -> None:
         if executor_id in self.executors:

@@ -278,6 +278,10 @@ class FunctionLoad(msgspec.Struct, frozen=True, gc=False):
     queued: int  # calls read and waiting to run
 
 
+MAX_CACHED_REPORTED = 64
+"""Ref keys an executor lists in one load report at most (the coordinator ignores more)."""
+
+
 class ExecutorLoad(_Msg, tag="executor_load", frozen=True):
     """Periodic report of an executor's work, for status and scheduling."""
 
@@ -286,6 +290,9 @@ class ExecutorLoad(_Msg, tag="executor_load", frozen=True):
     loaded: list[str]
     metrics: list[FunctionMetrics] = []  # since the last report
     functions: dict[str, FunctionLoad] = {}
+    # The Ref keys (``app.put`` objects) it caches, most recently used first, at most
+    # ``MAX_CACHED_REPORTED``; None: the same as in its previous report.
+    cached: list[str] | None = None
 
 
 class StoreStuck(_Msg, tag="store_stuck", frozen=True):
@@ -487,6 +494,16 @@ class ExecutorsChanged(_Msg, tag="executors_changed", frozen=True):
     pools: dict[str, list[str]] = {}  # function -> ids of the executors it is pinned on
 
 
+class RefHints(_Msg, tag="ref_hints", frozen=True):
+    """Pushed to clients when the Ref keys executors cache change (at most every
+    ``server.locality.PUSH_EVERY`` s): ``homes`` maps a key to the executors caching it
+    (an empty list: none does any more). ``complete``: every key is listed (a client
+    forgets the keys not listed), else only those that changed."""
+
+    homes: dict[str, list[str]]
+    complete: bool = False
+
+
 # --------------------------------------------------------------------------- node agents
 
 
@@ -597,6 +614,7 @@ ToClient = (
     | StatusReply
     | ShutdownStarted
     | ExecutorsChanged
+    | RefHints
     | ExecutorStartFailed
     | RequestFailed
     | KvValue

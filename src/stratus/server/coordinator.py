@@ -24,12 +24,18 @@ and the scheduler places executors there; the agent is a remote fork server: it 
 ``SpawnExecutor`` and ``KillExecutor`` and relays its fork server's reports. When its
 link closes, or it is silent past the scheduler's deadline, its executors are forgotten
 (their callers retry elsewhere: exactly-once effects make that safe) and pools refill.
+
+Data locality (docs/scaling.md): executors list in their load reports the Ref keys they
+cache; ``RefDirectory`` (server/locality.py) keeps key -> executors and says when to push
+``RefHints`` to clients (a snapshot when one connects, then what changed, rate-limited),
+so every client, not only the one that put a Ref, sends calls where it is cached.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import time
@@ -48,6 +54,7 @@ from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.server import cgroups, forkserver
 from stratus.server import elastic as el
+from stratus.server import locality as loc
 from stratus.server import scheduler as sched
 from stratus.server.clientkv import ClientKV
 from stratus.server.observe import Observer
@@ -112,6 +119,8 @@ class Coordinator:
         )
         self.elastic = el.Elastic(config.autoscaling)
         self._loads = el.LoadBook()
+        self.locality = loc.RefDirectory()
+        self._hints_flush_due = False  # a timer will feed the directory Flush
         self._clients: dict[Connection, str] = {}
         self._executor_conns: dict[str, Connection] = {}
         self._pids: dict[str, int] = {}  # executors of this host (node LOCAL)
@@ -287,8 +296,24 @@ class Coordinator:
                         link.close()
                     for executor_id in executors:
                         self._loads.forget(executor_id)
+                        self._locality(loc.Left(executor_id))
                         if (link := self._executor_conns.pop(executor_id, None)) is not None:
                             link.close()
+
+    def _locality(self, event: loc.Event, *, to: Connection | None = None) -> None:
+        """Feed the Ref directory; push the hints it gives (a snapshot to ``to`` only)."""
+        for push in self.locality.handle(event, time.monotonic()):
+            hints = m.RefHints(push.homes, push.complete)
+            for conn in [to] if push.complete and to is not None else list(self._clients):
+                conn.send(hints, flush=False)
+        if self.locality.wake_at < math.inf and not self._hints_flush_due:
+            self._hints_flush_due = True
+            delay = max(0.0, self.locality.wake_at - time.monotonic())
+            self.reactor.call_later(delay, self._flush_hints)
+
+    def _flush_hints(self) -> None:
+        self._hints_flush_due = False
+        self._locality(loc.Flush())
 
     def _on_forkserver(self, conn: Connection, message: Any) -> None:
         match message:
@@ -317,6 +342,7 @@ class Coordinator:
         if node == sched.LOCAL:  # a node's spools are on its own disk
             self.observer.executor_exited(executor_id)  # bill what it was running
         self._loads.forget(executor_id)
+        self._locality(loc.Left(executor_id))
         self._apply(self.scheduler.handle(sched.Exited(executor_id), time.monotonic()))
 
     # ------------------------------------------------------------------ nodes
@@ -414,13 +440,17 @@ class Coordinator:
                 if role == "client":
                     self._clients[conn] = peer_id
                 conn.send(m.Welcome(self.config.cluster_id))
+                if role == "client":  # where Refs are cached; none: forget older hints
+                    self._locality(loc.Snapshot(), to=conn)
             case m.ExecutorHello(address, pid, resources):
                 self._start_error = None
                 self._executor_conns[address.executor_id] = conn  # its link
                 self._apply(self.scheduler.handle(sched.Ready(address, pid, resources), now))
             case m.ExecutorLoad(
-                inflight=inflight, served=served, loaded=loaded, functions=functions
+                inflight=inflight, served=served, loaded=loaded, functions=functions, cached=cached
             ):
+                if cached is not None and conn.peer_id in self._executor_conns:
+                    self._locality(loc.Reported(conn.peer_id, tuple(cached)))
                 queued = sum(f.queued for f in functions.values())
                 event = sched.LoadReported(
                     conn.peer_id, inflight, served, frozenset(loaded), queued

@@ -237,6 +237,7 @@ class Executor:
         self.running = True
         self._calls: dict[str, int] = {}  # per function, for load reports
         self._busy: dict[str, float] = {}  # seconds spent running each function
+        self._cached_reported: list[str] = []  # Ref keys in the last load report
         self._report_every = min(_LOAD_REPORT_INTERVAL, config.autoscaling.tick / 2)
         self._report_due = 0.0  # perf_counter time after which a call start or end reports
         self._memory_mb = 0  # the RLIMIT_DATA in force, 0: none
@@ -345,7 +346,12 @@ class Executor:
         }
         loaded = sorted({name for name, _ in self._code})
         inflight = len(self._stack) + sum(len(t) for t in self._tasks.values())
-        load = m.ExecutorLoad(inflight, self.served, loaded, self.meter.report(), functions)
+        # The Ref keys it caches, for the coordinator's locality hints: only when changed.
+        cached = self.objects.cached_refs(m.MAX_CACHED_REPORTED)
+        changed = None if cached == self._cached_reported else cached
+        self._cached_reported = cached
+        meter = self.meter.report()
+        load = m.ExecutorLoad(inflight, self.served, loaded, meter, functions, changed)
         self.link.send(load)
 
     def _flush_meter(self) -> None:
