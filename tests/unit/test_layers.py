@@ -219,3 +219,17 @@ def test_test_file_names_are_unique() -> None:
     # No __init__.py in tests/: pytest imports each test file by its base name.
     names = [path.name for path in TESTS.rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_users_need_nothing_below_the_package_root() -> None:
+    # What a user writes (``def f(ctx: stratus.Context, x)``, handles, errors) is at the
+    # top level, documented: no user imports ``stratus.server`` or ``stratus.client``.
+    import stratus.server
+
+    assert stratus.Context is stratus.server.Context
+    undocumented = [
+        name
+        for name in stratus.__all__
+        if isinstance(getattr(stratus, name), type) and not getattr(stratus, name).__doc__
+    ]
+    assert undocumented == []
