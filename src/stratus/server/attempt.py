@@ -15,12 +15,13 @@ streamed call, whose items are already out):
     state      event                                      next       outcome
     --------   ----------------------------------------   --------   ---------------------
     start      attempt > 1 and a record exists            done       the recorded result
+                                                                     (ResultLost if too
+                                                                     large to be kept)
     start      otherwise                                  run 1      (fresh kv and fs)
     run n      returned; nothing to commit                done       the result
     run n      returned; commit ok                        done       the result
     run n      commit conflicts on the record             done       the recorded result
-    run n      commit conflicts, n < N                    run n+1    (after backoff n)
-    run n      commit conflicts (or causal retry), n = N  done       ConflictError
+    run n      commit conflicts                           run n+1    (after backoff n)
     run n      causal read broke the cut (CausalRetry)    run n+1    (reads at least these)
     run n      store unavailable (lock timeout: told)     done       StoreUnavailable
     run n      result unpicklable / too large / no Ref    done       that error
@@ -28,6 +29,7 @@ streamed call, whose items are already out):
     run n      raised, and its fs reads were stale        run n+1    (it may fail no more)
     run n      raised                                     done       RemoteError (its type)
     run n      driver gave up (timeout: GeneratorExit)    gone       nothing commits
+    run N      a row above says run N+1                   done       ConflictError
 
 Which commit: fs reads are always validated, kv reads only when ``serializable``; only
 the last step of a DAG (or a plain call) commits kv writes, earlier steps pass theirs
