@@ -298,7 +298,7 @@ def simulate(
     policy: str, rows: list[Row], calls: list[tuple[float, int]], args: Settings
 ) -> dict[str, Any]:
     """The trace through `Elastic` alone, ticking every 0.1 s of wall time (see above)."""
-    from stratus.server.elastic import Configure, Demand, Elastic, Load, Tick
+    from stratus.server.pools import Configure, Demand, Elastic, Load, Tick
 
     tick = 0.1
     e = Elastic(_autoscaling(policy, args.minute))

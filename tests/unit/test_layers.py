@@ -196,3 +196,40 @@ def test_public_names_are_sorted() -> None:
 def test_every_public_name_exists() -> None:
     missing = [name for name in stratus.__all__ if not hasattr(stratus, name)]
     assert missing == []
+
+
+TESTS = Path(__file__).resolve().parents[1]  # tests/
+
+
+def test_test_folders_mirror_the_packages() -> None:
+    # tests/unit/server/pools/ tests stratus/server/pools/; a file at the top of unit/ or
+    # integration/ tests a top-level module, or the package as a whole.
+    strays = [
+        str(folder.relative_to(TESTS))
+        for kind in ("unit", "integration")
+        for folder in (TESTS / kind).rglob("*")
+        if folder.is_dir()
+        and folder.name != "__pycache__"
+        and not (PACKAGE / folder.relative_to(TESTS / kind) / "__init__.py").exists()
+    ]
+    assert strays == []
+
+
+def test_test_file_names_are_unique() -> None:
+    # No __init__.py in tests/: pytest imports each test file by its base name.
+    names = [path.name for path in TESTS.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_users_need_nothing_below_the_package_root() -> None:
+    # What a user writes (``def f(ctx: stratus.Context, x)``, handles, errors) is at the
+    # top level, documented: no user imports ``stratus.server`` or ``stratus.client``.
+    import stratus.server
+
+    assert stratus.Context is stratus.server.Context
+    undocumented = [
+        name
+        for name in stratus.__all__
+        if isinstance(getattr(stratus, name), type) and not getattr(stratus, name).__doc__
+    ]
+    assert undocumented == []

@@ -53,8 +53,8 @@ from stratus.protocol import errors
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.server import cgroups, forkserver
-from stratus.server import elastic as el
 from stratus.server import locality as loc
+from stratus.server import pools as el
 from stratus.server import scheduler as sched
 from stratus.server.clientkv import ClientKV
 from stratus.server.observe import Observer

@@ -13,8 +13,10 @@ waits.
 loop the reactor steps (``eventloop.SteppedLoop``): up to the function's ``concurrency``
 at once, each with its own transactions, committed when its coroutine returns; the rest
 wait in ``_waiting``. Plain and async calls share one path for running and committing:
-``_attempts``, a generator that yields each run of the function to its driver
-(``_invoke`` calls it, ``_invoke_async`` awaits it) and commits what it returned.
+``Attempts.runs`` (``server/attempt.py``: the life of one attempt, its conflict re-runs,
+its one kv+fs+record transaction), a generator that yields each run of the function to
+its driver (``_invoke`` calls it, ``_invoke_async`` awaits it) and commits what it
+returned.
 Generators' items go back one by one on a streamed call (``_Items``).
 
 A function past its ``timeout`` is stopped by SIGALRM: its caller is told
@@ -48,34 +50,33 @@ import resource
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from stratus import _exceptions as exc
 from stratus import backoff
 from stratus.config import ClusterConfig
-from stratus.fs import FsCache, FsSession, Volumes
-from stratus.kv import KVCache, KVTransaction, Ref
-from stratus.kv.causal import CausalRetry, CausalTransaction
+from stratus.fs import FsCache, Volumes
+from stratus.kv import KVCache, KVTransaction
 from stratus.kv.counters import CounterWriters
 from stratus.kv.open import open_store
 from stratus.kv.values import codec_for
-from stratus.lattice import HybridClock, LatticeCodec, VectorClock
-from stratus.objects import ObjectStore, is_object
+from stratus.lattice import HybridClock, LatticeCodec
+from stratus.objects import ObjectStore
 from stratus.protocol import errors, keys, serialization
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.protocol.metering import Outcome
 from stratus.server import cgroups
-from stratus.server.context import Context, ImmediateKV
+from stratus.server.attempt import AttemptOutcome, Attempts, Job
+from stratus.server.context import ImmediateKV
 from stratus.server.eventloop import SteppedLoop
 from stratus.server.link import CallerFactory, Link
 from stratus.server.logs import InvocationLogs
 from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
-from stratus.store import records
-from stratus.store.base import CommitResult, Put, Store, Transaction
+from stratus.store.base import Store
 from stratus.store.feed import ChangeFeed
 from stratus.transport import addresses
 from stratus.transport.reactor import SPIN, Connection, Reactor
@@ -85,16 +86,12 @@ log = logging.getLogger("stratus.executor")
 _LOAD_REPORT_INTERVAL = 1.0
 _METER_FLUSH_INTERVAL = 0.25  # metering records reach the store at least this often
 _CACHE_REFRESH_INTERVAL = 0.05  # while idle: bounds how stale a cached entry can be
-SERIALIZABLE_ATTEMPTS = 10  # runs of an invocation whose commit conflicts, then ConflictError
 _DRAIN_ON_EXIT = 0.05  # a retired executor serves calls already read for at most this
 _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped after this
 # Replies of functions that usually run quicker than this are batched into one write
 # with the replies of the calls read in the same round; slower ones flush first.
 _BATCH_BELOW = 0.0002
 _FETCH_TIMEOUT = 30.0  # s for the coordinator to send a function's code
-# Tests only (docs/reliability.md): the executor kills itself right after attempt 1 of
-# the function of this name committed, before replying, as a crash there would.
-_EXIT_AFTER_COMMIT = os.environ.get("STRATUS_TEST_EXIT_AFTER_COMMIT", "")
 _ON_LOOP = frozenset({"async", "async_generator"})  # function kinds run as asyncio tasks
 # The call of the task running now, for its log lines (a task sees its own value).
 _TASK_CALL: contextvars.ContextVar[m.Call | None] = contextvars.ContextVar(
@@ -119,25 +116,11 @@ class _Running:
         return m.Failure(call.rid, call.attempt, error)
 
 
-@dataclass(slots=True)
-class _Job:
-    """An invocation to run, as it arrived, with its loaded code."""
-
-    conn: Connection | None  # the caller's connection (None: a DAG step)
-    call: m.Call
-    target: Any
-    options: m.FunctionOptions
-    args: Any
-    kwargs: Any
-    upstream_kv: list[bytes]
-    arrived: int  # perf_counter_ns, 0: unknown
-
-
 class _Items:
     """A generator's items: each sent to the caller as it comes (a streamed call), or
     gathered into the list that is its result."""
 
-    def __init__(self, executor: Executor, job: _Job) -> None:
+    def __init__(self, executor: Executor, job: Job) -> None:
         self._executor = executor
         self._job = job
         self._items: list[Any] = []
@@ -221,6 +204,23 @@ class Executor:
         self.kv_now = ImmediateKV(self.kv_cache, self.clock)  # ctx.kv_now
         self.counters = CounterWriters(executor_id)  # writer ids of ctx.kv.incr
         self.post = PostOffice(self.link, self.caller, executor_id, config.max_payload)
+        self.attempts = Attempts(  # running a call and committing its effects
+            executor_id=executor_id,
+            store=self.store,
+            feed=self.feed,
+            kv_cache=self.kv_cache,
+            volumes=self.volumes,
+            clock=self.clock,
+            counters=self.counters,
+            caller=self.caller,
+            post=self.post,
+            kv_now=self.kv_now,
+            objects=self.objects,
+            meter=self.meter,
+            max_payload=config.max_payload,
+            on_store_stuck=self._on_store_stuck,
+            on_out_of_memory=self._on_out_of_memory,
+        )
         self._code: dict[tuple[str, int], tuple[Any, m.FunctionOptions]] = {}
         self._callers: dict[str, Connection] = {}  # client id -> its connection to us
         self._undelivered: dict[str, list[tuple[float, Any]]] = {}
@@ -228,7 +228,7 @@ class Executor:
         self._stack: list[_Running] = []
         self.loop = SteppedLoop(self.reactor)  # where async def functions run
         self._tasks: dict[str, list[_Running]] = {}  # per function, its running tasks
-        self._waiting: dict[str, deque[tuple[_Job, bool, int]]] = {}  # past its concurrency
+        self._waiting: dict[str, deque[tuple[Job, bool, int]]] = {}  # past its concurrency
         self._task_concurrency: dict[str, int] = {}  # of each async function seen
         # While code is being fetched, calls that arrive wait here instead of re-entering.
         self._deferred: deque[tuple[Connection, Any]] | None = None
@@ -488,7 +488,7 @@ class Executor:
         except _InitFailed as e:
             self._reply(conn, call, self._failed(e, None))
             return
-        job = _Job(conn, call, target, options, args, kwargs, upstream_kv or [], arrived)
+        job = Job(conn, call, target, options, args, kwargs, upstream_kv or [], arrived)
         if options.kind in _ON_LOOP:
             self._start_task(job, cold, loading)
             return
@@ -514,7 +514,7 @@ class Executor:
         self._complete(job, started, metered, outcome, kv)
 
     def _begin(
-        self, job: _Job, cold: bool, loading: int
+        self, job: Job, cold: bool, loading: int
     ) -> tuple[float, Running, Connection | None]:
         """Start metering ``job``: when it started, its meter, and where a timeout of it
         is reported."""
@@ -534,7 +534,7 @@ class Executor:
 
     def _complete(
         self,
-        job: _Job,
+        job: Job,
         started: float,
         metered: Running,
         outcome: bytes | m.ErrorInfo,
@@ -563,7 +563,7 @@ class Executor:
         if ended >= self._report_due:
             self._send_load()
 
-    def _start_task(self, job: _Job, cold: bool, loading: int) -> None:
+    def _start_task(self, job: Job, cold: bool, loading: int) -> None:
         """Start ``job`` (an ``async def``) as a task, or queue it while its function
         has ``concurrency`` tasks running here."""
         name = job.call.function
@@ -582,7 +582,7 @@ class Executor:
         self.post.begin(job.call.invocation_id)
         self.loop.spawn(self._run_task(job, running, started))
 
-    async def _run_task(self, job: _Job, running: _Running, started: float) -> None:
+    async def _run_task(self, job: Job, running: _Running, started: float) -> None:
         """An async invocation, from start to reply, within its timeout."""
         call = job.call
         _TASK_CALL.set(call)
@@ -619,9 +619,9 @@ class Executor:
                 del self._waiting[call.function]
             self._start_task(next_job, cold, loading)
 
-    def _invoke(self, job: _Job, metered: Running) -> tuple[bytes | m.ErrorInfo, KVTransaction]:
-        """Run a plain function or generator through ``_attempts``."""
-        attempts = self._attempts(job, metered)
+    def _invoke(self, job: Job, metered: Running) -> AttemptOutcome:
+        """Run a plain function or generator through its attempt (``Attempts.runs``)."""
+        attempts = self.attempts.runs(job, metered)
         target, generates = job.target, job.options.kind == "generator"
         try:
             ctx, args, kwargs = next(attempts)
@@ -636,15 +636,13 @@ class Executor:
                 else:
                     ctx, args, kwargs = attempts.send(value)
         except StopIteration as done:
-            outcome: tuple[bytes | m.ErrorInfo, KVTransaction] = done.value
+            outcome: AttemptOutcome = done.value
             return outcome
 
-    async def _invoke_async(
-        self, job: _Job, metered: Running
-    ) -> tuple[bytes | m.ErrorInfo, KVTransaction]:
-        """Run an ``async def`` or async generator through ``_attempts``; a cancellation
-        of this task (its timeout) abandons the attempt."""
-        attempts = self._attempts(job, metered)
+    async def _invoke_async(self, job: Job, metered: Running) -> AttemptOutcome:
+        """Run an ``async def`` or async generator through its attempt (``Attempts.runs``);
+        a cancellation of this task (its timeout) abandons the attempt."""
+        attempts = self.attempts.runs(job, metered)
         target, generates = job.target, job.options.kind == "async_generator"
         try:
             ctx, args, kwargs = next(attempts)
@@ -664,189 +662,17 @@ class Executor:
                 else:
                     ctx, args, kwargs = attempts.send(value)
         except StopIteration as done:
-            outcome: tuple[bytes | m.ErrorInfo, KVTransaction] = done.value
+            outcome: AttemptOutcome = done.value
             return outcome
         finally:
             attempts.close()  # cancelled: its transactions are dropped
 
-    def _attempts(
-        self, job: _Job, metered: Running
-    ) -> Generator[tuple[Context, Any, Any], Any, tuple[bytes | m.ErrorInfo, KVTransaction]]:
-        """The attempt's runs as a generator: it yields (ctx, args, kwargs) for each run
-        of the function, and the driver (``_invoke``, ``_invoke_async``) sends back what
-        it returned or throws in what it raised; the generator commits the run's kv and
-        fs writes in one store transaction, re-running it when the commit conflicts (fs
-        reads are always validated, kv reads when serializable), and returns the outcome.
-        Only the last step of a DAG commits kv writes, earlier ones pass theirs on; each
-        step commits its own fs transaction. A streamed call runs once: its items left."""
-        call, options, args, kwargs = job.call, job.options, job.args, job.kwargs
-        upstream_kv = job.upstream_kv
-        validate = options.consistency == "serializable"
-        causal = options.consistency == "causal"
-        commits = call.plan is None or call.node == call.plan.sink
-        # Only a conflict (or a causal retry) runs it again.
-        runs = 1 if call.stream else SERIALIZABLE_ATTEMPTS
-        required: dict[str, VectorClock] = {}
-        record_key = keys.invocation_record(call.invocation_id, call.node)
-        if call.attempt > 1:  # an earlier attempt may have committed, then died
-            recorded = self._recorded(call, record_key)
-            if recorded is not None:
-                return recorded
-        for run in range(runs):
-            metered.runs = run + 1
-            self.feed.refresh_if_stale()
-            fs = FsSession(self.volumes, options.volume)
-            kv = (
-                CausalTransaction(
-                    self.kv_cache, self.clock, self.executor_id, required, reserved=keys.PLATFORM
-                )
-                if causal
-                else KVTransaction(self.kv_cache, self.clock, reserved=keys.PLATFORM)
-            )
-            kv.counters = self.counters
-            for exported in upstream_kv:
-                kv.absorb(exported)
-            ctx = Context(
-                self.caller,
-                kv,
-                self.post,
-                invocation_id=call.invocation_id,
-                function=call.function,
-                executor_id=self.executor_id,
-                attempt=call.attempt,
-                fs=fs,
-                kv_now=self.kv_now,
-                objects=self.objects,
-            )
-            try:
-                if call.refs:
-                    args, kwargs = _resolve_refs(kv, self.objects, args, kwargs)
-                value = yield ctx, args, kwargs
-                outcome = serialization.dumps(value, limit=self.config.max_payload, what="result")
-                fs.finish()  # files left open are flushed into the transaction
-                record = _Record(record_key, call.attempt, outcome, kv, carries=not commits)
-                result = self._commit(kv, fs, metered, record, validate=validate, commits=commits)
-                # A step before a DAG's sink hands its increments on: their fate is unknown here.
-                kv.settle_counters((result is not None and result.ok) if commits else None)
-                if result is None:
-                    return outcome, kv
-                if result.ok and call.function == _EXIT_AFTER_COMMIT and call.attempt == 1:
-                    os.kill(os.getpid(), signal.SIGKILL)  # tests only: die before replying
-            except CausalRetry as retry:
-                kv.settle_counters(False)
-                fs.abandon()
-                required = retry.required  # run again, reading at least these versions
-                continue
-            except (exc.SerializationError, exc.PayloadTooLarge, exc.ObjectNotFound) as e:
-                kv.settle_counters(None)
-                fs.abandon()
-                return errors.encode(e), kv
-            except exc.StoreUnavailable as e:  # the commit failed: a platform error, typed
-                kv.settle_counters(None)
-                fs.abandon()
-                if isinstance(e, exc.StoreLockTimeout):  # the coordinator kills stuck executors
-                    self.link.send(m.StoreStuck(e.holders))
-                return errors.encode(e), kv
-            except MemoryError:
-                kv.settle_counters(None)
-                self._over_memory = True
-                self._limit_memory(0)  # room to build the reply; we exit after it
-                mb = options.resources.memory_mb
-                error = m.ErrorInfo("MemoryLimitExceeded", f"{call.function} used over {mb} MB")
-                return error, kv
-            except GeneratorExit:  # the driver gave up on the run (a timeout): nothing commits
-                kv.settle_counters(None)
-                fs.abandon()
-                raise
-            except BaseException as e:  # SystemExit too: the function failed, not the executor
-                kv.settle_counters(None)  # maybe it was the commit that failed
-                stale = self._read_stale_fs(fs)
-                fs.abandon()
-                if stale:
-                    continue  # it may have failed because of what changed: run it again
-                return self._failed(e, options), kv
-            fs.txn.finished(result)
-            if result.ok:
-                if commits:
-                    kv.remember_commit(self.kv_cache, result)
-                return outcome, kv
-            if record_key in result.conflicts:  # another attempt committed it first
-                recorded = self._recorded(call, record_key)
-                if recorded is not None:
-                    return recorded
-            self.kv_cache.invalidate(result.conflicts)
-            backoff.CONFLICT.sleep(run + 1)
-        conflict = m.ErrorInfo(
-            "ConflictError", f"{call.function}: its reads changed in each of {runs} runs"
-        )  # serializable: commits conflicted; causal: reads kept breaking the causal cut
-        return conflict, kv
+    def _on_store_stuck(self, error: exc.StoreLockTimeout) -> None:
+        self.link.send(m.StoreStuck(error.holders))  # the coordinator kills stuck executors
 
-    def _commit(
-        self,
-        kv: KVTransaction,
-        fs: FsSession,
-        metered: Running,
-        record: _Record,
-        *,
-        validate: bool,
-        commits: bool,
-    ) -> CommitResult | None:
-        """Commit the invocation's kv and fs transactions as one (None: nothing to do),
-        with its invocation record when it writes (``stratus.store.records``); once it
-        committed, note what it wrote on the attempt's metering."""
-        kv_commits = commits and (kv.has_writes or (validate and bool(kv.reads)))
-        if not kv_commits and not fs.used:
-            return None
-        if fs.used:
-            metered.fs_reads = len(fs.txn.reads)
-        if (kv_commits and kv.has_writes) or fs.txn.has_writes:
-            own = kv.transaction(validate=validate) if kv_commits else Transaction({}, [])
-            txn, files = own, fs.txn.store_writes() if fs.used else []
-            # The record is written only if absent: with the writes, exactly once.
-            txn = Transaction(
-                {**own.reads, **(fs.txn.reads if fs.used else {}), record.key: 0},
-                [*own.writes, *files, Put(record.key, record.encode())],
-                {**own.prefix_reads, **(fs.txn.prefix_reads if fs.used else {})},
-            )
-            result = self.store.commit(txn)
-            if result.ok:  # billed from the spool: a death before ``end`` bills it lost
-                self.meter.note_writes(metered, own.writes)
-                metered.fs_writes = len(files)
-                metered.fs_write_bytes = sum(len(w.value) for w in files if isinstance(w, Put))
-            return result
-        # Read-only: a check of the versions read, no write lock.
-        result = kv.validate_reads(self.store) if kv_commits else CommitResult(ok=True)
-        return fs.txn.validate(self.store) if result.ok and fs.used else result
-
-    def _recorded(
-        self, call: m.Call, record_key: str
-    ) -> tuple[bytes | m.ErrorInfo, KVTransaction] | None:
-        """What an earlier attempt of ``call`` committed (its result, and for a DAG step
-        the kv state it handed on), or None when no attempt did."""
-        record = records.read(self.store, record_key)
-        if record is None:
-            return None
-        kv = KVTransaction(self.kv_cache, self.clock)
-        if record.result is None:
-            lost = m.ErrorInfo(
-                "ResultLost",
-                f"{call.function} was applied by attempt {record.attempt}, whose executor "
-                f"died before replying; its result was over {records.MAX_RECORDED_RESULT} "
-                "bytes and was not kept",
-            )
-            return lost, kv
-        if record.carried:
-            kv.absorb(record.carried)
-        return record.result, kv
-
-    def _read_stale_fs(self, fs: FsSession) -> bool:
-        """Whether the fs state a failed run read had already changed."""
-        if not fs.used:
-            return False
-        try:
-            return not fs.txn.abort(self.store).ok
-        except Exception:
-            return False
+    def _on_out_of_memory(self) -> None:
+        self._over_memory = True
+        self._limit_memory(0)  # room to build the reply; we exit after it
 
     def _load(self, name: str, version: int) -> tuple[Any, m.FunctionOptions]:
         loaded = self._code.get((name, version))
@@ -1000,36 +826,6 @@ def _user_frames(error: BaseException) -> BaseException:
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__ and tb.tb_next:
         tb = tb.tb_next
     return error.with_traceback(tb)
-
-
-def _resolve_refs(
-    kv: KVTransaction, objects: ObjectStore, args: Any, kwargs: Any
-) -> tuple[Any, Any]:
-    """Arguments with each top-level ``Ref`` replaced by the value it names: an object of
-    ``app.put`` from the executor's object cache, else a kv value through the invocation."""
-
-    def value(arg: Any) -> Any:
-        if not isinstance(arg, Ref):
-            return arg
-        return objects.get(arg) if is_object(arg) else kv.get(arg.key)
-
-    return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """The invocation record a commit writes, built only if it writes something."""
-
-    key: str
-    attempt: int
-    result: bytes
-    kv: KVTransaction
-    carries: bool  # a DAG step before the sink: keep the kv state it hands on
-
-    def encode(self) -> bytes:
-        carried = self.kv.export() if self.carries else b""
-        now_ms = time.time_ns() // 1_000_000
-        return records.InvocationRecord.of(self.attempt, now_ms, self.result, carried).encode()
 
 
 class _InitFailed(Exception):

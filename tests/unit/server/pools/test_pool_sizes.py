@@ -7,7 +7,7 @@ import pytest
 from stratus._exceptions import ConfigurationError
 from stratus.config import AutoscalingConfig
 from stratus.protocol.messages import FunctionLoad
-from stratus.server.elastic import (
+from stratus.server.pools.elastic import (
     Configure,
     Demand,
     Elastic,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stratus.client.admission import Admit, Enqueue, QueuePolicy, Reject
-from stratus.server.autoscaler import (
+from stratus.server.pools.autoscaler import (
     Autoscaler,
     Configure,
     Observed,

@@ -1,5 +1,5 @@
 """Unit tests of the store's pure helpers and of the memory backend's own behaviour
-(the shared semantics are in tests/integration/test_store_conformance.py)."""
+(the shared semantics are in tests/integration/store/test_store_conformance.py)."""
 
 from __future__ import annotations
 

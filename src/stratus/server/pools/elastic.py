@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 from stratus.config import AutoscalingConfig
 from stratus.protocol.messages import FunctionLoad
-from stratus.server import autoscaler as ks
-from stratus.server import keepalive as ka
+from stratus.server.pools import autoscaler as ks
+from stratus.server.pools import keepalive as ka
 
 # --- events
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratus.server.keepalive import (
+from stratus.server.pools.keepalive import (
     Finished,
     Instruction,
     Invoked,
