@@ -55,9 +55,10 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn, TypeVar, cast
+from urllib.parse import urlsplit
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 
 from stratus import backoff
@@ -392,9 +393,11 @@ class RedisClusterStore(BaseStore):
     """A :class:`~stratus.store.Store` on the Redis Cluster at ``url`` (any node), under
     ``namespace``, split into ``shards`` shards (fixed for the namespace's lifetime).
 
-    ``wait_replicas`` > 0 makes every write wait (``WAIT``, up to ``wait_timeout`` s)
-    until that many replicas have it, so a failover keeps it; ``lock_timeout`` is how long
-    a prepared multi-shard transaction may hold its locks before others abort it.
+    ``startup_nodes`` are URLs of more nodes to discover the cluster from, should the one
+    at ``url`` be down. ``wait_replicas`` > 0 makes every write wait (``WAIT``, up to
+    ``wait_timeout`` s) until that many replicas have it, so a failover keeps it;
+    ``lock_timeout`` is how long a prepared multi-shard transaction may hold its locks
+    before others abort it. ``stratus.kv.open`` opens one from a ``redis-cluster://`` URL.
 
     >>> store = RedisClusterStore("redis://127.0.0.1:7000", concat)  # doctest: +SKIP
     """
@@ -414,6 +417,7 @@ class RedisClusterStore(BaseStore):
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
+        startup_nodes: Sequence[str] = (),
     ) -> None:
         super().__init__(merge_fn, max_value_bytes=max_value_bytes)
         if not isinstance(namespace, str) or not namespace or {"{", "}"} & set(namespace):
@@ -433,7 +437,7 @@ class RedisClusterStore(BaseStore):
         self._shards = [_Shard.of(namespace, i) for i in range(shards)]
         self.address = url.split("@")[-1]
         try:
-            client = RedisCluster.from_url(url)
+            client = RedisCluster.from_url(url, startup_nodes=[_node(u) for u in startup_nodes])
         except ValueError as exc:
             raise ConfigurationError(f"not a Redis URL: {exc}") from None
         except redis.RedisError as exc:
@@ -914,6 +918,14 @@ class _Part:
 
     def versions(self, base: int, shards: int, index: int) -> dict[str, int]:
         return {key: (base + offset) * shards + index for key, offset, _ in self.writes}
+
+
+def _node(url: str) -> ClusterNode:
+    """The cluster node of a ``redis://HOST:PORT`` URL (credentials come from ``url``)."""
+    parsed = urlsplit(url)
+    if parsed.hostname is None or parsed.port is None:
+        raise ValueError(f"no HOST:PORT in {url!r}")
+    return ClusterNode(parsed.hostname, parsed.port)  # type: ignore[no-untyped-call]
 
 
 def _encode_cursor(seqs: Sequence[int]) -> int:
