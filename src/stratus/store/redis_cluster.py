@@ -49,6 +49,7 @@ its deadline (a crashed committer's); readers do it for the keys they meet.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -100,6 +101,15 @@ DEFAULT_LOCK_TIMEOUT = 5.0
 _CURSOR_BITS = 64  # each shard's sequence in the change-feed cursor
 _CONFLICT, _RETRY, _DONE, _BLOCKED = 0, 1, 2, 3
 _KEEP_MS = 3_600_000  # decisions and applied bases: far past any deadline
+# A write refused by these did not run: try again once the slots' masters are known.
+_UNSETTLED = (
+    redis.exceptions.AskError,  # and MovedError
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,
+)
+# Between tries of a write refused while its slot moves (a failover takes seconds).
+_RESETTLE = backoff.Backoff(first=0.01, cap=0.2, deadline=None)
 
 
 class _Shard(NamedTuple):
@@ -547,7 +557,7 @@ class RedisClusterStore(BaseStore):
             for index in indexes:
                 shard = self._shards[index]
                 keys = (shard.feed, shard.names, shard.seq, shard.locks)
-                reply = self._call(self._advance, keys, [prefix, floor])
+                reply = self._write(self._advance, keys, [prefix, floor])
                 best, top = max(best, int(reply[0])), max(top, int(reply[1]))
                 for txid in {owner.decode() for owner in reply[2:]}:
                     waited |= self._resolve(index, txid)
@@ -685,7 +695,7 @@ class RedisClusterStore(BaseStore):
         shard = self._shards[index]
         started = time.monotonic()
         while True:
-            reply = self._call(self._commit, shard, [self.shards, index, *part.args()])
+            reply = self._write(self._commit, shard, [self.shards, index, *part.args()])
             if reply[0] != _BLOCKED:
                 break
             self._wait_for({txid.decode() for txid in reply[1:]}, index, started)
@@ -693,7 +703,6 @@ class RedisClusterStore(BaseStore):
             return part.conflicts(names, reply)
         if reply[0] == _RETRY:
             return None
-        self._replicate(shard)
         base = int(reply[1])
         return CommitResult(ok=True, versions=part.versions(base, self.shards, index))
 
@@ -709,7 +718,7 @@ class RedisClusterStore(BaseStore):
                 shard = self._shards[index]
                 while True:
                     args = [txid, lock_ms, *parts[index].args()]
-                    reply = self._call(self._prepare, shard, args)
+                    reply = self._write(self._prepare, shard, args)
                     if reply[0] != _BLOCKED:
                         break
                     self._wait_for({t.decode() for t in reply[1:]}, index, started)
@@ -720,12 +729,14 @@ class RedisClusterStore(BaseStore):
             decision = b"a" if refusal is not None else b"c"
             decision = self._decide_now(txid, decision)
         except BaseException:
-            # Cut off before the decision: abort now if we can; else a reader will.
+            # Cut off: abort now if not decided yet (else a reader will); a commit decided
+            # before the failure (its WAIT failed, say) is finished as committed, since
+            # the decision record is what readers roll forward to.
             if prepared:
                 try:
-                    self._decide_now(txid, b"a")
+                    decided = self._decide_now(txid, b"a")
                     for index in prepared:
-                        self._finish_on(index, txid, b"a")
+                        self._finish_on(index, txid, decided)
                 except Exception:
                     pass
             raise
@@ -733,7 +744,6 @@ class RedisClusterStore(BaseStore):
         for index in prepared:
             base = self._finish_on(index, txid, decision)
             if decision == b"c":
-                self._replicate(self._shards[index])
                 versions |= parts[index].versions(base, self.shards, index)
         if decision == b"c":
             return CommitResult(ok=True, versions=versions)
@@ -758,15 +768,15 @@ class RedisClusterStore(BaseStore):
         key = f"{self._shards[coordinator].tag}:decision:{txid}"
         if decision == b"c":
             # The commit point: a reader may have aborted us first (past the deadline).
-            decided: bytes = self._call(self._decide, (key,), [b"c", 0])
+            decided: bytes = self._write(self._decide, (key,), [b"c", 0])
             return decided
-        decided = self._call(self._decide, (key,), [b"a", 0])
+        decided = self._write(self._decide, (key,), [b"a", 0])
         return decided
 
     def _finish_on(self, index: int, txid: str, decision: bytes) -> int:
         shard = self._shards[index]
         keys = (*shard, f"{shard.tag}:applied:{txid}")
-        return int(self._call(self._finish, keys, [txid, decision, self.shards, index]))
+        return int(self._write(self._finish, keys, [txid, decision, self.shards, index]))
 
     def _resolve(self, index: int, txid: str) -> bool:
         """Settle what can be settled of the prepared ``txid`` met on shard ``index``:
@@ -777,7 +787,7 @@ class RedisClusterStore(BaseStore):
         deadline = int(self._call(self._deadline, (self._shards[index].txns,), [txid]))
         if deadline < 0:
             return True  # finished meanwhile
-        decided: bytes = self._call(self._decide, (key,), [b"a", deadline])
+        decided: bytes = self._write(self._decide, (key,), [b"a", deadline])
         if not decided:
             return False
         self._finish_on(index, txid, decided)
@@ -821,26 +831,53 @@ class RedisClusterStore(BaseStore):
         for index, group in self._group(wanted).items():
             shard = self._shards[index]
             keys = (shard.values, shard.feed, shard.live, shard.names)
-            removed += int(self._call(self._purge, keys, [last, *group]))
+            removed += int(self._write(self._purge, keys, [last, *group]))
         return removed
 
-    def _replicate(self, shard: _Shard) -> None:
-        """With ``wait_replicas``: wait until that many replicas hold the shard's writes."""
+    def _write(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script that writes. With ``wait_replicas``, WAIT follows it on the same
+        connection to the master of its slot (one pipeline), so that WAIT covers this very
+        write: on another pooled connection it would wait for that connection's writes."""
         if not self.wait_replicas:
-            return
+            return self._call(script, keys, args)
         client = self._open()
-        try:
-            node = client.get_node_from_key(shard.seq)  # type: ignore[no-untyped-call]
-            acked = client.execute_command(  # type: ignore[no-untyped-call]
-                "WAIT", self.wait_replicas, int(self.wait_timeout * 1000), target_nodes=node
-            )
-        except redis.RedisError as exc:
-            self._failed(exc)
+        started = time.monotonic()
+        for attempt in itertools.count(1):
+            try:
+                slot = client.keyslot(keys[0])  # type: ignore[no-untyped-call]
+                node = client.nodes_manager.get_node_from_slot(slot)
+                pipe = client.get_redis_connection(node).pipeline(transaction=False)
+                script(keys, args, client=pipe)
+                wait = ("WAIT", self.wait_replicas, int(self.wait_timeout * 1000))
+                pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
+                reply, acked = pipe.execute()
+                break
+            except _UNSETTLED as exc:
+                # The slot moved or the cluster is failing over: the script did not run.
+                self._refresh(client)
+                if time.monotonic() - started > self.lock_timeout:
+                    raise ConnectionFailed(
+                        f"the Redis Cluster at {self.address} did not settle: {exc}"
+                    ) from exc
+                _RESETTLE.sleep(attempt)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._refresh(client)  # the script may have run: not ours to repeat
+                self._failed(exc)
+            except redis.RedisError as exc:
+                self._failed(exc)
         if int(acked) < self.wait_replicas:
             raise ConnectionFailed(
                 f"only {acked} of {self.wait_replicas} replicas acknowledged a write of "
                 f"{self.address}: it may be lost in a failover"
             )
+        return reply
+
+    @staticmethod
+    def _refresh(client: RedisCluster) -> None:
+        """Learn the slots' masters again (after a failover); if the cluster is still
+        settling, a later call tries again."""
+        with contextlib.suppress(redis.RedisError):
+            client.nodes_manager.initialize()
 
     def _atomic(self, body: Callable[[WriteView, int], tuple[_R, int]]) -> _R:
         raise NotImplementedError("RedisClusterStore writes through its scripts")
