@@ -8,6 +8,7 @@ killed process would leave them; another store object (another client) then meet
 from __future__ import annotations
 
 import hashlib
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -163,6 +164,26 @@ def test_a_commit_decided_before_a_failure_is_finished_as_committed(
     seen = reader.get_many([a, b])
     assert (seen[a].value, seen[b].value) == (b"1", b"2")
     assert reader.recover() == 0
+
+
+def test_a_watcher_is_signalled_by_commits_on_every_shard(
+    pair: tuple[RedisClusterStore, ...],
+) -> None:
+    watcher, writer = pair
+    signal = watcher.watch()
+    assert signal.healthy and not signal.drain()  # nothing written yet
+    for shard in range(writer.shards):
+        key = next(f"k{i}" for i in range(1000) if writer.shard_of(f"k{i}") == shard)
+        writer.put(key, b"v")
+        assert select.select([signal], [], [], 10.0)[0] == [signal], f"shard {shard}"
+        assert signal.drain() and not signal.drain()
+    a, b = on_two_shards(writer)
+    writer.commit(Transaction(reads={a: writer.get(a).version}, writes=[]))  # no signal
+    writer.commit(Transaction(reads={}, writes=[Put(a, b"x"), Put(b, b"y")]))  # 2PC
+    assert select.select([signal], [], [], 10.0)[0] == [signal]
+    assert signal.drain()
+    signal.close()
+    assert not signal.healthy and not signal.drain()
 
 
 class Load:

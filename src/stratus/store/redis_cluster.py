@@ -88,7 +88,7 @@ from stratus.store.base import (
     check_transaction,
     check_write,
 )
-from stratus.store.redis_store import _PRELUDE, _lex_range, _StagingView
+from stratus.store.redis_store import _PRELUDE, _lex_range, _PubSubSignal, _StagingView
 
 _R = TypeVar("_R")
 
@@ -911,9 +911,20 @@ class RedisClusterStore(BaseStore):
         client, self._client = self._client, None
         return client
 
-    def watch(self) -> None:
-        """None: the change feed is polled (a signal per shard is future work)."""
-        return None
+    def watch(self) -> _PubSubSignal:
+        """A signal fed by the commit scripts' PUBLISH on each shard's channel: a cache
+        that watches it refreshes when something was written instead of polling the feed.
+
+        One connection, to one node, subscribed to every shard's channel: Redis Cluster
+        broadcasts PUBLISH to every node. If that node goes, the signal breaks and the
+        cache polls again."""
+        client = self._open()
+        try:
+            default = client.get_default_node()  # type: ignore[no-untyped-call]
+            node = client.get_redis_connection(default)
+        except redis.RedisError as exc:
+            self._failed(exc)
+        return _PubSubSignal(node, *(shard.seq for shard in self._shards))
 
     def close(self) -> None:
         """Close the store's connections; idempotent."""
