@@ -45,6 +45,12 @@ transaction has not committed: the read is ordered before it) and a write waits.
 ``get_many`` across shards reads every shard again and returns only when nothing changed
 between the two rounds. ``recover()`` finishes or aborts every prepared transaction past
 its deadline (a crashed committer's); readers do it for the keys they meet.
+
+With ``wait_replicas`` K > 0, every script that writes goes to its slot's master in one
+pipeline followed by ``WAIT K`` on the same connection (:meth:`RedisClusterStore._write`),
+so prepares, decisions and finishes are on K replicas before anyone relies on them: a
+failover cannot take back a decision that a commit reported. Commits PUBLISH on their
+shard's channel; :meth:`RedisClusterStore.watch` listens to every shard's on one node.
 """
 
 from __future__ import annotations
