@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.cluster import RedisCluster
 
 import redis_cluster
 from stratus._exceptions import ConnectionFailed
@@ -184,6 +185,21 @@ def test_a_watcher_is_signalled_by_commits_on_every_shard(
     assert signal.drain()
     signal.close()
     assert not signal.healthy and not signal.drain()
+
+
+def test_a_replicated_write_loads_its_script_on_a_master_without_it(
+    redis_cluster_url: str, tmp_path: Path
+) -> None:
+    """With ``wait_replicas`` writes go as EVALSHA in a pipeline: a master that lost its
+    scripts (a new one after a failover, or flushed) gets them and the write goes on."""
+    options = {"namespace": namespace_of(tmp_path), "shards": 4, "wait_replicas": 1}
+    with RedisClusterStore(redis_cluster_url, concat, **options) as store:
+        a, b = on_two_shards(store)
+        store.put(a, b"1")
+        store._open().execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+        store.put(a, b"2")
+        assert store.commit(Transaction(reads={}, writes=[Put(a, b"3"), Put(b, b"4")])).ok
+        assert (store.get(a).value, store.get(b).value) == (b"3", b"4")
 
 
 class Load:

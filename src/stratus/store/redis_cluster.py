@@ -852,12 +852,21 @@ class RedisClusterStore(BaseStore):
             try:
                 slot = client.keyslot(keys[0])  # type: ignore[no-untyped-call]
                 node = client.nodes_manager.get_node_from_slot(slot)
-                pipe = client.get_redis_connection(node).pipeline(transaction=False)
-                script(keys, args, client=pipe)
+                master = client.get_redis_connection(node)
+                pipe = master.pipeline(transaction=False)
+                # EVALSHA itself: a Script would ask SCRIPT EXISTS first, a round trip more.
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
                 wait = ("WAIT", self.wait_replicas, int(self.wait_timeout * 1000))
                 pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
                 reply, acked = pipe.execute()
                 break
+            except redis.exceptions.NoScriptError as exc:
+                if attempt > 3:
+                    self._failed(exc)
+                try:  # a master new since (a failover), or flushed: the script did not run
+                    master.script_load(script.script)
+                except redis.RedisError as exc:
+                    self._failed(exc)
             except _UNSETTLED as exc:
                 # The slot moved or the cluster is failing over: the script did not run.
                 self._refresh(client)
