@@ -14,8 +14,9 @@ every commit succeeds), in five configurations:
   script call, as ``redis`` but through the cluster client.
 - ``cluster_two_shards``: both keys on different shards: two-phase commit (prepare on each
   shard, the decision, finish on each: 5 script calls).
-- ``cluster_*_wait1``: the same with ``wait_replicas=1`` (``WAIT 1`` after each shard's
-  write), the cost of "an acknowledged write survives a failover".
+- ``cluster_*_wait1``: the same with ``wait_replicas=1`` (``WAIT 1`` pipelined after each
+  write script: prepare, decision and finish too), the cost of "an acknowledged write
+  survives a failover".
 
 Configurations alternate their order in rounds and samples are pooled (the VM is noisy).
 """

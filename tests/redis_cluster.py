@@ -29,6 +29,7 @@ class Cluster:
 
     ports: list[int]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    commands: dict[int, list[str]] = field(default_factory=dict)  # port -> how it started
 
     @property
     def url(self) -> str:
@@ -79,6 +80,36 @@ class Cluster:
             time.sleep(0.05)
         self.wait_ok(timeout)
 
+    def replica_of(self, master: int) -> int:
+        """The port of the replica of the master at ``master``."""
+        for port in self.replicas():
+            if f"master_port:{master}\r\n" in self.cli(port, "info", "replication"):
+                return port
+        raise RuntimeError(f"the master {master} has no replica")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node at ``port`` (no shutdown, no last words to its replica)."""
+        process = self.processes[self.ports.index(port)]
+        process.kill()
+        process.wait(timeout=30)
+
+    def restart(self, port: int) -> None:
+        """Start the killed node at ``port`` again, from its own directory (``nodes.conf``:
+        it rejoins the cluster, as a replica if it was failed over meanwhile)."""
+        index = self.ports.index(port)
+        process = subprocess.Popen(self.commands[port], stdin=subprocess.DEVNULL)
+        self.processes[index] = process
+        if not redis_server._wait_ready(process, port):
+            raise RuntimeError(f"the node {port} did not start again")
+
+    def wait_role(self, port: int, role: str, timeout: float = 30.0) -> None:
+        """Wait until the node at ``port`` says it is ``role`` (``master``, ``slave``)."""
+        deadline = time.monotonic() + timeout
+        while self.role(port) != role:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the node {port} is not a {role} within {timeout} s")
+            time.sleep(0.02)
+
 
 def url() -> str:
     """The URL the session's cluster exported (in this process or its parent)."""
@@ -89,15 +120,18 @@ def url() -> str:
 
 
 @contextlib.contextmanager
-def serve(directory: Path, masters: int = MASTERS) -> Iterator[Cluster]:
-    """Run a cluster of ``masters`` masters, each with one replica, under ``directory``."""
+def serve(
+    directory: Path, masters: int = MASTERS, node_timeout_ms: int = 2000
+) -> Iterator[Cluster]:
+    """Run a cluster of ``masters`` masters, each with one replica, under ``directory``;
+    a master unreachable for ``node_timeout_ms`` is failed over to its replica."""
     binary = shutil.which("redis-server")
     if binary is None or shutil.which("redis-cli") is None:
         raise RuntimeError("redis-server is not installed: `make test` installs it (Debian)")
     cluster = Cluster(ports=[])
     try:
         for _ in range(2 * masters):
-            cluster.ports.append(_start_node(cluster, binary, directory))
+            cluster.ports.append(_start_node(cluster, binary, directory, node_timeout_ms))
         nodes = [f"127.0.0.1:{port}" for port in cluster.ports]
         cluster.cli(
             cluster.ports[0],
@@ -116,7 +150,7 @@ def serve(directory: Path, masters: int = MASTERS) -> Iterator[Cluster]:
             redis_server.stop(process)
 
 
-def _start_node(cluster: Cluster, binary: str, directory: Path) -> int:
+def _start_node(cluster: Cluster, binary: str, directory: Path, node_timeout_ms: int) -> int:
     for _ in range(3):  # the free port may be taken between probing and binding it
         port = redis_server.free_port()
         node_dir = directory / f"node-{port}"
@@ -124,10 +158,12 @@ def _start_node(cluster: Cluster, binary: str, directory: Path) -> int:
         command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no"]
         command += ["--dir", str(node_dir), "--logfile", str(node_dir / "redis.log")]
         command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-        command += ["--cluster-node-timeout", "2000", "--appendonly", "yes", "--save", ""]
+        command += ["--cluster-node-timeout", str(node_timeout_ms)]
+        command += ["--appendonly", "yes", "--save", ""]
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         cluster.processes.append(process)
         if redis_server._wait_ready(process, port):
+            cluster.commands[port] = command
             return port
         cluster.processes.remove(process)
         redis_server.stop(process)

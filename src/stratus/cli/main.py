@@ -49,7 +49,10 @@ def cli() -> None:
 @click.option(
     "--store",
     default="",
-    help="Where state lives: sqlite:PATH (default: in the data dir), lmdb:PATH, redis://HOST/DB.",
+    help=(
+        "Where state lives: sqlite:PATH (default: in the data dir), lmdb:PATH, redis://HOST/DB,"
+        " redis-cluster://HOST:PORT[,HOST:PORT...] (docs/store.md)."
+    ),
 )
 @click.option("--preload", multiple=True, help="Module the executors import before starting.")
 @click.option("--log-level", default="INFO", show_default=True)

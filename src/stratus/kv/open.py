@@ -3,8 +3,11 @@
 ``sqlite:PATH`` (the default, under the data directory), ``sqlite:PATH?synchronous=FULL``,
 ``lmdb:PATH`` (both take ``?lock_timeout=SECONDS``: how long a write waits for another
 process's, default 10), ``redis://HOST:PORT/DB`` (``rediss://`` for TLS;
-``?namespace=NAME``, default ``stratus``; other options are redis-py's) and ``memory:`` (a
-process-local store, for tests of one process).
+``?namespace=NAME``, default ``stratus``; other options are redis-py's),
+``redis-cluster://HOST:PORT[,HOST:PORT...]`` (a Redis Cluster: the nodes to discover it
+from; ``rediss-cluster://`` for TLS; ``?namespace=NAME&shards=N&wait_replicas=K`` and
+``lock_timeout``, ``wait_timeout`` in seconds, see ``RedisClusterStore``) and
+``memory:`` (a process-local store, for tests of one process).
 ``synchronous=NORMAL`` is the default for SQLite: a commit survives SIGKILL of every
 process; only a power loss may take the last commits (never corrupting the file), and a
 durable commit costs an fsync (~200 us on these VMs), more than a whole call.
@@ -12,6 +15,7 @@ durable commit costs an fsync (~200 us on these VMs), more than a whole call.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from stratus._exceptions import ConfigurationError
@@ -51,6 +55,11 @@ def open_store(url: str, values: LatticeCodec = DATA_ONLY) -> Store:
         namespace = options.pop("namespace", "stratus")
         plain = f"{scheme}:{path}" + (f"?{urlencode(options)}" if options else "")
         return RedisStore(plain, merge_encoded, namespace=namespace)
+    if scheme in _CLUSTER_SCHEMES:
+        from stratus.store.redis_cluster import RedisClusterStore
+
+        nodes, settings = _cluster(scheme, path, options)
+        return RedisClusterStore(nodes[0], merge_encoded, startup_nodes=nodes[1:], **settings)
     return MemoryStore(merge_encoded)
 
 
@@ -60,13 +69,16 @@ def _parse(url: str) -> tuple[str, str, dict[str, str]]:
     options = {k: v[-1] for k, v in parse_qs(query).items()}
     valid = (
         (scheme in ("sqlite", "lmdb") and path)
-        or (scheme in ("redis", "rediss") and path.startswith("//"))
+        or (scheme in ("redis", "rediss", *_CLUSTER_SCHEMES) and path.startswith("//"))
         or scheme == "memory"
     )
     if not valid:
         raise ConfigurationError(
-            f"unknown store {url!r}: use sqlite:PATH, lmdb:PATH, redis://HOST:PORT/DB or memory:"
+            f"unknown store {url!r}: use sqlite:PATH, lmdb:PATH, redis://HOST:PORT/DB, "
+            "redis-cluster://HOST:PORT[,HOST:PORT...] or memory:"
         )
+    if scheme in _CLUSTER_SCHEMES:
+        _cluster(scheme, path, options)
     if scheme == "sqlite" and options.get("synchronous", "NORMAL").upper() not in (
         "FULL",
         "NORMAL",
@@ -75,6 +87,54 @@ def _parse(url: str) -> tuple[str, str, dict[str, str]]:
     if scheme in ("sqlite", "lmdb"):
         _lock_timeout(options)
     return scheme, path, options
+
+
+_CLUSTER_SCHEMES = ("redis-cluster", "rediss-cluster")
+_CLUSTER_OPTIONS = {
+    "namespace": str,
+    "shards": int,
+    "wait_replicas": int,
+    "lock_timeout": float,
+    "wait_timeout": float,
+}
+
+
+def _cluster(scheme: str, path: str, options: dict[str, str]) -> tuple[list[str], dict[str, Any]]:
+    """The node URLs (``redis://`` or ``rediss://``, credentials on each) and the
+    ``RedisClusterStore`` settings of a ``redis-cluster://`` URL's path and options."""
+    unknown = sorted(set(options) - set(_CLUSTER_OPTIONS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option {unknown[0]!r} of a redis-cluster store: "
+            f"use {', '.join(_CLUSTER_OPTIONS)}"
+        )
+    settings: dict[str, Any] = {}
+    for name, raw in options.items():
+        try:
+            settings[name] = _CLUSTER_OPTIONS[name](raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"{name} of a redis-cluster store: not a number: {raw!r}"
+            ) from None
+    if not 1 <= settings.get("shards", 1) <= 1024:
+        raise ConfigurationError(f"shards must be between 1 and 1024: {settings['shards']}")
+    if settings.get("wait_replicas", 0) < 0:
+        raise ConfigurationError(f"wait_replicas must be >= 0: {settings['wait_replicas']}")
+    for name in ("lock_timeout", "wait_timeout"):
+        if not settings.get(name, 1.0) > 0:
+            raise ConfigurationError(f"{name} must be a positive number of seconds")
+    where = path[2:].split("/", 1)[0]  # no database: a cluster has only database 0
+    credentials, _, hosts = where.rpartition("@")
+    nodes = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(
+                f"a redis-cluster store names its nodes as HOST:PORT[,HOST:PORT...]: {host!r}"
+            )
+        login = f"{credentials}@" if credentials else ""
+        nodes.append(f"{scheme.removesuffix('-cluster')}://{login}{name}:{port}/0")
+    return nodes, settings
 
 
 def _lock_timeout(options: dict[str, str]) -> float:

@@ -45,19 +45,27 @@ transaction has not committed: the read is ordered before it) and a write waits.
 ``get_many`` across shards reads every shard again and returns only when nothing changed
 between the two rounds. ``recover()`` finishes or aborts every prepared transaction past
 its deadline (a crashed committer's); readers do it for the keys they meet.
+
+With ``wait_replicas`` K > 0, every script that writes goes to its slot's master in one
+pipeline followed by ``WAIT K`` on the same connection (:meth:`RedisClusterStore._write`),
+so prepares, decisions and finishes are on K replicas before anyone relies on them: a
+failover cannot take back a decision that a commit reported. Commits PUBLISH on their
+shard's channel; :meth:`RedisClusterStore.watch` listens to every shard's on one node.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn, TypeVar, cast
+from urllib.parse import urlsplit
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 
 from stratus import backoff
@@ -86,7 +94,7 @@ from stratus.store.base import (
     check_transaction,
     check_write,
 )
-from stratus.store.redis_store import _PRELUDE, _lex_range, _StagingView
+from stratus.store.redis_store import _PRELUDE, _lex_range, _PubSubSignal, _StagingView
 
 _R = TypeVar("_R")
 
@@ -99,6 +107,15 @@ DEFAULT_LOCK_TIMEOUT = 5.0
 _CURSOR_BITS = 64  # each shard's sequence in the change-feed cursor
 _CONFLICT, _RETRY, _DONE, _BLOCKED = 0, 1, 2, 3
 _KEEP_MS = 3_600_000  # decisions and applied bases: far past any deadline
+# A write refused by these did not run: try again once the slots' masters are known.
+_UNSETTLED = (
+    redis.exceptions.AskError,  # and MovedError
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,
+)
+# Between tries of a write refused while its slot moves (a failover takes seconds).
+_RESETTLE = backoff.Backoff(first=0.01, cap=0.2, deadline=None)
 
 
 class _Shard(NamedTuple):
@@ -392,9 +409,11 @@ class RedisClusterStore(BaseStore):
     """A :class:`~stratus.store.Store` on the Redis Cluster at ``url`` (any node), under
     ``namespace``, split into ``shards`` shards (fixed for the namespace's lifetime).
 
-    ``wait_replicas`` > 0 makes every write wait (``WAIT``, up to ``wait_timeout`` s)
-    until that many replicas have it, so a failover keeps it; ``lock_timeout`` is how long
-    a prepared multi-shard transaction may hold its locks before others abort it.
+    ``startup_nodes`` are URLs of more nodes to discover the cluster from, should the one
+    at ``url`` be down. ``wait_replicas`` > 0 makes every write wait (``WAIT``, up to
+    ``wait_timeout`` s) until that many replicas have it, so a failover keeps it;
+    ``lock_timeout`` is how long a prepared multi-shard transaction may hold its locks
+    before others abort it. ``stratus.kv.open`` opens one from a ``redis-cluster://`` URL.
 
     >>> store = RedisClusterStore("redis://127.0.0.1:7000", concat)  # doctest: +SKIP
     """
@@ -414,6 +433,7 @@ class RedisClusterStore(BaseStore):
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
+        startup_nodes: Sequence[str] = (),
     ) -> None:
         super().__init__(merge_fn, max_value_bytes=max_value_bytes)
         if not isinstance(namespace, str) or not namespace or {"{", "}"} & set(namespace):
@@ -433,7 +453,7 @@ class RedisClusterStore(BaseStore):
         self._shards = [_Shard.of(namespace, i) for i in range(shards)]
         self.address = url.split("@")[-1]
         try:
-            client = RedisCluster.from_url(url)
+            client = RedisCluster.from_url(url, startup_nodes=[_node(u) for u in startup_nodes])
         except ValueError as exc:
             raise ConfigurationError(f"not a Redis URL: {exc}") from None
         except redis.RedisError as exc:
@@ -543,7 +563,7 @@ class RedisClusterStore(BaseStore):
             for index in indexes:
                 shard = self._shards[index]
                 keys = (shard.feed, shard.names, shard.seq, shard.locks)
-                reply = self._call(self._advance, keys, [prefix, floor])
+                reply = self._write(self._advance, keys, [prefix, floor])
                 best, top = max(best, int(reply[0])), max(top, int(reply[1]))
                 for txid in {owner.decode() for owner in reply[2:]}:
                     waited |= self._resolve(index, txid)
@@ -681,7 +701,7 @@ class RedisClusterStore(BaseStore):
         shard = self._shards[index]
         started = time.monotonic()
         while True:
-            reply = self._call(self._commit, shard, [self.shards, index, *part.args()])
+            reply = self._write(self._commit, shard, [self.shards, index, *part.args()])
             if reply[0] != _BLOCKED:
                 break
             self._wait_for({txid.decode() for txid in reply[1:]}, index, started)
@@ -689,7 +709,6 @@ class RedisClusterStore(BaseStore):
             return part.conflicts(names, reply)
         if reply[0] == _RETRY:
             return None
-        self._replicate(shard)
         base = int(reply[1])
         return CommitResult(ok=True, versions=part.versions(base, self.shards, index))
 
@@ -705,7 +724,7 @@ class RedisClusterStore(BaseStore):
                 shard = self._shards[index]
                 while True:
                     args = [txid, lock_ms, *parts[index].args()]
-                    reply = self._call(self._prepare, shard, args)
+                    reply = self._write(self._prepare, shard, args)
                     if reply[0] != _BLOCKED:
                         break
                     self._wait_for({t.decode() for t in reply[1:]}, index, started)
@@ -716,12 +735,14 @@ class RedisClusterStore(BaseStore):
             decision = b"a" if refusal is not None else b"c"
             decision = self._decide_now(txid, decision)
         except BaseException:
-            # Cut off before the decision: abort now if we can; else a reader will.
+            # Cut off: abort now if not decided yet (else a reader will); a commit decided
+            # before the failure (its WAIT failed, say) is finished as committed, since
+            # the decision record is what readers roll forward to.
             if prepared:
                 try:
-                    self._decide_now(txid, b"a")
+                    decided = self._decide_now(txid, b"a")
                     for index in prepared:
-                        self._finish_on(index, txid, b"a")
+                        self._finish_on(index, txid, decided)
                 except Exception:
                     pass
             raise
@@ -729,7 +750,6 @@ class RedisClusterStore(BaseStore):
         for index in prepared:
             base = self._finish_on(index, txid, decision)
             if decision == b"c":
-                self._replicate(self._shards[index])
                 versions |= parts[index].versions(base, self.shards, index)
         if decision == b"c":
             return CommitResult(ok=True, versions=versions)
@@ -754,15 +774,15 @@ class RedisClusterStore(BaseStore):
         key = f"{self._shards[coordinator].tag}:decision:{txid}"
         if decision == b"c":
             # The commit point: a reader may have aborted us first (past the deadline).
-            decided: bytes = self._call(self._decide, (key,), [b"c", 0])
+            decided: bytes = self._write(self._decide, (key,), [b"c", 0])
             return decided
-        decided = self._call(self._decide, (key,), [b"a", 0])
+        decided = self._write(self._decide, (key,), [b"a", 0])
         return decided
 
     def _finish_on(self, index: int, txid: str, decision: bytes) -> int:
         shard = self._shards[index]
         keys = (*shard, f"{shard.tag}:applied:{txid}")
-        return int(self._call(self._finish, keys, [txid, decision, self.shards, index]))
+        return int(self._write(self._finish, keys, [txid, decision, self.shards, index]))
 
     def _resolve(self, index: int, txid: str) -> bool:
         """Settle what can be settled of the prepared ``txid`` met on shard ``index``:
@@ -773,7 +793,7 @@ class RedisClusterStore(BaseStore):
         deadline = int(self._call(self._deadline, (self._shards[index].txns,), [txid]))
         if deadline < 0:
             return True  # finished meanwhile
-        decided: bytes = self._call(self._decide, (key,), [b"a", deadline])
+        decided: bytes = self._write(self._decide, (key,), [b"a", deadline])
         if not decided:
             return False
         self._finish_on(index, txid, decided)
@@ -817,26 +837,62 @@ class RedisClusterStore(BaseStore):
         for index, group in self._group(wanted).items():
             shard = self._shards[index]
             keys = (shard.values, shard.feed, shard.live, shard.names)
-            removed += int(self._call(self._purge, keys, [last, *group]))
+            removed += int(self._write(self._purge, keys, [last, *group]))
         return removed
 
-    def _replicate(self, shard: _Shard) -> None:
-        """With ``wait_replicas``: wait until that many replicas hold the shard's writes."""
+    def _write(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script that writes. With ``wait_replicas``, WAIT follows it on the same
+        connection to the master of its slot (one pipeline), so that WAIT covers this very
+        write: on another pooled connection it would wait for that connection's writes."""
         if not self.wait_replicas:
-            return
+            return self._call(script, keys, args)
         client = self._open()
-        try:
-            node = client.get_node_from_key(shard.seq)  # type: ignore[no-untyped-call]
-            acked = client.execute_command(  # type: ignore[no-untyped-call]
-                "WAIT", self.wait_replicas, int(self.wait_timeout * 1000), target_nodes=node
-            )
-        except redis.RedisError as exc:
-            self._failed(exc)
+        started = time.monotonic()
+        for attempt in itertools.count(1):
+            try:
+                slot = client.keyslot(keys[0])  # type: ignore[no-untyped-call]
+                node = client.nodes_manager.get_node_from_slot(slot)
+                master = client.get_redis_connection(node)
+                pipe = master.pipeline(transaction=False)
+                # EVALSHA itself: a Script would ask SCRIPT EXISTS first, a round trip more.
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                wait = ("WAIT", self.wait_replicas, int(self.wait_timeout * 1000))
+                pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
+                reply, acked = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError as exc:
+                if attempt > 3:
+                    self._failed(exc)
+                try:  # a master new since (a failover), or flushed: the script did not run
+                    master.script_load(script.script)
+                except redis.RedisError as exc:
+                    self._failed(exc)
+            except _UNSETTLED as exc:
+                # The slot moved or the cluster is failing over: the script did not run.
+                self._refresh(client)
+                if time.monotonic() - started > self.lock_timeout:
+                    raise ConnectionFailed(
+                        f"the Redis Cluster at {self.address} did not settle: {exc}"
+                    ) from exc
+                _RESETTLE.sleep(attempt)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._refresh(client)  # the script may have run: not ours to repeat
+                self._failed(exc)
+            except redis.RedisError as exc:
+                self._failed(exc)
         if int(acked) < self.wait_replicas:
             raise ConnectionFailed(
                 f"only {acked} of {self.wait_replicas} replicas acknowledged a write of "
                 f"{self.address}: it may be lost in a failover"
             )
+        return reply
+
+    @staticmethod
+    def _refresh(client: RedisCluster) -> None:
+        """Learn the slots' masters again (after a failover); if the cluster is still
+        settling, a later call tries again."""
+        with contextlib.suppress(redis.RedisError):
+            client.nodes_manager.initialize()
 
     def _atomic(self, body: Callable[[WriteView, int], tuple[_R, int]]) -> _R:
         raise NotImplementedError("RedisClusterStore writes through its scripts")
@@ -870,9 +926,20 @@ class RedisClusterStore(BaseStore):
         client, self._client = self._client, None
         return client
 
-    def watch(self) -> None:
-        """None: the change feed is polled (a signal per shard is future work)."""
-        return None
+    def watch(self) -> _PubSubSignal:
+        """A signal fed by the commit scripts' PUBLISH on each shard's channel: a cache
+        that watches it refreshes when something was written instead of polling the feed.
+
+        One connection, to one node, subscribed to every shard's channel: Redis Cluster
+        broadcasts PUBLISH to every node. If that node goes, the signal breaks and the
+        cache polls again."""
+        client = self._open()
+        try:
+            default = client.get_default_node()  # type: ignore[no-untyped-call]
+            node = client.get_redis_connection(default)
+        except redis.RedisError as exc:
+            self._failed(exc)
+        return _PubSubSignal(node, *(shard.seq for shard in self._shards))
 
     def close(self) -> None:
         """Close the store's connections; idempotent."""
@@ -914,6 +981,14 @@ class _Part:
 
     def versions(self, base: int, shards: int, index: int) -> dict[str, int]:
         return {key: (base + offset) * shards + index for key, offset, _ in self.writes}
+
+
+def _node(url: str) -> ClusterNode:
+    """The cluster node of a ``redis://HOST:PORT`` URL (credentials come from ``url``)."""
+    parsed = urlsplit(url)
+    if parsed.hostname is None or parsed.port is None:
+        raise ValueError(f"no HOST:PORT in {url!r}")
+    return ClusterNode(parsed.hostname, parsed.port)  # type: ignore[no-untyped-call]
 
 
 def _encode_cursor(seqs: Sequence[int]) -> int:

@@ -515,14 +515,18 @@ class RedisStore(BaseStore):
 
 
 class _PubSubSignal:
-    """A :class:`~stratus.store.base.ChangeSignal` on a pub/sub connection of its own."""
+    """A :class:`~stratus.store.base.ChangeSignal` on a pub/sub connection of its own,
+    subscribed to ``channels`` (a Redis Cluster store's: one per shard)."""
 
-    def __init__(self, client: redis.Redis, channel: str) -> None:
+    def __init__(self, client: redis.Redis, *channels: str) -> None:
         self.healthy: bool = False
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            self._pubsub.subscribe(channel)
-            self._pubsub.get_message(timeout=1.0)  # the confirmation: subscribed from here on
+            self._pubsub.subscribe(*channels)
+            # The confirmations (read as None): subscribed from here on. A message among
+            # them is a change already, for the first drain.
+            early = [self._pubsub.get_message(timeout=1.0) for _ in channels]
+            self._early = any(message is not None for message in early)
             connection = self._pubsub.connection
             assert connection is not None
             # redis-py keeps the socket private; polling it is what lets an event loop wait.
@@ -540,7 +544,7 @@ class _PubSubSignal:
     def drain(self) -> bool:
         if not self.healthy:
             return False
-        changed = False
+        changed, self._early = self._early, False
         try:
             while self._pubsub.get_message(timeout=0.0) is not None:
                 changed = True
