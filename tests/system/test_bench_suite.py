@@ -10,6 +10,7 @@ so the document always matches one run.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,20 @@ def bench_modules() -> Iterator[None]:
         sys.path.remove(str(BENCH))
 
 
+def failures_of(stderr: str) -> str:
+    """What the failed experiments printed (the suite prints ``suite: NAME ...`` before each
+    one, and ``suite: failed: A, B`` at the end): a later experiment's output (chaos logs
+    the store faults it injects) must not hide an earlier one's traceback."""
+    failed = next(
+        (line.split(":", 2)[2].split(", ") for line in stderr.splitlines()
+         if line.startswith("suite: failed:")), [],
+    )  # fmt: skip
+    parts = re.split(r"^(?=suite: \S+ )", stderr, flags=re.M)
+    shown = [p for p in parts if p.split(" ", 2)[1:2] and p.split(" ", 2)[1] in
+             {f.strip() for f in failed}]  # fmt: skip
+    return "\n".join(p[-4000:] for p in shown) or stderr[-5000:]
+
+
 @pytest.mark.system
 @pytest.mark.timeout(1200)
 def test_the_tiny_suite_runs_every_experiment_and_writes_the_report(
@@ -41,7 +56,7 @@ def test_the_tiny_suite_runs_every_experiment_and_writes_the_report(
     command = [sys.executable, str(BENCH / "suite.py"), "--tiny", "--results", str(results)]
     command += ["--docs", str(docs), "--images", str(images)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1100)
-    assert done.returncode == 0, done.stderr[-5000:]
+    assert done.returncode == 0, failures_of(done.stderr)
 
     index = json.loads((results / "suite.json").read_text())
     assert index["failed"] == []
