@@ -124,13 +124,14 @@ def _serve(
     interval: float,
 ) -> None:
     """Start the agents, re-sync every ``interval`` until SIGTERM/SIGINT, stop them."""
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
     try:
         provisioner = build()
     except exc.StratusError as e:
         raise click.ClickException(str(e)) from None
+    # After build(): ray.init installs its own SIGTERM handler, which would exit at once.
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
     try:
         _print(first(provisioner))
         while not stopping.wait(interval):
