@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,24 +21,20 @@ from pathlib import Path
 
 import pytest
 
+import routable_coordinator
 import stratus
-from helpers import free_port, wait_until
-from stratus.transport.addresses import routable_host
+from helpers import wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(400)]
 
-_STRATUS = [sys.executable, "-m", "stratus.cli"]
+_STRATUS = routable_coordinator.STRATUS
 _HOST = Path(__file__).with_name("ray_cluster_host.py")
 
 
 def _refusal() -> str:
     if importlib.util.find_spec("ray") is None:
         return "Ray is not installed (the bench extra)"
-    if shutil.which("redis-server") is None:
-        return "no redis-server"
-    if routable_host().startswith("127."):
-        return "no routable address: the coordinator refuses nodes with a loopback store"
-    return ""
+    return routable_coordinator.refusal()
 
 
 @dataclass
@@ -60,65 +54,34 @@ class Setup:
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
-def _stop(process: subprocess.Popen[str], timeout: float = 60) -> int | None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-        return None
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     refusal = _refusal()
     if refusal:
         pytest.skip(f"the Ray provisioner's test: {refusal}")
     work = tmp_path_factory.mktemp("provision-ray")
-    host, password, redis_port = routable_host(), secrets.token_hex(16), free_port()
-    processes: list[subprocess.Popen[str]] = []
+    ray_host = subprocess.Popen(
+        [sys.executable, str(_HOST)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=work,
+    )
+    assert ray_host.stdin is not None and ray_host.stdout is not None
     try:
-        # The password goes in a config file: a command line is readable by every user.
-        (work / "redis.conf").write_text(f"requirepass {password}\n")
-        redis = [shutil.which("redis-server") or "", str(work / "redis.conf")]
-        redis += ["--port", str(redis_port), "--bind", host, "--save", "", "--appendonly", "no"]
-        redis += ["--dir", str(work)]
-        processes.append(subprocess.Popen(redis, stdout=subprocess.DEVNULL, text=True))
-        data_dir, port = work / "coord", free_port()
-        address = f"tcp://127.0.0.1:{port}"
-        up = [*_STRATUS, "up", "--listen", address, "--data-dir", str(data_dir)]
-        up += ["--executors", "1", "--store", f"redis://:{password}@{host}:{redis_port}/0"]
-        with open(work / "up.log", "w") as log:
-            server = subprocess.Popen(up, stdout=log, stderr=subprocess.STDOUT, text=True)
-        processes.append(server)
-        ray_host = subprocess.Popen(
-            [sys.executable, str(_HOST)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=work,
-        )
-        processes.append(ray_host)
-        assert ray_host.stdout is not None
-        ray_address = ray_host.stdout.readline().strip()  # ray_cluster_host waits at most 60s
-        assert ray_address, "the Ray cluster did not start"
-        started = lambda: (data_dir / "server.json").exists() or server.poll() is not None  # noqa: E731
-        assert wait_until(started, timeout=60) and server.poll() is None
-        yield Setup(address, data_dir, ray_address, work)
+        with routable_coordinator.serve(work) as (address, data_dir):
+            ray_address = ray_host.stdout.readline().strip()  # the host waits 60 s at most
+            assert ray_address, "the Ray cluster did not start"
+            yield Setup(address, data_dir, ray_address, work)
     finally:
-        for process in reversed(processes):
-            if process.stdin is not None:
-                process.stdin.close()  # the Ray host shuts its cluster down
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            _stop(process)
-            if process.stdout is not None:
-                process.stdout.close()
+        ray_host.stdin.close()  # the Ray host shuts its cluster down
+        try:
+            ray_host.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            ray_host.kill()
+            ray_host.wait(timeout=10)
+        ray_host.stdout.close()
         for log in sorted(work.glob("*.log")):
             print(f"== {log.name}\n{log.read_text()[-3000:]}")
 
@@ -162,11 +125,11 @@ def test_agents_on_every_ray_node_run_calls_and_go_when_stopped(setup: Setup) ->
             key = (setup.data_dir / "key").read_text().strip()
             assert not _key_on_a_command_line(key)
 
-            assert _stop(provisioner) == 0
+            assert routable_coordinator.stop(provisioner) == 0
             assert wait_until(lambda: _executor_nodes(app) == {"0"}, timeout=30)
             assert _nodes_used(where) == {"0"}
     finally:
-        _stop(provisioner)
+        routable_coordinator.stop(provisioner)
 
 
 def test_nodes_option_runs_that_many_agents(setup: Setup) -> None:
@@ -180,4 +143,4 @@ def test_nodes_option_runs_that_many_agents(setup: Setup) -> None:
             # Syncs go on every second: still two, never the third node.
             assert not wait_until(lambda: len(nodes()) > 2, timeout=3)
     finally:
-        assert _stop(provisioner) == 0
+        assert routable_coordinator.stop(provisioner) == 0
