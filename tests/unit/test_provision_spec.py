@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+import time
 
 import pytest
 
@@ -41,3 +43,20 @@ def test_a_local_provisioner_checks_its_options_before_starting_anything() -> No
         LocalProvisioner("nowhere", b"k" * 32, "/tmp/x", nodes=1)
     with pytest.raises(exc.ConfigurationError):
         LocalProvisioner("tcp://h:1", b"k" * 32, "/tmp/x", nodes=-1)
+
+
+def test_an_unreachable_ray_address_fails_at_once_and_a_malformed_one_is_refused() -> None:
+    pytest.importorskip("ray")
+    from stratus.provision.ray_nodes import RayProvisioner
+
+    with socket.socket() as unused:  # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(exc.ConnectionFailed, match="no Ray cluster"):
+        RayProvisioner("tcp://127.0.0.1:7070", b"k" * 32, address=f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 30  # ray.init alone would retry for minutes
+    with pytest.raises(exc.ConfigurationError):
+        RayProvisioner("tcp://127.0.0.1:7070", b"k" * 32, address="ray://nowhere")
+    with pytest.raises(exc.ConfigurationError):
+        RayProvisioner("nowhere", b"k" * 32, address=f"127.0.0.1:{port}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,11 @@ class RayProvisioner:
         self.cpus, self.memory_mb, self.gpus = cpus, memory_mb, gpus
         self.target: int | None = None  # None: every node that fits
         if not ray.is_initialized():
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            _probe(address)
+            try:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise exc.ConnectionFailed(f"cannot reach a Ray cluster at {address}: {e}") from e
         self._remote_actor = ray.remote(AgentActor)
         self._placed: list[_Placed] = []
 
@@ -104,7 +109,8 @@ class RayProvisioner:
             raise exc.ConfigurationError(f"cannot run {nodes} nodes")
         from ray.autoscaler.sdk import request_resources
 
-        bundle = self._bundle(self._nodes()[0][1] if self._nodes() else {"CPU": 1.0})
+        alive = self._nodes()  # the first node's shape stands for the nodes Ray would add
+        bundle = self._bundle(alive[0][1] if alive else {"CPU": 1.0})
         request_resources(bundles=[bundle] * nodes)
         self.target = nodes
         return self.sync()
@@ -215,3 +221,17 @@ class RayProvisioner:
             log.warning("agents did not all stop cleanly: %s", e)
         for p in placed:
             self.ray.kill(p.actor)
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """``ConnectionFailed`` now if nothing listens at an explicit ``HOST:PORT`` (or
+    ``ray://HOST:PORT``): ``ray.init`` would retry an unreachable GCS for minutes."""
+    if address in ("", "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise exc.ConfigurationError(f"a Ray address is auto, HOST:PORT or ray://...: {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise exc.ConnectionFailed(f"no Ray cluster at {address}: {e}") from None
