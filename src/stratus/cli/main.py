@@ -17,7 +17,7 @@ from rich.table import Table
 
 from stratus import _exceptions as exc
 from stratus import config as cfg
-from stratus.cli import calls, gateway, observe
+from stratus.cli import calls, gateway, observe, provision
 from stratus.cli import node as node_command
 from stratus.cli.target import SERVER_FILE, Target, UserConfig, find, find_store
 
@@ -372,6 +372,7 @@ observe.register(cli, _with_client, console, address_option, data_dir_option)
 calls.register(cli, _with_client, address_option, data_dir_option)
 gateway.register(cli, address_option, data_dir_option)
 node_command.register(cli)
+provision.register(cli)
 
 
 def main() -> None:

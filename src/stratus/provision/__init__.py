@@ -1,0 +1,43 @@
+"""Provisioners: start and stop the node agents of a cluster somewhere (docs/scaling.md).
+
+A node agent (``stratus node --join``, ``server/node.py``) is one host's executors for a
+coordinator elsewhere. A provisioner decides where agents run and keeps them running:
+
+- :class:`~stratus.provision.local.LocalProvisioner`: agents as processes of this machine
+  (tests, and one big machine split into nodes);
+- :class:`~stratus.provision.ray_nodes.RayProvisioner`: one agent per Ray node, each a Ray
+  actor holding that node's resources, so ``ray up`` clusters and KubeRay work unchanged.
+
+Kubernetes needs no provisioner object: ``deploy/kubernetes/`` runs the agents as a
+DaemonSet. Every provisioner passes the cluster key to its agents in ``$STRATUS_KEY``,
+never on a command line (``/proc/*/cmdline`` is world-readable).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from stratus.provision.agent import AgentInfo, AgentSpec
+
+
+class Provisioner(Protocol):
+    """Starts, scales and stops node agents for one coordinator."""
+
+    def start(self) -> list[AgentInfo]:
+        """Start the agents this provisioner places; returns what runs."""
+        ...
+
+    def scale(self, nodes: int) -> list[AgentInfo]:
+        """Run ``nodes`` agents: start more or stop the newest; returns what runs."""
+        ...
+
+    def agents(self) -> list[AgentInfo]:
+        """What runs now (an agent that exited has its exit status)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop every agent (their executors die with them); waits, with a deadline."""
+        ...
+
+
+__all__ = ["AgentInfo", "AgentSpec", "Provisioner"]
