@@ -333,15 +333,15 @@ class Injector(threading.Thread):
 
     def _disk_full(self) -> None:
         ballast = self.target.disk / "ballast"
-        with open(ballast, "wb") as f:
-            chunk = b"\0" * (64 * 1024)
-            with contextlib.suppress(OSError):  # ENOSPC: full
-                while True:
-                    f.write(chunk)
-                    f.flush()
+        chunk = b"\0" * (64 * 1024)
+        # Unbuffered: a write that finds the disk full raises here, never later in close()
+        # (and a disk the store itself filled may refuse even the file: full all the same).
+        with contextlib.suppress(OSError), open(ballast, "wb", buffering=0) as f:
+            while True:
+                f.write(chunk)
         self._note("disk full")
         self._hold(0.3, 1.5)
-        ballast.unlink()
+        ballast.unlink(missing_ok=True)
 
     def _hostile(self) -> None:
         targets = [self.target.app.address, *self.target.executor_addresses()]
