@@ -106,8 +106,15 @@ def http_caller(port: int, path: str, token: str = "") -> Callable[[], Any]:
         headers["Authorization"] = f"Bearer {token}"
 
     def call() -> Any:
-        connection.request("POST", path, BODY, headers)
-        response = connection.getresponse()
+        try:
+            connection.request("POST", path, BODY, headers)
+            response = connection.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # A server closes a kept-alive connection idle past its keep-alive (uvicorn:
+            # 5 s), as between rounds: dial again (in the warm-up, never in a timed call).
+            connection.close()
+            connection.request("POST", path, BODY, headers)
+            response = connection.getresponse()
         body = response.read()
         if response.status != 200:
             raise RuntimeError(f"{path}: HTTP {response.status}: {body[:200]!r}")
