@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -14,38 +13,13 @@ from pathlib import Path
 import pytest
 
 import stratus
-from helpers import free_port, wait_until
+from helpers import wait_until
+from stratus_up import STRATUS, Server
 
 pytestmark = pytest.mark.system
 
-STRATUS = [sys.executable, "-m", "stratus.cli"]
 
-
-class Up:
-    """A ``stratus up`` process that can be stopped and started again on the same port."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.address = f"tcp://127.0.0.1:{free_port()}"
-        self.process: subprocess.Popen[str] | None = None
-        self.output = ""
-
-    def start(self) -> None:
-        argv = [*STRATUS, "up", "--listen", self.address, "--data-dir", str(self.data_dir)]
-        self.process = subprocess.Popen(
-            [*argv, "--executors", "2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert wait_until(lambda: (self.data_dir / "server.json").exists(), timeout=30)
-
-    def stop(self) -> None:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.terminate()
-        self.output += self.process.communicate(timeout=30)[0]
-        self.process = None
+Up = Server  # a stratus up that can be stopped and started again on the same port
 
 
 @pytest.fixture

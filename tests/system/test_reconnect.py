@@ -5,11 +5,7 @@ stays away past its reconnect window, fails them ``ClusterClosed`` without hangi
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,48 +14,11 @@ from pathlib import Path
 import pytest
 
 import stratus
-from helpers import free_port, wait_until
+from helpers import wait_until
 from stratus.protocol.messages import StatusRequest
+from stratus_up import Server
 
 pytestmark = pytest.mark.system
-
-STRATUS = [sys.executable, "-m", "stratus.cli"]
-
-
-class Server:
-    """A ``stratus up`` in a process group of its own, on one port and data dir: stopped
-    gently, killed (SIGKILL of the group: its executors go too) and started again."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.address = f"tcp://127.0.0.1:{free_port()}"
-        self.process: subprocess.Popen[str] | None = None
-        self.output = ""
-
-    def start(self) -> None:
-        (self.data_dir / "server.json").unlink(missing_ok=True)  # left by a killed one
-        argv = [*STRATUS, "up", "--listen", self.address, "--data-dir", str(self.data_dir)]
-        self.process = subprocess.Popen(
-            [*argv, "--executors", "2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        assert wait_until(lambda: (self.data_dir / "server.json").exists(), timeout=30)
-
-    def stop(self) -> None:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.terminate()
-        self.output += self.process.communicate(timeout=30)[0]
-        self.process = None
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.output += self.process.communicate(timeout=30)[0]
-        self.process = None
 
 
 class Blip:

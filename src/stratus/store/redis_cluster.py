@@ -73,8 +73,8 @@ from stratus._exceptions import (
     ConfigurationError,
     ConnectionFailed,
     MergeContention,
-    StoreFull,
     StoreLockTimeout,
+    StoreUnavailable,
 )
 from stratus.store.base import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -94,7 +94,13 @@ from stratus.store.base import (
     check_transaction,
     check_write,
 )
-from stratus.store.redis_store import _PRELUDE, _lex_range, _PubSubSignal, _StagingView
+from stratus.store.redis_store import (
+    _PRELUDE,
+    _lex_range,
+    _PubSubSignal,
+    _StagingView,
+    raise_store_error,
+)
 
 _R = TypeVar("_R")
 
@@ -871,7 +877,7 @@ class RedisClusterStore(BaseStore):
                 # The slot moved or the cluster is failing over: the script did not run.
                 self._refresh(client)
                 if time.monotonic() - started > self.lock_timeout:
-                    raise ConnectionFailed(
+                    raise StoreUnavailable(
                         f"the Redis Cluster at {self.address} did not settle: {exc}"
                     ) from exc
                 _RESETTLE.sleep(attempt)
@@ -881,7 +887,7 @@ class RedisClusterStore(BaseStore):
             except redis.RedisError as exc:
                 self._failed(exc)
         if int(acked) < self.wait_replicas:
-            raise ConnectionFailed(
+            raise StoreUnavailable(
                 f"only {acked} of {self.wait_replicas} replicas acknowledged a write of "
                 f"{self.address}: it may be lost in a failover"
             )
@@ -907,11 +913,7 @@ class RedisClusterStore(BaseStore):
             self._failed(exc)
 
     def _failed(self, exc: redis.RedisError) -> NoReturn:
-        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            raise ConnectionFailed(f"lost the Redis Cluster at {self.address}: {exc}") from exc
-        if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
-            raise StoreFull(f"the Redis Cluster at {self.address} is full: {exc}") from exc
-        raise exc
+        raise_store_error(exc, f"the Redis Cluster at {self.address}")
 
     def _open(self) -> RedisCluster:
         client = self._client

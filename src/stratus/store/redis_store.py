@@ -475,17 +475,7 @@ class RedisStore(BaseStore):
             self._failed(exc)
 
     def _failed(self, exc: redis.RedisError) -> NoReturn:
-        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            # A write cut off here may or may not have been applied: the store is
-            # unavailable (the caller retries; an invocation's record makes that safe).
-            raise StoreUnavailable(
-                f"lost the Redis store at {self.address} (a write cut off may have been "
-                f"applied): {exc}"
-            ) from exc
-        if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
-            # maxmemory reached: the script was refused before it started (``#!lua``).
-            raise StoreFull(f"the Redis store at {self.address} is full: {exc}") from exc
-        raise exc
+        raise_store_error(exc, f"the Redis store at {self.address}")
 
     def _open(self) -> redis.Redis:
         client = self._client
@@ -512,6 +502,20 @@ class RedisStore(BaseStore):
         if client is not None:
             client.close()
             client.connection_pool.disconnect()
+
+
+def raise_store_error(exc: redis.RedisError, store: str) -> NoReturn:
+    """The store error a failed Redis command means (single Redis and Redis Cluster)."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        # A write cut off here may or may not have been applied: the store is unavailable
+        # (the caller retries; an invocation's record makes that safe).
+        raise StoreUnavailable(
+            f"lost {store} (a write cut off may have been applied): {exc}"
+        ) from exc
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
+        # maxmemory reached: the script was refused before it started (``#!lua``).
+        raise StoreFull(f"{store} is full: {exc}") from exc
+    raise exc
 
 
 class _PubSubSignal:

@@ -18,7 +18,7 @@ import pytest
 from redis.cluster import RedisCluster
 
 import redis_cluster
-from stratus._exceptions import ConnectionFailed
+from stratus._exceptions import StoreUnavailable
 from stratus.store import Entry, Put, Transaction
 from stratus.store.redis_cluster import RedisClusterStore
 
@@ -156,11 +156,11 @@ def test_a_commit_decided_before_a_failure_is_finished_as_committed(
     def decide_then_fail(txid: str, decision: bytes) -> bytes:
         decided = decide(txid, decision)
         if decision == b"c":
-            raise ConnectionFailed("the decision's WAIT timed out")
+            raise StoreUnavailable("the decision's WAIT timed out")
         return decided
 
     monkeypatch.setattr(committer, "_decide_now", decide_then_fail)
-    with pytest.raises(ConnectionFailed):
+    with pytest.raises(StoreUnavailable):
         committer.commit(Transaction(reads={}, writes=[Put(a, b"1"), Put(b, b"2")]))
     seen = reader.get_many([a, b])
     assert (seen[a].value, seen[b].value) == (b"1", b"2")
