@@ -116,6 +116,28 @@ def test_timeout_kills_the_function_and_replaces_its_executor(fresh_app: stratus
     assert wait_until(lambda: _pool_ready(fresh_app, "spin"))  # its pool was refilled
 
 
+def test_a_finished_calls_alarm_spares_the_next_call(tmp_path: Path) -> None:
+    """The executor leaves a finished call's SIGALRM armed (one setitimer per timeout
+    period, not two per call): when it rings during a later, longer call, that call
+    runs on, and a call past its own timeout is still stopped."""
+    with stratus.connect(data_dir=tmp_path / "stratus", executors=1) as app:
+
+        @app.function(timeout=0.3, retries=0)
+        def quick(ctx: stratus.Context, seconds: float) -> int:
+            time.sleep(seconds)
+            return os.getpid()
+
+        @app.function(retries=0)
+        def slow(ctx: stratus.Context) -> int:
+            time.sleep(1.0)  # the quick call's alarm rings 0.3 s after it began
+            return os.getpid()
+
+        first = quick.remote(0).result(timeout=10)
+        assert slow.remote().result(timeout=10) == first  # the same executor, still alive
+        with pytest.raises(stratus.InvocationTimeout):
+            quick.remote(5).result(timeout=20)
+
+
 def test_timeout_when_the_function_cannot_be_interrupted(fresh_app: stratus.App) -> None:
     """SIGALRM blocked: the caller's deadline passes and the coordinator kills it."""
 

@@ -19,12 +19,12 @@ it is stored). Those lose or move data the cluster wrote; they run no code.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import pickle
 from typing import Any
 
 from stratus._exceptions import ForgedValue
+from stratus._mac import Mac
 from stratus.lattice.base import LatticeDecodeError, pickled
 
 LABEL = b"stratus: seal of user objects in the store, v1"
@@ -39,18 +39,12 @@ class ValueSeal:
     (1, 2)
     """
 
-    __slots__ = ("_inner", "_outer")
+    __slots__ = ("_mac",)
 
     def __init__(self, cluster_key: bytes) -> None:
         if not isinstance(cluster_key, bytes) or not cluster_key:
             raise TypeError("a ValueSeal needs the cluster key (non-empty bytes)")
-        key = hmac.digest(cluster_key, LABEL, "sha256")
-        # HMAC (RFC 2104) from the hash states after the padded keys: copying them costs
-        # ~1.2 us a value where hmac.digest costs ~4 us (OpenSSL 3 looks the hash up on
-        # every call). test_lattice_encoding checks it against hmac.digest.
-        padded = key.ljust(64, b"\0")  # 32 bytes: under SHA-256's 64-byte block
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+        self._mac = Mac(hmac.digest(cluster_key, LABEL, "sha256"))
 
     def __repr__(self) -> str:
         return "ValueSeal(<key>)"  # never the key itself
@@ -59,7 +53,7 @@ class ValueSeal:
         """The envelope of ``obj`` (its ``pickle``, protocol 5, as ties compare it);
         :class:`~stratus._exceptions.SerializationError` if it cannot be pickled."""
         data = pickled(obj)
-        return self._tag(data) + data
+        return self._mac.tag(data) + data
 
     def open(self, envelope: bytes | memoryview) -> Any:
         """The object sealed in ``envelope``, after its tag is verified.
@@ -72,7 +66,7 @@ class ValueSeal:
         if len(raw) < TAG_BYTES:
             raise ForgedValue("a sealed value is shorter than its tag")
         data = raw[TAG_BYTES:]
-        if not hmac.compare_digest(self._tag(data), raw[:TAG_BYTES]):
+        if not self._mac.verify(data, raw[:TAG_BYTES]):
             raise ForgedValue(
                 "a sealed value in the store does not carry this cluster's seal: it was "
                 "written by someone without the cluster key, and was not loaded"
@@ -81,11 +75,3 @@ class ValueSeal:
             return pickle.loads(data)
         except Exception as e:
             raise LatticeDecodeError(f"a sealed value does not unpickle: {e!r}") from e
-
-    def _tag(self, data: bytes | memoryview) -> bytes:
-        """HMAC-SHA256 of ``data`` under the derived key."""
-        inner = self._inner.copy()
-        inner.update(data)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()

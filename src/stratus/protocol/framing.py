@@ -13,18 +13,17 @@ buffer 60 MiB before we can check its signature (docs/reliability.md, "Hostile c
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 from typing import Any
 
 import msgspec
 
+from stratus import _mac
 from stratus._exceptions import BadSignature as BadSignature  # defined with the others
 from stratus._exceptions import ProtocolError
 
 _HEADER = struct.Struct("!I")
-_MAC_SIZE = hashlib.sha256().digest_size
+_MAC_SIZE = _mac.SIZE
 FRAME_OVERHEAD = _HEADER.size + _MAC_SIZE + 4096  # header, MAC and message fields around a payload
 # Every first message (Hello, ExecutorHello, Welcome, a fork server's report) is far smaller.
 FIRST_FRAME_LIMIT = 64 * 1024
@@ -39,20 +38,19 @@ class Codec:
     def __init__(self, key: bytes, inbound: Any, *, max_frame: int) -> None:
         if len(key) < 16:
             raise ValueError("the cluster key must be at least 16 bytes")
-        self._key = key
+        self._mac = _mac.Mac(key)
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(inbound)
         self.max_frame = max_frame
 
     def encode(self, message: msgspec.Struct) -> bytes:
         body = self._encoder.encode(message)
-        mac = hmac.digest(self._key, body, "sha256")
-        return _HEADER.pack(len(body) + _MAC_SIZE) + mac + body
+        return _HEADER.pack(len(body) + _MAC_SIZE) + self._mac.tag(body) + body
 
     def decode(self, frame: memoryview) -> Any:
         """Verify and decode one frame (without its length header)."""
         mac, body = frame[:_MAC_SIZE], frame[_MAC_SIZE:]
-        if not hmac.compare_digest(hmac.digest(self._key, body, "sha256"), mac):
+        if not self._mac.verify(body, mac):
             raise BadSignature("bad frame signature")
         try:
             return self._decoder.decode(body)
