@@ -28,6 +28,7 @@ from typing import Any
 from stratus.transport.reactor import Reactor
 
 LAZY = 0.01  # s without a poll after which the pump polls for lazily watched futures
+_TAKE_OVER = 0.001  # s a waiting thread waits for the right to poll before it hands over
 
 
 class Driver:
@@ -102,7 +103,9 @@ class Driver:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
-            if self._poll_lock.acquire(blocking=False):
+            # The pump's lazy round (pump_once(0)) holds the right for microseconds:
+            # waiting that long beats handing each reply over between threads.
+            if self._poll_lock.acquire(timeout=_TAKE_OVER):
                 try:
                     while not done(future) and not self._closed():
                         remaining = None if deadline is None else deadline - time.monotonic()

@@ -85,6 +85,7 @@ class Context:
         "_caller",
         "_fs",
         "_kv_now",
+        "_logger",
         "_mailbox",
         "_objects",
         "_post",
@@ -93,7 +94,6 @@ class Context:
         "function",
         "invocation_id",
         "kv",
-        "logger",
     )
 
     def __init__(
@@ -121,9 +121,18 @@ class Context:
         self.function = function
         self.executor_id = executor_id
         self.attempt = attempt
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"stratus.fn.{function}"), {"invocation_id": invocation_id}
-        )
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry this invocation's id (``stratus logs`` shows
+        them); made on first use, since most calls never log."""
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(
+                logging.getLogger(f"stratus.fn.{self.function}"),
+                {"invocation_id": self.invocation_id},
+            )
+        return self._logger
 
     def __repr__(self) -> str:
         return f"<Context {self.function} {self.invocation_id} on {self.executor_id}>"
