@@ -43,22 +43,22 @@ def main() -> None:
             for future in [noop.remote(i) for i in range(5000)]:
                 future.result()
             rates.append(5000 / (time.perf_counter() - started))
-            samples = []
-            for _ in range(1000):
-                t = time.perf_counter_ns()
-                noop.remote(1).result()
-                samples.append(time.perf_counter_ns() - t)
-            p50s.append(statistics.median(samples) / 1000)
-            samples = []
-            for _ in range(500):
-                t = time.perf_counter_ns()
-                pipeline.remote(3).result()
-                samples.append(time.perf_counter_ns() - t)
-            dag_p50s.append(statistics.median(samples) / 1000)
+            p50s.append(p50_us(noop, 1000))
+            dag_p50s.append(p50_us(pipeline, 500))
         print(
             f"{label}: async {max(rates):,.0f}/s, sync p50 {min(p50s):.0f} us, "
             f"dag p50 {min(dag_p50s):.0f} us"
         )
+
+
+def p50_us(handle: Any, calls: int) -> float:
+    """The median of ``calls`` synchronous calls of ``handle``, in microseconds."""
+    samples = []
+    for _ in range(calls):
+        t = time.perf_counter_ns()
+        handle.remote(3).result()
+        samples.append(time.perf_counter_ns() - t)
+    return statistics.median(samples) / 1000
 
 
 if __name__ == "__main__":
