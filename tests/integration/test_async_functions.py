@@ -11,6 +11,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -143,6 +144,40 @@ def test_async_steps_and_generator_steps_run_in_a_dag(app: stratus.App) -> None:
     dag = app.dag("async_pipeline", incr_async >> upto >> total)
     assert dag.remote(4).result(timeout=20) == sum(range(5))
     assert app.kv.get("dag-async-step") == 4
+
+
+def test_async_functions_exchange_messages_without_blocking_their_executor(
+    tmp_path: Path,
+) -> None:
+    """Two async calls on the only executor await each other's messages: a blocking
+    recv in either would stop the loop both need."""
+    with stratus.connect(data_dir=tmp_path / "stratus", executors=1) as app:
+        _exchange_messages(app)
+
+
+def _exchange_messages(app: stratus.App) -> None:
+    @app.function(concurrency=4, timeout=30)
+    async def echo(ctx: stratus.Context, partner: str | None) -> Any:
+        if partner is None:  # the first: learn who the partner is, then answer it
+            partner = await ctx.recv_async(timeout=20)
+            ctx.send(partner, "hello " + partner)
+            return "sent"
+        ctx.send(partner, ctx.invocation_id)
+        return await ctx.recv_async(timeout=20)
+
+    @app.function(concurrency=4, timeout=30)
+    async def lonely(ctx: stratus.Context) -> str:
+        try:
+            await ctx.recv_async(timeout=0.2)
+        except TimeoutError:
+            return "nobody wrote"
+        return "unexpected"
+
+    first = echo.remote(None)
+    second = echo.remote(first.invocation_id)
+    assert first.result(timeout=30) == "sent"
+    assert second.result(timeout=30) == f"hello {second.invocation_id}"
+    assert lonely.remote().result(timeout=10) == "nobody wrote"
 
 
 def test_an_async_class_serves_calls(app: stratus.App) -> None:

@@ -184,6 +184,11 @@ class Context:
         """
         return self._box().get(timeout)
 
+    async def recv_async(self, timeout: float | None = None) -> Any:
+        """``recv`` for an ``async def`` function: awaits the next message (the
+        executor's other tasks run meanwhile); ``TimeoutError`` after ``timeout`` s."""
+        return await self._box().get_async(timeout)
+
     def recv_nowait(self) -> list[tuple[str, Any]]:
         """Every message that has arrived, as ``(sender invocation id, object)``."""
         return self._box().get_all_nowait()

@@ -10,11 +10,14 @@ re-run after a crash), then drop it. A message is delivered at least once to a r
 recipient; order is kept per sender.
 
 Waiting in ``recv`` re-enters the executor's loop, like waiting on a nested call, so the
-executor keeps serving (the sender may need this very executor to run).
+executor keeps serving (the sender may need this very executor to run). An ``async def``
+awaits ``recv_async`` instead: its task sleeps on an asyncio future that the message's
+arrival completes, and the executor's other tasks and calls go on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,6 +39,14 @@ class Mailbox:
 
     caller: Caller
     queue: deque[tuple[str, bytes]] = field(default_factory=deque)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)  # tasks in recv_async
+
+    def put(self, sender: str, payload: bytes) -> None:
+        self.queue.append((sender, payload))
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
 
     def get(self, timeout: float | None) -> Any:
         """The next message's object; ``TimeoutError`` if none arrives in ``timeout`` s."""
@@ -46,6 +57,19 @@ class Mailbox:
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no message within {timeout} s")
                 self.caller.pump(remaining)
+        _, payload = self.queue.popleft()
+        return serialization.loads(payload, what="message")
+
+    async def get_async(self, timeout: float | None) -> Any:
+        """``get`` for a task on the executor's event loop: awaits, never blocks it."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not self.queue:
+                    waiter = asyncio.get_running_loop().create_future()
+                    self.waiters.append(waiter)
+                    await waiter
+        except TimeoutError:
+            raise TimeoutError(f"no message within {timeout} s") from None
         _, payload = self.queue.popleft()
         return serialization.loads(payload, what="message")
 
@@ -83,7 +107,7 @@ class PostOffice:
         if box is None:
             box = self._boxes[invocation_id] = Mailbox(self._caller)
             for _, sender, payload in self._unclaimed.pop(invocation_id, []):
-                box.queue.append((sender, payload))
+                box.put(sender, payload)
         return box
 
     def send(self, sender: str, recipient: str, obj: Any) -> None:
@@ -97,7 +121,7 @@ class PostOffice:
 
     def deliver(self, message: m.Deliver) -> None:
         if message.recipient in self._running:
-            self.box(message.recipient).queue.append((message.sender, message.payload))
+            self.box(message.recipient).put(message.sender, message.payload)
         else:
             waiting = self._unclaimed.setdefault(message.recipient, [])
             waiting.append((time.monotonic(), message.sender, message.payload))
