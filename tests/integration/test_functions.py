@@ -151,6 +151,31 @@ def test_nested_calls_do_not_deadlock_when_every_executor_is_busy(app: stratus.A
     assert [f.result(timeout=60) for f in futures] == [55] * 4
 
 
+def test_nested_calls_run_hundreds_deep(fresh_app: stratus.App) -> None:
+    """The demo's fib: both calls made before either is awaited, so two executors each
+    run hundreds of nested invocations re-entrantly (past Python's default 1,000 frames,
+    which used to lose a call and hang it until its deadline)."""
+
+    @fresh_app.function(timeout=60)
+    def fib(ctx: stratus.Context, n: int) -> int:
+        if n < 2:
+            return n
+        left, right = ctx.call("fib", n - 1), ctx.call("fib", n - 2)
+        return int(left.result()) + int(right.result())
+
+    assert fib.remote(15).result(timeout=120) == 610
+
+
+def test_a_nested_recursion_without_end_is_a_recursion_error(fresh_app: stratus.App) -> None:
+    @fresh_app.function(timeout=60, retries=0)
+    def down(ctx: stratus.Context, n: int) -> int:
+        return int(ctx.call("down", n + 1).result())
+
+    with pytest.raises(RecursionError, match="nested 2000 deep"):
+        down.remote(0).result(timeout=120)
+    assert fresh_app.function(name="after")(lambda ctx: 1).remote().result(timeout=30) == 1
+
+
 def test_handles_travel_as_arguments(app: stratus.App) -> None:
     @app.function
     def triple(ctx: stratus.Context, x: int) -> int:

@@ -33,10 +33,12 @@ cached, not only those of the client that put it), counts ``LOCALITY_BONUS`` cal
 Executors that failed the invocation (``avoid``) are taken only when no other has room.
 An executor client (``self_id``) counts itself busy (a call to itself runs nested in its
 caller) and sends to itself only when its pool has no other executor and the cluster no
-other.
-Its calls are ``nested`` in running functions, which wait for them: they go out at once
-(room up to ``concurrency``), since a held nested call could wait for calls that wait
-for it, each hold costing ``overflow_after``.
+other, or when every executor is full.
+Its calls are ``nested`` in running functions, which wait for them: they go out at once,
+to an executor with room (up to ``concurrency``) or else to the least loaded one, where
+it runs re-entrantly while that executor's own calls wait. Never held: a held nested call
+could wait for calls that wait for it (``fib`` calling ``fib``: each executor's running
+call waits on a call held by the other's, for ever).
 
 A DAG goes out at once, each step to where its first upstream step went when that
 executor is in the step's pool, else to the least loaded executor of it; it counts as
@@ -546,6 +548,8 @@ class Placement:
             key = (e in submit.avoid, load)
             if best is None or key < best_key:
                 best, best_key = e, key
+        if best is None and self.nested:  # never held (see the module docstring)
+            return self._least_loaded(fn.pool, submit.avoid)
         return best
 
     def _homes(self, refs: tuple[str, ...]) -> set[str | None]:

@@ -10,7 +10,12 @@ that none is missing.
 A remote exception travels as its type's name, its message, its formatted traceback and,
 when it pickles, the exception itself; ``decode`` raises it as a ``RemoteError`` that is
 also of the original type when that type could be unpickled on the caller's side
-(``except KeyError`` catches a remote ``KeyError``).
+(``except KeyError`` catches a remote ``KeyError``). Its message and traceback are cut to
+``MESSAGE_CHARS`` and ``TRACEBACK_CHARS``, keeping both ends, and a ``RemoteError`` that
+passes through a function (a nested call's failure, re-raised) travels with its
+callee's message and original exception, its traceback holding the rest: each level
+would otherwise carry its callee's text and pickle in its own, and 2,000 nested levels
+of that grow to gigabytes.
 """
 
 from __future__ import annotations
@@ -93,6 +98,17 @@ KINDS: dict[str, type[exc.StratusError]] = _kinds()
 
 # ---------------------------------------------------------------------------- encoding
 
+MESSAGE_CHARS = 8_192
+TRACEBACK_CHARS = 65_536
+
+
+def _cut(text: str, most: int) -> str:
+    """``text`` if it has at most ``most`` characters, else its two ends."""
+    if len(text) <= most:
+        return text
+    half = most // 2
+    return f"{text[:half]}\n... {len(text) - 2 * half} characters left out ...\n{text[-half:]}"
+
 
 def encode(error: exc.StratusError) -> ErrorInfo:
     """The ``ErrorInfo`` of an error stratus itself raised (not the user's function)."""
@@ -115,12 +131,19 @@ def encode_remote(
         if tb is None or tb.tb_next is None:
             break
         tb = tb.tb_next
+    original, message = error, str(error)
+    if isinstance(error, exc.RemoteError):  # a nested call's failure, passing through
+        message = str(error.args[0]) if error.args else ""  # its traceback has the rest
+        while isinstance(original, exc.RemoteError) and original.exception is not None:
+            original = original.exception
     return ErrorInfo(
         "RemoteError",
-        str(error),
+        _cut(message, MESSAGE_CHARS),
         remote_type=type_name(type(error)),
-        traceback="".join(traceback.format_exception(type(error), error, tb)),
-        exception=_pickled(error, limit),
+        traceback=_cut(
+            "".join(traceback.format_exception(type(error), error, tb)), TRACEBACK_CHARS
+        ),
+        exception=_pickled(original, limit),
         retry=bool(retry_on) and any(type_name(k) in retry_on for k in type(error).__mro__),
     )
 

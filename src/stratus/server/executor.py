@@ -7,7 +7,13 @@ version) and kept, with class instances built once. A DAG step sends its result 
 next step's executor, or, at the sink, to the caller. Nested calls go through the
 ``Caller`` the entry point gave us (the client SDK, which the server never imports); a
 function that waits for one re-enters the loop, so the executor keeps serving while it
-waits.
+waits. Invocations thus nest on the executor's stack (``fib`` calling ``fib``: hundreds
+deep), each ~11 Python frames and ~0.4 KB of C stack: the executor raises Python's
+recursion limit to ``RECURSION_LIMIT`` (and its C stack's soft limit to ``STACK_BYTES``,
+so that C code recursing that deep still fits) and answers a call that would nest past
+``MAX_NESTED`` with a ``RecursionError`` rather than start it (a limit reached inside
+the platform's own code would lose the call it was starting). Whatever the platform's
+code raises while running a call, the call is answered.
 
 ``async def`` functions (and async generators) run as tasks on ``self.loop``, an asyncio
 loop the reactor steps (``eventloop.SteppedLoop``): up to the function's ``concurrency``
@@ -48,6 +54,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -93,6 +100,9 @@ _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped
 _BATCH_BELOW = 0.0002
 _FETCH_TIMEOUT = 30.0  # s for the coordinator to send a function's code
 _ON_LOOP = frozenset({"async", "async_generator"})  # function kinds run as asyncio tasks
+MAX_NESTED = 2_000  # sync invocations on one executor's stack (see the module docstring)
+RECURSION_LIMIT = 30_000  # MAX_NESTED levels of ~11 frames, plus room for the user's
+STACK_BYTES = 64 << 20  # C stack the main thread may grow to: the limit's C recursion fits
 # The call of the task running now, for its log lines (a task sees its own value).
 _TASK_CALL: contextvars.ContextVar[m.Call | None] = contextvars.ContextVar(
     "stratus_task_call", default=None
@@ -262,6 +272,7 @@ class Executor:
         raise AssertionError("unreachable")
 
     def run(self) -> None:
+        _deepen_stack()
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.signal(cgroups.OVER_MEMORY, self._on_over_memory)
         # On a node agent's host no abstract socket reaches us from the coordinator's:
@@ -493,6 +504,9 @@ class Executor:
         if options.kind in _ON_LOOP:
             self._start_task(job, cold, loading)
             return
+        if len(self._stack) >= MAX_NESTED:
+            self._reply(conn, call, self._too_deep(call))
+            return
         if self._cost.get(key, 1.0) > _BATCH_BELOW:
             self.reactor.flush()  # this may run long: don't hold earlier replies back
         started, metered, caller = self._begin(job, cold, loading)
@@ -504,6 +518,10 @@ class Executor:
         self.post.begin(call.invocation_id)  # mail that arrived before we started is kept
         try:
             outcome, kv = self._invoke(job, metered)
+        except Exception as e:  # the platform's code failed, not the function: answer it
+            log.exception("executor %s: running %s failed", self.executor_id, call.function)
+            outcome = m.ErrorInfo("StratusError", f"the executor failed running it: {e!r}")
+            kv = KVTransaction(self.kv_cache, self.clock)
         except BaseException:
             self.meter.end(metered, "error")
             raise
@@ -738,6 +756,15 @@ class Executor:
                 lost = m.ErrorInfo("ExecutorLost", f"next DAG step unreachable: {e}")
                 self._reply_dag(call.rid, call.attempt, call.reply_to, lost)
 
+    def _too_deep(self, call: m.Call) -> m.ErrorInfo:
+        """The reply to a call that would nest past ``MAX_NESTED`` here: a recursion
+        through nested calls that does not end, as Python reports one."""
+        error = RecursionError(
+            f"{call.function}: calls nested {MAX_NESTED} deep on executor "
+            f"{self.executor_id}, its limit (a recursion through ctx.call that does not end?)"
+        )
+        return errors.encode_remote(error, limit=self.config.max_payload)
+
     def _failed(self, error: BaseException, options: m.FunctionOptions | None) -> m.ErrorInfo:
         """The reply to a call whose function (or class constructor) raised ``error``."""
         if isinstance(error, _InitFailed) and error.__cause__ is not None:
@@ -837,6 +864,16 @@ def _user_frames(error: BaseException) -> BaseException:
 
 class _InitFailed(Exception):
     """A class's constructor raised while warming it up."""
+
+
+def _deepen_stack() -> None:
+    """Room for invocations nested ``MAX_NESTED`` deep (see the module docstring). The
+    main thread's stack grows on demand up to RLIMIT_STACK, read when it grows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft != resource.RLIM_INFINITY and soft < STACK_BYTES:
+        wanted = STACK_BYTES if hard == resource.RLIM_INFINITY else min(STACK_BYTES, hard)
+        resource.setrlimit(resource.RLIMIT_STACK, (wanted, hard))
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 
 
 def _outcome(outcome: bytes | m.ErrorInfo) -> Outcome:

@@ -328,6 +328,20 @@ def test_nested_calls_are_never_held(clock: FakeClock) -> None:
     assert sends(p.handle(Submit(3, "f"), clock())) == [(3, "e2")]
 
 
+def test_nested_calls_of_a_one_at_a_time_function_go_out_past_its_room(
+    clock: FakeClock,
+) -> None:
+    """``fib`` calling ``fib`` (concurrency 1) from two executors: each has its one call
+    in flight on the other, so no executor has room; a held call would wait for ever
+    for calls that wait for it. It goes to the least loaded one, to run re-entrantly."""
+    p = Placement(self_id="e1", nested=True)
+    pools(p, clock, fib=["e1", "e2"])
+    assert sends(p.handle(Submit(1, "fib", concurrency=1), clock())) == [(1, "e2")]
+    assert sends(p.handle(Submit(2, "fib", concurrency=1), clock())) == [(2, "e1")]
+    assert sends(p.handle(Submit(3, "fib", concurrency=1), clock())) == [(3, "e2")]
+    assert not p.waiting()
+
+
 def test_an_executor_alone_in_a_pool_sends_elsewhere_or_to_itself(clock: FakeClock) -> None:
     p = Placement(self_id="e1", nested=True)
     pools(p, clock, f=["e1"], g=["e2"])

@@ -169,3 +169,21 @@ def test_the_traceback_skips_the_platforms_frames() -> None:
     except ValueError as e:
         info = errors.encode_remote(e, limit=1 << 20, skip_frames=2)
     assert "user_code" in info.traceback and "platform" not in info.traceback
+
+
+def test_a_failure_passed_up_through_nested_calls_stays_bounded() -> None:
+    """Each level re-raises its callee's RemoteError: the wire form keeps the original
+    exception (not a pickle of every level) and cuts the text, keeping both ends."""
+    info = errors.encode_remote(KeyError("deep"), limit=1 << 20)
+    for _ in range(300):
+        try:
+            raise errors.decode(info)
+        except exc.RemoteError as raised:  # raised: it carries a traceback, as in a function
+            info = errors.encode_remote(raised, limit=1 << 20)
+    assert info.message == "'deep'"  # the callee's own words, not 300 levels of them
+    assert len(info.traceback) <= errors.TRACEBACK_CHARS + 100
+    assert "characters left out" in info.traceback
+    assert info.traceback.rstrip().endswith("'deep'")  # the innermost failure is kept
+    assert type(pickle.loads(info.exception)) is KeyError
+    with pytest.raises(KeyError):
+        raise errors.decode(info)
