@@ -7,6 +7,7 @@ killed process would leave them; another store object (another client) then meet
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import select
 import threading
@@ -202,22 +203,21 @@ def test_a_replicated_write_loads_its_script_on_a_master_without_it(
         assert (store.get(a).value, store.get(b).value) == (b"3", b"4")
 
 
-class Load:
+class Load(redis_cluster.Workload):
     """Threads putting to keys of their own, each remembering what was acknowledged (and
     what failed, which may or may not have been applied)."""
 
     def __init__(self, store: RedisClusterStore, threads: int = 4, keys: int = 60) -> None:
+        super().__init__(*(functools.partial(self._run, t, keys) for t in range(threads)))
         self.store = store
         self.acknowledged: dict[str, bytes] = {}
         self.maybe: dict[str, set[bytes]] = {}
         self.acked_at: list[tuple[float, str]] = []  # monotonic time, key
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(t, keys)) for t in range(threads)]
 
     def _run(self, thread: int, keys: int) -> None:
         n = 0
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             key, value = f"t{thread}/k{n % keys}", f"{thread}.{n}".encode()
             n += 1
             try:
@@ -231,23 +231,8 @@ class Load:
                 self.maybe.pop(key, None)
                 self.acked_at.append((time.monotonic(), key))
 
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-    def wait_acks(self, more: int, timeout: float = 30.0) -> None:
-        """Wait until ``more`` further puts were acknowledged."""
-        target = len(self.acked_at) + more
-        deadline = time.monotonic() + timeout
-        while len(self.acked_at) < target:
-            assert time.monotonic() < deadline, f"fewer than {more} puts in {timeout} s"
-            time.sleep(0.01)
+    def acks(self) -> int:
+        return len(self.acked_at)
 
     def lost(self) -> dict[str, bytes]:
         """Acknowledged puts not readable now (nor overwritten by a failed one)."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -25,12 +25,15 @@ from stratus.store.base import StoreClosed
 from stratus.store.redis_cluster.scripts import Scripts
 from stratus.store.redis_store import raise_store_error
 
-# A write refused by these did not run: try again once the slots' masters are known.
+_R = TypeVar("_R")
+
+# A script refused by these did not run: try again once the slots' masters are known.
 _UNSETTLED = (
     redis.exceptions.AskError,  # and MovedError
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.ClusterError,  # redis-py's "TTL exhausted": redirected every time
 )
 # Between tries of a write refused while its slot moves (a failover takes seconds).
 _RESETTLE = backoff.Backoff(first=0.01, cap=0.2, deadline=None)
@@ -80,10 +83,7 @@ class ClusterLink:
     def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run ``script`` on the node of its keys' slot (redis-py follows redirections)."""
         client = self.open()
-        try:
-            return script(keys, args, client=client)
-        except redis.RedisError as exc:
-            self.failed(exc)
+        return self._until_settled(client, lambda: script(keys, args, client=client))
 
     def write(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script that writes. With ``wait_replicas``, WAIT follows it on the same
@@ -92,28 +92,51 @@ class ClusterLink:
         if not self.wait_replicas:
             return self.call(script, keys, args)
         client = self.open()
+        reply, acked = self._until_settled(
+            client, lambda: self._replicated(client, script, keys, args)
+        )
+        if int(acked) < self.wait_replicas:
+            raise StoreUnavailable(
+                f"only {acked} of {self.wait_replicas} replicas acknowledged a write of "
+                f"{self.address}: it may be lost in a failover"
+            )
+        return reply
+
+    def _replicated(
+        self, client: RedisCluster, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> tuple[Any, Any]:
+        """The script's reply and WAIT's, from the master of the keys' slot."""
+        slot = client.keyslot(keys[0])  # type: ignore[no-untyped-call]
+        master = client.get_redis_connection(client.nodes_manager.get_node_from_slot(slot))
+        for attempt in itertools.count(1):
+            pipe = master.pipeline(transaction=False)
+            # EVALSHA itself: a Script would ask SCRIPT EXISTS first, a round trip more.
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            wait = ("WAIT", self.wait_replicas, int(self.wait_timeout * 1000))
+            pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
+            try:
+                reply, acked = pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt > 3:
+                    raise
+                # A master new since (a failover), or flushed: the script did not run.
+                master.script_load(script.script)
+                continue
+            return reply, acked
+        raise AssertionError("unreachable")
+
+    def _until_settled(self, client: RedisCluster, run: Callable[[], _R]) -> _R:
+        """``run()``, tried again while a refusal says the script did not run because its
+        slot moves (migration, failover), for up to ``settle_timeout`` s; then
+        StoreUnavailable. Any other Redis error is the store error it means."""
         started = time.monotonic()
         for attempt in itertools.count(1):
             try:
-                slot = client.keyslot(keys[0])  # type: ignore[no-untyped-call]
-                node = client.nodes_manager.get_node_from_slot(slot)
-                master = client.get_redis_connection(node)
-                pipe = master.pipeline(transaction=False)
-                # EVALSHA itself: a Script would ask SCRIPT EXISTS first, a round trip more.
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-                wait = ("WAIT", self.wait_replicas, int(self.wait_timeout * 1000))
-                pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
-                reply, acked = pipe.execute()
-                break
-            except redis.exceptions.NoScriptError as exc:
-                if attempt > 3:
-                    self.failed(exc)
-                try:  # a master new since (a failover), or flushed: the script did not run
-                    master.script_load(script.script)
-                except redis.RedisError as exc:
-                    self.failed(exc)
+                return run()
             except _UNSETTLED as exc:
-                # The slot moved or the cluster is failing over: the script did not run.
+                # Refused before it ran: MOVED, ASK, TRYAGAIN (a multi-key script on a slot
+                # whose keys are split between two nodes), CLUSTERDOWN; redis-py's own
+                # retries of those ran out ("TTL exhausted", a ClusterError).
                 self._refresh(client)
                 if time.monotonic() - started > self.settle_timeout:
                     raise StoreUnavailable(
@@ -125,12 +148,7 @@ class ClusterLink:
                 self.failed(exc)
             except redis.RedisError as exc:
                 self.failed(exc)
-        if int(acked) < self.wait_replicas:
-            raise StoreUnavailable(
-                f"only {acked} of {self.wait_replicas} replicas acknowledged a write of "
-                f"{self.address}: it may be lost in a failover"
-            )
-        return reply
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _refresh(client: RedisCluster) -> None:
