@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -250,3 +251,18 @@ def _start_node(cluster: Cluster, binary: str, directory: Path, node_timeout_ms:
         cluster.processes.remove(process)
         redis_server.stop(process)
     raise RuntimeError("a Redis Cluster node did not start")
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10000 higher) is free too: a node refuses to
+    start on a port above 55535."""
+    while True:
+        port = redis_server.free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port

@@ -308,3 +308,102 @@ def test_acknowledged_puts_survive_a_killed_master(tmp_path: Path) -> None:
             f"took WAIT 1 writes again {back:.2f} s after the killed node was restarted"
         )
         assert load.lost() == {}
+
+
+class Paused:
+    """A test hook on a committer: its two-phase commit stops between its phases (every
+    shard prepared, the decision not written) until :meth:`resume`."""
+
+    def __init__(self, store: RedisClusterStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.between_phases = threading.Event()
+        self._resume = threading.Event()
+        decide = store._txn.decide
+
+        def decide_later(txid: str, decision: bytes) -> bytes:
+            if decision == b"c" and not self.between_phases.is_set():
+                self.between_phases.set()
+                assert self._resume.wait(60), "never resumed"
+            return decide(txid, decision)
+
+        monkeypatch.setattr(store._txn, "decide", decide_later)
+
+    def resume(self) -> None:
+        self._resume.set()
+
+
+def slot_master(cluster: redis_cluster.Cluster, store: RedisClusterStore, shard: int) -> int:
+    """The port of the master of ``shard``'s slot now."""
+    return cluster.master_of(store._link.open().keyslot(store._layout.keys[shard].tag))
+
+
+@pytest.mark.parametrize(
+    ("fault", "where"),
+    [("failover", "coordinator"), ("failover", "participant"), ("kill", "coordinator")],
+)
+def test_a_failover_between_the_two_phases_of_a_commit_applies_it_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str, where: str
+) -> None:
+    """A two-phase commit pauses with both shards prepared and no decision; the master of
+    its coordinator shard (where the decision goes) or of its other shard fails over
+    (``CLUSTER FAILOVER``), or is SIGKILLed; the commit goes on. Then its effects are all
+    there or none are, and the committer was acknowledged only if they are all there."""
+    options = {"shards": 4, "wait_replicas": 1, "lock_timeout": 3.0}
+    with (
+        redis_cluster.serve(tmp_path, node_timeout_ms=1000) as cluster,
+        RedisClusterStore(cluster.url, concat, namespace="phases", **options) as committer,
+        RedisClusterStore(cluster.url, concat, namespace="phases", **options) as reader,
+    ):
+        a, b = next(
+            (a, b)
+            for a, b in (("a", f"b{i}") for i in range(1000))
+            if slot_master(cluster, committer, committer.shard_of(a))
+            != slot_master(cluster, committer, committer.shard_of(b))
+        )
+        committer.put(a, b"old")
+        coordinator = min(committer.shard_of(a), committer.shard_of(b))
+        other = max(committer.shard_of(a), committer.shard_of(b))
+        victim = slot_master(cluster, committer, coordinator if where == "coordinator" else other)
+        heir = cluster.replica_of(victim)
+        paused = Paused(committer, monkeypatch)
+        outcome: list[object] = []
+        txn = Transaction(reads={a: committer.get(a).version}, writes=[Put(a, b"1"), Put(b, b"2")])
+        thread = threading.Thread(target=lambda: outcome.append(_commit_or_error(committer, txn)))
+        thread.start()
+        try:
+            assert paused.between_phases.wait(30), "the commit did not reach its decision"
+            if fault == "failover":
+                cluster.failover(heir)
+            else:
+                cluster.kill(victim)
+                cluster.wait_role(heir, "master")
+        finally:
+            paused.resume()
+            thread.join(timeout=60)
+        assert not thread.is_alive() and len(outcome) == 1
+        if fault == "kill":  # the heir takes WAIT 1 writes once the victim is its replica
+            cluster.restart(victim)
+            cluster.wait_role(victim, "slave")
+            cluster.wait_ok()
+        deadline = time.monotonic() + 30
+        while reader.recover() or any(  # settle what the fault cut off
+            reader._link.open().hlen(shard.txns) for shard in reader._layout.keys
+        ):
+            assert time.monotonic() < deadline, "a prepared transaction was never settled"
+            time.sleep(0.05)
+        seen = reader.get_many([a, b])
+        applied = (seen[a].value, seen[b].value) == (b"1", b"2")
+        assert applied or (seen[a].value, seen[b].value) == (b"old", None), seen
+        acknowledged = getattr(outcome[0], "ok", False)
+        if acknowledged:
+            assert applied
+        else:  # raised: a typed error, whichever way the decision went
+            assert isinstance(outcome[0], StoreUnavailable), outcome[0]
+        if fault == "failover":  # a graceful failover loses nothing: the commit went on
+            assert acknowledged
+
+
+def _commit_or_error(store: RedisClusterStore, txn: Transaction) -> object:
+    try:
+        return store.commit(txn)
+    except Exception as exc:
+        return exc
