@@ -4,6 +4,8 @@
 ``appendonly yes`` (each in a directory of its own), joins them with ``redis-cli --cluster
 create ... --cluster-replicas 1``, waits until every node says ``cluster_state:ok``, yields
 a :class:`Cluster` and stops every process on exit (also when starting failed halfway).
+:meth:`Cluster.migrate_slot` moves a hash slot to another master the way ``redis-cli
+--cluster reshard`` does, one step at a time, so that a test can write meanwhile.
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
+
+import redis
 
 import redis_server
 
@@ -102,6 +109,51 @@ class Cluster:
         if not redis_server._wait_ready(process, port):
             raise RuntimeError(f"the node {port} did not start again")
 
+    def node_id(self, port: int) -> str:
+        """The cluster node id of the node at ``port``."""
+        return self.cli(port, "cluster", "myid").strip()
+
+    def masters(self) -> list[int]:
+        """The ports of the nodes that are masters now."""
+        return [port for port in self.ports if self.role(port) == "master"]
+
+    def master_of(self, slot: int) -> int:
+        """The port of the master that serves ``slot``, as the first master sees it."""
+        for line in self.cli(self.masters()[0], "cluster", "nodes").splitlines():
+            fields = line.split()
+            if "master" not in fields[2]:
+                continue
+            for served in fields[8:]:
+                if served.startswith("["):  # "[slot->-id]": being moved, not served
+                    continue
+                low, _, high = served.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        raise RuntimeError(f"no master serves the slot {slot}")
+
+    def migrate_slot(self, slot: int, target: int, keys_per_step: int = 1) -> int:
+        """Move ``slot`` to the master at ``target`` while clients use it: IMPORTING on the
+        target, MIGRATING on the source, ``MIGRATE ... KEYS`` ``keys_per_step`` keys at a
+        time (the slot's keys are split between the two nodes meanwhile), then ``SETSLOT
+        NODE`` on every master. How many keys moved."""
+        source = self.master_of(slot)
+        if source == target:
+            return 0
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        moved = 0
+        with redis.Redis(port=source) as src, redis.Redis(port=target) as dst:
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+            while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, keys_per_step):
+                # No REPLACE: a key on both nodes would be a bug, and BUSYKEY says so.
+                src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 10_000, "KEYS", *keys)
+                moved += len(keys)
+        # The target first, then the source (as redis-cli does), then the other masters.
+        others = [port for port in self.masters() if port not in (source, target)]
+        for port in (target, source, *others):
+            self.cli(port, "cluster", "setslot", str(slot), "node", target_id)
+        return moved
+
     def wait_role(self, port: int, role: str, timeout: float = 30.0) -> None:
         """Wait until the node at ``port`` says it is ``role`` (``master``, ``slave``)."""
         deadline = time.monotonic() + timeout
@@ -109,6 +161,37 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the node {port} is not a {role} within {timeout} s")
             time.sleep(0.02)
+
+
+class Workload:
+    """Threads running ``targets`` (each until :attr:`stopping` is set) for the span of a
+    ``with`` block: a load on the cluster while a test breaks it. Subclasses say in
+    :meth:`acks` how many writes were acknowledged so far."""
+
+    def __init__(self, *targets: Callable[[], None]) -> None:
+        self.stopping = threading.Event()
+        self._threads = [threading.Thread(target=target) for target in targets]
+
+    def acks(self) -> int:
+        raise NotImplementedError
+
+    def wait_acks(self, more: int, timeout: float = 60.0) -> None:
+        """Wait until ``more`` further writes were acknowledged."""
+        target = self.acks() + more
+        deadline = time.monotonic() + timeout
+        while self.acks() < target:
+            assert time.monotonic() < deadline, f"fewer than {more} writes in {timeout} s"
+            time.sleep(0.01)
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
 
 
 def url() -> str:
@@ -168,3 +251,18 @@ def _start_node(cluster: Cluster, binary: str, directory: Path, node_timeout_ms:
         cluster.processes.remove(process)
         redis_server.stop(process)
     raise RuntimeError("a Redis Cluster node did not start")
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10000 higher) is free too: a node refuses to
+    start on a port above 55535."""
+    while True:
+        port = redis_server.free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
