@@ -30,6 +30,7 @@ ErrorKind = Literal[
     "ConfigurationError",
     "ConflictError",
     "ConnectionFailed",
+    "CoordinatorActive",
     "ExecutorLost",
     "ExecutorStartFailed",
     "ForgedValue",
@@ -62,6 +63,7 @@ ErrorKind = Literal[
     "UnsupportedFunction",
     "VolumeExists",
     "VolumeNotFound",
+    "WrongClusterKey",
 ]
 
 
