@@ -116,5 +116,12 @@ def read_lease(store: Store, key: bytes) -> tuple[LeaseRecord | None, int]:
         return None, entry.version
 
 
+def leased_address(store: Store, key: bytes) -> str:
+    """Where the coordinator that holds ``store``'s lease is reached, or "" (no lease, a
+    released one, or one not signed with ``key``): how agents and clients follow it."""
+    record, _ = read_lease(store, key)
+    return record.address if record is not None and not record.released else ""
+
+
 def _lease_mac(key: bytes, body: bytes) -> bytes:
     return hmac.new(key, _LEASE_DOMAIN + body, hashlib.sha256).digest()
