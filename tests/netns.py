@@ -13,9 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+import pytest
 
 from helpers import wait_until
 
@@ -137,3 +141,18 @@ class Hosts:
             if process.stdout is not None and not process.stdout.closed:
                 print(process.args[4:7], process.stdout.read()[-3000:])
                 process.stdout.close()
+
+
+@contextmanager
+def made_hosts(names: list[str]) -> Iterator[Hosts]:
+    """``Hosts`` of these names, removed (with what runs on them) on exit; the test is
+    skipped, with the reason, on a machine that cannot make them."""
+    refusal = netns_refusal()
+    if refusal:
+        pytest.skip(f"this test needs network namespaces: {refusal}")
+    hosts = Hosts()
+    try:
+        hosts.make(names)
+        yield hosts
+    finally:
+        hosts.teardown()

@@ -23,7 +23,7 @@ import pytest
 import stratus
 from helpers import wait_until
 from netns import STRATUS as _STRATUS
-from netns import Hosts, netns_refusal
+from netns import Hosts, made_hosts
 from stratus.protocol import messages as m
 from stratus.protocol.framing import Codec
 from stratus.transport.reactor import Reactor
@@ -50,12 +50,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    refusal = netns_refusal()
-    if refusal:
-        pytest.skip(f"node tests need network namespaces: {refusal}")
-    hosts = Hosts()
-    try:
-        hosts.make(["coord", *_NODES])
+    with made_hosts(["coord", *_NODES]) as hosts:
         store = hosts.redis("coord", tmp_path)
         data_dir = tmp_path / "coord"
         server, address = hosts.up("coord", data_dir, store)
@@ -64,8 +59,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         for node_id, memory_mb in _NODES.items():
             result.nodes[node_id] = result.join(node_id, memory_mb)
         yield result
-    finally:
-        hosts.teardown()
 
 
 def _where(ctx: stratus.Context, delay: float = 0.0) -> tuple[str, str]:

@@ -23,7 +23,7 @@ import pytest
 
 import stratus
 from helpers import wait_until
-from netns import STRATUS, Hosts, netns_refusal
+from netns import STRATUS, Hosts, made_hosts
 
 pytestmark = pytest.mark.system
 
@@ -56,23 +56,18 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    refusal = netns_refusal()
-    if refusal:
-        pytest.skip(f"takeover tests need network namespaces: {refusal}")
-    hosts = Hosts()
     try:
-        hosts.make(["store", "a", "b", "c"])
-        store = hosts.redis("store", tmp_path)
-        result = Site(hosts, tmp_path, secrets.token_hex(32), store)
-        result.a, result.address_a = result.up("a")
-        assert result.a.poll() is None, result.log("a").read_text()
-        agent = [*STRATUS, "node", "--join", result.address_a, "--node-id", "c", "--cores", "1"]
-        agent += ["--data-dir", str(tmp_path / "c"), "--memory-mb", "2048", "--rejoin", "60"]
-        env = dict(os.environ, STRATUS_KEY=result.key)
-        result.agent = hosts.run("c", agent, log=result.log("c"), env=env)
-        yield result
+        with made_hosts(["store", "a", "b", "c"]) as hosts:
+            store = hosts.redis("store", tmp_path)
+            result = Site(hosts, tmp_path, secrets.token_hex(32), store)
+            result.a, result.address_a = result.up("a")
+            assert result.a.poll() is None, result.log("a").read_text()
+            agent = [*STRATUS, "node", "--join", result.address_a, "--node-id", "c"]
+            agent += ["--data-dir", str(tmp_path / "c"), "--cores", "1", "--memory-mb", "2048"]
+            env = dict(os.environ, STRATUS_KEY=result.key)
+            result.agent = hosts.run("c", agent, log=result.log("c"), env=env)
+            yield result
     finally:
-        hosts.teardown()
         for name in ("a", "b", "c"):
             if (tmp_path / f"{name}.log").exists():
                 print(f"--- {name}\n", (tmp_path / f"{name}.log").read_text()[-4000:])
