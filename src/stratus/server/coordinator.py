@@ -25,6 +25,12 @@ and the scheduler places executors there; the agent is a remote fork server: it 
 link closes, or it is silent past the scheduler's deadline, its executors are forgotten
 (their callers retry elsewhere: exactly-once effects make that safe) and pools refill.
 
+A server (``listen``) proves it holds its store's key and takes the store's coordinator
+lease before it serves (``server/takeover.py``), renews it while it runs and stops, with
+``exit_status`` 1, when it loses it: a coordinator restarted on another host takes over,
+and never two serve one store (docs/scaling.md). Each ``NodeAlive`` is answered with
+``CoordinatorAlive``, so agents also see a coordinator that hangs with its link open.
+
 Data locality (docs/scaling.md): executors list in their load reports the Ref keys they
 cache; ``RefDirectory`` (server/locality.py) keeps key -> executors and says when to push
 ``RefHints`` to clients (a snapshot when one connects, then what changed, rate-limited),
