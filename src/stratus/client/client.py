@@ -20,8 +20,10 @@ synchronous call involves no other thread, or a background pump.
 Reconnecting (a client made with ``reconnect`` > 0: one of a server, never an embedded
 cluster's or an executor's): when the coordinator's connection closes, the client does
 not fail its calls. A ``reconnect.Redial`` thread dials the coordinator again within the
-window; meanwhile calls already sent to live executors go on, calls whose executor went
-away with the coordinator are *orphaned* (re-sent as the next attempt without spending a
+window (where it was, or, for a client given the store, where the store's coordinator
+lease says: a coordinator taken over on another host, ``reconnect.Follow``); meanwhile
+calls already sent to live executors go on, calls whose executor went away with the
+coordinator are *orphaned* (re-sent as the next attempt without spending a
 retry, so they wait in the client), new calls wait the same way, and requests to the
 coordinator wait to be sent (those already sent are sent again if they change nothing,
 else fail ``ConnectionFailed``: they may have been applied). Once back: a coordinator
