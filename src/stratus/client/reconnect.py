@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from stratus._exceptions import ConnectionFailed, StratusError
 from stratus.backoff import Backoff
 from stratus.kv.open import open_store
+from stratus.kv.values import codec_for
 from stratus.protocol.lease import leased_address
 
 _T = TypeVar("_T")
@@ -72,7 +73,7 @@ def lease_locator(store_url: str, key: bytes) -> Callable[[], str]:
 
     def locate() -> str:
         try:
-            with open_store(store_url) as store:
+            with open_store(store_url, codec_for(key)) as store:
                 return leased_address(store, key)
         except (StratusError, OSError):
             return ""

@@ -53,6 +53,7 @@ from stratus import config as cfg
 from stratus._version import __version__
 from stratus.backoff import Backoff
 from stratus.kv.open import open_store
+from stratus.kv.values import codec_for
 from stratus.protocol import messages as m
 from stratus.protocol.framing import Codec
 from stratus.protocol.lease import leased_address
@@ -285,7 +286,7 @@ class NodeAgent:
         found = [self.address, self.join]
         if self.store_url:
             try:
-                with open_store(self.store_url) as store:
+                with open_store(self.store_url, codec_for(self.key)) as store:
                     leased = leased_address(store, self.key)
             except (exc.StratusError, OSError) as e:
                 log.info("node %s cannot read the coordinator's lease: %s", self.node_id, e)
