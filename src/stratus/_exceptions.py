@@ -4,8 +4,10 @@
 
     StratusError
     ├── ConfigurationError        bad options given to connect(), a function or a DAG
-    │   └── UnsupportedFunction   a function the platform cannot call (signature, async, generator)
+    │   ├── UnsupportedFunction   a function the platform cannot call (signature, async, generator)
+    │   └── WrongClusterKey       a coordinator started with another key than its store's
     ├── ConnectionFailed          the cluster cannot be reached or refused our key
+    ├── CoordinatorActive         another live coordinator holds the store's lease
     ├── ClusterClosed             the client was closed, or its cluster went away (past reconnect)
     │   └── StoreClosed           a store used after close or fork
     ├── MergeContention           a Redis merge that kept losing its race
@@ -68,8 +70,26 @@ class UnsupportedFunction(ConfigurationError, TypeError):
     executors do not run yet. Raised by ``app.function``, before anything is sent."""
 
 
+class WrongClusterKey(ConfigurationError):
+    """A coordinator was started with another cluster key than the one its store was set
+    up with (the store's key check does not match): it would sign frames and values that
+    the store's registry, sealed values and node agents do not accept, so it refuses to
+    start. Give it the cluster's key (``$STRATUS_KEY``, ``--key-file``)."""
+
+
 class ConnectionFailed(StratusError, ConnectionError):
     """The cluster could not be reached, or it did not accept our cluster key."""
+
+
+class CoordinatorActive(StratusError):
+    """Another coordinator serves this store: it holds the store's coordinator lease and
+    renews it (``address``, ``epoch``). Two coordinators never serve one store; stop the
+    other one first, or wait for its lease to expire if it is dead."""
+
+    def __init__(self, message: str, *, address: str = "", epoch: int = 0) -> None:
+        super().__init__(message)
+        self.address = address
+        self.epoch = epoch
 
 
 class ClusterClosed(StratusError):

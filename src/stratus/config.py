@@ -64,10 +64,15 @@ class ClusterConfig(msgspec.Struct, frozen=True):
     # executors dial; empty: the coordinator is on this host (an abstract socket).
     coordinator: str = ""
     offer: Resources | None = None  # what each executor offers; None: see executor_offer
+    # A server's lease on its store (server/lease.py): a successor on another host waits
+    # this long without a renewal before it takes a dead coordinator over.
+    lease: float = 10.0
 
     def __post_init__(self) -> None:
         if self.advertise:
             addresses.check_host(self.advertise)
+        if not self.lease > 0:
+            raise ConfigurationError(f"the coordinator's lease lasts > 0 seconds, not {self.lease}")
 
     @property
     def coordinator_unix(self) -> str:
@@ -118,14 +123,16 @@ def decode(data: bytes) -> ClusterConfig:
     return msgspec.json.decode(data, type=ClusterConfig)
 
 
-def load_key(key: bytes | str | None, data_dir: str | os.PathLike[str]) -> bytes:
-    """The key of a server: given, from ``$STRATUS_KEY`` (hex), ``$STRATUS_KEY_FILE``,
-    or ``<data_dir>/key``."""
+def load_key(
+    key: bytes | str | None, data_dir: str | os.PathLike[str], *, key_file: str = ""
+) -> bytes:
+    """The key of a server: given, from ``key_file``, ``$STRATUS_KEY`` (hex),
+    ``$STRATUS_KEY_FILE``, or ``<data_dir>/key``."""
     if isinstance(key, bytes):
         return key
-    text = key or os.environ.get("STRATUS_KEY")
+    text = key or (None if key_file else os.environ.get("STRATUS_KEY"))
     if not text:
-        path = os.environ.get("STRATUS_KEY_FILE") or os.path.join(data_dir, "key")
+        path = key_file or os.environ.get("STRATUS_KEY_FILE") or os.path.join(data_dir, "key")
         try:
             with open(path) as f:
                 text = f.read().strip()
@@ -137,6 +144,17 @@ def load_key(key: bytes | str | None, data_dir: str | os.PathLike[str]) -> bytes
         return bytes.fromhex(text)
     except ValueError:
         raise ConfigurationError("a cluster key is written in hexadecimal") from None
+
+
+def key_given(key_file: str = "") -> str:
+    """Where a key given out of band comes from (``key_file``, ``$STRATUS_KEY``,
+    ``$STRATUS_KEY_FILE``), or "" when none is: a server whose coordinator another host
+    may take over is given the cluster's key so, never a key of its own."""
+    if key_file:
+        return key_file
+    if os.environ.get("STRATUS_KEY"):
+        return "$STRATUS_KEY"
+    return os.environ.get("STRATUS_KEY_FILE", "")
 
 
 def write_key(key: bytes, data_dir: str | os.PathLike[str]) -> str:

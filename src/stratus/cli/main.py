@@ -62,6 +62,20 @@ def cli() -> None:
     help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464; port 0: any).",
 )
 @click.option("--http", default="", help="Also serve the HTTP gateway on HOST:PORT (docs/http.md).")
+@click.option(
+    "--key-file",
+    default="",
+    type=click.Path(dir_okay=False),
+    help="The cluster key (hex), given to every host that may run the coordinator "
+    "(also $STRATUS_KEY, $STRATUS_KEY_FILE; default: the data dir's key, made if missing).",
+)
+@click.option(
+    "--lease",
+    default=10.0,
+    type=click.FloatRange(min=0, min_open=True),
+    show_default=True,
+    help="Seconds without a renewal before another host may take a dead coordinator over.",
+)
 def up(
     listen: str,
     advertise: str,
@@ -72,6 +86,8 @@ def up(
     log_level: str,
     metrics: str,
     http: str,
+    key_file: str,
+    lease: float,
 ) -> None:
     """Run a cluster in the foreground as a long-lived server."""
     from stratus import _node
@@ -79,10 +95,11 @@ def up(
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
     path = Path(data_dir)
     path.mkdir(parents=True, exist_ok=True)
-    key, key_file = _server_key(path)
+    key, key_source = _server_key(path, key_file)
     config = cfg.ClusterConfig(
         cluster_id=cfg.new_cluster_id(),
         key=key,
+        lease=lease,
         data_dir=str(path.resolve()),
         listen=listen,
         advertise=advertise,
@@ -109,7 +126,7 @@ def up(
         progress.stop()
         console.print(
             f"[green]stratus[/green] cluster {config.cluster_id} listening on {address} "
-            f"with up to {config.pool_size} executors; key in {key_file}"
+            f"with up to {config.pool_size} executors; key in {key_source}"
         )
         functions = len(coordinator.registry.functions)
         if functions:
@@ -132,6 +149,7 @@ def up(
             child.terminate()
             child.wait()
     console.print(f"stopped: {coordinator.stop_reason}")
+    sys.exit(coordinator.exit_status)  # 1: it lost the store's lease to another coordinator
 
 
 def _check_advertise(host: str) -> str:
@@ -143,9 +161,16 @@ def _check_advertise(host: str) -> str:
         raise click.BadParameter(str(e)) from None
 
 
-def _server_key(data_dir: Path) -> tuple[bytes, str]:
-    """The key in ``data_dir`` (a restart keeps it, so clients and the stored registry stay
-    valid), or a new one written there."""
+def _server_key(data_dir: Path, key_file: str) -> tuple[bytes, str]:
+    """The key given out of band (``--key-file``, ``$STRATUS_KEY``, ``$STRATUS_KEY_FILE``:
+    the same on every host that may run the coordinator), else the key in ``data_dir`` (a
+    restart keeps it, so clients and the stored registry stay valid), or a new one written
+    there; and where it came from."""
+    if source := cfg.key_given(key_file):
+        try:
+            return cfg.load_key(None, data_dir, key_file=key_file), source
+        except exc.ConfigurationError as e:
+            raise click.ClickException(f"cannot use the key in {source}: {e}") from e
     path = data_dir / "key"
     try:
         return cfg.load_key(path.read_text().strip(), data_dir), str(path)

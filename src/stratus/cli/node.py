@@ -30,6 +30,13 @@ def register(cli: click.Group) -> None:
     @click.option("--cores", default=0, help="Executors at most (default: the cores we may use).")
     @click.option("--memory-mb", default=0, help="Memory offered (default: the host's).")
     @click.option("--gpus", default=None, type=int, help="GPUs offered (default: detected).")
+    @click.option(
+        "--rejoin",
+        default=60.0,
+        show_default=True,
+        type=click.FloatRange(min=0),
+        help="Seconds to find a coordinator again after losing it (0: exit at once).",
+    )
     @click.option("--log-level", default="INFO", show_default=True)
     def node(
         join: str,
@@ -39,6 +46,7 @@ def register(cli: click.Group) -> None:
         cores: int,
         memory_mb: int,
         gpus: int | None,
+        rejoin: float,
         log_level: str,
     ) -> None:
         """Run this host's executors for the cluster at --join, until stopped."""
@@ -59,6 +67,7 @@ def register(cli: click.Group) -> None:
                 capacity=capacity,
                 run_executor=run_executor,
                 advertise=advertise,
+                rejoin=rejoin,
             )
             status = agent.run()
         except exc.StratusError as e:

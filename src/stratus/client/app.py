@@ -20,6 +20,7 @@ from stratus.client.embedded import EmbeddedCluster
 from stratus.client.fs import ClientFS
 from stratus.client.handles import Composable, Dag, Function, Graph
 from stratus.client.kv import KV
+from stratus.client.reconnect import lease_locator
 from stratus.client.registration import check_callable, retry_on_names
 from stratus.fs.volume import check_volume_name
 from stratus.kv.open import check_url, open_store
@@ -360,7 +361,9 @@ def connect(
     answered (those in flight on executors that went with the server included) are sent
     again once it is back, with their effects applied once; calls made meanwhile wait,
     within their own timeout. If the server stays away longer, pending calls fail
-    ``ClusterClosed``. An embedded cluster ends with its coordinator: no reconnecting.
+    ``ClusterClosed``. Given the server's ``store``, a client also follows a coordinator
+    that another host took over: it dials the address that the store's coordinator lease
+    names (docs/scaling.md). An embedded cluster ends with its coordinator: no reconnecting.
     """
     if not (isinstance(reconnect, int | float) and reconnect >= 0):
         raise exc.ConfigurationError(f"reconnect must be >= 0 seconds, not {reconnect!r}")
@@ -389,7 +392,10 @@ def connect(
             raise
         return App(client, cluster)
     cluster_key = cfg.load_key(key, data_dir)
-    client = Client(address, cluster_key, max_payload=max_payload, reconnect=float(reconnect))
+    locate = lease_locator(store, cluster_key) if store else None  # follows a takeover
+    client = Client(
+        address, cluster_key, max_payload=max_payload, reconnect=float(reconnect), locate=locate
+    )
     return App(client, store=store, key=cluster_key)  # app.fs of a remote cluster opens its store
 
 

@@ -20,8 +20,10 @@ synchronous call involves no other thread, or a background pump.
 Reconnecting (a client made with ``reconnect`` > 0: one of a server, never an embedded
 cluster's or an executor's): when the coordinator's connection closes, the client does
 not fail its calls. A ``reconnect.Redial`` thread dials the coordinator again within the
-window; meanwhile calls already sent to live executors go on, calls whose executor went
-away with the coordinator are *orphaned* (re-sent as the next attempt without spending a
+window (where it was, or, for a client given the store, where the store's coordinator
+lease says: a coordinator taken over on another host, ``reconnect.Follow``); meanwhile
+calls already sent to live executors go on, calls whose executor went away with the
+coordinator are *orphaned* (re-sent as the next attempt without spending a
 retry, so they wait in the client), new calls wait the same way, and requests to the
 coordinator wait to be sent (those already sent are sent again if they change nothing,
 else fail ``ConnectionFailed``: they may have been applied). Once back: a coordinator
@@ -160,10 +162,13 @@ class Client:
         client_id: str | None = None,
         nested: bool = False,
         reconnect: float = 0.0,
+        locate: Callable[[], str] | None = None,
     ) -> None:
         if not reconnect >= 0:
             raise exc.ConfigurationError(f"reconnect must be >= 0 seconds, not {reconnect!r}")
         self.address = address
+        # Where a reconnect dials: this address, then where ``locate`` says (a takeover).
+        self._follow = rc.Follow(address, locate)
         self.reconnect = reconnect  # s to find a lost coordinator again; 0: give up at once
         self.client_id = client_id or f"c{os.getpid()}-{secrets.token_hex(4)}"
         self.max_payload = max_payload
@@ -640,8 +645,12 @@ class Client:
                         f"{what}: it may or may not have been applied"
                     )
                 )
+
+        def handshake_at(address: str, timeout: float) -> tuple[Any, Any, list[Any]]:
+            return handshake(address, self._codec, self._hello, timeout=timeout)
+
         self._redial = rc.Redial(
-            lambda timeout: handshake(self.address, self._codec, self._hello, timeout=timeout),
+            lambda timeout: self._follow.dial(handshake_at, timeout),
             self.reconnect,
             on_back=self._coordinator_back,
             on_give_up=self._coordinator_gone,
@@ -665,6 +674,10 @@ class Client:
                 return
             redial, self._redial = self._redial, None
             restarted = welcome.node_id != self.cluster_id
+            if self._follow.address != self.address:  # taken over on another host
+                log.warning("%s: the coordinator moved to %s", self.client_id, self._follow.address)
+                self.address = self._follow.address
+                self._prefer_unix = addresses.is_local(self.address)
             log.warning(
                 "%s: reconnected to %s after %.2f s (%d tries)%s",
                 self.client_id,

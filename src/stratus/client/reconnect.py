@@ -14,8 +14,12 @@ one of two callbacks, made once:
     window over                      ``on_give_up(last error)``; the thread ends
     ``stop()`` (the client closed)   the thread ends, no callback
 
-The client does the rest under its lock (client/client.py, "reconnecting"): calls wait
-meanwhile, and once back it resolves its names again and re-sends what was not answered.
+Each try dials through ``Follow``: the address the client had, then, when the client
+knows the cluster's store (``connect(address, store=...)``), the address that the store's
+coordinator lease names (``protocol/lease.py``), so that the client follows a coordinator
+taken over on another host (docs/scaling.md). The client does the rest under its lock
+(client/client.py, "reconnecting"): calls wait meanwhile, and once back it resolves its
+names again and re-sends what was not answered.
 """
 
 from __future__ import annotations
@@ -24,16 +28,57 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from stratus._exceptions import ConnectionFailed
+from stratus._exceptions import ConnectionFailed, StratusError
 from stratus.backoff import Backoff
+from stratus.kv.open import open_store
+from stratus.kv.values import codec_for
+from stratus.protocol.lease import leased_address
+
+_T = TypeVar("_T")
 
 REDIAL = Backoff(first=0.05, cap=1.0, deadline=None)
 """Pauses between two tries: soon after a blip, at most 1 s apart during a long restart
 (a refused try costs next to nothing; each second more is a second more of outage)."""
 
 DIAL_TIMEOUT = 5.0  # s one try may take (a connect or a Welcome that does not come)
+
+
+class Follow:
+    """Where the coordinator is: ``address``, or after a takeover the address that
+    ``locate()`` returns (the store's lease; "" when unknown)."""
+
+    def __init__(self, address: str, locate: Callable[[], str] | None = None) -> None:
+        self.address = address
+        self._locate = locate
+
+    def dial(self, handshake_at: Callable[[str, float], _T], timeout: float) -> _T:
+        """``handshake_at(address, timeout)`` of the address we had, else of the one
+        located; the one that answered is ``address`` from then on."""
+        try:
+            return handshake_at(self.address, timeout)
+        except ConnectionFailed:
+            found = self._locate() if self._locate is not None else ""
+            if not found or found == self.address:
+                raise
+        answer = handshake_at(found, timeout)
+        self.address = found
+        return answer
+
+
+def lease_locator(store_url: str, key: bytes) -> Callable[[], str]:
+    """A ``locate`` for ``Follow``: the address in the lease of the store at ``store_url``
+    (opened for each look, so that no connection is kept while connected), or ""."""
+
+    def locate() -> str:
+        try:
+            with open_store(store_url, codec_for(key)) as store:
+                return leased_address(store, key)
+        except (StratusError, OSError):
+            return ""
+
+    return locate
 
 
 class Redial:

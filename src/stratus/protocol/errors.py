@@ -35,6 +35,7 @@ ErrorKind = Literal[
     "ConfigurationError",
     "ConflictError",
     "ConnectionFailed",
+    "CoordinatorActive",
     "ExecutorLost",
     "ExecutorStartFailed",
     "ForgedValue",
@@ -67,6 +68,7 @@ ErrorKind = Literal[
     "UnsupportedFunction",
     "VolumeExists",
     "VolumeNotFound",
+    "WrongClusterKey",
 ]
 
 

@@ -57,6 +57,15 @@ def registry_dag(name: str) -> str:
     return f"{REGISTRY_DAGS}{name}"
 
 
+COORDINATOR_LEASE = RESERVED + "coordinator/lease"
+"""The lease of the coordinator that serves this store: its address and epoch (signed,
+``protocol/lease.py``), renewed while it lives, so that another host can take over."""
+
+KEY_CHECK = RESERVED + "coordinator/key-check"
+"""Proof that this store was set up with a given cluster key (an HMAC, never the key):
+a coordinator started with another key refuses to serve the store."""
+
+
 INVOCATIONS = RESERVED + "invocations/"
 """Prefix of the invocation records (``stratus.store.records``): exactly-once effects."""
 

@@ -544,6 +544,11 @@ class NodeAlive(_Msg, tag="node_alive", frozen=True):
     executors: int  # its live executors
 
 
+class CoordinatorAlive(_Msg, tag="coordinator_alive", frozen=True):
+    """The coordinator's answer to each ``NodeAlive``: an agent that hears nothing past its
+    deadline takes its coordinator for dead, even with the link open (a hung process)."""
+
+
 class KillExecutor(_Msg, tag="kill_executor", frozen=True):
     """Kill one of the node's executors (SIGKILL; its exit is reported as usual)."""
 
@@ -627,4 +632,4 @@ ToClient = (
 ToForkServer = SpawnExecutor
 FromForkServer = ExecutorSpawned | ExecutorExited
 # What a node agent accepts from its coordinator:
-ToNode = NodeWelcome | NodeRefused | SpawnExecutor | KillExecutor
+ToNode = NodeWelcome | NodeRefused | SpawnExecutor | KillExecutor | CoordinatorAlive

@@ -25,6 +25,12 @@ and the scheduler places executors there; the agent is a remote fork server: it 
 link closes, or it is silent past the scheduler's deadline, its executors are forgotten
 (their callers retry elsewhere: exactly-once effects make that safe) and pools refill.
 
+A server (``listen``) proves it holds its store's key and takes the store's coordinator
+lease before it serves (``server/takeover.py``), renews it while it runs and stops, with
+``exit_status`` 1, when it loses it: a coordinator restarted on another host takes over,
+and never two serve one store (docs/scaling.md). Each ``NodeAlive`` is answered with
+``CoordinatorAlive``, so agents also see a coordinator that hangs with its link open.
+
 Data locality (docs/scaling.md): executors list in their load reports the Ref keys they
 cache; ``RefDirectory`` (server/locality.py) keeps key -> executors and says when to push
 ``RefHints`` to clients (a snapshot when one connects, then what changed, rate-limited),
@@ -60,6 +66,8 @@ from stratus.server.clientkv import ClientKV
 from stratus.server.observe import Observer
 from stratus.server.registry import Registry
 from stratus.server.saved_registry import SavedRegistry
+from stratus.server.takeover import LeaseKeeper, check_key
+from stratus.transport import addresses as addr
 from stratus.transport.reactor import Connection, Reactor
 
 log = logging.getLogger("stratus.coordinator")
@@ -97,10 +105,23 @@ class Coordinator:
         self._forkserver.peer_id = "forkserver"
         self._forkserver.on_message = self._on_forkserver
         self._forkserver.on_close = lambda conn: self.stop("the fork server died")
+        self.lease: LeaseKeeper | None = None  # a server's claim on its store
         try:
             self.addresses = [self.reactor.listen(config.coordinator_unix, self._accept)]
             if config.listen:
                 self.addresses.append(self.reactor.listen(config.listen, self._accept))
+            # A server proves it has the store's key and takes the store's lease before it
+            # serves, or reads the registry: a coordinator on another host may take over.
+            if config.listen:
+                check_key(self.kv.store, config.key, config.cluster_id, config.store_url)
+                self.lease = LeaseKeeper(
+                    self.kv.store,
+                    config.key,
+                    address=addr.advertised(self.addresses[-1], config.advertise),
+                    cluster_id=config.cluster_id,
+                    duration=config.lease,
+                )
+                self.lease.acquire()
             self.observer = Observer(config, self.kv.store)  # metering, metrics, logs
             # A server (``stratus up``) keeps its registry in the store across restarts; an
             # embedded cluster lives as long as its program, which registers its functions.
@@ -110,6 +131,8 @@ class Coordinator:
                 self.saved = SavedRegistry(self.kv.store, config.key)
                 self.registry, _ = self.saved.load()
         except exc.StratusError:
+            if self.lease is not None:
+                self.lease.release()
             _kill(self._forkserver_pid)
             os.waitpid(self._forkserver_pid, 0)
             self.reactor.close()
@@ -131,6 +154,7 @@ class Coordinator:
         self._start_error: m.ExecutorStartFailed | None = None
         self.running = True
         self.stop_reason = ""
+        self.exit_status = 0  # 1: it stopped because it lost the store's lease
 
     # ------------------------------------------------------------------ life cycle
 
@@ -148,6 +172,8 @@ class Coordinator:
             o = versions[-1].options
             configure = el.Configure(versions[-1].name, o.min_instances, o.max_instances)
             self._resize(self.elastic.handle(configure, time.monotonic()))
+        if self.lease is not None:
+            self.lease.start(self._lease_lost)
         self.reactor.call_later(_TICK, self._tick)
         self.reactor.call_later(_COLLECT_EVERY, self._collect_records)
         self.reactor.call_later(self.config.autoscaling.tick, self._autoscale)
@@ -158,10 +184,15 @@ class Coordinator:
             self.reactor.run_once(None)
         self._shutdown()
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, status: int = 0) -> None:
         if self.running:
             log.info("coordinator stopping: %s", reason)
-            self.running, self.stop_reason = False, reason
+            self.running, self.stop_reason, self.exit_status = False, reason, status
+
+    def _lease_lost(self, reason: str) -> None:
+        """From the lease's thread: another coordinator may serve the store now."""
+        self.stop(f"it lost the store's lease: {reason}", 1)
+        self.reactor.wake()
 
     def _shutdown(self) -> None:
         self._apply(self.scheduler.handle(sched.Stop(), time.monotonic()))
@@ -174,6 +205,8 @@ class Coordinator:
             _kill(pid)
         self._stop_forkserver()
         self.observer.close()
+        if self.lease is not None:
+            self.lease.release()
         self.kv.close()
         self.reactor.close()
 
@@ -392,6 +425,7 @@ class Coordinator:
         now = time.monotonic()
         match message:
             case m.NodeAlive():
+                conn.send(m.CoordinatorAlive())  # the agent's own deadline on us
                 self._apply(self.scheduler.handle(sched.NodeAlive(conn.peer_id), now))
             case m.ExecutorSpawned():
                 pass  # its pid comes with its hello
@@ -419,6 +453,11 @@ class Coordinator:
                 del self._executor_conns[executor_id]
 
     def _on_message(self, conn: Connection, message: Any) -> None:
+        if self.lease is not None and not self.lease.serving():
+            # Past the lease's deadline (this process was stopped, or the store is away):
+            # a successor may serve the store, so we must not answer.
+            self._lease_lost(self.lease.lost or "its deadline passed before a renewal")
+            return
         if not conn.peer_id and isinstance(message, m.NodeHello):
             conn.on_message = self._on_node_message
             self._node_hello(conn, message)

@@ -6,9 +6,11 @@ import socket
 import threading
 from typing import Any
 
+import pytest
+
 from stratus._exceptions import ConnectionFailed
 from stratus.backoff import Backoff
-from stratus.client.reconnect import Redial
+from stratus.client.reconnect import Follow, Redial
 
 FAST = Backoff(first=0.001, cap=0.001, deadline=None)
 
@@ -85,3 +87,24 @@ def test_stopped_it_calls_nothing_back_and_closes_a_late_answer() -> None:
     assert not r._thread.is_alive() and not outcome.done.is_set()
     assert a.fileno() == -1  # closed
     b.close()
+
+
+def test_follow_dials_the_address_it_had_then_the_one_the_store_names() -> None:
+    tried: list[str] = []
+
+    def handshake_at(address: str, timeout: float) -> str:
+        tried.append(address)
+        if address != "tcp://10.0.0.2:7070":
+            raise ConnectionFailed(f"{address} refused")
+        return "welcome"
+
+    follow = Follow("tcp://10.0.0.1:7070", lambda: "tcp://10.0.0.2:7070")
+    assert follow.dial(handshake_at, 1.0) == "welcome"
+    assert tried == ["tcp://10.0.0.1:7070", "tcp://10.0.0.2:7070"]
+    assert follow.address == "tcp://10.0.0.2:7070"  # from now on, the one that answered
+    assert follow.dial(handshake_at, 1.0) == "welcome" and tried[-1] == "tcp://10.0.0.2:7070"
+
+    lost = Follow("tcp://10.0.0.1:7070", lambda: "")  # the store names none: the old error
+    with pytest.raises(ConnectionFailed, match=r"10\.0\.0\.1"):
+        lost.dial(handshake_at, 1.0)
+    assert lost.address == "tcp://10.0.0.1:7070"
