@@ -28,7 +28,7 @@ class LocalProvisioner:
         nodes: int = 1,
         cores: int = 0,
         memory_mb: int = 0,
-        gpus: int | None = None,
+        gpus: int | tuple[str, ...] | None = None,
         advertise: str = "",
         prefix: str = "local",
     ) -> None:
