@@ -197,7 +197,7 @@ class NodeSizing:
                 reason = f"idle for {node.idle_for:.1f} s, drained ({why})"
                 self._note(f"release {node_id}: {reason}")
                 out.append(Release(node_id, reason))
-        released = {i.node_id for i in out}
+        released = {i.node_id for i in out if isinstance(i, Release)}
         staying = len(ours) - len(self.draining) - len(released)
         idle = [
             n

@@ -17,6 +17,7 @@ from stratus.provision.sizing import (
 from stratus.testing import FakeClock
 
 SHAPE = NodeShape(2, Resources(1.0, 1024, 0))  # two executors of 1 GB a node
+DEFAULT = Resources()
 CONFIG = SizingConfig(min_nodes=0, max_nodes=3, keep_alive=60.0, grow_after=1.0)
 
 
@@ -24,7 +25,7 @@ def node(node_id: str, executors: int = 0, idle_for: float = 0.0, draining: bool
     return NodeReport(node_id, 2, executors, 0, idle_for, draining)
 
 
-def short(executors: int, resources: Resources = Resources()) -> tuple[Shortfall, ...]:
+def short(executors: int, resources: Resources = DEFAULT) -> tuple[Shortfall, ...]:
     return (Shortfall(resources, executors),)
 
 
