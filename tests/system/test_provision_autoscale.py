@@ -6,6 +6,9 @@ executors than that host holds, so the provisioner starts nodes (two at most) an
 pool grows onto them; once ``burst`` lets its executors go, the nodes are idle, and after
 the keep-alive they are drained and stopped while ``steady`` keeps answering. Every
 call acknowledged is counted once in a kv counter: none is lost or run twice.
+
+While a provisioner that can add GPU nodes polls, a function only such a node could host
+waits for one (and fails at its deadline when none comes) instead of ``NoCapacity``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import pytest
 import routable_coordinator
 import stratus
 from helpers import wait_until
+from stratus import config as cfg
+from stratus.protocol.messages import Resources, Shortfall
+from stratus.provision.demand import CoordinatorDemand
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
@@ -99,3 +105,28 @@ def test_a_burst_starts_nodes_and_idle_nodes_are_stopped(
             assert app.kv.get("calls") == acknowledged  # each call applied once
     finally:
         routable_coordinator.stop(provision)
+
+
+def _needs_a_gpu(ctx: stratus.Context) -> str:
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def test_a_function_only_a_new_node_could_host_waits_for_one(
+    coordinator: tuple[str, Path],
+) -> None:
+    address, data_dir = coordinator
+    demand = CoordinatorDemand(address, cfg.load_key(None, data_dir))
+    try:
+        # A provisioner that can add nodes with a GPU polls: such a function is no longer
+        # NoCapacity at its first call; it waits for a node, within its deadline.
+        assert demand.poll([], Resources(1.0, 1024, 1)).shortfall == []
+        with stratus.connect(address, data_dir=data_dir) as app:
+            gpu = app.function(name="gpu", gpus=1, timeout=1.0, retries=0)(_needs_a_gpu)
+            future = gpu.remote()
+            with pytest.raises(TimeoutError):
+                future.result(timeout=30)  # its deadline, not ours: no node came
+            answer = demand.poll([], Resources(1.0, 1024, 1))
+            assert Shortfall(gpu.options.resources, 1) in answer.shortfall  # it is missed
+            assert {n.node_id for n in answer.nodes} == {"0"}
+    finally:
+        demand.close()

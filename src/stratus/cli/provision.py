@@ -22,7 +22,9 @@ def _autoscale_options(command: Callable[..., None]) -> Callable[..., None]:
     """``--autoscale`` and its bounds, shared by every provisioner's command."""
     options = [
         click.option(
-            "--autoscale", is_flag=True, help="Run as many agents as the pools need (--nodes: no)."
+            "--autoscale",
+            is_flag=True,
+            help="Run as many agents as the pools need, instead of --nodes.",
         ),
         click.option("--min-nodes", default=0, show_default=True, help="Autoscaling: at least."),
         click.option("--max-nodes", default=4, show_default=True, help="Autoscaling: at most."),
