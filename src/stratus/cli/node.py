@@ -29,7 +29,9 @@ def register(cli: click.Group) -> None:
     @click.option("--node-id", default="", help="This node's name (default: the host name).")
     @click.option("--cores", default=0, help="Executors at most (default: the cores we may use).")
     @click.option("--memory-mb", default=0, help="Memory offered (default: the host's).")
-    @click.option("--gpus", default=None, type=int, help="GPUs offered (default: detected).")
+    @click.option(
+        "--gpus", default=None, help="GPUs offered: a count, or ids 0,1 (default: detected)."
+    )
     @click.option(
         "--rejoin",
         default=60.0,
@@ -45,20 +47,21 @@ def register(cli: click.Group) -> None:
         node_id: str,
         cores: int,
         memory_mb: int,
-        gpus: int | None,
+        gpus: str | None,
         rejoin: float,
         log_level: str,
     ) -> None:
         """Run this host's executors for the cluster at --join, until stopped."""
         from stratus._node import run_executor
-        from stratus.server.node import NodeAgent, detect_capacity
+        from stratus.server.node import NodeAgent, detect_capacity, parse_gpus
 
         logging.basicConfig(
             level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
         try:
             key = cfg.load_key(None, data_dir)
-            capacity = detect_capacity(cores=cores, memory_mb=memory_mb, gpus=gpus)
+            ids = None if gpus is None else parse_gpus(gpus)
+            capacity = detect_capacity(cores=cores, memory_mb=memory_mb, gpus=ids)
             agent = NodeAgent(
                 join,
                 key,

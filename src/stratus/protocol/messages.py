@@ -165,7 +165,7 @@ class Hello(_Msg, tag="hello", frozen=True):
     """First frame on every connection: who is talking. ``peer_id`` names a client or node."""
 
     peer_id: str
-    role: Literal["client", "executor", "coordinator"]
+    role: Literal["client", "executor", "coordinator", "provisioner"]
 
 
 class Welcome(_Msg, tag="welcome", frozen=True):
@@ -508,11 +508,13 @@ class RefHints(_Msg, tag="ref_hints", frozen=True):
 
 
 class NodeCapacity(msgspec.Struct, frozen=True, gc=False):
-    """What a node agent's host offers: executors run one per core."""
+    """What a node agent's host offers: executors run one per core; each GPU id goes to
+    one executor at a time (``gpu_ids`` empty with ``gpus``: ids 0 .. gpus-1)."""
 
     cores: int
     memory_mb: int
     gpus: int = 0
+    gpu_ids: list[str] = []
 
 
 class NodeHello(_Msg, tag="node_hello", frozen=True):
@@ -549,6 +551,44 @@ class CoordinatorAlive(_Msg, tag="coordinator_alive", frozen=True):
     deadline takes its coordinator for dead, even with the link open (a hung process)."""
 
 
+class NodeDemandRequest(_Msg, tag="node_demand_request", frozen=True):
+    """A provisioner asks what the pools miss and how busy each node is. ``draining``:
+    the nodes it means to stop (they take no new executors; any other node takes them
+    again); ``grows``: what an executor of a node it can add offers (None: it adds
+    none), so that a function only such a node could host waits for one instead of
+    failing ``NoCapacity``."""
+
+    rid: int
+    draining: list[str] = []
+    grows: Resources | None = None
+
+
+class NodeReport(msgspec.Struct, frozen=True, gc=False):
+    """One node: executors alive, calls on them, seconds without any executor."""
+
+    node_id: str
+    cap: int
+    executors: int
+    inflight: int
+    idle_for: float
+    draining: bool
+
+
+class Shortfall(msgspec.Struct, frozen=True, gc=False):
+    """Executors of ``resources`` that the pools want and the nodes cannot hold."""
+
+    resources: Resources
+    executors: int
+
+
+class NodeDemand(_Msg, tag="node_demand", frozen=True):
+    """The answer to ``NodeDemandRequest``."""
+
+    rid: int
+    nodes: list[NodeReport]
+    shortfall: list[Shortfall]
+
+
 class KillExecutor(_Msg, tag="kill_executor", frozen=True):
     """Kill one of the node's executors (SIGKILL; its exit is reported as usual)."""
 
@@ -561,6 +601,7 @@ class KillExecutor(_Msg, tag="kill_executor", frozen=True):
 class SpawnExecutor(_Msg, tag="spawn_executor", frozen=True):
     executor_id: str
     preload: list[str] = []  # modules the fork server imports first (kept for later forks)
+    gpus: list[str] | None = None  # its CUDA_VISIBLE_DEVICES ([]: none); None: inherited
 
 
 class ExecutorSpawned(_Msg, tag="executor_spawned", frozen=True):
@@ -599,6 +640,7 @@ ToCoordinator = (
     | LogsRead
     | NodeHello
     | NodeAlive
+    | NodeDemandRequest
     | ExecutorSpawned  # relayed by node agents from their fork servers
     | ExecutorExited
 )
@@ -631,5 +673,7 @@ ToClient = (
 # Between the coordinator and its fork server (a private socket pair):
 ToForkServer = SpawnExecutor
 FromForkServer = ExecutorSpawned | ExecutorExited
+# What a provisioner (``stratus provision --autoscale``) accepts from the coordinator:
+ToProvisioner = Welcome | NodeDemand | RequestFailed
 # What a node agent accepts from its coordinator:
 ToNode = NodeWelcome | NodeRefused | SpawnExecutor | KillExecutor | CoordinatorAlive

@@ -8,6 +8,9 @@ coordinator elsewhere. A provisioner decides where agents run and keeps them run
 - :class:`~stratus.provision.ray_nodes.RayProvisioner`: one agent per Ray node, each a Ray
   actor holding that node's resources, so ``ray up`` clusters and KubeRay work unchanged.
 
+With ``--autoscale`` a provisioner runs as many agents as the coordinator's pools need
+(``demand.NodeScaler``, deciding with ``sizing.NodeSizing``).
+
 Kubernetes needs no provisioner object: ``deploy/kubernetes/`` runs the agents as a
 DaemonSet. Every provisioner passes the cluster key to its agents in ``$STRATUS_KEY``,
 never on a command line (``/proc/*/cmdline`` is world-readable).
@@ -18,6 +21,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from stratus.provision.agent import AgentInfo, AgentSpec
+from stratus.provision.sizing import NodeShape
 
 
 class Provisioner(Protocol):
@@ -31,6 +35,15 @@ class Provisioner(Protocol):
         """Run ``nodes`` agents: start more or stop the newest; returns what runs."""
         ...
 
+    def release(self, node_id: str) -> list[AgentInfo]:
+        """Stop the agent of ``node_id`` (drained first: it has no executor) and run one
+        agent fewer; returns what runs."""
+        ...
+
+    def shape(self) -> NodeShape:
+        """What one agent it adds holds: its executors and what each offers."""
+        ...
+
     def agents(self) -> list[AgentInfo]:
         """What runs now (an agent that exited has its exit status)."""
         ...
@@ -40,4 +53,4 @@ class Provisioner(Protocol):
         ...
 
 
-__all__ = ["AgentInfo", "AgentSpec", "Provisioner"]
+__all__ = ["AgentInfo", "AgentSpec", "NodeShape", "Provisioner"]

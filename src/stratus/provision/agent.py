@@ -30,7 +30,7 @@ class AgentSpec:
     data_dir: str
     cores: int = 0  # 0: the agent detects what it may use
     memory_mb: int = 0
-    gpus: int | None = None
+    gpus: int | tuple[str, ...] | None = None  # a count, GPU ids, or None: detected
     advertise: str = ""
     log_level: str = "INFO"
 
@@ -38,7 +38,8 @@ class AgentSpec:
         addresses.parse(self.join)  # a malformed address is a ConfigurationError now
         if not self.node_id:
             raise exc.ConfigurationError("a node agent needs a node id")
-        if self.cores < 0 or self.memory_mb < 0 or (self.gpus or 0) < 0:
+        count = self.gpus if isinstance(self.gpus, int) else 0
+        if self.cores < 0 or self.memory_mb < 0 or count < 0:
             raise exc.ConfigurationError(f"a node's capacity cannot be negative: {self}")
 
     def command(self) -> list[str]:
@@ -50,8 +51,10 @@ class AgentSpec:
             args += ["--cores", str(self.cores)]
         if self.memory_mb:
             args += ["--memory-mb", str(self.memory_mb)]
-        if self.gpus is not None:
+        if isinstance(self.gpus, int):
             args += ["--gpus", str(self.gpus)]
+        elif self.gpus is not None:  # ids; "3," is the one id 3, "3" would be a count
+            args += ["--gpus", ",".join(self.gpus) + ("," if len(self.gpus) == 1 else "") or "0"]
         if self.advertise:
             args += ["--advertise", self.advertise]
         return args

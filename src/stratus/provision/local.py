@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 
 from stratus import _exceptions as exc
+from stratus.protocol.messages import Resources
 from stratus.provision.agent import AgentInfo, AgentProcess, AgentSpec
+from stratus.provision.sizing import NodeShape
+from stratus.server.node import detect_capacity
 
 
 class LocalProvisioner:
@@ -28,7 +31,7 @@ class LocalProvisioner:
         nodes: int = 1,
         cores: int = 0,
         memory_mb: int = 0,
-        gpus: int | None = None,
+        gpus: int | tuple[str, ...] | None = None,
         advertise: str = "",
         prefix: str = "local",
     ) -> None:
@@ -55,6 +58,16 @@ class LocalProvisioner:
         while len(self._running) > nodes:
             self._running.pop().stop()
         return self.agents()
+
+    def release(self, node_id: str) -> list[AgentInfo]:
+        for agent in [a for a in self._running if a.spec.node_id == node_id]:
+            self._running.remove(agent)
+            agent.stop()
+        return self.agents()
+
+    def shape(self) -> NodeShape:
+        c = detect_capacity(cores=self.cores, memory_mb=self.memory_mb, gpus=self.gpus)
+        return NodeShape(c.cores, Resources(1.0, c.memory_mb // max(1, c.cores), c.gpus))
 
     def agents(self) -> list[AgentInfo]:
         return [AgentInfo(a.spec.node_id, "local", a.pid, a.exit_status()) for a in self._running]

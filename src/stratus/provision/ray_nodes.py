@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from stratus import _exceptions as exc
+from stratus.protocol.messages import Resources
 from stratus.provision.agent import STOP_TIMEOUT, AgentInfo, AgentProcess, AgentSpec
+from stratus.provision.sizing import NodeShape
 
 log = logging.getLogger("stratus.provision.ray")
 
@@ -114,6 +116,23 @@ class RayProvisioner:
         request_resources(bundles=[bundle] * nodes)
         self.target = nodes
         return self.sync()
+
+    def release(self, node_id: str) -> list[AgentInfo]:
+        chosen = [p for p in self._placed if p.info.node_id == node_id]
+        self._placed = [p for p in self._placed if p not in chosen]
+        self._stop(chosen)
+        # Fewer resources asked of Ray's autoscaler, so that it may remove the idle node.
+        return self.scale(max(0, (self.target or 0) - len(chosen)))
+
+    def shape(self) -> NodeShape:
+        """The first Ray node's share for one agent stands for the nodes Ray would add."""
+        alive = self._nodes()
+        bundle = self._bundle(alive[0][1] if alive else {"CPU": 1.0})
+        cores = max(1, int(bundle["CPU"]))
+        node_memory = int(alive[0][1].get("memory", 0) // 2**20) if alive else 0
+        memory = self.memory_mb or node_memory
+        offer = Resources(1.0, memory // cores, int(bundle.get("GPU", 0)))
+        return NodeShape(cores, offer)
 
     def agents(self) -> list[AgentInfo]:
         return [p.info for p in self._placed]

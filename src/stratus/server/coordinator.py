@@ -74,6 +74,7 @@ log = logging.getLogger("stratus.coordinator")
 
 _TICK = 0.5
 _COLLECT_EVERY = 60.0  # seconds between deletions of expired invocation records
+_GROWS_FOR = 30.0  # seconds a provisioner's offer to add nodes holds after its poll
 
 
 class Coordinator:
@@ -152,6 +153,9 @@ class Coordinator:
         # Why the last executor could not start, until one does: a caller demanding an
         # empty pool meanwhile hears it at once instead of waiting for its deadline.
         self._start_error: m.ExecutorStartFailed | None = None
+        # What a node a polling provisioner can add offers, until its poll is stale.
+        self._grows: m.Resources | None = None
+        self._grows_until = 0.0
         self.running = True
         self.stop_reason = ""
         self.exit_status = 0  # 1: it stopped because it lost the store's lease
@@ -290,8 +294,9 @@ class Coordinator:
     def _apply(self, instructions: list[sched.Instruction]) -> None:
         for instruction in instructions:
             match instruction:
-                case sched.Spawn(executor_id, preload, node):
-                    spawn = m.SpawnExecutor(executor_id, list(preload))
+                case sched.Spawn(executor_id, preload, node, gpus):
+                    gpu_ids = None if gpus is None else list(gpus)
+                    spawn = m.SpawnExecutor(executor_id, list(preload), gpu_ids)
                     if node == sched.LOCAL:
                         self._forkserver.send(spawn)
                     elif (link := self._nodes.get(node)) is not None:
@@ -398,7 +403,8 @@ class Coordinator:
         log.info(
             "node %s joined: %d cores, %d MB, %d GPUs", hello.node_id, c.cores, c.memory_mb, c.gpus
         )
-        joined = sched.NodeJoined(hello.node_id, max(0, c.cores), offer)
+        gpu_ids = tuple(c.gpu_ids) or tuple(str(i) for i in range(c.gpus))
+        joined = sched.NodeJoined(hello.node_id, max(0, c.cores), offer, gpu_ids)
         self._apply(self.scheduler.handle(joined, time.monotonic()))
 
     def _refusal(self, hello: m.NodeHello) -> str:
@@ -539,6 +545,8 @@ class Coordinator:
                 self._apply(self.scheduler.handle(sched.KillRequested(executor_id, reason), now))
             case m.StatusRequest(rid):
                 conn.send(self._status(rid))
+            case m.NodeDemandRequest(rid, draining, grows):
+                conn.send(self._node_demand(rid, draining, grows))
             case m.ShutdownCluster(rid):
                 conn.send(m.ShutdownStarted(rid))
                 self.stop(f"asked by {conn.peer_id}")
@@ -558,8 +566,12 @@ class Coordinator:
         dag = self.registry.dags.get(name)
         names = [node.function for node in dag] if dag is not None else [name]
         infos = [self.registry.latest(n).info() for n in names]
+        grows = self._grows if time.monotonic() < self._grows_until else None
         for info in infos:
-            if not self.scheduler.can_ever_host(info.options.resources):
+            request = info.options.resources
+            if grows is not None and sched.fits(request, grows):
+                continue  # a node the provisioner adds will host it: its calls wait
+            if not self.scheduler.can_ever_host(request):
                 offers = ", ".join(str(o) for o in self.scheduler.offers())
                 raise exc.NoCapacity(
                     f"no executor can host {info.name}: it requests {info.options.resources}, "
@@ -573,6 +585,22 @@ class Coordinator:
         executors = [r.address for r in self.scheduler.ready() if r.address is not None]
         lists = {n: list(pools.get(n, ())) for n in names}
         return m.Resolved(rid, name, infos, dag, executors, lists)
+
+    def _node_demand(
+        self, rid: int, draining: list[str], grows: m.Resources | None
+    ) -> m.NodeDemand:
+        """A provisioner's poll (docs/autoscaling.md): drain the nodes it will stop, and
+        say what the pools miss and how idle each node is."""
+        now = time.monotonic()
+        self._grows, self._grows_until = grows, now + _GROWS_FOR
+        self._apply(self.scheduler.handle(sched.DrainNodes(frozenset(draining)), now))
+        nodes = [m.NodeReport(*vars(u).values()) for u in self.scheduler.usage(now)]
+        default = m.Resources()
+        shortfall = [
+            m.Shortfall(request or default, missing)
+            for request, missing in self.scheduler.shortfall()
+        ]
+        return m.NodeDemand(rid, nodes, shortfall)
 
     def _status(self, rid: int) -> m.StatusReply:
         executors = [

@@ -12,6 +12,7 @@ us, else its own session. When it exits, the fork server kills what is left in t
 group, so nothing a function started outlives its executor; and when the fork server
 itself ends (the coordinator closed the socket, or died: SIGTERM), it kills them all.
 It also turns a group's memory event into the executor's ``MemoryLimitExceeded``.
+A spawn request that names GPUs sets the executor's ``CUDA_VISIBLE_DEVICES`` to them.
 
 What a forked child runs is ``run_executor``, given by the node's entry point
 (``stratus._node``), which wires the executor to the client SDK for nested calls.
@@ -38,6 +39,8 @@ from stratus.protocol.framing import Codec, FrameReader
 from stratus.server import cgroups, lifeline
 
 log = logging.getLogger("stratus.forkserver")
+
+GPUS_VARIABLE = "CUDA_VISIBLE_DEVICES"  # the GPUs an executor may use (docs/scaling.md)
 
 # Runs one executor in a forked child, until it is done: (config, executor id, its group).
 RunExecutor = Callable[[ClusterConfig, str, "cgroups.ExecutorGroup | None"], None]
@@ -156,9 +159,7 @@ class _ForkServer:
         os.set_blocking(errors, False)
         others = [c.errors for c in self.children.values()]
         close = [self.sock.fileno(), self.wake_r, self.wake_w, errors, *self.watches, *others]
-        pid = _fork_executor(
-            self.run_executor, self.config, request.executor_id, group, close, error_w
-        )
+        pid = _fork_executor(self.run_executor, self.config, request, group, close, error_w)
         os.close(error_w)
         child = self.children[pid] = _Child(request.executor_id, group, errors)
         if group is not None:
@@ -252,7 +253,7 @@ def _preload(names: list[str]) -> bool:
 def _fork_executor(
     run_executor: RunExecutor,
     config: ClusterConfig,
-    executor_id: str,
+    request: m.SpawnExecutor,
     group: cgroups.ExecutorGroup | None,
     close: list[int],
     errors: int,
@@ -261,6 +262,7 @@ def _fork_executor(
     pid = os.fork()
     if pid:
         return pid
+    executor_id = request.executor_id
     code = 1
     try:
         # Before anything else: what the executor starts must land in its group.
@@ -273,6 +275,10 @@ def _fork_executor(
         for fd in close:
             os.close(fd)
         lifeline.die_with_parent(parent)
+        if request.gpus is not None:
+            # Its own GPUs only; none at all ("") for a function that asked for none, so
+            # it cannot take one that another executor holds.
+            os.environ[GPUS_VARIABLE] = ",".join(request.gpus)
         run_executor(config, executor_id, group)
         code = 0
     except BaseException as e:

@@ -43,7 +43,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -73,19 +73,42 @@ _MAX_FRAME = 1 << 20  # the welcome carries the cluster's config
 
 
 def detect_capacity(
-    *, cores: int = 0, memory_mb: int = 0, gpus: int | None = None
+    *, cores: int = 0, memory_mb: int = 0, gpus: int | Sequence[str] | None = None
 ) -> m.NodeCapacity:
     """What this host offers; a given (non-zero, or for ``gpus`` not None) figure wins.
 
     Cores: the CPUs this process may run on, capped by its cgroup's ``cpu.max``. Memory:
-    ``MemTotal``, capped by the cgroup's ``memory.max``. GPUs: ``CUDA_VISIBLE_DEVICES``
-    when set, else the lines of ``nvidia-smi -L`` when that command exists, else none.
+    ``MemTotal``, capped by the cgroup's ``memory.max``. GPUs, as ids that executors get
+    in their ``CUDA_VISIBLE_DEVICES``: those of ``CUDA_VISIBLE_DEVICES`` when set, else
+    the indexes ``nvidia-smi -L`` lists when that command exists, else none. ``gpus``
+    given as a count N means ids 0 .. N-1.
     """
+    if gpus is None:
+        ids = _gpus()
+    elif isinstance(gpus, int):
+        ids = [str(i) for i in range(gpus)]
+    else:
+        ids = list(gpus)
     return m.NodeCapacity(
-        cores=cores or _cores(),
-        memory_mb=memory_mb or _memory_mb(),
-        gpus=_gpus() if gpus is None else gpus,
+        cores=cores or _cores(), memory_mb=memory_mb or _memory_mb(), gpus=len(ids), gpu_ids=ids
     )
+
+
+def parse_gpus(text: str) -> list[str]:
+    """``--gpus``: a count (``2``: ids 0 and 1) or a list of ids (``0,2``; one id: ``3,``).
+
+    >>> parse_gpus("2"), parse_gpus("1,3"), parse_gpus("3,")
+    (['0', '1'], ['1', '3'], ['3'])
+    """
+    text = text.strip()
+    if text.isdigit():
+        return [str(i) for i in range(int(text))]
+    ids = [g.strip() for g in text.split(",") if g.strip()]
+    if "," not in text or len(set(ids)) != len(ids) or any(" " in g for g in ids):
+        raise exc.ConfigurationError(
+            f"--gpus is a count or a comma-separated list of distinct GPU ids, not {text!r}"
+        )
+    return ids
 
 
 class NodeAgent:
@@ -387,17 +410,19 @@ def _memory_mb() -> int:
     return total
 
 
-def _gpus() -> int:
+def _gpus() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
     binary = shutil.which("nvidia-smi")
     if binary is None:
-        return 0
+        return []
     try:
         listing = subprocess.run(
             [binary, "-L"], capture_output=True, text=True, timeout=10, check=False
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+        return []
+    # "GPU 0: <name> (UUID: ...)": the index, which CUDA_VISIBLE_DEVICES takes.
+    lines = [line for line in listing.splitlines() if line.startswith("GPU ")]
+    return [line.split()[1].rstrip(":") for line in lines]

@@ -46,6 +46,22 @@ counted as crashes: they did nothing wrong), and the pools refill elsewhere.
     joined           NodeAlive                      joined     (its deadline moves)
     joined           NodeLost                       (gone)     ExecutorsChanged; pools refill
     joined           Tick (silent past the timeout) (gone)     DropNode, ExecutorsChanged
+    joined           DrainNodes (names it)          draining   (no new executor goes there)
+    draining         DrainNodes (does not name it)  joined     (pools may spawn there again)
+
+GPUs are partitioned, not shared: a node that reports GPU ids (``NodeJoined.gpu_ids``)
+gives each new executor its own set of them, as many as the function it is spawned for
+requests and held by no other executor of the node until that executor has exited;
+``Spawn.gpus`` is that set (empty for a function without GPUs: the fork server hides
+every GPU from it). An executor holding GPUs joins only pools of functions that want
+GPUs, so a GPU is not taken by a function that cannot use it. On a node without GPU ids
+(node ``LOCAL``) ``Spawn.gpus`` is None and the executors' environment is left alone.
+
+Growing the cluster (docs/autoscaling.md): pools want more executors than the nodes
+hold when their targets, summed per resource request, pass the slots of the nodes that
+fit it (``shortfall``); nodes without live executors count their idle time
+(``usage``). A provisioner reads both (``NodeDemand``), starts nodes, and drains idle
+ones (``DrainNodes``) before it stops them.
 """
 
 from __future__ import annotations
@@ -54,6 +70,8 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
+
+import msgspec
 
 from stratus.protocol.messages import ExecutorAddress, Resources
 
@@ -78,6 +96,9 @@ class NodeRecord:
     cap: int
     offer: Resources
     heard_at: float = 0.0  # when it last said it is alive
+    gpu_ids: tuple[str, ...] = ()  # partitioned among its executors; () : none managed
+    draining: bool = False  # takes no new executor: it is about to be stopped
+    idle_since: float | None = None  # since when it has had no executor; None: it has
 
 
 @dataclass
@@ -95,6 +116,7 @@ class ExecutorRecord:
     pins: set[str] = field(default_factory=set)
     queued: int = 0
     reported_at: float = -1.0
+    gpus: tuple[str, ...] | None = None  # the GPU ids it holds; None: its node has none
 
 
 # --- events
@@ -154,7 +176,8 @@ class SetPool:
 class NodeJoined:
     node_id: str
     cap: int  # executors at most on it
-    offer: Resources  # what each of them offers
+    offer: Resources  # what each of them offers at most (``gpus``: all of the node's)
+    gpu_ids: tuple[str, ...] = ()  # its GPUs, each given to one executor at a time
 
 
 @dataclass(frozen=True)
@@ -168,6 +191,14 @@ class NodeLost:
 
     node_id: str
     reason: str
+
+
+@dataclass(frozen=True)
+class DrainNodes:
+    """Exactly ``node_ids`` (of those joined) take no new executors: their provisioner
+    will stop them once they have none; a node not named any more takes them again."""
+
+    node_ids: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -191,6 +222,7 @@ Event = (
     | NodeJoined
     | NodeAlive
     | NodeLost
+    | DrainNodes
     | Tick
     | Stop
 )
@@ -204,6 +236,7 @@ class Spawn:
     executor_id: str
     preload: tuple[str, ...] = ()
     node: str = LOCAL  # which node's fork server forks it
+    gpus: tuple[str, ...] | None = None  # its CUDA_VISIBLE_DEVICES; None: left alone
 
 
 @dataclass(frozen=True)
@@ -254,6 +287,18 @@ class DropNode:
 Instruction = Spawn | Kill | Retire | Pin | Unpin | ExecutorsChanged | DropNode
 
 
+@dataclass(frozen=True)
+class NodeUsage:
+    """One node as a provisioner sees it: how busy, and for how long it has been idle."""
+
+    node_id: str
+    cap: int
+    executors: int  # alive (any state until exited)
+    inflight: int  # calls running or queued on them, as last reported
+    idle_for: float  # seconds without any executor; 0 while it has one
+    draining: bool
+
+
 @dataclass
 class Scheduler:
     cap: int  # live executors at most on the local node
@@ -276,7 +321,7 @@ class Scheduler:
     history: deque[str] = field(default_factory=lambda: deque(maxlen=200))
 
     def __post_init__(self) -> None:
-        self.nodes.setdefault(LOCAL, NodeRecord(LOCAL, self.cap, self.offer))
+        self.nodes.setdefault(LOCAL, NodeRecord(LOCAL, self.cap, self.offer, idle_since=0.0))
 
     def handle(self, event: Event, now: float) -> list[Instruction]:
         out: list[Instruction] = []
@@ -288,6 +333,8 @@ class Scheduler:
                 if rec is None or rec.state is not ExecutorState.STARTING:
                     return [Kill(address.executor_id, "unexpected hello")]
                 rec.state, rec.since = ExecutorState.READY, now
+                if rec.gpus is not None:  # what it holds, not what its node offers
+                    resources = msgspec.structs.replace(resources, gpus=len(rec.gpus))
                 rec.address, rec.pid, rec.resources = address, pid, resources
                 self._note(f"{address.executor_id} ready (pid {pid}) for {sorted(rec.pins)}")
                 out += [Pin(address.executor_id, f) for f in sorted(rec.pins)]
@@ -323,10 +370,18 @@ class Scheduler:
                     self.preloads.pop(function, None)
                     self.partners.pop(function, None)
                     self.requests.pop(function, None)
-            case NodeJoined(node_id, cap, offer):
+            case NodeJoined(node_id, cap, offer, gpu_ids):
                 if node_id not in self.nodes:
-                    self.nodes[node_id] = NodeRecord(node_id, cap, offer, heard_at=now)
-                    self._note(f"node {node_id} joined: {cap} executors of {offer}")
+                    self.nodes[node_id] = NodeRecord(
+                        node_id, cap, offer, now, gpu_ids, idle_since=now
+                    )
+                    self._note(f"node {node_id} joined: {cap} executors of {offer} {gpu_ids}")
+            case DrainNodes(node_ids):
+                for each in self.nodes.values():
+                    draining = each.node_id in node_ids and each.node_id != LOCAL
+                    if draining != each.draining:
+                        each.draining = draining
+                        self._note(f"node {each.node_id} draining: {draining}")
             case NodeAlive(node_id):
                 if (node := self.nodes.get(node_id)) is not None:
                     node.heard_at = now
@@ -352,22 +407,65 @@ class Scheduler:
                         out.append(Kill(rec.executor_id, "cluster shutting down"))
         out += self._fill(now)
         out += self._announce()
+        self._idle_nodes(now)
         return out
 
     def place(self, request: Resources, function: str) -> list[ExecutorAddress]:
         """The ready executors of ``function``'s pool able to host ``request``, least
         loaded first."""
-        fits = [
+        able = [
             rec
             for rec in self.ready()
-            if function in rec.pins and rec.address is not None and _fits(request, rec.resources)
+            if function in rec.pins and rec.address is not None and fits(request, rec.resources)
         ]
-        fits.sort(key=lambda r: (r.inflight, r.executor_id))
-        return [r.address for r in fits if r.address is not None]
+        able.sort(key=lambda r: (r.inflight, r.executor_id))
+        return [r.address for r in able if r.address is not None]
 
     def can_ever_host(self, request: Resources) -> bool:
         """Whether an executor of this cluster could host ``request`` once ready."""
-        return any(n.cap > 0 and _fits(request, n.offer) for n in self.nodes.values())
+        return any(n.cap > 0 and fits(request, n.offer) for n in self.nodes.values())
+
+    def shortfall(self) -> list[tuple[Resources | None, int]]:
+        """Executors the pools want beyond what the nodes can hold, per resource request:
+        the targets of the functions of one request summed, less the slots of the nodes
+        (not draining) that fit it, or, if more, the executors their pools lack now
+        (slots taken by functions of other requests); a request no node fits misses its
+        whole target."""
+        pinned: dict[str, int] = {}
+        for rec in self.executors.values():
+            if rec.state in _LIVE:
+                for function in rec.pins:
+                    pinned[function] = pinned.get(function, 0) + 1
+        wanted: dict[Resources | None, int] = {}
+        lacking: dict[Resources | None, int] = {}
+        for function, target in self.targets.items():
+            request = self.requests.get(function)
+            wanted[request] = wanted.get(request, 0) + target
+            lack = max(0, target - pinned.get(function, 0))
+            lacking[request] = lacking.get(request, 0) + lack
+        missing = []
+        for request, want in wanted.items():
+            slots = sum(_slots(n, request) for n in self.nodes.values() if not n.draining)
+            if (short := max(want - slots, lacking[request])) > 0:
+                missing.append((request, short))
+        return sorted(missing, key=lambda m: repr(m[0]))
+
+    def usage(self, now: float) -> list[NodeUsage]:
+        """Every node, for a provisioner deciding which to stop."""
+        executors: dict[str, list[ExecutorRecord]] = {}
+        for rec in self.executors.values():
+            executors.setdefault(rec.node, []).append(rec)
+        return [
+            NodeUsage(
+                n.node_id,
+                n.cap,
+                len(executors.get(n.node_id, ())),
+                sum(r.inflight + r.queued for r in executors.get(n.node_id, ())),
+                0.0 if n.idle_since is None else now - n.idle_since,
+                n.draining,
+            )
+            for n in sorted(self.nodes.values(), key=lambda n: n.node_id)
+        ]
 
     def offers(self) -> list[Resources]:
         """What an executor offers, on each node that may run executors."""
@@ -415,8 +513,8 @@ class Scheduler:
         for function in sorted(self.targets):
             request = self.requests.get(function)
             if request not in slots:
-                fitting = (n.cap for n in self.nodes.values() if _may_host(request, n.offer))
-                slots[request] = sum(fitting)
+                # Draining nodes count: their executors stay until their pools shrink.
+                slots[request] = sum(_slots(n, request) for n in self.nodes.values())
             want = min(self.targets[function], slots[request])
             have = members.get(function, [])
             while len(have) > want:
@@ -445,7 +543,7 @@ class Scheduler:
     ) -> ExecutorRecord | None:
         """An executor to add to ``function``'s pool (spawning it if need be), or None."""
         request = self.requests.get(function)
-        able = [r for r in live if _may_host(request, r.resources)]
+        able = [r for r in live if _suits(request, r)]
         draining = [r for r in able if r.state is ExecutorState.DRAINING]
         if draining:
             return min(draining, key=lambda r: r.executor_id)
@@ -459,11 +557,14 @@ class Scheduler:
             rec = ExecutorRecord(
                 executor_id, ExecutorState.STARTING, now, node=node.node_id, resources=node.offer
             )
+            if node.gpu_ids:  # its own GPUs: as many as the function asks for
+                rec.gpus = self._free_gpus(node)[: request.gpus if request else 0]
+                rec.resources = msgspec.structs.replace(node.offer, gpus=len(rec.gpus))
             self.executors[executor_id] = rec
             live.append(rec)
             preload = self.preloads.get(function, ())
-            self._note(f"spawn {executor_id} on node {node.node_id} for {function}")
-            out.append(Spawn(executor_id, preload, node.node_id))
+            self._note(f"spawn {executor_id} on node {node.node_id} for {function} {rec.gpus}")
+            out.append(Spawn(executor_id, preload, node.node_id, rec.gpus))
             return rec
         others = [r for r in able if function not in r.pins]
         if not others:
@@ -480,11 +581,29 @@ class Scheduler:
         free = [
             n
             for n in self.nodes.values()
-            if count.get(n.node_id, 0) < n.cap and _may_host(request, n.offer)
+            if count.get(n.node_id, 0) < n.cap
+            and not n.draining
+            and _may_host(request, n.offer)
+            and (not n.gpu_ids or request is None or len(self._free_gpus(n)) >= request.gpus)
         ]
         if not free:
             return None
         return min(free, key=lambda n: (count.get(n.node_id, 0) / n.cap, n.node_id))
+
+    def _free_gpus(self, node: NodeRecord) -> tuple[str, ...]:
+        """``node``'s GPU ids that no executor holds (one that stops holds them until it
+        has exited: its process may still use them)."""
+        held = {g for r in self.executors.values() if r.node == node.node_id for g in r.gpus or ()}
+        return tuple(g for g in node.gpu_ids if g not in held)
+
+    def _idle_nodes(self, now: float) -> None:
+        """Start or stop each node's idle clock."""
+        busy = {r.node for r in self.executors.values()}
+        for node in self.nodes.values():
+            if node.node_id in busy:
+                node.idle_since = None
+            elif node.idle_since is None:
+                node.idle_since = now
 
     def _lose_node(self, node_id: str, reason: str) -> list[Instruction]:
         if node_id == LOCAL or self.nodes.pop(node_id, None) is None:
@@ -548,10 +667,27 @@ def _least_needed(rec: ExecutorRecord) -> tuple[int, int, str]:
 
 
 def _may_host(request: Resources | None, offer: Resources) -> bool:
-    return request is None or _fits(request, offer)
+    return request is None or fits(request, offer)
 
 
-def _fits(request: Resources, offer: Resources) -> bool:
+def _suits(request: Resources | None, rec: ExecutorRecord) -> bool:
+    """``rec`` may join the pool of a function of ``request``: it fits, and it holds no
+    GPU that the function would leave idle."""
+    wants_gpus = request is None or request.gpus > 0
+    return _may_host(request, rec.resources) and (wants_gpus or not rec.gpus)
+
+
+def _slots(node: NodeRecord, request: Resources | None) -> int:
+    """Executors of ``request`` that ``node`` can hold at once."""
+    if not _may_host(request, node.offer):
+        return 0
+    if node.gpu_ids and request is not None and request.gpus:
+        return min(node.cap, len(node.gpu_ids) // request.gpus)
+    return node.cap
+
+
+def fits(request: Resources, offer: Resources) -> bool:
+    """Whether an executor offering ``offer`` can run a function requesting ``request``."""
     return (
         request.cpu <= offer.cpu
         and request.memory_mb <= offer.memory_mb

@@ -6,11 +6,25 @@ import pytest
 
 from stratus._exceptions import ConfigurationError
 from stratus.protocol.messages import NodeCapacity
-from stratus.server.node import NodeAgent, detect_capacity
+from stratus.server.node import NodeAgent, detect_capacity, parse_gpus
 
 
 def test_given_figures_win_over_detection() -> None:
-    assert detect_capacity(cores=3, memory_mb=700, gpus=2) == NodeCapacity(3, 700, 2)
+    assert detect_capacity(cores=3, memory_mb=700, gpus=2) == NodeCapacity(3, 700, 2, ["0", "1"])
+    assert detect_capacity(cores=1, memory_mb=1, gpus=["3", "5"]).gpu_ids == ["3", "5"]
+
+
+@pytest.mark.parametrize(
+    ("text", "ids"), [("0", []), ("2", ["0", "1"]), ("0,1,2", ["0", "1", "2"]), ("3,", ["3"])]
+)
+def test_gpus_option_is_a_count_or_ids(text: str, ids: list[str]) -> None:
+    assert parse_gpus(text) == ids
+
+
+@pytest.mark.parametrize("text", ["", "a", "1,1", "0 1"])
+def test_a_bad_gpus_option_is_a_configuration_error(text: str) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_gpus(text)
 
 
 def test_detected_figures_are_positive() -> None:
@@ -18,12 +32,15 @@ def test_detected_figures_are_positive() -> None:
     assert capacity.cores >= 1 and capacity.memory_mb > 0 and capacity.gpus == 0
 
 
-@pytest.mark.parametrize(("visible", "gpus"), [("0,1", 2), ("", 0), ("-1", 0), ("3", 1)])
+@pytest.mark.parametrize(
+    ("visible", "ids"), [("0,1", ["0", "1"]), ("", []), ("-1", []), ("3", ["3"])]
+)
 def test_gpus_come_from_cuda_visible_devices(
-    monkeypatch: pytest.MonkeyPatch, visible: str, gpus: int
+    monkeypatch: pytest.MonkeyPatch, visible: str, ids: list[str]
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    assert detect_capacity().gpus == gpus
+    capacity = detect_capacity()
+    assert capacity.gpu_ids == ids and capacity.gpus == len(ids)
 
 
 @pytest.mark.parametrize(
