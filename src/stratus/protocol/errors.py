@@ -25,6 +25,7 @@ from stratus import _exceptions as exc
 from stratus.protocol import serialization
 
 ErrorKind = Literal[
+    "AccessDenied",
     "BadSignature",
     "ClusterClosed",
     "ConfigurationError",
@@ -48,6 +49,7 @@ ErrorKind = Literal[
     "ObjectNotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "QuotaExceeded",
     "ProtocolError",
     "RemoteError",
     "ReservedKey",
@@ -59,6 +61,7 @@ ErrorKind = Literal[
     "StoreUnavailable",
     "StratusError",
     "StreamInterrupted",
+    "TenantNotFound",
     "UnsupportedFunction",
     "VolumeExists",
     "VolumeNotFound",
@@ -145,7 +148,7 @@ def kind_of(cls: type[BaseException]) -> ErrorKind:
 
 def _message(error: exc.StratusError) -> str:
     # Classes built from a name carry the name; ``decode`` rebuilds their message.
-    named = exc.FunctionNotFound | exc.VolumeNotFound | exc.VolumeExists
+    named = exc.FunctionNotFound | exc.VolumeNotFound | exc.VolumeExists | exc.TenantNotFound
     if isinstance(error, named | exc.ObjectNotFound | exc.ObjectExists):
         return error.name
     if isinstance(error, exc.ReservedKey):
@@ -204,6 +207,7 @@ _BUILDERS: dict[type[exc.StratusError], Callable[[str], exc.StratusError]] = {
     exc.ObjectNotFound: exc.ObjectNotFound,
     exc.ObjectExists: exc.ObjectExists,
     exc.ReservedKey: exc.ReservedKey,
+    exc.TenantNotFound: exc.TenantNotFound,
 }
 
 
