@@ -81,23 +81,24 @@ class TenantApp:
     # ------------------------------------------------------------------ plumbing
 
     def request(
-        self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None
+        self, method: str, path: str, body: Any = None, *, absent_ok: bool = False
     ) -> tuple[int, Any]:
-        """``(status, decoded JSON)`` of a request; a stratus error for a 4xx/5xx."""
+        """``(status, decoded JSON)`` of a request; a stratus error for a 4xx/5xx, but
+        ``(404, None)`` for a missing key with ``absent_ok``."""
         payload = None if body is None else msgspec.json.encode(body)
-        status, raw = self._exchange(method, path, payload, headers or {})
+        status, raw = self._exchange(method, path, payload)
         decoded = msgspec.json.decode(raw) if raw else None
+        if absent_ok and status == 404 and _error_type(decoded) == "KeyNotFound":
+            return status, None
         if status >= 400:
             raise _error_of(status, decoded)
         return status, decoded
 
-    def _exchange(
-        self, method: str, path: str, payload: bytes | None, headers: dict[str, str]
-    ) -> tuple[int, bytes]:
+    def _exchange(self, method: str, path: str, payload: bytes | None) -> tuple[int, bytes]:
         for attempt in (1, 2):  # a kept-alive connection the server closed: dial again once
             conn = self._connection()
             try:
-                conn.request(method, path, payload, self._headers | headers)
+                conn.request(method, path, payload, self._headers)
                 response = conn.getresponse()
                 return response.status, response.read()
             except (ConnectionError, http.client.HTTPException, TimeoutError, OSError) as e:
@@ -175,10 +176,8 @@ class TenantKV:
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
-        try:
-            return self._app.request("GET", self._path(key))[1]
-        except KeyNotFound:
-            return default
+        status, value = self._app.request("GET", self._path(key), absent_ok=True)
+        return default if status == 404 else value
 
     def put(self, key: str, value: Any) -> None:
         """Set ``key`` to a JSON value."""
@@ -194,8 +193,9 @@ class TenantKV:
         return keys
 
 
-class KeyNotFound(exc.StratusError, LookupError):
-    """The gateway has no such key (``TenantKV.get`` returns its default instead)."""
+def _error_type(reply: Any) -> str:
+    detail = reply.get("error") if isinstance(reply, dict) else None
+    return str(detail.get("type", "")) if isinstance(detail, dict) else ""
 
 
 def _error_of(status: int, reply: Any) -> exc.StratusError:
@@ -211,7 +211,7 @@ def _error_of(status: int, reply: Any) -> exc.StratusError:
             invocation_id=detail.get("invocation_id", ""),
         )
     if kind == "KeyNotFound":
-        return KeyNotFound(message)
+        return exc.StratusError(message)  # only ever seen by TenantKV.get, as absent
     if kind in errors.KINDS:  # a stratus type, as the cluster's own client builds it
         info = errors.ErrorInfo(cast(errors.ErrorKind, kind), message)
         return errors.decode(info, str(detail.get("invocation_id", "")))

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stratus._exceptions import StratusError, TenantNotFound, VolumeNotFound
+from stratus._exceptions import FunctionNotFound, StratusError, TenantNotFound, VolumeNotFound
 from stratus.client.app import App
 from stratus.client.future import Future
 from stratus.client.handles import Dag, Function
@@ -257,7 +257,11 @@ class _Gateway:
     async def _invoke(self, request: Request, kind: type[Function] | type[Dag]) -> Response:
         caller: Caller = request.state.caller
         call = await self.json_body(request, InvokeRequest)
-        handle = await self.handle(caller.function(request.path_params["name"]), kind)
+        name = request.path_params["name"]
+        try:
+            handle = await self.handle(caller.function(name), kind)
+        except FunctionNotFound:
+            raise FunctionNotFound(name) from None  # named as the caller knows it
         asynchronous = request.query_params.get("async", "0") not in ("0", "false", "")
         if asynchronous:
             self.invocations.check_room()
