@@ -3,6 +3,7 @@ objects are, every endpoint of the spec tried across tenants, quotas, the tenant
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -314,8 +315,10 @@ def test_the_python_client_connects_as_a_tenant(cluster: Cluster, alpha: dict[st
             app.function("fail")()
         assert raised.value.remote_type.endswith("KeyError")
     limited = stratus.connect(cluster.url, token=cluster.tokens["r1"])
+    with contextlib.suppress(stratus.QuotaExceeded):  # spent already if the test above ran
+        limited.function("noop")()
     with limited, pytest.raises(stratus.QuotaExceeded):
-        limited.function("noop")()  # its one call went in test_calls_per_second_are_capped
+        limited.function("noop")()
     forged = stratus.connect(cluster.url, token="st_" + "x" * 40)
     with forged, pytest.raises(stratus.AccessDenied):
         forged.kv.get("secret")
