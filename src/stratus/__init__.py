@@ -10,6 +10,7 @@
 """
 
 from stratus._exceptions import (
+    AccessDenied,
     ClusterClosed,
     ConfigurationError,
     ConflictError,
@@ -28,6 +29,7 @@ from stratus._exceptions import (
     Overloaded,
     PayloadTooLarge,
     ProtocolError,
+    QuotaExceeded,
     RemoteError,
     ReservedKey,
     ResultLost,
@@ -36,6 +38,7 @@ from stratus._exceptions import (
     StoreUnavailable,
     StratusError,
     StreamInterrupted,
+    TenantNotFound,
     UnsupportedFunction,
     VolumeExists,
     VolumeNotFound,
@@ -45,12 +48,14 @@ from stratus.client.app import App, connect
 from stratus.client.future import Future
 from stratus.client.handles import Dag, Function
 from stratus.client.stream import Stream
+from stratus.client.tenant import TenantApp
 from stratus.client.usage import Prices, Usage, UsageRow
 from stratus.config import AutoscalingConfig
 from stratus.kv.ref import Ref
 from stratus.server import Context
 
 __all__ = [
+    "AccessDenied",
     "App",
     "AutoscalingConfig",
     "ClusterClosed",
@@ -76,6 +81,7 @@ __all__ = [
     "PayloadTooLarge",
     "Prices",
     "ProtocolError",
+    "QuotaExceeded",
     "Ref",
     "RemoteError",
     "ReservedKey",
@@ -86,6 +92,8 @@ __all__ = [
     "StratusError",
     "Stream",
     "StreamInterrupted",
+    "TenantApp",
+    "TenantNotFound",
     "UnsupportedFunction",
     "Usage",
     "UsageRow",

@@ -28,6 +28,9 @@
     ├── VolumeNotFound            no file-system volume of that name
     ├── VolumeExists              creating a volume whose name is taken
     ├── Overloaded                the function's queue of waiting calls is full
+    │   └── QuotaExceeded         a tenant's quota (calls at once, calls/s, stored bytes) spent
+    ├── AccessDenied              no valid token, or a token whose tenant may not do this
+    ├── TenantNotFound            no tenant of that name
     ├── LatticeError              a lattice value misused
     │   ├── LatticeTypeError      merging lattices of different types
     │   ├── LatticeValueError     a value a lattice cannot hold
@@ -207,6 +210,24 @@ class VolumeExists(StratusError):
 class Overloaded(StratusError):
     """A call was turned away: its function's pool is at its size limit and the calls
     already waiting for it fill the queue (``max_queued``). Nothing of it ran."""
+
+
+class QuotaExceeded(Overloaded):
+    """A tenant's call or write was turned away: one of its quotas (concurrent calls,
+    calls per second, stored bytes) is spent. Nothing of it ran or was written."""
+
+
+class AccessDenied(StratusError, PermissionError):
+    """The gateway refused the request: no token, an unknown or revoked one, or a
+    tenant's token for something only the operator may do."""
+
+
+class TenantNotFound(StratusError, LookupError):
+    """No tenant of this name exists (``stratus tenant list`` names them)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no tenant named {name!r}")
+        self.name = name
 
 
 class LatticeError(StratusError):

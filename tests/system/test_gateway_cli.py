@@ -72,3 +72,51 @@ def test_up_serves_the_gateway_and_tokens_are_managed_from_the_shell(tmp_path: P
     assert "HTTP gateway on" in output
     # the gateway went with its server
     assert wait_until(lambda: not answers(url), timeout=10)
+
+
+def test_tenants_are_managed_from_the_shell_and_used_from_python(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    address, http = f"tcp://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    up = subprocess.Popen(
+        [*STRATUS, "up", "--listen", address, "--data-dir", str(data), "--http", http],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url, where = f"http://{http}", ("--data-dir", str(data))
+    try:
+        assert wait_until(lambda: answers(url), timeout=60)
+        with stratus.connect(address, data_dir=data) as app:
+
+            @app.function(name="acme::double")
+            def double(ctx: object, x: int) -> int:
+                return 2 * x
+
+        created = cli("tenant", "create", "acme", "--max-concurrent", "5", *where, cwd=tmp_path)
+        assert created.returncode == 0, created.stderr
+        assert cli("tenant", "create", "Not Valid", *where, cwd=tmp_path).returncode != 0
+        token = cli("tenant", "token", "acme", *where, cwd=tmp_path).stdout.strip()
+        with stratus.connect(url, token=token) as tenant:
+            assert tenant.function("double")(21) == 42
+            assert tenant.functions() == ["double"]
+
+        def listed() -> str:
+            return cli("tenant", "list", *where, cwd=tmp_path).stdout
+
+        # metering records reach the store a moment after the call
+        assert wait_until(lambda: "calls=1 " in listed(), timeout=30)
+        assert "max_concurrent=5" in listed() and token not in listed()
+        deleted = cli("tenant", "delete", "acme", *where, cwd=tmp_path)
+        assert deleted.returncode == 0 and "1 tokens revoked" in deleted.stdout
+        with stratus.connect(url, token=token) as gone:
+
+            def refused() -> bool:
+                try:
+                    gone.functions()
+                except stratus.AccessDenied:
+                    return True
+                return False
+
+            assert wait_until(refused, timeout=15)  # a checked token is trusted 5 s at most
+    finally:
+        up.terminate()
+        up.wait(timeout=30)

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from stratus import _exceptions as exc
 from stratus import config as cfg
@@ -22,6 +22,7 @@ from stratus.client.handles import Composable, Dag, Function, Graph
 from stratus.client.kv import KV
 from stratus.client.reconnect import lease_locator
 from stratus.client.registration import check_callable, retry_on_names
+from stratus.client.tenant import TenantApp
 from stratus.fs.volume import check_volume_name
 from stratus.kv.open import check_url, open_store
 from stratus.kv.ref import Ref
@@ -327,6 +328,11 @@ class App:
         pass
 
 
+@overload
+def connect(address: str, *, token: str, timeout: float = 30.0) -> TenantApp: ...
+
+
+@overload
 def connect(
     address: str | None = None,
     *,
@@ -341,8 +347,29 @@ def connect(
     metrics: str = "",
     autoscaling: cfg.AutoscalingConfig | None = None,
     reconnect: float = 60.0,
-) -> App:
+) -> App: ...
+
+
+def connect(
+    address: str | None = None,
+    *,
+    token: str | None = None,
+    key: bytes | str | None = None,
+    data_dir: str | os.PathLike[str] = ".stratus",
+    executors: int = 0,
+    store: str = "",
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    preload: tuple[str, ...] = (),
+    log_level: str = "WARNING",
+    timeout: float = 30.0,
+    metrics: str = "",
+    autoscaling: cfg.AutoscalingConfig | None = None,
+    reconnect: float = 60.0,
+) -> App | TenantApp:
     """Connect to a cluster; with no ``address``, start an embedded one.
+
+    With a ``token``, connect as a tenant to the cluster's HTTP gateway at ``address``
+    (``http://host:8080``): a ``TenantApp``, without the cluster key (docs/http.md).
 
     An embedded cluster runs a coordinator and at most ``executors`` executor processes
     (default: one per core) in the background, started on demand: each function's warm
@@ -365,6 +392,10 @@ def connect(
     that another host took over: it dials the address that the store's coordinator lease
     names (docs/scaling.md). An embedded cluster ends with its coordinator: no reconnecting.
     """
+    if token is not None:
+        if address is None:
+            raise exc.ConfigurationError("a tenant connects to a gateway: give its address")
+        return TenantApp(address, token, timeout=timeout)
     if not (isinstance(reconnect, int | float) and reconnect >= 0):
         raise exc.ConfigurationError(f"reconnect must be >= 0 seconds, not {reconnect!r}")
     if address is None:

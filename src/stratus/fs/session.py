@@ -3,7 +3,8 @@
 Every volume it opens shares one ``FsTransaction``, so an invocation's file-system
 reads and writes, across volumes, commit in one store transaction (the executor merges
 it with the invocation's kv transaction). Its default volume is created on first use,
-inside the same transaction; other volumes must exist.
+inside the same transaction; other volumes must exist. A tenant's session names volumes
+in the tenant's namespace: every name it is given gets ``prefix`` (``keys.tenant_volume``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ class FsSession:
     """``session.fs`` is the default volume's ``FileSystem``; ``session.volume(name)``
     another one, all in ``session.txn``."""
 
-    def __init__(self, volumes: Volumes, default: str = "default") -> None:
+    def __init__(self, volumes: Volumes, default: str = "default", *, prefix: str = "") -> None:
         self._volumes = volumes
-        self.default = check_volume_name(default)
+        self._prefix = prefix
+        self.default = self._stored_name(default)
         self.txn = FsTransaction(volumes.reader)
         self._open: dict[str, FileSystem] = {}
 
@@ -35,7 +37,14 @@ class FsSession:
 
     def volume(self, name: str) -> FileSystem:
         """An existing volume, in this transaction; ``VolumeNotFound`` if there is none."""
+        name = self._stored_name(name) if self._prefix else name
         return self._open.get(name) or self._open_volume(name, create=name == self.default)
+
+    def _stored_name(self, name: str) -> str:
+        """The name of the volume ``name`` in the store: checked alone (so that a tenant's
+        name cannot climb out of its prefix), then with the prefix (so that it fits)."""
+        check_volume_name(name)
+        return check_volume_name(self._prefix + name) if self._prefix else name
 
     def _open_volume(self, name: str, *, create: bool) -> FileSystem:
         volume = self._volumes.ensure(self.txn, name, create=create)  # read in self.txn

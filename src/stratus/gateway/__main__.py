@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store", default="", help="the cluster's store URL")
     parser.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT to serve on")
     parser.add_argument(
-        "--create-token", metavar="TENANT", default="", help="print a new token for TENANT first"
+        "--create-token", metavar="OWNER", default="", help="print a new operator token first"
     )
     parser.add_argument("--parent", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

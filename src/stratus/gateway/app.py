@@ -1,8 +1,12 @@
 """The gateway's ASGI app: routes, authentication, request limits.
 
 Theory of operation: one Starlette app in front of one ``stratus.App`` (the Python
-client) and the cluster's store. A call to a function is the client's call, awaited on
-the event loop (the client's pump thread completes it). Store work (kv, files, token
+client) and the cluster's store. A request's token names its ``Caller``: the operator
+(the whole cluster) or a tenant, whose names every handler maps into the tenant's
+namespace (``Caller.function``, ``.kv_prefix``, ``.volume``) before it touches anything,
+and whose calls pass its quota ``Gate`` (``gateway/tenants.py``, ``gateway/quotas.py``).
+A call to a function is the client's call, awaited on the event loop (the client's pump
+thread completes it). Store work (kv, files, token
 checks on a miss) runs in Starlette's thread pool, so a slow store never stalls the loop.
 Bodies are read with a cap and a deadline, so a large or slow upload cannot hold memory
 or a connection beyond them.
@@ -26,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stratus._exceptions import StratusError, VolumeNotFound
+from stratus._exceptions import FunctionNotFound, StratusError, TenantNotFound, VolumeNotFound
 from stratus.client.app import App
 from stratus.client.future import Future
 from stratus.client.handles import Dag, Function
@@ -39,7 +43,9 @@ from stratus.gateway.dashboard import Dashboard
 from stratus.gateway.errors import HTTPProblem, response_of
 from stratus.gateway.invocations import Invocations
 from stratus.gateway.kv import BulkGetRequest, KVGateway, TransactionRequest, etag_of, parse_etag
-from stratus.gateway.tokens import Tokens
+from stratus.gateway.quotas import Gate
+from stratus.gateway.tenants import Tenants
+from stratus.protocol import keys
 from stratus.store.base import Store
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -73,6 +79,54 @@ class GatewayConfig:
     refused at most this long after its revocation."""
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who a request acts for: the operator (``tenant`` None) or a tenant, whose names
+    are mapped into its namespace here, and whose calls pass ``gate``."""
+
+    tenant: str | None
+    gate: Gate | None = None
+
+    def function(self, name: str) -> str:
+        """The registered name of the caller's function or DAG ``name``."""
+        return name if self.tenant is None else keys.tenant_function(self.tenant, name)
+
+    def owns_function(self, name: str) -> str | None:
+        """``name`` as the caller knows it, or None when it is not the caller's."""
+        if self.tenant is None:
+            return name
+        if keys.tenant_of_function(name) != self.tenant:
+            return None
+        return name[len(keys.tenant_function(self.tenant, "")) :]
+
+    @property
+    def kv_prefix(self) -> str:
+        return "" if self.tenant is None else keys.tenant_prefix(self.tenant)
+
+    def volume(self, name: str) -> str:
+        """The stored name of the caller's volume ``name`` (checked first, so a tenant's
+        name cannot climb out of its namespace)."""
+        check_volume_name(name)
+        return (
+            name
+            if self.tenant is None
+            else check_volume_name(keys.tenant_volume(self.tenant, name))
+        )
+
+    def owns_volume(self, name: str) -> str | None:
+        if self.tenant is None:
+            return name
+        prefix = keys.tenant_volume(self.tenant, "")
+        return name[len(prefix) :] if name.startswith(prefix) else None
+
+    def operator_only(self) -> None:
+        if self.tenant is not None:
+            raise HTTPProblem(403, "AccessDenied", "only an operator token may do this")
+
+
+OPERATOR = Caller(None)
+
+
 class InvokeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
@@ -85,14 +139,16 @@ class _Gateway:
         self.config = config
         self.kv = KVGateway(store, app.values)
         self.volumes = Volumes(store)
-        self.tokens = Tokens(store)
+        self.tenants = Tenants(store)
+        self.tokens = self.tenants.tokens
         self.invocations = Invocations()
         self._handles: dict[str, Function | Dag] = {}
-        self._trusted: dict[str, tuple[str, float]] = {}  # token -> (owner, until)
+        self._trusted: dict[str, tuple[Caller, float]] = {}  # token -> (caller, until)
+        self._gates: dict[str, Gate] = {}  # tenant -> its gate, kept while its quotas are
 
     # ------------------------------------------------------------------ plumbing
 
-    async def authenticate(self, request: Request) -> str:
+    async def authenticate(self, request: Request) -> Caller:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -101,13 +157,40 @@ class _Gateway:
         cached = self._trusted.get(token)
         if cached is not None and cached[1] > now:
             return cached[0]
-        owner = await run_in_threadpool(self.tokens.owner, token)
-        if owner is None:
+        caller = await run_in_threadpool(self._caller_of, token, now)
+        if caller is None:
             raise HTTPProblem(401, "Unauthorized", "unknown or revoked token")
         if len(self._trusted) > 10_000:
             self._trusted.clear()  # bounded: tokens are few, garbage is not
-        self._trusted[token] = (owner, now + self.config.token_cache_s)
-        return owner
+        self._trusted[token] = (caller, now + self.config.token_cache_s)
+        return caller
+
+    def _caller_of(self, token: str, now: float) -> Caller | None:
+        record = self.tokens.check(token)
+        if record is None:
+            return None
+        if record.tenant is None:
+            return OPERATOR
+        try:
+            tenant = self.tenants.get(record.tenant)
+        except TenantNotFound:
+            return None  # deleted (its tokens are revoked with it, but not atomically)
+        gate = self._gates.get(tenant.name)
+        if gate is None or gate.quotas != tenant.quotas:  # new, or its quotas changed
+            gate = self._gates[tenant.name] = Gate(tenant.name, tenant.quotas, now)
+        return Caller(tenant.name, gate)
+
+    async def check_room(self, caller: Caller, adding: int) -> None:
+        """Refuse a write of ``adding`` bytes that would take the caller past its stored
+        bytes quota (the body's size stands for what the write adds)."""
+        quota = None if caller.gate is None else caller.gate.quotas.stored_bytes
+        if quota is None or caller.tenant is None:
+            return
+        used = await run_in_threadpool(self.tenants.stored_bytes, caller.tenant)
+        if used + adding > quota:
+            raise HTTPProblem(
+                413, "QuotaExceeded", f"tenant {caller.tenant!r} may store {quota} bytes"
+            )
 
     async def body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -136,17 +219,11 @@ class _Gateway:
             raise HTTPProblem(408, "RequestTimeout", "the body did not arrive in time") from None
 
     async def json_body(self, request: Request, type_: type[Any]) -> Any:
-        raw = await self.body(request)
-        if not raw.strip():
-            raw = b"{}"
-        try:
-            return msgspec.json.decode(raw, type=type_)
-        except msgspec.ValidationError as e:
-            raise HTTPProblem(400, "BadRequest", str(e)) from None
-        except msgspec.DecodeError as e:
-            raise HTTPProblem(400, "BadJSON", str(e)) from None
+        return _decoded(await self.body(request), type_)
 
     async def handle(self, name: str, kind: type[Function] | type[Dag]) -> Function | Dag:
+        """The handle of the function or DAG registered as ``name`` (the caller's name
+        mapped into its namespace already)."""
         handle = self._handles.get(name)
         if handle is None:
             handle = await run_in_threadpool(self.app.lookup, name)
@@ -161,12 +238,15 @@ class _Gateway:
     # ------------------------------------------------------------------ functions
 
     async def list_functions(self, request: Request) -> Response:
+        caller: Caller = request.state.caller
         status = await run_in_threadpool(self.app.status)
         functions = [
-            {"name": f.name, "version": f.version, "timeout": f.options.timeout}
+            {"name": name, "version": f.version, "timeout": f.options.timeout}
             for f in status.functions
+            if (name := caller.owns_function(f.name)) is not None
         ]
-        return JSONResponse({"functions": functions, "dags": status.dags})
+        dags = [name for d in status.dags if (name := caller.owns_function(d)) is not None]
+        return JSONResponse({"functions": functions, "dags": dags})
 
     async def invoke_function(self, request: Request) -> Response:
         return await self._invoke(request, Function)
@@ -175,19 +255,39 @@ class _Gateway:
         return await self._invoke(request, Dag)
 
     async def _invoke(self, request: Request, kind: type[Function] | type[Dag]) -> Response:
+        caller: Caller = request.state.caller
         call = await self.json_body(request, InvokeRequest)
-        handle = await self.handle(request.path_params["name"], kind)
+        name = request.path_params["name"]
+        try:
+            handle = await self.handle(caller.function(name), kind)
+        except FunctionNotFound:
+            raise FunctionNotFound(name) from None  # named as the caller knows it
         asynchronous = request.query_params.get("async", "0") not in ("0", "false", "")
         if asynchronous:
             self.invocations.check_room()
-        future = handle.remote(*call.args, **call.kwargs)
+        gate = caller.gate
+        if gate is not None:
+            gate.admit(time.monotonic())
+        try:
+            future = handle.remote(*call.args, **call.kwargs)
+        except BaseException:
+            if gate is not None:
+                gate.release()
+            raise
         if asynchronous:
-            invocation_id = self.invocations.add(future)
+            if gate is not None:
+                future.add_done_callback(lambda _: gate.release())
+            invocation_id = self.invocations.add(future, caller.tenant)
             return JSONResponse({"invocation_id": invocation_id}, status_code=202)
-        return _result_response(future.invocation_id, await _settled(future))
+        try:
+            return _result_response(future.invocation_id, await _settled(future))
+        finally:
+            if gate is not None:
+                gate.release()
 
     async def get_invocation(self, request: Request) -> Response:
-        future = self.invocations.get(request.path_params["id"])
+        caller: Caller = request.state.caller
+        future = self.invocations.get(request.path_params["id"], caller.tenant)
         if not future.done():
             return JSONResponse({"invocation_id": future.invocation_id, "status": "running"})
         error = future.exception()
@@ -202,7 +302,8 @@ class _Gateway:
     # ------------------------------------------------------------------ kv
 
     async def kv_get(self, request: Request) -> Response:
-        value, version = await run_in_threadpool(self.kv.get, request.path_params["key"])
+        prefix = request.state.caller.kv_prefix
+        value, version = await run_in_threadpool(self.kv.get, request.path_params["key"], prefix)
         if version == 0 or value is None:
             raise HTTPProblem(404, "KeyNotFound", f"no key {request.path_params['key']!r}")
         return Response(
@@ -219,7 +320,9 @@ class _Gateway:
             raise HTTPProblem(400, "BadJSON", str(e)) from None
         key = request.path_params["key"]
         expected = _precondition(request)
-        version = await run_in_threadpool(self.kv.put, key, value, expected)
+        caller: Caller = request.state.caller
+        await self.check_room(caller, len(raw))
+        version = await run_in_threadpool(self.kv.put, key, value, expected, caller.kv_prefix)
         return JSONResponse(
             {"key": key, "etag": etag_of(version)}, headers={"ETag": etag_of(version)}
         )
@@ -227,21 +330,28 @@ class _Gateway:
     async def kv_delete(self, request: Request) -> Response:
         key = request.path_params["key"]
         expected = _precondition(request)
-        await run_in_threadpool(self.kv.delete, key, expected)
+        await run_in_threadpool(self.kv.delete, key, expected, request.state.caller.kv_prefix)
         return Response(status_code=204)
 
     async def kv_list(self, request: Request) -> Response:
-        names = await run_in_threadpool(self.kv.keys, request.query_params.get("prefix", ""))
+        names = await run_in_threadpool(
+            self.kv.keys, request.query_params.get("prefix", ""), request.state.caller.kv_prefix
+        )
         return JSONResponse({"keys": names})
 
     async def kv_bulk_get(self, request: Request) -> Response:
         wanted = await self.json_body(request, BulkGetRequest)
-        items = await run_in_threadpool(self.kv.get_many, wanted.keys)
+        items = await run_in_threadpool(
+            self.kv.get_many, wanted.keys, request.state.caller.kv_prefix
+        )
         return Response(_json_of({"items": items}, "a value"), media_type="application/json")
 
     async def kv_transaction(self, request: Request) -> Response:
-        txn = await self.json_body(request, TransactionRequest)
-        versions = await run_in_threadpool(self.kv.transact, txn.operations)
+        caller: Caller = request.state.caller
+        raw = await self.body(request)
+        txn = _decoded(raw, TransactionRequest)
+        await self.check_room(caller, len(raw))
+        versions = await run_in_threadpool(self.kv.transact, txn.operations, caller.kv_prefix)
         return JSONResponse({"etags": {k: etag_of(v) for k, v in versions.items()}})
 
     # ------------------------------------------------------------------ files
@@ -252,10 +362,13 @@ class _Gateway:
             raise VolumeNotFound(name)
 
     async def list_volumes(self, request: Request) -> Response:
-        return JSONResponse({"volumes": await run_in_threadpool(self.volumes.list)})
+        caller: Caller = request.state.caller
+        names = await run_in_threadpool(self.volumes.list)
+        owned = [name for v in names if (name := caller.owns_volume(v)) is not None]
+        return JSONResponse({"volumes": owned})
 
     async def file_get(self, request: Request) -> Response:
-        volume, path = request.path_params["volume"], "/" + request.path_params["path"]
+        volume, path = _volume_and_path(request)
 
         def read() -> Response:
             self.check_volume(volume)
@@ -267,8 +380,9 @@ class _Gateway:
         return await run_in_threadpool(_files(read))
 
     async def file_put(self, request: Request) -> Response:
-        volume, path = request.path_params["volume"], "/" + request.path_params["path"]
+        volume, path = _volume_and_path(request)
         data = await self.body(request)
+        await self.check_room(request.state.caller, len(data))
 
         def write() -> Response:
             with transaction(self.volumes, volume) as fs:
@@ -281,7 +395,7 @@ class _Gateway:
         return await run_in_threadpool(_files(write))
 
     async def file_delete(self, request: Request) -> Response:
-        volume, path = request.path_params["volume"], "/" + request.path_params["path"]
+        volume, path = _volume_and_path(request)
 
         def remove() -> Response:
             self.check_volume(volume)
@@ -290,6 +404,25 @@ class _Gateway:
             return Response(status_code=204)
 
         return await run_in_threadpool(_files(remove))
+
+
+def _decoded(raw: bytes, type_: type[Any]) -> Any:
+    """A JSON body as ``type_`` (empty: ``{}``), or 400."""
+    if not raw.strip():
+        raw = b"{}"
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as e:
+        raise HTTPProblem(400, "BadRequest", str(e)) from None
+    except msgspec.DecodeError as e:
+        raise HTTPProblem(400, "BadJSON", str(e)) from None
+
+
+def _volume_and_path(request: Request) -> tuple[str, str]:
+    """The stored name of the volume a file route names (in the caller's namespace), and
+    the file's path."""
+    caller: Caller = request.state.caller
+    return caller.volume(request.path_params["volume"]), "/" + request.path_params["path"]
 
 
 SPIN_S = 300e-6
@@ -367,7 +500,7 @@ def _guarded(gateway: _Gateway, handler: Handler, *, query: tuple[str, ...] = ()
 
     async def guarded(request: Request) -> Response:
         try:
-            request.state.tenant = await gateway.authenticate(request)
+            request.state.caller = await gateway.authenticate(request)
             unknown = set(request.query_params) - set(query)
             if unknown:
                 raise HTTPProblem(
@@ -389,6 +522,28 @@ async def _http_exception(request: Request, error: Exception) -> Response:
     return response
 
 
+def _operator_only(handler: Handler) -> Handler:
+    """``handler`` for operator tokens; 403 for a tenant's (the dashboard shows the
+    whole cluster)."""
+
+    async def checked(request: Request) -> Response:
+        request.state.caller.operator_only()
+        return await handler(request)
+
+    return checked
+
+
+def _own_logs(ui: Dashboard) -> Handler:
+    """The dashboard's log route, for the caller's own functions only."""
+
+    async def logs(request: Request) -> Response:
+        caller: Caller = request.state.caller
+        name = caller.function(request.path_params["name"])
+        return await ui.logs(request, name)
+
+    return logs
+
+
 def _by_method(gateway: _Gateway, path: str, **handlers: Handler) -> Route:
     """One route for a path served by several methods, so that a 405 lists them all."""
 
@@ -404,9 +559,9 @@ def build_app(app: App, store: Store, config: GatewayConfig | None = None) -> St
     ui = Dashboard(app)
     routes = [
         Route("/ui", ui.page),
-        Route("/v1/dashboard", _guarded(g, ui.data)),
-        Route("/v1/dashboard/events", _guarded(g, ui.events)),
-        Route("/v1/functions/{name}/logs", _guarded(g, ui.logs, query=("invocation",))),
+        Route("/v1/dashboard", _guarded(g, _operator_only(ui.data))),
+        Route("/v1/dashboard/events", _guarded(g, _operator_only(ui.events))),
+        Route("/v1/functions/{name}/logs", _guarded(g, _own_logs(ui), query=("invocation",))),
         Route("/v1/health", _health),
         Route("/openapi.json", _openapi),
         Route("/v1/functions", _guarded(g, g.list_functions)),

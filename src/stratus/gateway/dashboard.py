@@ -111,8 +111,7 @@ class Dashboard:
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
-    async def logs(self, request: Request) -> Response:
-        function = request.path_params["name"]
+    async def logs(self, request: Request, function: str) -> Response:
         invocation = request.query_params.get("invocation", "")
         lines = await run_in_threadpool(self.app.logs, function, invocation, 200)
         return JSONResponse(

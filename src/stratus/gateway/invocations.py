@@ -2,7 +2,8 @@
 
 Bounded twice: at most ``capacity`` invocations are remembered (a new one past that is
 refused with 429, nothing of it run), and a finished one is forgotten ``keep_s`` seconds
-after it finished, whether or not anyone polled it.
+after it finished, whether or not anyone polled it. Each belongs to the tenant that made
+it (None: the operator): another caller asking for it gets the 404 of an unknown id.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ class Invocations:
         self._keep_s = keep_s
         self._futures: OrderedDict[str, Future[Any]] = OrderedDict()
         self._finished_at: dict[str, float] = {}
+        self._tenants: dict[str, str | None] = {}
 
-    def add(self, future: Future[Any]) -> str:
+    def add(self, future: Future[Any], tenant: str | None = None) -> str:
         self._expire()
         self._futures[future.invocation_id] = future
+        self._tenants[future.invocation_id] = tenant
         future.add_done_callback(self._note_finished)
         return future.invocation_id
 
@@ -36,10 +39,12 @@ class Invocations:
                 429, "Overloaded", f"{self._capacity} asynchronous invocations are pending"
             )
 
-    def get(self, invocation_id: str) -> Future[Any]:
+    def get(self, invocation_id: str, tenant: str | None = None) -> Future[Any]:
+        """The invocation ``invocation_id`` made by ``tenant`` (None: the operator,
+        who may ask for anyone's)."""
         self._expire()
         future = self._futures.get(invocation_id)
-        if future is None:
+        if future is None or tenant not in (None, self._tenants.get(invocation_id)):
             raise HTTPProblem(404, "InvocationNotFound", f"no invocation {invocation_id!r}")
         return future
 
@@ -52,3 +57,4 @@ class Invocations:
             if at < horizon:
                 del self._finished_at[invocation_id]
                 self._futures.pop(invocation_id, None)
+                self._tenants.pop(invocation_id, None)

@@ -5,6 +5,11 @@ A value written over HTTP is a plain JSON value, stored as an LWW register like
 register's value, or the lattice's value converted to JSON (sets as arrays). The ETag
 is the key's store version: ``If-Match`` makes a write conditional on it, validated by the
 store in the same atomic commit as the write (HTTP 412 when it changed).
+
+Every method takes the caller's ``prefix``: "" for the operator, ``keys.tenant_prefix``
+for a tenant, whose key ``k`` is stored as ``prefix + k``. The key a caller names is
+checked before the prefix is added (never a platform key, so never another tenant's),
+and listings strip it again: a tenant cannot name, see or list a key outside its own.
 """
 
 from __future__ import annotations
@@ -99,42 +104,42 @@ class KVGateway:
         self._values = values
         self._clock = HybridClock("gateway")
 
-    def get(self, key: str) -> tuple[Any, int]:
+    def get(self, key: str, prefix: str = "") -> tuple[Any, int]:
         """The JSON-ready value and version of ``key``; version 0 when absent."""
-        entry = self._store.get(check_user_key(key))
+        entry = self._store.get(prefix + check_user_key(key))
         if entry.value is None:
             return None, entry.version
         return _plain(self._values.decode(entry.value)), entry.version
 
-    def get_many(self, names: list[str]) -> list[dict[str, Any]]:
+    def get_many(self, names: list[str], prefix: str = "") -> list[dict[str, Any]]:
         if len(names) > MAX_OPERATIONS:
             raise HTTPProblem(413, "TooManyKeys", f"at most {MAX_OPERATIONS} keys per request")
-        entries = self._store.get_many([check_user_key(k) for k in names])
+        entries = self._store.get_many([prefix + check_user_key(k) for k in names])
         items = []
         for key in names:
-            entry = entries[key]
+            entry = entries[prefix + key]
             if entry.value is not None:
                 value = _plain(self._values.decode(entry.value))
                 items.append({"key": key, "value": value, "etag": etag_of(entry.version)})
         return items
 
-    def put(self, key: str, value: Any, if_match: int | None) -> int:
+    def put(self, key: str, value: Any, if_match: int | None, prefix: str = "") -> int:
         """Write ``value``; with ``if_match``, only if the version is still that (0: absent)."""
         ops: list[Operation] = [Upsert(key, value, None if if_match is None else str(if_match))]
-        return self.transact(ops)[key]
+        return self.transact(ops, prefix)[key]
 
-    def delete(self, key: str, if_match: int | None) -> int:
+    def delete(self, key: str, if_match: int | None, prefix: str = "") -> int:
         ops: list[Operation] = [Remove(key, None if if_match is None else str(if_match))]
-        return self.transact(ops)[key]
+        return self.transact(ops, prefix)[key]
 
-    def transact(self, operations: list[Operation]) -> dict[str, int]:
+    def transact(self, operations: list[Operation], prefix: str = "") -> dict[str, int]:
         """All operations at once or none; 412 if an ``etag`` no longer matches."""
         if not operations or len(operations) > MAX_OPERATIONS:
             raise HTTPProblem(400, "BadTransaction", f"1 to {MAX_OPERATIONS} operations")
         reads: dict[str, int] = {}
         writes: list[Write] = []
         for op in operations:
-            key = check_user_key(op.key)
+            key = prefix + check_user_key(op.key)
             expected = parse_etag(op.etag)
             if expected is not None:
                 reads[key] = expected
@@ -149,10 +154,13 @@ class KVGateway:
             raise HTTPProblem(
                 412, "PreconditionFailed", f"changed since read: {', '.join(result.conflicts)}"
             )
-        return result.versions
+        return {k[len(prefix) :]: v for k, v in result.versions.items()}
 
-    def keys(self, prefix: str) -> list[str]:
-        return [k for k in self._store.keys(prefix) if not keys.is_reserved(k)]
+    def keys(self, wanted: str, prefix: str = "") -> list[str]:
+        """The caller's keys that start with ``wanted``."""
+        if not prefix:
+            return [k for k in self._store.keys(wanted) if not keys.is_reserved(k)]
+        return [k[len(prefix) :] for k in self._store.keys(prefix + wanted)]
 
 
 def _checked_value(value: Any) -> Any:

@@ -37,10 +37,12 @@ class KVCache:
         max_staleness: float = 0.02,
         max_quiet: float = 1.0,
         hidden: tuple[str, ...] = (),
+        shown: tuple[str, ...] = (),
     ) -> None:
         self.store = store
         self.values = values
         self.hidden = hidden  # prefixes of keys that listings leave out (the platform's)
+        self.shown = shown  # prefixes inside those whose listings show them (tenants' keys)
         self.capacity = capacity
         # Shared with the executor's other caches; a feed of its own otherwise.
         self.feed = feed or ChangeFeed(store, max_staleness=max_staleness, max_quiet=max_quiet)
@@ -87,7 +89,7 @@ class KVCache:
 
     def keys(self, prefix: str) -> list[str]:
         found = self.store.keys(prefix)
-        if self.hidden:
+        if self.hidden and not (self.shown and prefix.startswith(self.shown)):
             found = [k for k in found if not k.startswith(self.hidden)]
         return found
 

@@ -30,6 +30,7 @@ from stratus import _exceptions as exc
 from stratus.protocol import serialization
 
 ErrorKind = Literal[
+    "AccessDenied",
     "BadSignature",
     "ClusterClosed",
     "ConfigurationError",
@@ -54,6 +55,7 @@ ErrorKind = Literal[
     "ObjectNotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "QuotaExceeded",
     "ProtocolError",
     "RemoteError",
     "ReservedKey",
@@ -65,6 +67,7 @@ ErrorKind = Literal[
     "StoreUnavailable",
     "StratusError",
     "StreamInterrupted",
+    "TenantNotFound",
     "UnsupportedFunction",
     "VolumeExists",
     "VolumeNotFound",
@@ -170,7 +173,7 @@ def kind_of(cls: type[BaseException]) -> ErrorKind:
 
 def _message(error: exc.StratusError) -> str:
     # Classes built from a name carry the name; ``decode`` rebuilds their message.
-    named = exc.FunctionNotFound | exc.VolumeNotFound | exc.VolumeExists
+    named = exc.FunctionNotFound | exc.VolumeNotFound | exc.VolumeExists | exc.TenantNotFound
     if isinstance(error, named | exc.ObjectNotFound | exc.ObjectExists):
         return error.name
     if isinstance(error, exc.ReservedKey):
@@ -229,6 +232,7 @@ _BUILDERS: dict[type[exc.StratusError], Callable[[str], exc.StratusError]] = {
     exc.ObjectNotFound: exc.ObjectNotFound,
     exc.ObjectExists: exc.ObjectExists,
     exc.ReservedKey: exc.ReservedKey,
+    exc.TenantNotFound: exc.TenantNotFound,
 }
 
 

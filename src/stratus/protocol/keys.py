@@ -40,6 +40,52 @@ def gateway_token(digest: str) -> str:
     return GATEWAY_TOKENS + digest
 
 
+TENANTS = RESERVED + "tenants/"
+"""Prefix of the tenants' records (``stratus.tenants``): ``TENANTS + <tenant name>``."""
+
+
+def tenant_record(tenant: str) -> str:
+    return TENANTS + tenant
+
+
+TENANT_DATA = RESERVED + "tenant/"
+"""Prefix of the tenants' kv keys: a tenant's key ``k`` is ``TENANT_DATA + <tenant>/k``.
+Under ``RESERVED``, so no one writes there through the kv API but the tenant itself,
+through its scoped views (the gateway's, and ``ctx.kv`` in its functions)."""
+
+
+def tenant_prefix(tenant: str) -> str:
+    """The prefix of every kv key of ``tenant`` (names have no ``/``: one tenant's prefix
+    never starts another's)."""
+    return f"{TENANT_DATA}{tenant}/"
+
+
+TENANT_FUNCTION_SEPARATOR = "::"
+"""A registered name ``acme::f`` is the function (or DAG) ``f`` of the tenant ``acme``."""
+
+
+def tenant_function(tenant: str, name: str) -> str:
+    """The registered name of ``tenant``'s function or DAG ``name``."""
+    return f"{tenant}{TENANT_FUNCTION_SEPARATOR}{name}"
+
+
+def tenant_of_function(name: str) -> str | None:
+    """The tenant a registered function or DAG belongs to; None for the operator's. The
+    first separator decides, so ``acme::b::f`` is ``acme``'s whatever follows."""
+    tenant, found, _ = name.partition(TENANT_FUNCTION_SEPARATOR)
+    return tenant if found else None
+
+
+TENANT_VOLUME = "t."
+"""A volume ``t.acme.data`` is the volume ``data`` of the tenant ``acme`` (tenant names
+have no dot, so the name after the second dot is the tenant's)."""
+
+
+def tenant_volume(tenant: str, name: str) -> str:
+    """The stored name of ``tenant``'s volume ``name``."""
+    return f"{TENANT_VOLUME}{tenant}.{name}"
+
+
 REGISTRY = RESERVED + "registry/"
 """Prefix of a server's registry: its functions' versions and its DAGs (signed entries)."""
 

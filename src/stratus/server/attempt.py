@@ -59,7 +59,7 @@ from stratus.lattice import HybridClock, VectorClock
 from stratus.objects import ObjectStore, is_object
 from stratus.protocol import errors, keys, serialization
 from stratus.protocol import messages as m
-from stratus.server.context import Context, ImmediateKV
+from stratus.server.context import Context, ImmediateKV, ScopedKV
 from stratus.server.link import Caller
 from stratus.server.mail import PostOffice
 from stratus.server.metering import Meter, Running
@@ -126,6 +126,9 @@ class Attempts:
         runs = 1 if call.stream else SERIALIZABLE_ATTEMPTS
         required: dict[str, VectorClock] = {}
         record_key = keys.invocation_record(call.invocation_id, call.node)
+        tenant = keys.tenant_of_function(
+            call.function
+        )  # registered: only the cluster key writes it
         if call.attempt > 1:  # an earlier attempt may have committed, then died
             recorded = self._recorded(call, record_key)
             if recorded is not None:
@@ -133,32 +136,39 @@ class Attempts:
         for run in range(runs):
             metered.runs = run + 1
             self.feed.refresh_if_stale()
-            fs = FsSession(self.volumes, options.volume)
+            # A tenant's keys are platform keys: its scoped view checks the names it is given.
+            reserved = keys.PLATFORM if tenant is None else ()
             kv = (
                 CausalTransaction(
-                    self.kv_cache, self.clock, self.executor_id, required, reserved=keys.PLATFORM
+                    self.kv_cache, self.clock, self.executor_id, required, reserved=reserved
                 )
                 if causal
-                else KVTransaction(self.kv_cache, self.clock, reserved=keys.PLATFORM)
+                else KVTransaction(self.kv_cache, self.clock, reserved=reserved)
             )
             kv.counters = self.counters
             for exported in job.upstream_kv:
                 kv.absorb(exported)
-            ctx = Context(
-                self.caller,
-                kv,
-                self.post,
-                invocation_id=call.invocation_id,
-                function=call.function,
-                executor_id=self.executor_id,
-                attempt=call.attempt,
-                fs=fs,
-                kv_now=self.kv_now,
-                objects=self.objects,
-            )
+            if tenant is None:
+                fs = FsSession(self.volumes, options.volume)
+                ctx = Context(
+                    self.caller,
+                    kv,
+                    self.post,
+                    invocation_id=call.invocation_id,
+                    function=call.function,
+                    executor_id=self.executor_id,
+                    attempt=call.attempt,
+                    fs=fs,
+                    kv_now=self.kv_now,
+                    objects=self.objects,
+                )
+            else:
+                fs, ctx = self._tenant_context(tenant, call, options.volume, kv)
             try:
                 if call.refs:
-                    args, kwargs = _resolve_refs(kv, self.objects, args, kwargs)
+                    args, kwargs = _resolve_refs(
+                        ctx.kv, self.objects if tenant is None else None, args, kwargs
+                    )
                 value = yield ctx, args, kwargs
                 outcome = serialization.dumps(value, limit=self.max_payload, what="result")
                 fs.finish()  # files left open are flushed into the transaction
@@ -255,6 +265,27 @@ class Attempts:
         result = kv.validate_reads(self.store) if kv_commits else CommitResult(ok=True)
         return fs.txn.validate(self.store) if result.ok and fs.used else result
 
+    def _tenant_context(
+        self, tenant: str, call: m.Call, volume: str, kv: KVTransaction
+    ) -> tuple[FsSession, Context]:
+        """The file system and ``Context`` of a run of ``tenant``'s function: its kv keys,
+        volumes and nested calls in the tenant's namespace, and no ``app.put`` objects
+        (their names are the cluster's, not a tenant's)."""
+        fs = FsSession(self.volumes, volume, prefix=keys.tenant_volume(tenant, ""))
+        ctx = Context(
+            self.caller,
+            ScopedKV(kv, keys.tenant_prefix(tenant)),
+            self.post,
+            invocation_id=call.invocation_id,
+            function=call.function,
+            executor_id=self.executor_id,
+            attempt=call.attempt,
+            fs=fs,
+            kv_now=ImmediateKV(self.kv_cache, self.clock, keys.tenant_prefix(tenant)),
+            scope=keys.tenant_function(tenant, ""),
+        )
+        return fs, ctx
+
     def _recorded(self, call: m.Call, record_key: str) -> AttemptOutcome | None:
         """What an earlier attempt of ``call`` committed (its result, and for a DAG step
         the kv state it handed on), or None when no attempt did."""
@@ -294,15 +325,20 @@ class Attempts:
 
 
 def _resolve_refs(
-    kv: KVTransaction, objects: ObjectStore, args: Any, kwargs: Any
+    kv: KVTransaction | ScopedKV, objects: ObjectStore | None, args: Any, kwargs: Any
 ) -> tuple[Any, Any]:
     """Arguments with each top-level ``Ref`` replaced by the value it names: an object of
-    ``app.put`` from the executor's object cache, else a kv value through the invocation."""
+    ``app.put`` from the executor's object cache, else a kv value through the invocation
+    (a tenant's: in its namespace; it has no objects)."""
 
     def value(arg: Any) -> Any:
         if not isinstance(arg, Ref):
             return arg
-        return objects.get(arg) if is_object(arg) else kv.get(arg.key)
+        if not is_object(arg):
+            return kv.get(arg.key)
+        if objects is None:
+            raise exc.ObjectNotFound(arg.key)
+        return objects.get(arg)
 
     return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
 

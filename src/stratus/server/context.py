@@ -1,4 +1,11 @@
-"""``Context``: the first argument of every function, its handle on the platform."""
+"""``Context``: the first argument of every function, its handle on the platform.
+
+A tenant's function (``keys.tenant_of_function``) gets a context in the tenant's
+namespace (``server/attempt.py`` builds it): ``ctx.kv`` is a ``ScopedKV`` view of the
+invocation's transaction, whose key ``k`` is the store key ``prefix + k`` (a platform
+key is refused before the prefix is added, and listings strip it again), ``ctx.kv_now``
+has the same prefix, and nested calls name the tenant's functions.
+"""
 
 from __future__ import annotations
 
@@ -33,43 +40,93 @@ class ImmediateKV:
     >>> ctx.kv_now.get(f"inbox/{peer}")                         # None until it is put
     """
 
-    __slots__ = ("_cache", "_clock")
+    __slots__ = ("_cache", "_clock", "_prefix")
 
-    def __init__(self, cache: KVCache, clock: HybridClock) -> None:
+    def __init__(self, cache: KVCache, clock: HybridClock, prefix: str = "") -> None:
         self._cache = cache  # the executor's: what is written here is dropped from it
         self._clock = clock
+        self._prefix = prefix  # a tenant's (keys.tenant_prefix): its keys are stored there
 
     def put(self, key: str, value: Any) -> None:
         """Set ``key`` now (a plain value as an LWW register stamped now, as ``ctx.kv``)."""
         lattice = as_lattice(value, self._clock)
         stored = self._cache.values.encode(lattice)
-        store = self._cache.store
+        store, key = self._cache.store, self._user_key(key)
         if isinstance(value, Lattice):
-            store.put(_user_key(key), stored)
+            store.put(key, stored)
         else:  # merged, so that the latest write wins whatever order they arrive in
-            store.merge(_user_key(key), stored)
+            store.merge(key, stored)
         self._cache.invalidate([key])
 
     def merge(self, key: str, value: Lattice) -> None:
         """Merge a lattice into ``key`` now."""
         encoded = self._cache.values.encode(as_lattice(value, self._clock))
-        self._cache.store.merge(_user_key(key), encoded)
+        key = self._user_key(key)
+        self._cache.store.merge(key, encoded)
         self._cache.invalidate([key])
 
     def delete(self, key: str) -> None:
         """Delete ``key`` now."""
-        self._cache.store.delete(_user_key(key))
+        key = self._user_key(key)
+        self._cache.store.delete(key)
         self._cache.invalidate([key])
 
     def get(self, key: str, default: Any = None) -> Any:
         """The latest committed value of ``key`` (read from the store, not the cache)."""
-        _, value = self._cache.read_fresh(_user_key(key))
+        _, value = self._cache.read_fresh(self._user_key(key))
         return default if value is None else resolve(value)
 
+    def _user_key(self, key: str) -> str:
+        keys.check_user_key(key)  # ReservedKey, as ctx.kv says
+        return self._prefix + key
 
-def _user_key(key: str) -> str:
-    keys.check_user_key(key)  # ReservedKey, as ctx.kv says
-    return key
+
+class ScopedKV:
+    """``ctx.kv`` of a tenant's invocation: ``KVTransaction``'s reading and writing API,
+    every key under ``prefix``.
+
+    >>> ctx.kv.put("greeting", "hello")     # stored as <tenant prefix>greeting
+    """
+
+    __slots__ = ("_prefix", "_txn")
+
+    def __init__(self, txn: KVTransaction, prefix: str) -> None:
+        self._txn = txn
+        self._prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"<ScopedKV {self._prefix!r}>"
+
+    def _key(self, key: str) -> str:
+        keys.check_user_key(key)  # ReservedKey: a tenant names its own keys only
+        return self._prefix + key
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` (as ``KVTransaction.get``), or ``default``."""
+        return self._txn.get(self._key(key), default)
+
+    def get_lattice(self, key: str) -> Lattice | None:
+        return self._txn.get_lattice(self._key(key))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The tenant's live keys under ``prefix``, this invocation's writes included."""
+        cut = len(self._prefix)
+        return [k[cut:] for k in self._txn.keys(self._key(prefix) if prefix else self._prefix)]
+
+    def __contains__(self, key: str) -> bool:
+        return self._key(key) in self._txn
+
+    def put(self, key: str, value: Any) -> None:
+        self._txn.put(self._key(key), value)
+
+    def merge(self, key: str, value: Lattice) -> None:
+        self._txn.merge(self._key(key), value)
+
+    def delete(self, key: str) -> None:
+        self._txn.delete(self._key(key))
+
+    def incr(self, key: str, n: int = 1) -> None:
+        self._txn.incr(self._key(key), n)
 
 
 class Context:
@@ -89,6 +146,7 @@ class Context:
         "_mailbox",
         "_objects",
         "_post",
+        "_scope",
         "attempt",
         "executor_id",
         "function",
@@ -99,7 +157,7 @@ class Context:
     def __init__(
         self,
         caller: Caller,
-        kv: KVTransaction,
+        kv: KVTransaction | ScopedKV,
         post: PostOffice,
         *,
         invocation_id: str,
@@ -109,11 +167,13 @@ class Context:
         fs: FsSession | None = None,
         kv_now: ImmediateKV | None = None,
         objects: ObjectStore | None = None,
+        scope: str = "",
     ) -> None:
         self._caller = caller  # nested calls: the client SDK, given by the entry point
         self._objects = objects
         self._fs = fs
         self._post = post
+        self._scope = scope  # a tenant's function: its nested calls name its functions
         self._mailbox: Mailbox | None = None
         self.kv = kv  # this invocation's reads and buffered writes; committed on return
         self._kv_now = kv_now
@@ -171,6 +231,8 @@ class Context:
         do not deadlock even when every executor is busy.
         """
         name = fn if isinstance(fn, str) else fn.name
+        if not name.startswith(self._scope):
+            name = self._scope + name  # a tenant's name, in its namespace
         return self._caller.invoke(name, args, kwargs)
 
     def send(self, invocation_id: str, obj: Any) -> None:

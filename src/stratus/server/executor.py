@@ -202,7 +202,13 @@ class Executor:
         values = codec_for(config.key)  # user objects in the store carry the cluster's seal
         self.store = self._open_store(values)
         self.feed = ChangeFeed(self.store)  # one feed read refreshes both caches
-        self.kv_cache = KVCache(self.store, values=values, feed=self.feed, hidden=keys.PLATFORM)
+        self.kv_cache = KVCache(
+            self.store,
+            values=values,
+            feed=self.feed,
+            hidden=keys.PLATFORM,
+            shown=(keys.TENANT_DATA,),  # a tenant's ctx.kv lists its own keys there
+        )
         self.fs_cache = FsCache(self.store, feed=self.feed)
         self.volumes = Volumes(self.store, cache=self.fs_cache)
         self.objects = ObjectStore(self.store, config.key)  # app.put's objects, cached
