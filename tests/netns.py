@@ -1,0 +1,150 @@
+"""Hosts on one machine: Linux network namespaces joined by a bridge, one per host.
+
+Shared by the node tests (``tests/system/test_nodes.py``) and the scale-out benchmark
+(``bench/scaleout.py``). ``Hosts.make`` puts a bridge in a private ``10.77.x.0/24`` (one no
+route of this machine uses, so parallel runs do not meet) and a namespace per host on it;
+whoever runs in the root namespace (a test, a benchmark's client) is on the bridge too, at
+``.254``. Nothing crosses hosts but TCP: no loopback address, no abstract socket, no file
+lock. ``Hosts.teardown`` stops what ran on the hosts and removes every namespace and the
+bridge. It needs root (``ip netns add``): ``refusal()`` says why a machine cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STRATUS = [sys.executable, "-m", "stratus.cli"]
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=20)
+
+
+def refusal() -> str:
+    """Why this machine cannot make hosts (with a Redis on one), or ""."""
+    if shutil.which("ip") is None:
+        return "no `ip` command (iproute2)"
+    if shutil.which("redis-server") is None:
+        return "no redis-server"
+    probe = f"stratus-probe-{secrets.token_hex(3)}"
+    made = ip("netns", "add", probe, check=False)
+    if made.returncode:
+        return f"`ip netns add` is not permitted here (it needs root): {made.stderr.strip()}"
+    ip("netns", "del", probe, check=False)
+    return ""
+
+
+@dataclass
+class Hosts:
+    """A bridge in the root namespace and namespaces on it, each with one address."""
+
+    tag: str = field(default_factory=lambda: secrets.token_hex(2))
+    net: str = ""
+    names: dict[str, str] = field(default_factory=dict)  # host -> namespace
+    addresses: dict[str, str] = field(default_factory=dict)  # host -> its address
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        routes = ip("route").stdout
+        for third in secrets.SystemRandom().sample(range(1, 255), 254):
+            if f"10.77.{third}." not in routes:
+                self.net = f"10.77.{third}"
+                break
+        self.bridge = f"stbr{self.tag}"
+
+    def make(self, hosts: list[str]) -> None:
+        ip("link", "add", self.bridge, "type", "bridge")
+        ip("addr", "add", f"{self.net}.254/24", "dev", self.bridge)
+        ip("link", "set", self.bridge, "up")
+        for host in hosts:
+            self.add(host)
+
+    def add(self, host: str) -> str:
+        """One more host on the bridge; its address."""
+        i = len(self.names) + 1
+        ns = self.names[host] = f"stratus-{self.tag}-{host}"
+        outer, inner = f"st{self.tag}{i}a", f"st{self.tag}{i}b"
+        ip("netns", "add", ns)
+        ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        ip("link", "set", inner, "netns", ns)
+        ip("link", "set", outer, "master", self.bridge)
+        ip("link", "set", outer, "up")
+        address = self.addresses[host] = f"{self.net}.{i}"
+        ip("-n", ns, "addr", "add", f"{address}/24", "dev", inner)
+        ip("-n", ns, "link", "set", inner, "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        return address
+
+    def run(self, host: str, args: list[str], **kw: object) -> subprocess.Popen[str]:
+        """Start ``args`` on ``host`` (``ip netns exec`` execs: the pid is the program's)."""
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.STDOUT)
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", self.names[host], *args],
+            text=True,
+            **kw,  # type: ignore[call-overload]
+        )
+        self.processes.append(process)
+        return process
+
+    def redis(self, host: str, folder: Path) -> str:
+        """A Redis on ``host``, reached from the other hosts only (no persistence); its URL
+        without a database number."""
+        address = self.addresses[host]
+        args = ["redis-server", "--port", "6379", "--bind", address, "--protected-mode", "no"]
+        self.run(host, [*args, "--save", "", "--appendonly", "no", "--dir", str(folder)])
+        return f"redis://{address}:6379"
+
+    def stratus_up(self, host: str, data_dir: Path, store: str, *args: str) -> str:
+        """``stratus up`` on ``host`` (port 7070) on ``store``; its address once it serves."""
+        address = f"tcp://{self.addresses[host]}:7070"
+        up = [*STRATUS, "up", "--listen", address, "--data-dir", str(data_dir)]
+        server = self.run(host, [*up, "--store", store, *args])
+        deadline = time.monotonic() + 30
+        while not (data_dir / "server.json").exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"stratus up on {host} did not start: {self.output(server)}")
+            time.sleep(0.02)
+        return address
+
+    def join(
+        self, host: str, address: str, data_dir: Path, key: str, *args: str, node_id: str = ""
+    ) -> subprocess.Popen[str]:
+        """``stratus node --join address`` on ``host`` (node id: ``host`` unless given), with
+        cluster key ``key`` (in its environment, never on its command line)."""
+        command = [*STRATUS, "node", "--join", address, "--node-id", node_id or host]
+        command += ["--data-dir", str(data_dir), *args]
+        return self.run(host, command, env=dict(os.environ, STRATUS_KEY=key))
+
+    def stop(self, process: subprocess.Popen[str]) -> None:
+        """SIGTERM, then SIGKILL after 10 s; waits for it."""
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def output(self, process: subprocess.Popen[str]) -> str:
+        """The end of what a stopped process printed (when it was piped), once."""
+        if process.stdout is None or process.stdout.closed:
+            return ""
+        text = process.stdout.read()[-3000:]
+        process.stdout.close()
+        return text
+
+    def teardown(self) -> None:
+        for process in reversed(self.processes):  # the last started first: nodes, then stores
+            self.stop(process)
+        for ns in self.names.values():
+            ip("netns", "del", ns, check=False)  # takes its end of the veth and the pair
+        ip("link", "del", self.bridge, check=False)
