@@ -11,6 +11,7 @@ bridge. It needs root (``ip netns add``): ``refusal()`` says why a machine canno
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -51,6 +52,7 @@ class Hosts:
     names: dict[str, str] = field(default_factory=dict)  # host -> namespace
     addresses: dict[str, str] = field(default_factory=dict)  # host -> its address
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    log_dir: Path | None = None  # each process's output in a file there; else a pipe
 
     def __post_init__(self) -> None:
         routes = ip("route").stdout
@@ -85,13 +87,16 @@ class Hosts:
 
     def run(self, host: str, args: list[str], **kw: object) -> subprocess.Popen[str]:
         """Start ``args`` on ``host`` (``ip netns exec`` execs: the pid is the program's)."""
-        kw.setdefault("stdout", subprocess.PIPE)
         kw.setdefault("stderr", subprocess.STDOUT)
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", self.names[host], *args],
-            text=True,
-            **kw,  # type: ignore[call-overload]
-        )
+        with contextlib.ExitStack() as stack:
+            if "stdout" not in kw and self.log_dir is not None:
+                name = f"{host}-{len(self.processes)}-{Path(args[0]).name}.log"
+                kw["stdout"] = stack.enter_context(open(self.log_dir / name, "w"))
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", self.names[host], *args],
+                text=True,
+                **{"stdout": subprocess.PIPE, **kw},  # type: ignore[call-overload]
+            )
         self.processes.append(process)
         return process
 
