@@ -38,6 +38,8 @@ This machine has 2 cores, so N hosts share them: the figures show what spreading
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 import tempfile
 import time
@@ -49,7 +51,7 @@ from typing import Any
 
 import stratus
 from _peers import import_peer
-from _procs import wait_for_no_children
+from _procs import descendants, process_table, wait_for_no_children
 from _stats import bench_main, latency_summary, loadavg, module_version, results_path, run_header
 from _timing import alternating, settle, throughput, time_calls
 
@@ -58,6 +60,7 @@ RESULTS = results_path("scaleout")
 RESULT_TIMEOUT = 120.0
 WORKLOADS = ("trivial", "rmw_eventual", "rmw_serializable", "rmw_hot")
 HOT = "hot"
+GROW_TIMEOUT = 300.0  # for a peer's new node to join; minutes on a loaded 2-core machine
 
 
 @dataclass(frozen=True)
@@ -233,8 +236,13 @@ class RayPeer(Peer):
         from ray.cluster_utils import Cluster
 
         self.ray = ray
-        self.cluster = Cluster(initialize_head=True, head_node_args=_ray_node(0))
-        ray.init(address=self.cluster.address)
+        self.cluster = Cluster()
+        try:
+            self.cluster.add_node(**_ray_node(0))  # the first node is the head
+            ray.init(address=self.cluster.address)
+        except BaseException:
+            self.close()
+            raise
         tasks = {fn: ray.remote(fn) for fn in (plain_incr, redis_rmw)}
         self.submit = lambda fn, *args: tasks[fn].remote(*args)
         self.gather = lambda handles: ray.get(handles, timeout=RESULT_TIMEOUT)
@@ -242,13 +250,48 @@ class RayPeer(Peer):
 
     def grow(self, n: int) -> None:
         while self.nodes < n:
-            self.cluster.add_node(**_ray_node(1))
+            started = time.time()
+            try:
+                self.cluster.add_node(**_ray_node(1))
+            except Exception:  # its processes are not the cluster's: its shutdown misses them
+                kill_ray_leftovers(started)
+                raise
             self.nodes += 1
-        self.cluster.wait_for_nodes(timeout=60)
+        self.cluster.wait_for_nodes(timeout=GROW_TIMEOUT)
 
     def close(self) -> None:
         self.ray.shutdown()
         self.cluster.shutdown()
+
+
+def start_ray(ray: Any, redis_url: str, keys: int, attempts: int = 3) -> RayPeer | str:
+    """Ray's head, or why not. A head waits 30 s at most for its raylet to register, which
+    a loaded 2-core machine can outlast: a failed start is cleaned up and tried again."""
+    failure = ""
+    for attempt in range(1, attempts + 1):
+        progress(f"starting Ray's head (attempt {attempt})")
+        started = time.time()
+        try:
+            return RayPeer(ray, redis_url, keys)
+        except Exception as error:  # Ray raises a bare Exception on a timed-out start
+            failure = str(error)
+            progress(f"Ray did not start: {failure}")
+            kill_ray_leftovers(started)
+    return f"Ray did not start in {attempts} attempts (load average {loadavg()}): {failure}"
+
+
+def kill_ray_leftovers(since: float) -> None:
+    """SIGKILL the processes of a failed Ray start: Ray's, started since ``since``, below
+    this process or already orphaned from it (then in this process's working directory)."""
+    table = process_table()
+    ours = set(descendants(table, os.getpid())) - {os.getpid()}
+    for proc in table.values():
+        named = any(a.startswith("ray::") or "/ray/" in a for a in proc.cmdline[:3])
+        if not named or proc.started < since - 1:
+            continue
+        with contextlib.suppress(OSError):
+            if proc.pid in ours or os.readlink(f"/proc/{proc.pid}/cwd") == os.getcwd():
+                os.kill(proc.pid, signal.SIGKILL)
 
 
 class DaskPeer(Peer):
@@ -276,7 +319,7 @@ class DaskPeer(Peer):
             worker = [self.dask, "worker", self.address, "--nthreads", "1", "--name", host]
             worker += ["--host", self.hosts.addresses[host], "--no-dashboard", "--no-nanny"]
             self.hosts.run(host, worker)
-        self.client.wait_for_workers(n, timeout=60)
+        self.client.wait_for_workers(n, timeout=GROW_TIMEOUT)
 
     def close(self) -> None:
         self.client.close()
@@ -414,20 +457,24 @@ def run(settings: Settings, mode: str, with_ray: bool, with_dask: bool) -> dict[
         else:
             left_out["dask"] = "skipped with --no-dask"
         ray, reason, _ = import_peer("ray") if with_ray else (None, "skipped with --no-ray", 0)
-        if ray is not None:
-            progress("starting Ray's head")
-            ray_peer = RayPeer(ray, f"{redis}/0", settings.keys)
+        ray_peer = start_ray(ray, f"{redis}/0", settings.keys) if ray is not None else reason
+        if isinstance(ray_peer, RayPeer):
             stack.callback(ray_peer.close)
             peers.append(ray_peer)
-        elif reason:
-            left_out["ray"] = reason
+        elif ray_peer:
+            left_out["ray"] = ray_peer
         for n in settings.hosts:
             progress(f"{n} hosts: starting stratus, growing the peers")
             system = Stratus(hosts, base, redis, n, settings.keys)
             try:
-                for peer in peers:
+                for peer in list(peers):
                     progress(f"{n} hosts: growing {peer.name}")
-                    peer.grow(n)
+                    try:
+                        peer.grow(n)
+                    except Exception as error:  # a loaded machine: keep what was measured
+                        progress(f"{peer.name} left out from {n} hosts on: {error!r}")
+                        left_out[peer.name] = f"did not grow to {n} nodes: {error!r}"
+                        peers.remove(peer)
                 by_hosts[str(n)] = measure([system, *peers], settings)
             finally:
                 progress(f"{n} hosts: stopping stratus")
