@@ -440,7 +440,8 @@ def scaleout(r: Results, images: Path, link: Path) -> list[str]:
         " one key, serializable; Ray and Dask use a Redis client in the task, `WATCH`/`MULTI`"
         " for serializable). Cells: p50 / p99 of synchronous calls, and calls per second"
         f" with {settings.get('async_calls')} in flight (median of {settings.get('rounds')}"
-        " rounds). Run as root: `.venv/bin/python bench/scaleout.py`; see"
+        " rounds; calls that failed with `ConflictError` after 10 re-runs, in all rounds, do"
+        " not count). Run as root: `.venv/bin/python bench/scaleout.py`; see"
         " `docs/scaling.md`." + (f" Left out: {left_out}." if left_out else ""),
         "",
         *markdown_table(["workload", "hosts", *systems], rows),
@@ -450,8 +451,9 @@ def scaleout(r: Results, images: Path, link: Path) -> list[str]:
 def _scaleout_cell(row: dict[str, Any] | None) -> str:
     if row is None:
         return "-"
-    sync = row["sync"]
-    return f"{cell_us(sync['p50_us'])} / {cell_us(sync['p99_us'])}, {rate(row['calls_per_s'])}"
+    sync, failed = row["sync"], row.get("conflict_errors")
+    cell = f"{cell_us(sync['p50_us'])} / {cell_us(sync['p99_us'])}, {rate(row['calls_per_s'])}"
+    return cell + (f" ({failed} `ConflictError`)" if failed else "")
 
 
 def store(r: Results, images: Path, link: Path) -> list[str]:
