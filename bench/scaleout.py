@@ -197,6 +197,11 @@ class Stratus(System):
     def hot_value(self) -> int:
         return int(self.app.kv.get(HOT) or 0)
 
+    def close(self, hosts: Any) -> None:
+        self.app.close()
+        for process in reversed(self.processes):
+            hosts.stop(process)
+
 
 def _result_or_conflict(future: Any) -> Any:
     """The call's value, or its ``ConflictError``: with many calls in flight on one key, a
@@ -205,11 +210,6 @@ def _result_or_conflict(future: Any) -> Any:
         return future.result(timeout=RESULT_TIMEOUT)
     except stratus.ConflictError as error:
         return error
-
-    def close(self, hosts: Any) -> None:
-        self.app.close()
-        for process in reversed(self.processes):
-            hosts.stop(process)
 
 
 class Peer(System):
