@@ -427,6 +427,9 @@ def scaleout(r: Results, images: Path, link: Path) -> list[str]:
     ]
     settings = doc.get("settings", {})
     left_out = "; ".join(f"{name}: {why}" for name, why in doc.get("left_out", {}).items())
+    load = " / ".join(
+        str((doc["load"].get(k) or ["?"])[0]) for k in ("loadavg_start", "loadavg_end")
+    )
     return [
         "",
         heading,
@@ -442,7 +445,8 @@ def scaleout(r: Results, images: Path, link: Path) -> list[str]:
         f" with {settings.get('async_calls')} in flight (median of {settings.get('rounds')}"
         " rounds; calls that failed with `ConflictError` after 10 re-runs, in all rounds, do"
         " not count). Run as root: `.venv/bin/python bench/scaleout.py`; see"
-        " `docs/scaling.md`." + (f" Left out: {left_out}." if left_out else ""),
+        f" `docs/scaling.md`. Load average (1 min) at its start / end: {load}."
+        + (f" Left out: {left_out}." if left_out else ""),
         "",
         *markdown_table(["workload", "hosts", *systems], rows),
     ]
