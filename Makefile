@@ -64,7 +64,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# The whole suite (under 10 minutes): bench/results/*.json, docs/benchmarks.md, docs/img/.
+# The whole suite (under 20 minutes): bench/results/*.json, docs/benchmarks.md, docs/img/.
 bench: $(STAMP) $(REDIS)
 	$(PY) bench/suite.py
 

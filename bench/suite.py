@@ -1,6 +1,6 @@
 """The benchmark suite: every experiment in one run, then the report and its plots.
 
-``make bench`` runs ``.venv/bin/python bench/suite.py`` (the whole suite, under 10 minutes
+``make bench`` runs ``.venv/bin/python bench/suite.py`` (the whole suite, under 20 minutes
 on a quiet 2-core machine); ``make bench-quick`` runs ``--quick`` (a subset with short
 settings, about a minute). Each experiment is a script ``bench/<name>.py`` run in its own
 process with ``--quick`` / ``--tiny`` as asked; it prints one JSON document on stdout,
