@@ -67,6 +67,8 @@ GROW_TIMEOUT = 300.0  # for a peer's new node to join; minutes on a loaded 2-cor
 
 @dataclass(frozen=True)
 class Settings:
+    """How many hosts, and how many calls of each workload on each."""
+
     hosts: tuple[int, ...] = (1, 2, 3)
     sync_calls: int = 200  # per workload, system and round
     async_calls: int = 500  # one batch per workload, system and round
@@ -175,21 +177,18 @@ class Stratus(System):
         names = {f.name for f in self.functions.values()}
         wait_for_spread(self.app, names, {f"n{k}" for k in range(1, n + 1)})
 
+    def _args(self, workload: str, i: int) -> tuple[Any, ...]:
+        return (i,) if workload == "trivial" else (key_of(workload, self.keys, i), i)
+
     def call(self, workload: str) -> Callable[[int], Any]:
         fn = self.functions[workload]
-        if workload == "trivial":
-            return lambda i: fn.remote(i).result(timeout=RESULT_TIMEOUT)
-        keys = self.keys
-        return lambda i: fn.remote(key_of(workload, keys, i), i).result(timeout=RESULT_TIMEOUT)
+        return lambda i: fn.remote(*self._args(workload, i)).result(timeout=RESULT_TIMEOUT)
 
     def batch(self, workload: str) -> Callable[[int], list[Any]]:
-        fn, keys = self.functions[workload], self.keys
+        fn = self.functions[workload]
 
         def run(n: int) -> list[Any]:
-            if workload == "trivial":
-                futures = [fn.remote(i) for i in range(n)]
-            else:
-                futures = [fn.remote(key_of(workload, keys, i), i) for i in range(n)]
+            futures = [fn.remote(*self._args(workload, i)) for i in range(n)]
             return [_result_or_conflict(f) for f in futures]
 
         return run
