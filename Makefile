@@ -11,7 +11,7 @@ CHROMIUM := /usr/bin/chromium
 # The chaos suite partitions the Redis store with a DROP rule on its loopback port.
 IPTABLES := /usr/sbin/iptables
 
-.PHONY: demo test lock lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs bench-fuse bench-elastic bench-trace clean
+.PHONY: demo test lock lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs bench-fuse bench-elastic bench-trace bench-scaleout clean
 
 # uv installs from uv.lock (every package pinned with its hashes), itself pinned here and kept
 # outside the project's venv so that an exact sync never removes it.
@@ -64,7 +64,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# The whole suite (under 10 minutes): bench/results/*.json, docs/benchmarks.md, docs/img/.
+# The whole suite (under 20 minutes): bench/results/*.json, docs/benchmarks.md, docs/img/.
 bench: $(STAMP) $(REDIS)
 	$(PY) bench/suite.py
 
@@ -95,6 +95,10 @@ bench-elastic: $(STAMP)
 
 bench-trace: $(STAMP)
 	$(PY) bench/trace.py
+
+# Needs root: its hosts are network namespaces (docs/scaling.md#scale-out-benchmark).
+bench-scaleout: $(STAMP) $(REDIS)
+	$(PY) bench/scaleout.py
 
 clean:
 	rm -rf $(VENV) .uv .stratus .pytest_cache .mypy_cache .ruff_cache

@@ -44,6 +44,7 @@ KNOWN = (
     "serving",
     "social",
     "scaling",
+    "scaleout",
     "fs",
     "fuse",
     "elastic",

@@ -410,6 +410,56 @@ def _scale_cell(row: dict[str, Any] | None) -> str:
     return f"{rate(row['calls_per_s'])} ({cell_us(row['p50_us'])}, {cell_us(row['p99_us'])})"
 
 
+def scaleout(r: Results, images: Path, link: Path) -> list[str]:
+    doc = r.get("scaleout")
+    heading = "## Scale-out over hosts (`bench/scaleout.py`)"
+    if doc is None:
+        return ["", heading, *_missing("scaleout")]
+    if doc.get("skipped"):
+        return ["", heading, "", f"Not measured in this run: {doc['skipped']}."]
+    by_hosts: dict[str, dict[str, Any]] = doc.get("hosts", {})
+    systems = list(next(iter(by_hosts.values()), {}))
+    workloads = list(dict.fromkeys(row["workload"] for row in doc.get("table", [])))
+    rows = [
+        [f"`{workload}`", n, *(_scaleout_cell(by_hosts[n][s].get(workload)) for s in systems)]
+        for workload in workloads
+        for n in by_hosts
+    ]
+    settings = doc.get("settings", {})
+    left_out = "; ".join(f"{name}: {why}" for name, why in doc.get("left_out", {}).items())
+    load = " / ".join(
+        str((doc["load"].get(k) or ["?"])[0]) for k in ("loadavg_start", "loadavg_end")
+    )
+    return [
+        "",
+        heading,
+        "",
+        "The same workloads on 1, 2 and 3 hosts, each host a network namespace of this one"
+        " machine (so the hosts share its cores: this shows what spreading costs, not a"
+        " speedup). stratus: a coordinator host, a Redis host and N hosts with a node agent"
+        " of one executor; Dask: a scheduler and N one-thread workers on the same hosts; Ray:"
+        " a CPU-less head and N one-CPU nodes; the client on the bridge. `rmw_*` reads a key"
+        f" and writes it back plus one (keys spread over {settings.get('keys')}; `rmw_hot`:"
+        " one key, serializable; Ray and Dask use a Redis client in the task, `WATCH`/`MULTI`"
+        " for serializable). Cells: p50 / p99 of synchronous calls, and calls per second"
+        f" with {settings.get('async_calls')} in flight (median of {settings.get('rounds')}"
+        " rounds; calls that failed with `ConflictError` after 10 re-runs, in all rounds, do"
+        " not count). Run as root: `.venv/bin/python bench/scaleout.py`; see"
+        f" `docs/scaling.md`. Load average (1 min) at its start / end: {load}."
+        + (f" Left out: {left_out}." if left_out else ""),
+        "",
+        *markdown_table(["workload", "hosts", *systems], rows),
+    ]
+
+
+def _scaleout_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "-"
+    sync, failed = row["sync"], row.get("conflict_errors")
+    cell = f"{cell_us(sync['p50_us'])} / {cell_us(sync['p99_us'])}, {rate(row['calls_per_s'])}"
+    return cell + (f" ({failed} `ConflictError`)" if failed else "")
+
+
 def store(r: Results, images: Path, link: Path) -> list[str]:
     table = pick(r, "store", "table_p50_p99_us")
     if not isinstance(table, dict):
@@ -673,6 +723,7 @@ SECTIONS: list[Callable[[Results, Path, Path], list[str]]] = [
     serving,
     social,
     scaling,
+    scaleout,
     fs,
     fuse,
     elastic,

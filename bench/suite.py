@@ -1,6 +1,6 @@
 """The benchmark suite: every experiment in one run, then the report and its plots.
 
-``make bench`` runs ``.venv/bin/python bench/suite.py`` (the whole suite, under 10 minutes
+``make bench`` runs ``.venv/bin/python bench/suite.py`` (the whole suite, under 20 minutes
 on a quiet 2-core machine); ``make bench-quick`` runs ``--quick`` (a subset with short
 settings, about a minute). Each experiment is a script ``bench/<name>.py`` run in its own
 process with ``--quick`` / ``--tiny`` as asked; it prints one JSON document on stdout,
@@ -59,6 +59,10 @@ EXPERIMENTS = [
     Experiment("serving", tiny=("--tiny",)),
     Experiment("social", tiny=("--tiny",)),
     Experiment("scaling", tiny=("--tiny",)),
+    # Not in the quick suite (minutes: three host counts, Ray's and Dask's starts); its
+    # smoke test is stratus alone on one host, since the peers' starts outlast it. Needs
+    # root (network namespaces); elsewhere its document says why it was skipped.
+    Experiment("scaleout", quick=None, tiny=("--tiny", "--no-ray", "--no-dask"), timeout_s=2400.0),
     Experiment("fs", tiny=("--tiny",)),
     Experiment("fuse", tiny=("--tiny",)),
     Experiment("metering", tiny=("--tiny",)),

@@ -1,27 +1,27 @@
-"""Hosts on one machine for the system tests: network namespaces joined by a bridge.
+"""Hosts on one machine: Linux network namespaces joined by a bridge, one per host.
 
-A ``Hosts`` makes (and always removes) a bridge in a private ``10.77.x.0/24`` and one
-namespace per host on it, each with one address; the test process is on the bridge. No
-address is a loopback one and nothing crosses hosts but TCP. It needs root (``ip netns
-add``): ``netns_refusal()`` says why a machine cannot, for a skip.
+Shared by the node tests (``tests/system/test_nodes.py``) and the scale-out benchmark
+(``bench/scaleout.py``). ``Hosts.make`` puts a bridge in a private ``10.77.x.0/24`` (one no
+route of this machine uses, so parallel runs do not meet) and a namespace per host on it;
+whoever runs in the root namespace (a test, a benchmark's client) is on the bridge too, at
+``.254``. Nothing crosses hosts but TCP: no loopback address, no abstract socket, no file
+lock. ``Hosts.teardown`` stops what ran on the hosts and removes every namespace and the
+bridge. It needs root (``ip netns add``): ``refusal()`` says why a machine cannot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
-
-import pytest
-
-from helpers import wait_until
 
 STRATUS = [sys.executable, "-m", "stratus.cli"]
 
@@ -30,8 +30,8 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=20)
 
 
-def netns_refusal() -> str:
-    """Why this machine cannot run the test, or ""."""
+def refusal() -> str:
+    """Why this machine cannot make hosts (with a Redis on one), or ""."""
     if shutil.which("ip") is None:
         return "no `ip` command (iproute2)"
     if shutil.which("redis-server") is None:
@@ -39,7 +39,7 @@ def netns_refusal() -> str:
     probe = f"stratus-probe-{secrets.token_hex(3)}"
     made = ip("netns", "add", probe, check=False)
     if made.returncode:
-        return f"`ip netns add` is not permitted here: {made.stderr.strip()}"
+        return f"`ip netns add` is not permitted here (it needs root): {made.stderr.strip()}"
     ip("netns", "del", probe, check=False)
     return ""
 
@@ -53,9 +53,9 @@ class Hosts:
     names: dict[str, str] = field(default_factory=dict)  # host -> namespace
     addresses: dict[str, str] = field(default_factory=dict)  # host -> its address
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    log_dir: Path | None = None  # each process's output in a file there; else a pipe
 
     def __post_init__(self) -> None:
-        # A /24 no route of this machine uses: parallel runs do not meet.
         routes = ip("route").stdout
         for third in secrets.SystemRandom().sample(range(1, 255), 254):
             if f"10.77.{third}." not in routes:
@@ -67,89 +67,129 @@ class Hosts:
         ip("link", "add", self.bridge, "type", "bridge")
         ip("addr", "add", f"{self.net}.254/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
-        for i, host in enumerate(hosts, start=1):
-            ns = self.names[host] = f"stratus-{self.tag}-{host}"
-            outer, inner = f"st{self.tag}{i}a", f"st{self.tag}{i}b"
-            ip("netns", "add", ns)
-            ip("link", "add", outer, "type", "veth", "peer", "name", inner)
-            ip("link", "set", inner, "netns", ns)
-            ip("link", "set", outer, "master", self.bridge)
-            ip("link", "set", outer, "up")
-            self.addresses[host] = f"{self.net}.{i}"
-            ip("-n", ns, "addr", "add", f"{self.net}.{i}/24", "dev", inner)
-            ip("-n", ns, "link", "set", inner, "up")
-            ip("-n", ns, "link", "set", "lo", "up")
+        for host in hosts:
+            self.add(host)
+
+    def add(self, host: str) -> str:
+        """One more host on the bridge; its address."""
+        i = len(self.names) + 1
+        ns = self.names[host] = f"stratus-{self.tag}-{host}"
+        outer, inner = f"st{self.tag}{i}a", f"st{self.tag}{i}b"
+        ip("netns", "add", ns)
+        ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        ip("link", "set", inner, "netns", ns)
+        ip("link", "set", outer, "master", self.bridge)
+        ip("link", "set", outer, "up")
+        address = self.addresses[host] = f"{self.net}.{i}"
+        ip("-n", ns, "addr", "add", f"{address}/24", "dev", inner)
+        ip("-n", ns, "link", "set", inner, "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        return address
 
     def run(
         self, host: str, args: list[str], *, log: Path | None = None, **kw: object
     ) -> subprocess.Popen[str]:
         """Start ``args`` on ``host`` (``ip netns exec`` execs: the pid is the program's);
-        its output goes to ``log`` if given (readable while it runs), else to a pipe."""
-        out: int | IO[str] = subprocess.PIPE if log is None else log.open("a")
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", self.names[host], *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            **kw,  # type: ignore[call-overload]
-        )
-        if log is not None:
-            out.close()  # type: ignore[union-attr]
+        its output goes to ``log`` (appended, readable while it runs), else to a file in
+        ``log_dir``, else to a pipe."""
+        kw.setdefault("stderr", subprocess.STDOUT)
+        with contextlib.ExitStack() as stack:
+            if "stdout" not in kw and (log is not None or self.log_dir is not None):
+                name = f"{host}-{len(self.processes)}-{Path(args[0]).name}.log"
+                path = log if log is not None else self.log_dir / name  # type: ignore[operator]
+                kw["stdout"] = stack.enter_context(open(path, "a"))
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", self.names[host], *args],
+                text=True,
+                **{"stdout": subprocess.PIPE, **kw},  # type: ignore[call-overload]
+            )
         self.processes.append(process)
         return process
 
-    def redis(self, host: str, directory: Path) -> str:
-        """Start a Redis on ``host``, reached from the other namespaces (never from outside
-        this machine's bridge); its URL."""
+    def redis(self, host: str, folder: Path) -> str:
+        """A Redis on ``host``, reached from the other hosts only (no persistence); its URL
+        without a database number."""
         address = self.addresses[host]
-        redis = ["redis-server", "--port", "6379", "--bind", address, "--protected-mode", "no"]
-        redis += ["--save", "", "--appendonly", "no", "--dir", str(directory)]
-        assert self.run(host, redis).poll() is None
-        return f"redis://{address}:6379/0"
+        args = ["redis-server", "--port", "6379", "--bind", address, "--protected-mode", "no"]
+        self.run(host, [*args, "--save", "", "--appendonly", "no", "--dir", str(folder)])
+        return f"redis://{address}:6379"
 
     def up(
-        self, host: str, data_dir: Path, store: str, *args: str, **kw: object
+        self,
+        host: str,
+        data_dir: Path,
+        store: str,
+        *args: str,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> tuple[subprocess.Popen[str], str]:
-        """Start ``stratus up`` on ``host`` (one executor, port 7070) and wait until it
-        serves or exits: the process and its address."""
+        """``stratus up`` on ``host`` (port 7070) on ``store``, once it serves or exits: the
+        process and its address."""
         address = f"tcp://{self.addresses[host]}:7070"
         up = [*STRATUS, "up", "--listen", address, "--data-dir", str(data_dir)]
-        up += ["--executors", "1", "--store", store, *args]
-        server = self.run(host, up, **kw)
-        started = lambda: (data_dir / "server.json").exists() or server.poll() is not None  # noqa: E731
-        assert wait_until(started, timeout=30)
+        server = self.run(host, [*up, "--store", store, *args], log=log, env=env)
+        deadline = time.monotonic() + 30
+        while not (data_dir / "server.json").exists() and server.poll() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stratus up on {host} did not start: {self.output(server)}")
+            time.sleep(0.02)
         return server, address
 
+    def stratus_up(self, host: str, data_dir: Path, store: str, *args: str) -> str:
+        """``up``, which must serve: its address."""
+        server, address = self.up(host, data_dir, store, *args)
+        if server.poll() is not None:
+            raise RuntimeError(f"stratus up on {host} exited: {self.output(server)}")
+        return address
+
+    def join(
+        self, host: str, address: str, data_dir: Path, key: str, *args: str, node_id: str = ""
+    ) -> subprocess.Popen[str]:
+        """``stratus node --join address`` on ``host`` (node id: ``host`` unless given), with
+        cluster key ``key`` (in its environment, never on its command line)."""
+        command = [*STRATUS, "node", "--join", address, "--node-id", node_id or host]
+        command += ["--data-dir", str(data_dir), *args]
+        return self.run(host, command, env=dict(os.environ, STRATUS_KEY=key))
+
+    def stop(self, process: subprocess.Popen[str]) -> None:
+        """SIGTERM, then SIGKILL after 10 s; waits for it."""
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def output(self, process: subprocess.Popen[str]) -> str:
+        """The end of what a stopped process printed (when it was piped), once."""
+        if process.stdout is None or process.stdout.closed:
+            return ""
+        text = process.stdout.read()[-3000:]
+        process.stdout.close()
+        return text
+
     def teardown(self) -> None:
-        for process in reversed(self.processes):  # nodes, the coordinator, then its store
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        for process in reversed(self.processes):  # the last started first: nodes, then stores
+            self.stop(process)
         for ns in self.names.values():
             ip("netns", "del", ns, check=False)  # takes its end of the veth and the pair
         ip("link", "del", self.bridge, check=False)
         for process in self.processes:  # what each said, for a failing test's report
-            if process.stdout is not None and not process.stdout.closed:
-                print(process.args[4:7], process.stdout.read()[-3000:])
-                process.stdout.close()
+            said = self.output(process)
+            if said:
+                print(process.args[4:7], said)
 
 
-@contextmanager
+@contextlib.contextmanager
 def made_hosts(names: list[str]) -> Iterator[Hosts]:
-    """``Hosts`` of these names, removed (with what runs on them) on exit; the test is
-    skipped, with the reason, on a machine that cannot make them."""
-    refusal = netns_refusal()
-    if refusal:
-        pytest.skip(f"this test needs network namespaces: {refusal}")
+    """For a test: ``Hosts`` of these names, removed (with what runs on them) on exit;
+    the test is skipped, with the reason, on a machine that cannot make them."""
+    import pytest  # only tests use this; the benchmark imports the module without pytest
+
+    reason = refusal()
+    if reason:
+        pytest.skip(f"this test needs network namespaces: {reason}")
     hosts = Hosts()
     try:
         hosts.make(names)

@@ -101,3 +101,29 @@ def test_docs_benchmarks_md_is_the_report_of_the_committed_results(
     assert text == (ROOT / "docs" / "benchmarks.md").read_text(), (
         "docs/benchmarks.md is out of date: run `.venv/bin/python bench/report.py`"
     )
+
+
+@pytest.mark.system
+@pytest.mark.timeout(300)
+def test_the_scaleout_benchmark_runs_on_one_host_or_says_why_not(tmp_path: Path) -> None:
+    """The suite's smoke setting of ``bench/scaleout.py`` (stratus alone, one host, a few
+    calls): every workload measured and the hot key's calls each applied once, or, without
+    root, a document that says why it was skipped."""
+    output = tmp_path / "scaleout.json"
+    command = [sys.executable, str(BENCH / "scaleout.py"), "--tiny", "--no-ray", "--no-dask"]
+    done = subprocess.run(
+        [*command, "--output", str(output)], cwd=ROOT, capture_output=True, text=True, timeout=280
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    doc = json.loads(done.stdout)
+    assert doc == json.loads(output.read_text())
+    if doc.get("skipped"):
+        assert "network namespaces" in doc["skipped"]
+        return
+    assert doc["leftover_processes"] == []
+    stratus = doc["hosts"]["1"]["stratus"]
+    assert set(stratus) == {"trivial", "rmw_eventual", "rmw_serializable", "rmw_hot",
+                            "hot_key_check"}  # fmt: skip
+    assert stratus["hot_key_check"]["applied"] == stratus["hot_key_check"]["calls"]
+    assert {row["workload"] for row in doc["table"]} == set(stratus) - {"hot_key_check"}
+    assert set(doc["left_out"]) == {"ray", "dask"}

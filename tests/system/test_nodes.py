@@ -1,8 +1,8 @@
 """Node agents on real hosts: network namespaces joined by a bridge, one per host.
 
-The test makes (and always removes) a bridge in a private subnet with four namespaces on
-it: the coordinator's host (``stratus up`` and its Redis) and three node hosts, each
-running ``stratus node --join``. The client is this test process, on the bridge. No
+The test makes (and always removes), with ``tests/netns.py``, a bridge in a private subnet
+with four namespaces on it: the coordinator's host (``stratus up`` and its Redis) and three
+node hosts, each running ``stratus node --join``. The client is this test process, on the bridge. No
 address is a loopback one and no abstract socket or file lock crosses a host. It needs
 root (``ip netns add``); elsewhere it is skipped with the reason.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+import netns
 import stratus
 from helpers import wait_until
-from netns import STRATUS as _STRATUS
-from netns import Hosts, made_hosts
+from netns import Hosts
 from stratus.protocol import messages as m
 from stratus.protocol.framing import Codec
 from stratus.transport.reactor import Reactor
@@ -41,24 +41,32 @@ class Cluster:
     nodes: dict[str, subprocess.Popen[str]]
 
     def join(self, node_id: str, memory_mb: int, key: str | None = None) -> subprocess.Popen[str]:
-        env = dict(os.environ, STRATUS_KEY=key or (self.data_dir / "key").read_text().strip())
-        args = [*_STRATUS, "node", "--join", self.address, "--node-id", node_id]
-        args += ["--data-dir", str(self.data_dir.parent / node_id), "--cores", "1"]
-        args += ["--memory-mb", str(memory_mb), "--log-level", "INFO"]
-        return self.hosts.run(node_id.partition("-")[0], args, env=env)
+        key = key or (self.data_dir / "key").read_text().strip()
+        args = ["--cores", "1", "--memory-mb", str(memory_mb), "--log-level", "INFO"]
+        host = node_id.partition("-")[0]
+        data_dir = self.data_dir.parent / node_id
+        return self.hosts.join(host, self.address, data_dir, key, *args, node_id=node_id)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with made_hosts(["coord", *_NODES]) as hosts:
+    refusal = netns.refusal()
+    if refusal:
+        pytest.skip(f"node tests need network namespaces: {refusal}")
+    hosts = Hosts()
+    try:
+        hosts.make(["coord", *_NODES])
         store = hosts.redis("coord", tmp_path)
         data_dir = tmp_path / "coord"
-        server, address = hosts.up("coord", data_dir, store)
-        assert server.poll() is None
+        address = hosts.stratus_up("coord", data_dir, f"{store}/0", "--executors", "1")
         result = Cluster(hosts, address, data_dir, {})
         for node_id, memory_mb in _NODES.items():
             result.nodes[node_id] = result.join(node_id, memory_mb)
         yield result
+    finally:
+        hosts.teardown()
+        for process in hosts.processes:
+            print(process.args[4:7], hosts.output(process))
 
 
 def _where(ctx: stratus.Context, delay: float = 0.0) -> tuple[str, str]:

@@ -43,9 +43,8 @@ class Site:
 
     def up(self, host: str, key: str | None = None) -> tuple[subprocess.Popen[str], str]:
         env = dict(os.environ, STRATUS_KEY=key or self.key)
-        return self.hosts.up(
-            host, self.tmp / host, self.store, "--lease", LEASE, log=self.log(host), env=env
-        )
+        args = ("--executors", "1", "--lease", LEASE)
+        return self.hosts.up(host, self.tmp / host, self.store, *args, log=self.log(host), env=env)
 
     def log(self, name: str) -> Path:
         return self.tmp / f"{name}.log"
