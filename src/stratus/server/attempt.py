@@ -148,22 +148,7 @@ class Attempts:
             kv.counters = self.counters
             for exported in job.upstream_kv:
                 kv.absorb(exported)
-            if tenant is None:
-                fs = FsSession(self.volumes, options.volume)
-                ctx = Context(
-                    self.caller,
-                    kv,
-                    self.post,
-                    invocation_id=call.invocation_id,
-                    function=call.function,
-                    executor_id=self.executor_id,
-                    attempt=call.attempt,
-                    fs=fs,
-                    kv_now=self.kv_now,
-                    objects=self.objects,
-                )
-            else:
-                fs, ctx = self._tenant_context(tenant, call, options.volume, kv)
+            fs, ctx = self._context(tenant, call, options.volume, kv)
             try:
                 if call.refs:
                     args, kwargs = _resolve_refs(
@@ -265,24 +250,33 @@ class Attempts:
         result = kv.validate_reads(self.store) if kv_commits else CommitResult(ok=True)
         return fs.txn.validate(self.store) if result.ok and fs.used else result
 
-    def _tenant_context(
-        self, tenant: str, call: m.Call, volume: str, kv: KVTransaction
+    def _context(
+        self, tenant: str | None, call: m.Call, volume: str, kv: KVTransaction
     ) -> tuple[FsSession, Context]:
-        """The file system and ``Context`` of a run of ``tenant``'s function: its kv keys,
-        volumes and nested calls in the tenant's namespace, and no ``app.put`` objects
-        (their names are the cluster's, not a tenant's)."""
-        fs = FsSession(self.volumes, volume, prefix=keys.tenant_volume(tenant, ""))
+        """The file system and ``Context`` of a run of ``call``; for ``tenant``'s function,
+        its kv keys, volumes and nested calls in the tenant's namespace, and no ``app.put``
+        objects (their names are the cluster's, not a tenant's)."""
+        view: KVTransaction | ScopedKV = kv
+        if tenant is None:
+            fs = FsSession(self.volumes, volume)
+            kv_now, objects, scope = self.kv_now, self.objects, ""
+        else:
+            fs = FsSession(self.volumes, volume, prefix=keys.tenant_volume(tenant, ""))
+            prefix = keys.tenant_prefix(tenant)
+            view, objects, scope = ScopedKV(kv, prefix), None, keys.tenant_function(tenant, "")
+            kv_now = ImmediateKV(self.kv_cache, self.clock, prefix)
         ctx = Context(
             self.caller,
-            ScopedKV(kv, keys.tenant_prefix(tenant)),
+            view,
             self.post,
             invocation_id=call.invocation_id,
             function=call.function,
             executor_id=self.executor_id,
             attempt=call.attempt,
             fs=fs,
-            kv_now=ImmediateKV(self.kv_cache, self.clock, keys.tenant_prefix(tenant)),
-            scope=keys.tenant_function(tenant, ""),
+            kv_now=kv_now,
+            objects=objects,
+            scope=scope,
         )
         return fs, ctx
 
