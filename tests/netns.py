@@ -52,6 +52,7 @@ class Hosts:
     net: str = ""
     names: dict[str, str] = field(default_factory=dict)  # host -> namespace
     addresses: dict[str, str] = field(default_factory=dict)  # host -> its address
+    links: dict[str, str] = field(default_factory=dict)  # host -> its veth end on the bridge
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
     log_dir: Path | None = None  # each process's output in a file there; else a pipe
 
@@ -75,6 +76,7 @@ class Hosts:
         i = len(self.names) + 1
         ns = self.names[host] = f"stratus-{self.tag}-{host}"
         outer, inner = f"st{self.tag}{i}a", f"st{self.tag}{i}b"
+        self.links[host] = outer
         ip("netns", "add", ns)
         ip("link", "add", outer, "type", "veth", "peer", "name", inner)
         ip("link", "set", inner, "netns", ns)
@@ -85,6 +87,14 @@ class Hosts:
         ip("-n", ns, "link", "set", inner, "up")
         ip("-n", ns, "link", "set", "lo", "up")
         return address
+
+    def partition(self, host: str, *, cut: bool = True) -> None:
+        """Cut ``host`` off the bridge (``cut=False``: join it again). Silent, as a switch
+        that fails: its link stays up, and what it sends is dropped, not refused."""
+        if cut:
+            ip("link", "set", self.links[host], "nomaster")
+        else:
+            ip("link", "set", self.links[host], "master", self.bridge)
 
     def run(
         self, host: str, args: list[str], *, log: Path | None = None, **kw: object

@@ -259,3 +259,13 @@ def test_what_a_dead_cluster_was_running_is_billed_at_the_next_start(tmp_path: P
         assert (lost.outcome, lost.invocation_id) == ("lost", future.invocation_id)
         assert len(wait_records(again, 5, "quick")) == 5
         assert not list((data_dir / "meter").glob("*.spool"))[1:]  # only the new executor's
+
+
+def test_a_tenants_calls_are_metered_as_the_tenants(fresh_app: stratus.App) -> None:
+    """A function registered as ``acme::f`` is tenant acme's: its records say so, for the
+    dashboard's and ``stratus tenant list``'s usage per tenant."""
+    mine = fresh_app.function(name="acme::echo")(lambda ctx, x: x)
+    ours = fresh_app.function(name="echo")(lambda ctx, x: x)
+    assert mine.remote(1).result(timeout=30) == ours.remote(1).result(timeout=30) == 1
+    assert [r.tenant for r in wait_records(fresh_app, 1, "acme::echo")] == ["acme"]
+    assert [r.tenant for r in wait_records(fresh_app, 1, "echo")] == ["default"]

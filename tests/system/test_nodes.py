@@ -112,6 +112,38 @@ def test_calls_spread_over_nodes_by_resources_and_survive_a_lost_node(cluster: C
         assert "n2" not in _nodes_used(big, 12)
 
 
+def test_a_partitioned_node_loses_no_call_and_rejoins_once_healed(cluster: Cluster) -> None:
+    """The chaos suite's partition, between hosts: n3 is cut off the bridge (silently: its
+    packets are dropped) with calls running on it. Every call is answered once, by
+    another node, within its deadline; the coordinator rebuilds the pool without n3; its
+    agent, hearing no coordinator, stops its executors and rejoins once healed."""
+    with stratus.connect(cluster.address, data_dir=cluster.data_dir) as app:
+        part = app.function(name="part", min_instances=4, memory_mb=200, timeout=60)(_where)
+        assert wait_until(lambda: _pool_nodes(app, "part") == {"0", "n1", "n2", "n3"}, 60)
+        before = app.kv.get("calls", 0)
+        futures = [part.remote(1.0) for _ in range(12)]
+        time.sleep(0.1)  # some run on n3 now (not needed for correctness)
+        cut_at = time.monotonic()
+        cluster.hosts.partition("n3")
+        results = [f.result(timeout=90) for f in futures]
+        answered_in = time.monotonic() - cut_at
+        assert len({r[1] for r in results}) == 12
+        assert "n3" not in {r[0] for r in results}  # 1 s calls: none finished before the cut
+        assert wait_until(lambda: app.kv.get("calls") == before + 12, 10)
+        assert wait_until(lambda: "n3" not in _pool_nodes(app, "part"), 30)
+
+        cluster.hosts.partition("n3", cut=False)
+        healed_at = time.monotonic()
+        assert wait_until(lambda: "n3" in _pool_nodes(app, "part"), 90)
+        rejoined_in = time.monotonic() - healed_at
+        assert app.kv.get("calls") == before + 12  # n3's cut-off attempts applied nothing
+        assert len(_nodes_used(part, 16)) >= 2
+        print(
+            f"partition: 12 calls answered {answered_in:.1f} s after the cut, n3 back in "
+            f"its pool {rejoined_in:.1f} s after the heal"
+        )
+
+
 def test_a_node_with_another_key_or_version_is_refused(cluster: Cluster) -> None:
     wrong = cluster.join("n3-wrong", 4096, key=secrets.token_hex(32))
     out, _ = wrong.communicate(timeout=60)

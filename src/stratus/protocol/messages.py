@@ -212,11 +212,13 @@ class DagInput(_Msg, tag="dag_input", frozen=True):
 
 
 class Deliver(_Msg, tag="deliver", frozen=True):
-    """A message from one invocation to another (``ctx.send``), pickled."""
+    """A message from one invocation to another (``ctx.send``), pickled; ``namespace``:
+    the sender's (``acme::`` for a tenant's function), which must be the recipient's."""
 
     recipient: str
     sender: str
     payload: bytes
+    namespace: str = ""
 
 
 class ShutdownExecutor(_Msg, tag="shutdown_executor", frozen=True):

@@ -236,8 +236,9 @@ class Context:
         return self._caller.invoke(name, args, kwargs)
 
     def send(self, invocation_id: str, obj: Any) -> None:
-        """Send ``obj`` to the running invocation ``invocation_id`` (any function's)."""
-        self._post.send(self.invocation_id, invocation_id, obj)
+        """Send ``obj`` to the running invocation ``invocation_id`` (of a function of this
+        namespace: a tenant's function reaches only its tenant's invocations)."""
+        self._post.send(self.invocation_id, invocation_id, obj, self._scope)
 
     def recv(self, timeout: float | None = None) -> Any:
         """The next message sent to this invocation; ``TimeoutError`` after ``timeout`` s.

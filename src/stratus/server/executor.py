@@ -521,7 +521,7 @@ class Executor:
         if started >= self._report_due:  # the autoscaler should see a long call running
             self._send_load()
         self._alarm_by(deadline)
-        self.post.begin(call.invocation_id)  # mail that arrived before we started is kept
+        self.post.begin(call.invocation_id, _namespace(call))  # mail that came before is kept
         try:
             outcome, kv = self._invoke(job, metered)
         except Exception as e:  # the platform's code failed, not the function: answer it
@@ -603,7 +603,7 @@ class Executor:
         tasks.append(running)
         if started >= self._report_due:
             self._send_load()
-        self.post.begin(job.call.invocation_id)
+        self.post.begin(job.call.invocation_id, _namespace(job.call))
         self.loop.spawn(self._run_task(job, running, started))
 
     async def _run_task(self, job: Job, running: _Running, started: float) -> None:
@@ -870,6 +870,12 @@ def _user_frames(error: BaseException) -> BaseException:
 
 class _InitFailed(Exception):
     """A class's constructor raised while warming it up."""
+
+
+def _namespace(call: m.Call) -> str:
+    """The namespace of ``call``'s function (``acme::`` for a tenant's): its mail's."""
+    tenant = keys.tenant_of_function(call.function)
+    return "" if tenant is None else keys.tenant_function(tenant, "")
 
 
 def _deepen_stack() -> None:

@@ -7,7 +7,9 @@ them from the coordinator's pushes and connects to each); the executor
 running the recipient puts it in that invocation's mailbox, the others keep it for a
 while in case the recipient starts there later (it may not have started yet, or may be
 re-run after a crash), then drop it. A message is delivered at least once to a running
-recipient; order is kept per sender.
+recipient; order is kept per sender. Mail stays within a namespace: a tenant's function
+(``acme::f``) reaches only invocations of its tenant's functions, and the operator's
+only the operator's; other mail is dropped.
 
 Waiting in ``recv`` re-enters the executor's loop, like waiting on a nested call, so the
 executor keeps serving (the sender may need this very executor to run). An ``async def``
@@ -89,16 +91,16 @@ class PostOffice:
         self._caller = caller
         self._executor_id = executor_id
         self._max_payload = max_payload
-        self._running: set[str] = set()
+        self._running: dict[str, str] = {}  # invocation id -> its namespace
         self._boxes: dict[str, Mailbox] = {}
-        self._unclaimed: dict[str, list[tuple[float, str, bytes]]] = {}
+        self._unclaimed: dict[str, list[tuple[float, m.Deliver]]] = {}
 
-    def begin(self, invocation_id: str) -> None:
-        """``invocation_id`` runs here now: its mail goes to its mailbox."""
-        self._running.add(invocation_id)
+    def begin(self, invocation_id: str, namespace: str = "") -> None:
+        """``invocation_id`` (of ``namespace``) runs here now: its mail goes to its box."""
+        self._running[invocation_id] = namespace
 
     def end(self, invocation_id: str) -> None:
-        self._running.discard(invocation_id)
+        self._running.pop(invocation_id, None)
         self._boxes.pop(invocation_id, None)
 
     def box(self, invocation_id: str) -> Mailbox:
@@ -106,13 +108,15 @@ class PostOffice:
         box = self._boxes.get(invocation_id)
         if box is None:
             box = self._boxes[invocation_id] = Mailbox(self._caller)
-            for _, sender, payload in self._unclaimed.pop(invocation_id, []):
-                box.put(sender, payload)
+            namespace = self._running.get(invocation_id, "")
+            for _, message in self._unclaimed.pop(invocation_id, []):
+                if message.namespace == namespace:
+                    box.put(message.sender, message.payload)
         return box
 
-    def send(self, sender: str, recipient: str, obj: Any) -> None:
+    def send(self, sender: str, recipient: str, obj: Any, namespace: str = "") -> None:
         payload = serialization.dumps(obj, limit=self._max_payload, what="message")
-        message = m.Deliver(recipient, sender, payload)
+        message = m.Deliver(recipient, sender, payload, namespace)
         for address in self._link.peers():
             if address.executor_id == self._executor_id:
                 self.deliver(message)
@@ -120,11 +124,12 @@ class PostOffice:
                 self._link.peer(address).send(message, flush=False)
 
     def deliver(self, message: m.Deliver) -> None:
-        if message.recipient in self._running:
-            self.box(message.recipient).put(message.sender, message.payload)
-        else:
+        namespace = self._running.get(message.recipient)
+        if namespace is None:
             waiting = self._unclaimed.setdefault(message.recipient, [])
-            waiting.append((time.monotonic(), message.sender, message.payload))
+            waiting.append((time.monotonic(), message))
+        elif namespace == message.namespace:
+            self.box(message.recipient).put(message.sender, message.payload)
 
     def drop_unclaimed(self, now: float) -> None:
         for recipient, waiting in list(self._unclaimed.items()):

@@ -60,6 +60,7 @@ from stratus.protocol import keys
 from stratus.protocol import messages as m
 from stratus.protocol.metering import (
     LATENCY_BUCKETS,
+    TENANT,
     InvocationRecord,
     Outcome,
     encode_batch,
@@ -186,6 +187,7 @@ class Meter:
             memory_mb,
             node=call.node,
             dag="" if plan is None else plan.dag,
+            tenant=keys.tenant_of_function(call.function) or TENANT,  # acme::f is acme's
             queue_ns=queue_ns,
             cold_start_ns=cold_start_ns,
             spawn_ns=spawn_ns,
