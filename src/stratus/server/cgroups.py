@@ -35,7 +35,9 @@ import errno
 import logging
 import os
 import signal
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +205,7 @@ class ExecutorGroup:
         self.memory_mb = 0  # the limit in force, 0: none
         self.raised = False  # the limit was raised by HEADROOM once: next time, kill
         self._memory = next(((d, h) for d, h in dirs if h.memory), None)
+        self._entering: Future[None] | None = None
 
     def setup(self) -> None:
         for path, h in self.dirs:
@@ -215,9 +218,35 @@ class ExecutorGroup:
                 _write(path / "memory.swappiness", "0", missing_ok=True)
 
     def enter(self) -> None:
-        """Move the calling process into the group (the executor, first thing)."""
+        """Move the calling process into the group."""
         for path, _ in self.dirs:
             _write(path / "cgroup.procs", "0")
+
+    def enter_soon(self) -> None:
+        """``enter`` on a thread of its own: the executor's start-up goes on meanwhile,
+        and calls ``entered`` before it serves (nothing of the user's runs before).
+
+        Why: the first move into a cgroup after a quiet while waits for an RCU grace
+        period in the kernel (the cgroup threadgroup rwsem): 8-10 ms of a cold start on
+        these VMs (docs/autoscaling.md). What the start-up allocates before the move stays
+        charged to the fork server's group (v1 moves no charges)."""
+        entered: Future[None] = Future()
+
+        def run() -> None:
+            try:
+                self.enter()
+            except BaseException as e:
+                entered.set_exception(e)
+            else:
+                entered.set_result(None)
+
+        self._entering = entered
+        threading.Thread(target=run, name="stratus-cgroup", daemon=True).start()
+
+    def entered(self) -> None:
+        """Wait until ``enter_soon`` is done; raise what it raised."""
+        if self._entering is not None:
+            self._entering.result()
 
     def limit_memory(self, memory_mb: int) -> bool:
         """Cap the group at ``memory_mb`` (0: no cap), swap included. False if the

@@ -285,6 +285,8 @@ class Executor:
         # every peer dials our TCP address.
         local = self.tcp if self.config.coordinator else self.unix
         address = m.ExecutorAddress(self.executor_id, local, self.tcp)
+        if self.cgroup is not None:
+            self.cgroup.entered()  # in its group before it serves (see cgroups.enter_soon)
         self.link.send(m.ExecutorHello(address, os.getpid(), self.config.executor_offer))
         self.reactor.call_later(self._report_every, self._report_load)
         self.reactor.call_later(_CACHE_REFRESH_INTERVAL, self._refresh_cache)

@@ -265,10 +265,11 @@ def _fork_executor(
     executor_id = request.executor_id
     code = 1
     try:
-        # Before anything else: what the executor starts must land in its group.
+        # Before anything of the user's runs (the executor waits for it before it
+        # serves), what the executor starts must land in its group.
         os.setsid()
         if group is not None:
-            group.enter()
+            group.enter_soon()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
