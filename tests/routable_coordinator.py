@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from helpers import free_port, wait_until
 from stratus.transport.addresses import routable_host
 
@@ -64,3 +66,14 @@ def serve(work: Path) -> Iterator[tuple[str, Path]]:
     finally:
         for process in reversed(processes):
             stop(process)
+
+
+@contextlib.contextmanager
+def for_test(tmp_path_factory: pytest.TempPathFactory, what: str) -> Iterator[tuple[str, Path]]:
+    """``serve`` for a test module's fixture (in a fresh directory named after ``what``);
+    the test is skipped, with the reason, on a machine that cannot run one."""
+    reason = refusal()
+    if reason:
+        pytest.skip(f"{what}: {reason}")
+    with serve(tmp_path_factory.mktemp(what.replace(" ", "-").replace("'", ""))) as served:
+        yield served

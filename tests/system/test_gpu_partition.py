@@ -26,11 +26,9 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    refusal = routable_coordinator.refusal()
-    if refusal:
-        pytest.skip(f"the GPU partition test: {refusal}")
-    work = tmp_path_factory.mktemp("gpus")
-    with routable_coordinator.serve(work) as (address, data_dir):
+    with routable_coordinator.for_test(tmp_path_factory, "the GPU partition test") as served:
+        address, data_dir = served
+        work = data_dir.parent
         key = cfg.load_key(None, data_dir)
         gpus = ("0", "1", "2")
         node = LocalProvisioner(

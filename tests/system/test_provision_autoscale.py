@@ -33,11 +33,8 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    refusal = routable_coordinator.refusal()
-    if refusal:
-        pytest.skip(f"the autoscaling provisioner's test: {refusal}")
-    work = tmp_path_factory.mktemp("provision-autoscale")
-    with routable_coordinator.serve(work) as served:
+    what = "the autoscaling provisioner's test"
+    with routable_coordinator.for_test(tmp_path_factory, what) as served:
         yield served
 
 

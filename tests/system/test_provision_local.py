@@ -27,11 +27,7 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
 @pytest.fixture(scope="module")
 def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    refusal = routable_coordinator.refusal()
-    if refusal:
-        pytest.skip(f"the local provisioner's test: {refusal}")
-    work = tmp_path_factory.mktemp("provision-local")
-    with routable_coordinator.serve(work) as served:
+    with routable_coordinator.for_test(tmp_path_factory, "the local provisioner's test") as served:
         yield served
 
 
