@@ -7,13 +7,8 @@ version) and kept, with class instances built once. A DAG step sends its result 
 next step's executor, or, at the sink, to the caller. Nested calls go through the
 ``Caller`` the entry point gave us (the client SDK, which the server never imports); a
 function that waits for one re-enters the loop, so the executor keeps serving while it
-waits. Invocations thus nest on the executor's stack (``fib`` calling ``fib``: hundreds
-deep), each ~11 Python frames and ~0.4 KB of C stack: the executor raises Python's
-recursion limit to ``RECURSION_LIMIT`` (and its C stack's soft limit to ``STACK_BYTES``,
-so that C code recursing that deep still fits) and answers a call that would nest past
-``MAX_NESTED`` with a ``RecursionError`` rather than start it (a limit reached inside
-the platform's own code would lose the call it was starting). Whatever the platform's
-code raises while running a call, the call is answered.
+waits: invocations nest on its stack (``callstack.py``: how deep, and their timeouts).
+Whatever the platform's code raises while running a call, the call is answered.
 
 ``async def`` functions (and async generators) run as tasks on ``self.loop``, an asyncio
 loop the reactor steps (``eventloop.SteppedLoop``): up to the function's ``concurrency``
@@ -54,10 +49,8 @@ import logging
 import os
 import resource
 import signal
-import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,13 +68,15 @@ from stratus.protocol import errors, keys, serialization
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
 from stratus.protocol.metering import Outcome
-from stratus.server import cgroups
+from stratus.server import callstack, cgroups
 from stratus.server.attempt import AttemptOutcome, Attempts, Job
+from stratus.server.callstack import Active, CallStack
 from stratus.server.context import ImmediateKV
 from stratus.server.eventloop import SteppedLoop
+from stratus.server.items import Items
 from stratus.server.link import CallerFactory, Link
 from stratus.server.logs import InvocationLogs
-from stratus.server.mail import PostOffice
+from stratus.server.mail import PostOffice, namespace
 from stratus.server.metering import Meter, Running
 from stratus.store.base import Store
 from stratus.store.feed import ChangeFeed
@@ -100,65 +95,10 @@ _STALE_AFTER = 300.0  # partial DAG inputs and undeliverable replies are dropped
 _BATCH_BELOW = 0.0002
 _FETCH_TIMEOUT = 30.0  # s for the coordinator to send a function's code
 _ON_LOOP = frozenset({"async", "async_generator"})  # function kinds run as asyncio tasks
-MAX_NESTED = 2_000  # sync invocations on one executor's stack (see the module docstring)
-RECURSION_LIMIT = 30_000  # MAX_NESTED levels of ~11 frames, plus room for the user's
-STACK_BYTES = 64 << 20  # C stack the main thread may grow to: the limit's C recursion fits
 # The call of the task running now, for its log lines (a task sees its own value).
 _TASK_CALL: contextvars.ContextVar[m.Call | None] = contextvars.ContextVar(
     "stratus_task_call", default=None
 )
-
-
-@dataclass
-class _Running:
-    """An invocation on this executor's stack, for the timeout handler."""
-
-    call: m.Call
-    deadline: float | None
-    conn: Connection | None  # where a timeout is reported
-    metered: Running
-
-    def timeout_reply(self) -> m.Failure:
-        call = self.call
-        error = m.ErrorInfo("InvocationTimeout", f"{call.function} ran past its {call.timeout} s")
-        if call.plan is not None:
-            error = errors.in_step(error, call.function, call.node)
-        return m.Failure(call.rid, call.attempt, error)
-
-
-class _Items:
-    """A generator's items: each sent to the caller as it comes (a streamed call), or
-    gathered into the list that is its result."""
-
-    def __init__(self, executor: Executor, job: Job) -> None:
-        self._executor = executor
-        self._job = job
-        self._items: list[Any] = []
-        self._count = 0
-
-    def collect(self, items: Iterator[Any]) -> Any:
-        for item in items:
-            self._add(item)
-        return self._result()
-
-    async def collect_async(self, items: AsyncIterator[Any]) -> Any:
-        async for item in items:
-            self._add(item)
-        return self._result()
-
-    def _add(self, item: Any) -> None:
-        call, conn = self._job.call, self._job.conn
-        if not call.stream:
-            self._items.append(item)
-            return
-        limit = self._executor.config.max_payload
-        value = serialization.dumps(item, limit=limit, what="streamed item")
-        if conn is not None:
-            conn.send(m.StreamItem(call.rid, call.attempt, self._count, value))
-        self._count += 1
-
-    def _result(self) -> Any:
-        return self._count if self._job.call.stream else self._items
 
 
 @dataclass
@@ -241,10 +181,9 @@ class Executor:
         self._callers: dict[str, Connection] = {}  # client id -> its connection to us
         self._undelivered: dict[str, list[tuple[float, Any]]] = {}
         self._fanin: dict[tuple[str, int, int], _FanIn] = {}
-        self._stack: list[_Running] = []
-        self._alarm_at: float | None = None  # monotonic time SIGALRM is set for
+        self._stack = CallStack()
         self.loop = SteppedLoop(self.reactor)  # where async def functions run
-        self._tasks: dict[str, list[_Running]] = {}  # per function, its running tasks
+        self._tasks: dict[str, list[Active]] = {}  # per function, its running tasks
         self._waiting: dict[str, deque[tuple[Job, bool, int]]] = {}  # past its concurrency
         self._task_concurrency: dict[str, int] = {}  # of each async function seen
         # While code is being fetched, calls that arrive wait here instead of re-entering.
@@ -278,7 +217,7 @@ class Executor:
         raise AssertionError("unreachable")
 
     def run(self) -> None:
-        _deepen_stack()
+        callstack.deepen()
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.signal(cgroups.OVER_MEMORY, self._on_over_memory)
         # On a node agent's host no abstract socket reaches us from the coordinator's:
@@ -385,7 +324,8 @@ class Executor:
         task_call = _TASK_CALL.get()
         if task_call is not None:
             return task_call
-        return self._stack[-1].call if self._stack else None
+        top = self._stack.top
+        return top.call if top is not None else None
 
     def _refresh_cache(self) -> None:
         if len(self.kv_cache) or len(self.fs_cache):
@@ -512,18 +452,20 @@ class Executor:
         if options.kind in _ON_LOOP:
             self._start_task(job, cold, loading)
             return
-        if len(self._stack) >= MAX_NESTED:
-            self._reply(conn, call, self._too_deep(call))
+        if self._stack.full:
+            limit = self.config.max_payload
+            self._reply(conn, call, callstack.too_deep(call, self.executor_id, limit))
             return
         if self._cost.get(key, 1.0) > _BATCH_BELOW:
             self.reactor.flush()  # this may run long: don't hold earlier replies back
         started, metered, caller = self._begin(job, cold, loading)
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
-        self._stack.append(_Running(call, deadline, caller, metered))
+        self._stack.push(Active(call, deadline, caller, metered))
         if started >= self._report_due:  # the autoscaler should see a long call running
             self._send_load()
-        self._alarm_by(deadline)
-        self.post.begin(call.invocation_id, _namespace(call))  # mail that came before is kept
+        self.post.begin(
+            call.invocation_id, namespace(call.function)
+        )  # mail that came before is kept
         try:
             outcome, kv = self._invoke(job, metered)
         except Exception as e:  # the platform's code failed, not the function: answer it
@@ -601,14 +543,14 @@ class Executor:
         started, metered, caller = self._begin(job, cold, loading)
         # Not on the stack, so no SIGALRM: its timeout cancels the task.
         deadline = None if job.call.timeout is None else time.monotonic() + job.call.timeout
-        running = _Running(job.call, deadline, caller, metered)
+        running = Active(job.call, deadline, caller, metered)
         tasks.append(running)
         if started >= self._report_due:
             self._send_load()
-        self.post.begin(job.call.invocation_id, _namespace(job.call))
+        self.post.begin(job.call.invocation_id, namespace(job.call.function))
         self.loop.spawn(self._run_task(job, running, started))
 
-    async def _run_task(self, job: Job, running: _Running, started: float) -> None:
+    async def _run_task(self, job: Job, running: Active, started: float) -> None:
         """An async invocation, from start to reply, within its timeout."""
         call = job.call
         _TASK_CALL.set(call)
@@ -654,7 +596,9 @@ class Executor:
             while True:
                 try:
                     if generates:
-                        value = _Items(self, job).collect(target(ctx, *args, **kwargs))
+                        value = Items(job, self.config.max_payload).collect(
+                            target(ctx, *args, **kwargs)
+                        )
                     else:
                         value = target(ctx, *args, **kwargs)
                 except BaseException as e:
@@ -675,7 +619,9 @@ class Executor:
             while True:
                 try:
                     if generates:
-                        value = await _Items(self, job).collect_async(target(ctx, *args, **kwargs))
+                        value = await Items(job, self.config.max_payload).collect_async(
+                            target(ctx, *args, **kwargs)
+                        )
                     else:
                         value = await target(ctx, *args, **kwargs)
                 except asyncio.CancelledError as e:
@@ -764,15 +710,6 @@ class Executor:
                 lost = m.ErrorInfo("ExecutorLost", f"next DAG step unreachable: {e}")
                 self._reply_dag(call.rid, call.attempt, call.reply_to, lost)
 
-    def _too_deep(self, call: m.Call) -> m.ErrorInfo:
-        """The reply to a call that would nest past ``MAX_NESTED`` here: a recursion
-        through nested calls that does not end, as Python reports one."""
-        error = RecursionError(
-            f"{call.function}: calls nested {MAX_NESTED} deep on executor "
-            f"{self.executor_id}, its limit (a recursion through ctx.call that does not end?)"
-        )
-        return errors.encode_remote(error, limit=self.config.max_payload)
-
     def _failed(self, error: BaseException, options: m.FunctionOptions | None) -> m.ErrorInfo:
         """The reply to a call whose function (or class constructor) raised ``error``."""
         if isinstance(error, _InitFailed) and error.__cause__ is not None:
@@ -813,51 +750,23 @@ class Executor:
 
     # ------------------------------------------------------------------ timeouts
 
-    def _alarm_by(self, deadline: float | None) -> None:
-        """Have SIGALRM come by ``deadline`` (a running call's).
-
-        Lazily: a timer due sooner is left alone (the alarm then re-arms for the calls
-        still running), and a finished call's timer is never cancelled. Two ``setitimer``
-        calls per invocation cost ~1.3 us; this makes it one per timeout period."""
-        if deadline is not None and (self._alarm_at is None or deadline < self._alarm_at):
-            self._alarm_at = deadline
-            signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))
-
     def _on_alarm(self, signum: int, frame: Any) -> None:
-        now = time.monotonic()
-        self._alarm_at = None
-        deadlines = [r.deadline for r in self._stack if r.deadline is not None]
-        expired = [r for r in self._stack if r.deadline is not None and r.deadline <= now]
+        expired = self._stack.expired(time.monotonic())
         if not expired:  # armed for a call that has finished
-            self._alarm_by(min(deadlines, default=None))
             return
-        for running in expired:
-            self.meter.abort(running.metered, "timeout")
-            if running.conn:
-                try:
-                    running.conn.sock.setblocking(True)
-                    running.conn.sock.sendall(running.conn.codec.encode(running.timeout_reply()))
-                except OSError:
-                    pass
+        for active in expired:
+            self.meter.abort(active.metered, "timeout")
+            active.last_words(active.timeout_reply())
         # Whatever the function was doing is abandoned; a fresh executor replaces us.
         os._exit(3)
 
     def _on_over_memory(self, signum: int, frame: Any) -> None:
         """Our group reached its memory limit (sent by the fork server, which raised the
         limit a little so that this reply can be built): report it and exit."""
-        for running in self._stack:
-            self.meter.abort(running.metered, "error")
-            if running.conn is None:
-                continue
-            call = running.call
-            error = m.ErrorInfo(
-                "MemoryLimitExceeded", f"{call.function} used over {self._memory_mb} MB"
-            )
-            with contextlib.suppress(OSError):
-                running.conn.sock.setblocking(True)
-                running.conn.sock.sendall(
-                    running.conn.codec.encode(m.Failure(call.rid, call.attempt, error))
-                )
+        for active in self._stack:
+            self.meter.abort(active.metered, "error")
+            used = f"{active.call.function} used over {self._memory_mb} MB"
+            active.last_words(active.failure("MemoryLimitExceeded", used))
         os._exit(4)
 
 
@@ -872,22 +781,6 @@ def _user_frames(error: BaseException) -> BaseException:
 
 class _InitFailed(Exception):
     """A class's constructor raised while warming it up."""
-
-
-def _namespace(call: m.Call) -> str:
-    """The namespace of ``call``'s function (``acme::`` for a tenant's): its mail's."""
-    tenant = keys.tenant_of_function(call.function)
-    return "" if tenant is None else keys.tenant_function(tenant, "")
-
-
-def _deepen_stack() -> None:
-    """Room for invocations nested ``MAX_NESTED`` deep (see the module docstring). The
-    main thread's stack grows on demand up to RLIMIT_STACK, read when it grows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
-    if soft != resource.RLIM_INFINITY and soft < STACK_BYTES:
-        wanted = STACK_BYTES if hard == resource.RLIM_INFINITY else min(STACK_BYTES, hard)
-        resource.setrlimit(resource.RLIMIT_STACK, (wanted, hard))
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 
 
 def _outcome(outcome: bytes | m.ErrorInfo) -> Outcome:

@@ -25,13 +25,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stratus.protocol import keys, serialization
 from stratus.protocol import messages as m
-from stratus.protocol import serialization
 
 if TYPE_CHECKING:
     from stratus.server.link import Caller, Link
 
 KEEP_UNCLAIMED = 60.0  # seconds a message waits for a recipient that is not running here
+
+
+def namespace(function: str) -> str:
+    """The mail namespace of ``function``'s invocations: ``acme::`` for a tenant's."""
+    tenant = keys.tenant_of_function(function)
+    return "" if tenant is None else keys.tenant_function(tenant, "")
 
 
 @dataclass
