@@ -47,7 +47,6 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 from stratus import _exceptions as exc
@@ -56,8 +55,8 @@ from stratus.client import placement as pl
 from stratus.client import reconnect as rc
 from stratus.client.driver import Driver
 from stratus.client.future import Future
+from stratus.client.pending import DagShape, Pending, ref_keys, start_error
 from stratus.client.stream import Stream
-from stratus.kv.ref import Ref
 from stratus.protocol import errors, serialization
 from stratus.protocol import messages as m
 from stratus.protocol.framing import FRAME_OVERHEAD, Codec
@@ -85,68 +84,6 @@ _SAFE_AGAIN = (
     m.RegisterDag,
 )
 _ON_LOOP = frozenset({"async", "async_generator"})  # kinds an executor runs many at once
-
-
-class _Pending:
-    """An invocation in flight: its future, its state machine and what to send again."""
-
-    __slots__ = (
-        "blob",
-        "cold",
-        "dag",
-        "future",
-        "held_ns",
-        "info",
-        "invocation",
-        "refs",
-        "stream",
-    )
-
-    def __init__(
-        self,
-        future: Future[Any],
-        invocation: inv.Invocation,
-        blob: bytes,
-        info: m.FunctionInfo | None = None,
-        dag: _DagShape | None = None,
-        refs: tuple[str, ...] = (),
-    ) -> None:
-        self.future = future
-        self.refs = refs  # keys of the Ref arguments: the call prefers where they are cached
-        self.invocation = invocation
-        self.blob = blob  # the pickled arguments
-        self.info = info  # for a function call
-        self.dag = dag  # for a DAG call
-        self.held_ns = 0  # perf_counter_ns when it began to wait in this client, if it did
-        self.cold = False  # it waited for its function's pool to start from nothing
-        self.stream: Stream | None = None  # where a streamed call's items go
-
-
-@dataclass(frozen=True)
-class _DagShape:
-    """A DAG as the client sends it, derived once per resolution."""
-
-    name: str
-    nodes: list[m.DagNode]
-    infos: list[m.FunctionInfo]
-    downstream: list[list[int]]
-    sink: int
-    budget: float | None  # total timeout of the steps
-    retries: int
-    steps: tuple[tuple[str, int], ...]  # for placement: (function, first upstream or -1)
-
-    @staticmethod
-    def of(name: str, nodes: list[m.DagNode], infos: list[m.FunctionInfo]) -> _DagShape:
-        downstream: list[list[int]] = [[] for _ in nodes]
-        for i, node in enumerate(nodes):
-            for u in node.upstream:
-                downstream[u].append(i)
-        timeouts = [i.options.timeout for i in infos]
-        budget = None if None in timeouts else sum(t for t in timeouts if t is not None)
-        sink = next(i for i, d in enumerate(downstream) if not d)
-        steps = tuple((n.function, n.upstream[0] if n.upstream else -1) for n in nodes)
-        retries = min(i.options.retries for i in infos)
-        return _DagShape(name, nodes, infos, downstream, sink, budget, retries, steps)
 
 
 class Client:
@@ -180,7 +117,7 @@ class Client:
         self._closed = False
         self._close_reason = "the client is closed"
         self._prefer_unix = addresses.is_local(address)
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, Pending] = {}
         self._deadlines: list[tuple[float, int]] = []  # heap, see _check_deadlines
         self._requests: dict[int, cf.Future[Any]] = {}
         self._asked: dict[int, Any] = {}  # the request of each rid in _requests
@@ -190,7 +127,7 @@ class Client:
         self._dags: dict[str, list[m.DagNode]] = {}
         self._executors: dict[str, m.ExecutorAddress] = {}
         self._placed: set[str] = set()  # names (functions, DAGs) whose pools we know
-        self._dag_shapes: dict[str, _DagShape] = {}
+        self._dag_shapes: dict[str, DagShape] = {}
         self._conns: dict[str, Connection] = {}
         # ``nested``: an executor's, for its functions' calls, which are never held.
         self.placement = pl.Placement(self_id=self.client_id, nested=nested)
@@ -300,8 +237,8 @@ class Client:
             invocation = inv.Invocation(
                 future.invocation_id, name, options.timeout, options.retries
             )
-            refs = _ref_keys(args, kwargs)
-            pending = self._pending[rid] = _Pending(future, invocation, blob, info=info, refs=refs)
+            refs = ref_keys(args, kwargs)
+            pending = self._pending[rid] = Pending(future, invocation, blob, info=info, refs=refs)
             if stream is not None:
                 stream.future = future
                 pending.stream = stream
@@ -327,11 +264,11 @@ class Client:
             if shape is None:
                 nodes = self._dags[name]
                 infos = [self._functions[n.function] for n in nodes]
-                shape = self._dag_shapes[name] = _DagShape.of(name, nodes, infos)
+                shape = self._dag_shapes[name] = DagShape.of(name, nodes, infos)
             rid = next(self._rids)
             future: Future[Any] = Future(self.driver, f"{self.client_id}.{rid}", name)
             invocation = inv.Invocation(future.invocation_id, name, shape.budget, shape.retries)
-            self._pending[rid] = _Pending(future, invocation, blob, dag=shape)
+            self._pending[rid] = Pending(future, invocation, blob, dag=shape)
             self._place(rid, 1, frozenset())
         return future
 
@@ -453,19 +390,7 @@ class Client:
             if self._reachable(executor_id) is None:
                 self._place(rid, attempt, pending.invocation.avoid)
                 return
-        targets = [self._executors[e] for e in executors]
-        plan = m.DagPlan(
-            shape.name,
-            [
-                m.PlanNode(
-                    info.name, info.version, target, info.options.timeout, node.upstream, down
-                )
-                for node, info, target, down in zip(
-                    shape.nodes, shape.infos, targets, shape.downstream, strict=True
-                )
-            ],
-            shape.sink,
-        )
+        plan = shape.plan([self._executors[e] for e in executors])
         invocation = pending.invocation
         invocation.sent(attempt, frozenset(executors), time.monotonic())
         self._arm(rid, invocation)
@@ -860,7 +785,7 @@ class Client:
         for instruction in self.placement.handle(pl.StartFailed(), time.monotonic()):
             if isinstance(instruction, pl.Unplaceable) and instruction.rid in self._pending:
                 pending = self._pending[instruction.rid]
-                self._finish(instruction.rid, error=_start_error(error, pending))
+                self._finish(instruction.rid, error=start_error(error, pending))
         self._carry_out([])  # stops watching for pushes if nothing waits any more
 
     def _apply(self, rid: int, instructions: list[inv.Instruction]) -> None:
@@ -951,28 +876,3 @@ class Client:
             heapq.heapify(heap)
         soonest = min(heap[0][0] if heap else math.inf, self.placement.wake_at)
         return None if soonest == math.inf else soonest
-
-
-def _ref_keys(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
-    keys = [a.key for a in args if isinstance(a, Ref)]
-    keys += [v.key for v in kwargs.values() if isinstance(v, Ref)]
-    return tuple(keys)
-
-
-def _start_error(error: m.ErrorInfo, pending: _Pending) -> exc.InvocationError:
-    """The error of a call that waits for an executor none can start: ``ExecutorStartFailed``
-    (nothing ran) for a first attempt; for a retry, ``ExecutorLost``, since the attempt
-    before it may have been applied (it may have died between its commit and its reply)."""
-    invocation = pending.invocation
-    if invocation.attempt > 1:
-        return exc.ExecutorLost(
-            f"{invocation.function}: attempt {invocation.attempt - 1} was lost and may have "
-            f"been applied; no executor could start to retry it: {error.message}",
-            invocation_id=invocation.invocation_id,
-            function=invocation.function,
-        )
-    return exc.ExecutorStartFailed(
-        f"no executor could start for {invocation.function}: {error.message}",
-        invocation_id=invocation.invocation_id,
-        function=invocation.function,
-    )
