@@ -13,15 +13,15 @@ IPTABLES := /usr/sbin/iptables
 
 .PHONY: demo test lock lint typecheck bench bench-quick bench-core bench-state bench-store bench-transport bench-fs bench-fuse bench-elastic bench-trace bench-scaleout clean
 
-# uv installs from uv.lock (every package pinned with its hashes), itself pinned here and kept
-# outside the project's venv so that an exact sync never removes it.
-UV_VERSION := 0.13.9
+# uv installs from uv.lock (every package pinned with its hashes; --locked: refused when
+# pyproject.toml and the lock disagree), itself pinned with its hashes in uv-bootstrap.txt
+# and kept outside the project's venv so that an exact sync never removes it.
 UV     := .uv/bin/uv
-SYNC   := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --python python3
+SYNC   := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --python python3
 
-$(UV):
+$(UV): uv-bootstrap.txt
 	python3 -m venv .uv
-	.uv/bin/pip install --quiet uv==$(UV_VERSION)
+	.uv/bin/pip install --quiet --require-hashes -r uv-bootstrap.txt
 
 # Installed only when missing; CI runs as root on Debian.
 $(REDIS):
